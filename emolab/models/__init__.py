@@ -1,0 +1,1 @@
+"""emolab.models (see SPEC; filled in by its own issue)."""

@@ -1,0 +1,1 @@
+"""emolab.train (see SPEC; filled in by its own issue)."""

@@ -1,0 +1,1 @@
+"""emolab.viz (see SPEC; filled in by its own issue)."""
