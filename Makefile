@@ -1,0 +1,27 @@
+# emolab: `make demo` runs the kit end to end, `make test` runs the test suite.
+# Both create .venv (if missing) and install emolab with its pinned dependencies.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.emolab-installed
+DATA_ROOT ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean-cache
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m emolab demo $(if $(DATA_ROOT),--data_root "$(DATA_ROOT)")
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-cache:
+	rm -rf $${EMOLAB_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/emolab}

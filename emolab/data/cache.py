@@ -1,0 +1,184 @@
+"""Decode-once frame cache.
+
+H.264 at 720p decodes at only a few clips per second on a small machine, and
+sampling 8 frames still decodes the whole clip, so decoding every clip every
+epoch (the seed project's way) starves the model. :class:`FrameCache` keeps each
+clip's sampled, face-cropped, resized ``uint8`` frames in memory (a bounded LRU
+per process) and on disk (one ``.npz`` per clip, shared by DataLoader workers
+and later runs). Entries are keyed by the file (absolute path, size, mtime) and
+the preprocessing settings, so an edited file or a changed setting is a miss,
+never a stale hit. Augmentations run on the cached frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from emolab.data.video import ClipFrames
+
+#: Bump when the preprocessing changes in a way that invalidates old entries.
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$EMOLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/emolab``, else ``~/.cache/emolab``."""
+    if os.environ.get("EMOLAB_CACHE_DIR"):
+        return Path(os.environ["EMOLAB_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "emolab"
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """The preprocessing that a cached clip depends on.
+
+    Attributes:
+        num_frames: frames sampled uniformly over the clip.
+        size: output side in pixels (frames are ``size x size``).
+        face_crop: crop to the face found on the first sampled frame.
+    """
+
+    num_frames: int = 8
+    size: int = 112
+    face_crop: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.size < 8:
+            raise ValueError(f"size must be >= 8 pixels, got {self.size}")
+
+    def tag(self) -> str:
+        return f"v{CACHE_VERSION}-t{self.num_frames}-s{self.size}-f{int(self.face_crop)}"
+
+
+class FrameCache:
+    """Memory + disk cache of :class:`~emolab.data.video.ClipFrames`.
+
+    Args:
+        directory: where ``.npz`` entries live (created on demand); ``None``
+            keeps the cache in memory only.
+        memory_bytes: bound of the in-process LRU (0 disables it). With
+            DataLoader workers each process has its own; the disk entries (and
+            the OS page cache over them) are what they share.
+
+    The object is picklable, so a dataset holding it can go to worker processes.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None, memory_bytes: int = 1 << 30):
+        self.directory = Path(directory) if directory is not None else None
+        self.memory_bytes = int(memory_bytes)
+        self._memory: OrderedDict[str, ClipFrames] = OrderedDict()
+        self._memory_used = 0
+        self.hits_memory = 0
+        self.hits_disk = 0
+        self.misses = 0
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_memory"] = OrderedDict()  # workers start empty; they share the disk
+        state["_memory_used"] = 0
+        return state
+
+    def key(self, path: str | os.PathLike[str], settings: FrameSettings) -> str:
+        """Hex digest of the file identity and the settings."""
+        p = Path(path).resolve()
+        st = p.stat()
+        ident = f"{p}|{st.st_size}|{st.st_mtime_ns}|{settings.tag()}"
+        return hashlib.sha1(ident.encode()).hexdigest()
+
+    def _disk_path(self, key: str) -> Path:
+        assert self.directory is not None
+        return self.directory / "frames" / key[:2] / f"{key}.npz"
+
+    def get(self, path: str | os.PathLike[str], settings: FrameSettings) -> ClipFrames | None:
+        """The cached clip, or ``None``."""
+        return self._get(self.key(path, settings))
+
+    def _get(self, key: str) -> ClipFrames | None:
+        clip = self._memory.get(key)
+        if clip is not None:
+            self._memory.move_to_end(key)
+            self.hits_memory += 1
+            return clip
+        if self.directory is None:
+            return None
+        f = self._disk_path(key)
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                box = tuple(int(v) for v in z["box"]) if z["box"].size == 4 else None
+                clip = ClipFrames(frames=z["frames"], valid=z["valid"], face=str(z["face"]), box=box)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            return None  # a damaged entry is a miss; it is rewritten atomically
+        self.hits_disk += 1
+        self._remember(key, clip)
+        return clip
+
+    def _remember(self, key: str, clip: ClipFrames) -> None:
+        if self.memory_bytes <= 0:
+            return
+        size = clip.frames.nbytes + clip.valid.nbytes
+        if size > self.memory_bytes:
+            return
+        self._memory[key] = clip
+        self._memory_used += size
+        while self._memory_used > self.memory_bytes:
+            _, old = self._memory.popitem(last=False)
+            self._memory_used -= old.frames.nbytes + old.valid.nbytes
+
+    def put(self, path: str | os.PathLike[str], settings: FrameSettings, clip: ClipFrames) -> None:
+        """Store a clip (atomically on disk: temporary file, then rename)."""
+        self._put(self.key(path, settings), clip)
+
+    def _put(self, key: str, clip: ClipFrames) -> None:
+        self._remember(key, clip)
+        if self.directory is None:
+            return
+        f = self._disk_path(key)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=f.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                box = np.asarray(clip.box if clip.box is not None else (), dtype=np.int64)
+                np.savez(fh, frames=clip.frames, valid=clip.valid, face=np.str_(clip.face), box=box)
+            os.replace(tmp, f)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_or_compute(
+        self,
+        path: str | os.PathLike[str],
+        settings: FrameSettings,
+        compute: Callable[[], ClipFrames],
+    ) -> ClipFrames:
+        """The cached clip, or ``compute()`` stored and returned."""
+        key = self.key(path, settings)
+        clip = self._get(key)
+        if clip is not None:
+            return clip
+        self.misses += 1
+        clip = compute()
+        self._put(key, clip)
+        return clip
+
+    def disk_bytes(self) -> int:
+        """Total size of the disk entries."""
+        if self.directory is None or not (self.directory / "frames").exists():
+            return 0
+        return sum(f.stat().st_size for f in (self.directory / "frames").rglob("*.npz"))
+
+    def clear_memory(self) -> None:
+        self._memory.clear()
+        self._memory_used = 0

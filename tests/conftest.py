@@ -1,0 +1,37 @@
+"""Shared fixtures: fake RAVDESS trees (names only) and a small generated demo corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import pytest
+
+from tests.helpers import write_fake_corpus
+
+# Keep test runs quiet and offline whatever the caller's environment says.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def fake_corpus(tmp_path: Path) -> Path:
+    return write_fake_corpus(tmp_path / "ravdess")
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A small generated corpus (real MP4 and WAV files): actors 1-4, tiny clips."""
+    from emolab.data.demo import DemoConfig, generate_demo_corpus
+
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo_corpus(root, DemoConfig(actors=4, size=(96, 64), seconds=1.0, fps=10.0, seed=0),
+                         workers=0, progress=False)
+    return root
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch) -> Path:
+    """An isolated frame cache folder (also set as the default)."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("EMOLAB_CACHE_DIR", str(d))
+    return d
