@@ -50,6 +50,7 @@ FOUR_CLASS_NAMES: tuple[str, ...] = ("neutral/calm", "positive", "negative", "su
 
 _NAME_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
 _ACTOR_DIR_RE = re.compile(r"^Actor_(\d{2})$")
+_AUX_DIRS = {"Noise", "__MACOSX"}
 
 
 class RavdessNameError(ValueError):
@@ -284,6 +285,10 @@ CheckLevel = Literal["none", "size", "header"]
 def find_media_files(root: str | os.PathLike[str]) -> tuple[list[Path], int]:
     """Find ``.wav`` and ``.mp4`` files under ``root`` at any depth.
 
+    Files under a ``Noise/`` folder (the augmentation noise, ``data/Noise/noise.wav``)
+    or a ``__MACOSX/`` folder (resource forks from zip files made on a Mac) are
+    not corpus files: they count as other files.
+
     Returns:
         The media files in sorted order, and the number of other files seen.
 
@@ -299,8 +304,9 @@ def find_media_files(root: str | os.PathLike[str]) -> tuple[list[Path], int]:
     other = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
+        aux = bool(_AUX_DIRS & set(Path(dirpath).relative_to(root).parts))
         for fn in filenames:
-            if Path(fn).suffix.lower() in MEDIA_SUFFIXES:
+            if not aux and Path(fn).suffix.lower() in MEDIA_SUFFIXES:
                 media.append(Path(dirpath) / fn)
             else:
                 other += 1
