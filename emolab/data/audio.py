@@ -1,0 +1,425 @@
+"""Audio tensors for the Mel and WavLM branches (SPEC §2.2, §2.3).
+
+Reading is done with :mod:`soundfile` (``torchaudio.load`` needs torchcodec),
+resampling with :func:`torchaudio.functional.resample`, the log-Mel image with
+torchaudio's ``MelSpectrogram`` + ``AmplitudeToDB`` and noise mixing with
+:func:`torchaudio.functional.add_noise`.
+
+Typical use::
+
+    wave = load_audio("03-01-05-01-01-01-12.wav")   # (1, 48000), 16 kHz mono, 3 s
+    mel = log_mel(wave)                             # (1, 64, 301)
+    noise = AudioNoise("data/Noise/noise.wav")
+    noisy = noise(wave, rng=np.random.default_rng(0))
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+import torchaudio.transforms as AT
+from torch import Tensor, nn
+
+__all__ = [
+    "SAMPLE_RATE",
+    "CLIP_SECONDS",
+    "NUM_SAMPLES",
+    "N_FFT",
+    "WIN_LENGTH",
+    "HOP_LENGTH",
+    "N_MELS",
+    "AudioReadError",
+    "read_wav",
+    "to_mono",
+    "load_audio",
+    "fit_length",
+    "log_mel",
+    "mel_frames",
+    "mix_at_snr",
+    "measure_snr",
+    "load_noise",
+    "AudioNoiseConfig",
+    "AudioNoise",
+]
+
+PathLike = Union[str, os.PathLike]
+
+SAMPLE_RATE = 16000  # Hz, what every audio model sees
+CLIP_SECONDS = 3.0  # seconds, clips are padded with zeros or truncated to this
+NUM_SAMPLES = round(SAMPLE_RATE * CLIP_SECONDS)  # 48000
+N_FFT = 400  # 25 ms window at 16 kHz
+WIN_LENGTH = 400
+HOP_LENGTH = 160  # 10 ms hop -> 301 frames for 3 s (centred STFT)
+N_MELS = 64
+
+
+class AudioReadError(RuntimeError):
+    """An audio file could not be read; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _wav_data_shortfall(path: Path) -> tuple[int, int] | None:
+    """For a RIFF/WAVE file, ``(declared, present)`` data-chunk bytes if the file is cut short.
+
+    libsndfile silently reads what is present in a truncated WAV; we want to report it.
+    Returns None when the file is complete or is not a plain RIFF WAVE file.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                present = size - (pos + 8)
+                # 0 / 0xFFFFFFFF are used by streaming writers for "unknown length"
+                if csize in (0, 0xFFFFFFFF) or present >= csize:
+                    return None
+                return csize, present
+            pos += 8 + csize + (csize & 1)
+    return None
+
+
+def read_wav(path: PathLike) -> tuple[np.ndarray, int]:
+    """Read an audio file (WAV or anything libsndfile reads) as float32.
+
+    Args:
+        path: the audio file.
+
+    Returns:
+        ``(samples, sample_rate)``, samples of shape `(channels, num_samples)` in [-1, 1].
+
+    Raises:
+        AudioReadError: the file is missing, empty (zero bytes or zero samples),
+            truncated, or not audio. The message names the file and the problem.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise AudioReadError(f"{p}: audio file does not exist")
+    if p.stat().st_size == 0:
+        raise AudioReadError(f"{p}: audio file is empty (0 bytes)")
+    try:
+        shortfall = _wav_data_shortfall(p)
+    except OSError as e:
+        raise AudioReadError(f"{p}: cannot read audio file ({e})") from e
+    if shortfall is not None:
+        declared, present = shortfall
+        raise AudioReadError(
+            f"{p}: WAV file is truncated (header declares {declared} bytes of audio data, "
+            f"only {present} are present)"
+        )
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, OSError) as e:
+        raise AudioReadError(f"{p}: not a readable audio file ({e})") from e
+    if data.shape[0] == 0:
+        raise AudioReadError(f"{p}: audio file holds no samples")
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+def to_mono(wave: Tensor) -> Tensor:
+    """Downmix `(C, N)` to `(1, N)` by the mean over channels (mono input is returned as is)."""
+    if wave.dim() != 2:
+        raise ValueError(f"expected a wave of shape (C, N), got {tuple(wave.shape)}")
+    return wave if wave.shape[0] == 1 else wave.mean(dim=0, keepdim=True)
+
+
+def fit_length(wave: Tensor, num_samples: int) -> tuple[Tensor, int]:
+    """Pad with zeros at the end or truncate the last dimension to ``num_samples``.
+
+    Args:
+        wave: tensor of shape `(..., N)`.
+        num_samples: target length.
+
+    Returns:
+        ``(wave, valid)``: the wave of shape `(..., num_samples)` and the number of
+        samples that came from the input, ``min(N, num_samples)``.
+    """
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    n = wave.shape[-1]
+    if n >= num_samples:
+        return wave[..., :num_samples], num_samples
+    return torch.nn.functional.pad(wave, (0, num_samples - n)), n
+
+
+def _load_mono(path: PathLike, sample_rate: int) -> Tensor:
+    data, sr = read_wav(path)
+    wave = to_mono(torch.from_numpy(data))
+    if sr != sample_rate:
+        wave = AF.resample(wave, orig_freq=sr, new_freq=sample_rate)
+    return wave
+
+
+def load_audio(
+    path: PathLike,
+    sample_rate: int = SAMPLE_RATE,
+    seconds: float = CLIP_SECONDS,
+    *,
+    return_length: bool = False,
+) -> Tensor | tuple[Tensor, int]:
+    """Load a clip as mono at ``sample_rate``, padded with zeros or truncated to ``seconds``.
+
+    Stereo (or more channels) is downmixed by the mean; any input rate is resampled
+    with :func:`torchaudio.functional.resample` (RAVDESS WAVs are 48 kHz).
+
+    Args:
+        path: the audio file.
+        sample_rate: output rate in Hz.
+        seconds: output duration; ``N = round(sample_rate * seconds)`` samples.
+        return_length: also return the number of samples before padding.
+
+    Returns:
+        float32 tensor of shape `(1, N)` (`(1, 48000)` by default), and with
+        ``return_length`` the number of valid (not padded) samples, ``<= N``.
+
+    Raises:
+        AudioReadError: the file is missing, empty, truncated or not audio.
+    """
+    if sample_rate <= 0 or seconds <= 0:
+        raise ValueError(f"sample_rate and seconds must be positive, got {sample_rate}, {seconds}")
+    wave, valid = fit_length(_load_mono(path, sample_rate), round(sample_rate * seconds))
+    wave = wave.contiguous()
+    return (wave, valid) if return_length else wave
+
+
+# --------------------------------------------------------------------------- log-Mel
+
+_MEL_CACHE: dict[tuple[int, int, str], nn.Module] = {}
+
+
+def _mel_transform(sample_rate: int, n_mels: int, device: torch.device) -> nn.Module:
+    key = (sample_rate, n_mels, str(device))
+    module = _MEL_CACHE.get(key)
+    if module is None:
+        module = nn.Sequential(
+            AT.MelSpectrogram(
+                sample_rate=sample_rate,
+                n_fft=N_FFT,
+                win_length=WIN_LENGTH,
+                hop_length=HOP_LENGTH,
+                n_mels=n_mels,
+            ),
+            AT.AmplitudeToDB(),
+        ).to(device)
+        _MEL_CACHE[key] = module
+    return module
+
+
+def mel_frames(num_samples: int) -> int:
+    """Number of log-Mel frames for ``num_samples`` samples (centred STFT): 48000 -> 301."""
+    return num_samples // HOP_LENGTH + 1
+
+
+def log_mel(wave: Tensor, *, sample_rate: int = SAMPLE_RATE, n_mels: int = N_MELS) -> Tensor:
+    """Log-Mel image: ``MelSpectrogram(n_fft=400, win_length=400, hop_length=160)`` + ``AmplitudeToDB``.
+
+    The transform modules are built once per ``(sample_rate, n_mels, device)`` and
+    reused, so this works (and is cheap) on CUDA batches too.
+
+    Args:
+        wave: float tensor of shape `(1, N)` or `(B, 1, N)` (any leading dims).
+        sample_rate: rate of ``wave`` in Hz.
+        n_mels: number of Mel bands.
+
+    Returns:
+        float32 tensor of shape `(1, n_mels, F)` or `(B, 1, n_mels, F)` in dB,
+        ``F = N // 160 + 1`` (301 for 3 s at 16 kHz).
+    """
+    if wave.dim() < 2:
+        raise ValueError(f"expected a wave of shape (1, N) or (B, 1, N), got {tuple(wave.shape)}")
+    if not wave.is_floating_point():
+        raise ValueError(f"expected a floating-point wave, got {wave.dtype}")
+    return _mel_transform(sample_rate, n_mels, wave.device)(wave.float())
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def _fit_noise(noise: Tensor, length: int) -> Tensor:
+    """Crop or tile the last dim of ``noise`` to ``length``."""
+    n = noise.shape[-1]
+    if n >= length:
+        return noise[..., :length]
+    reps = -(-length // n)
+    return noise.repeat(*([1] * (noise.dim() - 1)), reps)[..., :length]
+
+
+def mix_at_snr(wave: Tensor, noise: Tensor, snr_db: float) -> Tensor:
+    """Add ``noise`` scaled so that the signal-to-noise ratio is ``snr_db`` dB.
+
+    Uses :func:`torchaudio.functional.add_noise`; power is measured over the whole
+    wave (padding included). ``noise`` is cropped (from its start) or tiled to the
+    wave length and broadcast over the wave's leading dims. A silent noise leaves
+    the wave unchanged; a silent wave stays silent.
+
+    Args:
+        wave: tensor of shape `(..., N)`, e.g. `(1, N)`.
+        noise: tensor of shape `(N',)` or `(1, N')` (or broadcastable to the wave).
+        snr_db: target SNR in dB.
+
+    Returns:
+        tensor of the shape of ``wave``.
+    """
+    noise = _fit_noise(noise.to(device=wave.device, dtype=wave.dtype), wave.shape[-1])
+    noise = torch.broadcast_to(noise, wave.shape)
+    if not bool((noise.abs().sum(dim=-1) > 0).all()):
+        return wave.clone()
+    snr = torch.full(wave.shape[:-1], float(snr_db), dtype=wave.dtype, device=wave.device)
+    return AF.add_noise(wave, noise, snr)
+
+
+def measure_snr(clean: Tensor, noisy: Tensor) -> float:
+    """SNR in dB of ``noisy`` against ``clean``: ``10 log10(P(clean) / P(noisy - clean))``."""
+    p_sig = clean.double().pow(2).sum()
+    p_noise = (noisy.double() - clean.double()).pow(2).sum()
+    return float(10.0 * torch.log10(p_sig / p_noise))
+
+
+def load_noise(path: PathLike, sample_rate: int = SAMPLE_RATE) -> Tensor:
+    """Load a whole noise file as mono at ``sample_rate`` (any input rate/channel count).
+
+    Returns:
+        float32 tensor of shape `(1, N)`.
+
+    Raises:
+        AudioReadError: the file is missing, empty, truncated, not audio, or silent.
+    """
+    wave = _load_mono(path, sample_rate).contiguous()
+    if not bool(wave.abs().max() > 0):
+        raise AudioReadError(f"{path}: noise file is silent (all samples are zero)")
+    return wave
+
+
+@dataclass
+class AudioNoiseConfig:
+    """Noise augmentation policy (SPEC §2.2); ``p_heavy = 1 - p_clean - p_moderate``."""
+
+    p_clean: float = 0.5  # probability that the clip stays clean
+    p_moderate: float = 0.4  # probability of one of `moderate_snrs` (uniform choice)
+    moderate_snrs: tuple[float, ...] = (20.0, 15.0, 10.0)  # dB
+    heavy_snr: float = 5.0  # dB, used with probability p_heavy
+
+    def __post_init__(self) -> None:
+        self.moderate_snrs = tuple(float(s) for s in self.moderate_snrs)
+        for name in ("p_clean", "p_moderate"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"AudioNoiseConfig.{name} must be in [0, 1], got {v}")
+        if self.p_clean + self.p_moderate > 1.0 + 1e-9:
+            raise ValueError(
+                "AudioNoiseConfig: p_clean + p_moderate must be <= 1 "
+                f"(got {self.p_clean} + {self.p_moderate})"
+            )
+        if self.p_moderate > 0 and not self.moderate_snrs:
+            raise ValueError("AudioNoiseConfig.moderate_snrs is empty but p_moderate > 0")
+        if not all(np.isfinite(s) for s in (*self.moderate_snrs, self.heavy_snr)):
+            raise ValueError("AudioNoiseConfig: SNRs must be finite numbers of dB")
+
+    @property
+    def p_heavy(self) -> float:
+        """Probability of the heavy (``heavy_snr``) level."""
+        return max(0.0, 1.0 - self.p_clean - self.p_moderate)
+
+
+class AudioNoise:
+    """Noise augmentation of SPEC §2.2 for time-domain waves (Mel and WavLM branches).
+
+    With probability ``p_clean`` the wave is returned unchanged; with ``p_moderate``
+    it is mixed at an SNR drawn uniformly from ``moderate_snrs``; otherwise at
+    ``heavy_snr``. The noise is a random excerpt of the noise file (tiled if the
+    file is shorter than the wave) or, without a file, white Gaussian noise.
+
+    Args:
+        noise_path: noise audio file (e.g. ``data/Noise/noise.wav``); None means
+            Gaussian noise. A path that does not exist falls back to Gaussian
+            noise with one warning naming the path; a file that exists but
+            cannot be read raises :class:`AudioReadError`.
+        config: the policy; defaults to :class:`AudioNoiseConfig()`.
+        sample_rate: rate of the waves this is applied to.
+
+    Attributes:
+        source: ``"file"`` or ``"gaussian"``.
+        noise: the noise file as a tensor of shape `(1, N)`, or None.
+    """
+
+    def __init__(
+        self,
+        noise_path: PathLike | None = None,
+        config: AudioNoiseConfig | None = None,
+        sample_rate: int = SAMPLE_RATE,
+    ) -> None:
+        self.config = config if config is not None else AudioNoiseConfig()
+        self.sample_rate = sample_rate
+        self.noise_path = Path(noise_path) if noise_path is not None else None
+        self.noise: Tensor | None = None
+        if self.noise_path is not None and not self.noise_path.exists():
+            warnings.warn(
+                f"noise file {self.noise_path} not found: audio noise augmentation "
+                "falls back to Gaussian noise at the same SNRs",
+                stacklevel=2,
+            )
+        elif self.noise_path is not None:
+            self.noise = load_noise(self.noise_path, sample_rate)
+        self.source = "file" if self.noise is not None else "gaussian"
+
+    def __repr__(self) -> str:
+        where = f", path={str(self.noise_path)!r}" if self.noise is not None else ""
+        return f"AudioNoise(source={self.source!r}{where}, config={self.config})"
+
+    def sample_snr(self, rng: np.random.Generator) -> float | None:
+        """Draw a noise level: None (clean) or an SNR in dB, following the config."""
+        cfg = self.config
+        u = rng.random()
+        if u < cfg.p_clean:
+            return None
+        if u < cfg.p_clean + cfg.p_moderate:
+            return float(cfg.moderate_snrs[int(rng.integers(len(cfg.moderate_snrs)))])
+        return float(cfg.heavy_snr)
+
+    def sample_noise(self, length: int, rng: np.random.Generator) -> Tensor:
+        """A noise excerpt of shape `(1, length)`: a random window of the file (tiled if
+        the file is shorter), or standard Gaussian noise."""
+        if self.noise is None:
+            return torch.from_numpy(rng.standard_normal((1, length), dtype=np.float32))
+        n = self.noise.shape[-1]
+        start = int(rng.integers(n - length + 1)) if n >= length else int(rng.integers(n))
+        if n >= length:
+            return self.noise[:, start : start + length]
+        return _fit_noise(torch.roll(self.noise, -start, dims=-1), length)
+
+    def mix(self, wave: Tensor, snr_db: float | None, rng: np.random.Generator) -> Tensor:
+        """Mix a random noise excerpt into ``wave`` at exactly ``snr_db`` dB (None: clean).
+
+        Args:
+            wave: tensor of shape `(C, N)` (or `(..., N)`; one excerpt is shared).
+            snr_db: SNR in dB, or None to return ``wave`` unchanged.
+            rng: source of the excerpt position (or Gaussian samples).
+
+        Returns:
+            tensor of the shape of ``wave``.
+        """
+        if snr_db is None:
+            return wave
+        return mix_at_snr(wave, self.sample_noise(wave.shape[-1], rng), snr_db)
+
+    def __call__(self, wave: Tensor, rng: np.random.Generator) -> Tensor:
+        """Apply the random policy: ``mix(wave, sample_snr(rng), rng)``."""
+        return self.mix(wave, self.sample_snr(rng), rng)

@@ -1,0 +1,736 @@
+"""Video tensors (SPEC §2.1): decode, sample, face-crop, resize, normalise, augment.
+
+The pipeline is split so that the expensive part can be cached:
+
+* :func:`preprocess_clip` decodes a clip once (PyAV), samples ``num_frames``
+  frames uniformly from what actually decodes, crops the face (box from the
+  first sampled frame, reused for all frames) and resizes to ``size x size``.
+  Its result, :class:`ClipFrames` (uint8 frames + validity mask), is the unit a
+  cache stores.
+* :func:`frames_to_float` / :func:`normalize` / :class:`VideoAugment` turn
+  cached frames into the float tensors models see, cheaply, every epoch.
+
+:func:`load_video_frames` composes both for one-off use.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import av
+import cv2
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NUM_FRAMES",
+    "FRAME_SIZE",
+    "VideoReadError",
+    "VideoInfo",
+    "probe_video",
+    "sample_indices",
+    "read_sampled_frames",
+    "FaceDetector",
+    "default_face_detector",
+    "face_box_to_square",
+    "crop_frames",
+    "center_square",
+    "resize_frames",
+    "ClipFrames",
+    "preprocess_clip",
+    "frames_to_float",
+    "frames_to_tensor",
+    "normalize",
+    "denormalize",
+    "VideoAugmentConfig",
+    "VideoAugmentParams",
+    "gaussian_blur",
+    "attenuate_brightness",
+    "add_gaussian_noise",
+    "VideoAugment",
+    "load_video_frames",
+]
+
+PathLike = Union[str, os.PathLike]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NUM_FRAMES = 8  # frames sampled per clip
+FRAME_SIZE = 112  # output frames are FRAME_SIZE x FRAME_SIZE
+
+# When decoding, also hold (undecoded-to-RGB) the `_SLACK` frames before each
+# wanted index and the last `_SLACK + 1` frames, so that a clip that decodes a
+# few frames fewer than its container reports can be re-sampled without a
+# second decoding pass.
+_SLACK = 3
+
+_AV_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+
+
+class VideoReadError(RuntimeError):
+    """A video file could not be read; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class VideoInfo:
+    """Container-level facts about a clip (no decoding).
+
+    Attributes:
+        path: the file.
+        frames_reported: frame count the container reports (0 if it does not say);
+            RAVDESS MP4s sometimes report more than actually decode.
+        fps: average frame rate (0.0 if unknown).
+        width: frame width in pixels.
+        height: frame height in pixels.
+        duration_s: stream (or container) duration in seconds (0.0 if unknown).
+    """
+
+    path: Path
+    frames_reported: int
+    fps: float
+    width: int
+    height: int
+    duration_s: float
+
+
+def _open(path: PathLike) -> tuple[Path, av.container.InputContainer, av.video.stream.VideoStream]:
+    p = Path(path)
+    if not p.is_file():
+        raise VideoReadError(f"{p}: video file does not exist")
+    if p.stat().st_size == 0:
+        raise VideoReadError(f"{p}: video file is empty (0 bytes)")
+    try:
+        container = av.open(str(p))
+    except _AV_ERRORS as e:
+        raise VideoReadError(f"{p}: not a readable video file ({e})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(f"{p}: file has no video stream")
+    return p, container, container.streams.video[0]
+
+
+def _info(p: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> VideoInfo:
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    else:
+        duration = 0.0
+    ctx = stream.codec_context
+    return VideoInfo(
+        path=p,
+        frames_reported=int(stream.frames or 0),
+        fps=fps,
+        width=int(ctx.width),
+        height=int(ctx.height),
+        duration_s=duration,
+    )
+
+
+def probe_video(path: PathLike) -> VideoInfo:
+    """Read container metadata of a video file without decoding any frame.
+
+    Raises:
+        VideoReadError: the file is missing, empty, not a video, or has no video stream.
+    """
+    p, container, stream = _open(path)
+    try:
+        return _info(p, container, stream)
+    finally:
+        container.close()
+
+
+def sample_indices(num_available: int, num_frames: int) -> np.ndarray:
+    """Uniformly spaced frame indices over a clip, first and last frame included.
+
+    ``round(linspace(0, num_available - 1, num_frames))`` with halves rounded up.
+    When ``num_available >= num_frames`` the indices are distinct; a shorter clip
+    repeats frames (e.g. 5 frames, 8 samples: ``0 1 1 2 2 3 3 4``).
+
+    Returns:
+        int64 array of shape `(num_frames,)`, non-decreasing.
+    """
+    if num_available <= 0:
+        raise ValueError(f"num_available must be positive, got {num_available}")
+    if num_frames <= 0:
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    return np.floor(np.linspace(0, num_available - 1, num_frames) + 0.5).astype(np.int64)
+
+
+def _valid_mask(indices: np.ndarray) -> np.ndarray:
+    """True at the first occurrence of each index, False where an index repeats."""
+    valid = np.ones(len(indices), dtype=bool)
+    valid[1:] = indices[1:] != indices[:-1]
+    return valid
+
+
+def _decode_pass(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    keep: set[int],
+    stop_after: int | None = None,
+    tail: int = 0,
+) -> tuple[dict[int, av.VideoFrame], int, str | None]:
+    """Decode frames in display order, holding those whose index is in ``keep``.
+
+    Returns ``(held, n, error)``: held frames by index, the number of frames decoded
+    (the whole clip unless ``stop_after`` stopped early) and the decoder error that
+    ended decoding early, if any. The last ``tail`` frames are held too.
+    """
+    held: dict[int, av.VideoFrame] = {}
+    last: deque[tuple[int, av.VideoFrame]] = deque(maxlen=max(tail, 1))
+    n = 0
+    error = None
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                if n in keep:
+                    held[n] = frame
+                if tail:
+                    last.append((n, frame))
+                n += 1
+                if stop_after is not None and n > stop_after:
+                    return held, n, None
+    except _AV_ERRORS as e:  # truncated or corrupt data: keep what decoded
+        error = str(e)
+    if tail:
+        for i, frame in last:
+            held.setdefault(i, frame)
+    return held, n, error
+
+
+def read_sampled_frames(path: PathLike, num_frames: int = NUM_FRAMES) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a clip and return ``num_frames`` uniformly sampled full-resolution RGB frames.
+
+    Sampling follows :func:`sample_indices` over the frames that actually decode,
+    not the container's reported count (some RAVDESS MP4s report more). Indices
+    are planned from the reported count while decoding; if the decoded count
+    differs, the selection is redone over what decoded, from frames held during
+    the pass (a few frames around each planned index and at the end) or, when
+    those do not cover it, from a second decoding pass. Only kept frames are
+    converted to RGB. A file whose decoding fails part-way is sampled from the
+    frames decoded before the failure.
+
+    Args:
+        path: the video file.
+        num_frames: number of frames ``T`` to sample.
+
+    Returns:
+        ``(frames, valid)``: uint8 array of shape `(T, H, W, 3)` (RGB) and bool array
+        of shape `(T,)`, False where a frame repeats an earlier sampled frame
+        because the clip has fewer than ``T`` frames.
+
+    Raises:
+        VideoReadError: the file is missing, empty, not a video, has no video
+            stream, or no frame decodes.
+    """
+    if num_frames <= 0:
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    p, container, stream = _open(path)
+    try:
+        info = _info(p, container, stream)
+        stream.thread_type = "AUTO"
+        expected = info.frames_reported or int(round(info.duration_s * info.fps))
+        keep: set[int] = set()
+        if expected > 0:
+            for i in sample_indices(expected, num_frames):
+                keep.update(range(max(0, int(i) - _SLACK), int(i) + 1))
+        held, n, error = _decode_pass(container, stream, keep, tail=_SLACK + 1)
+    finally:
+        container.close()
+    if n == 0:
+        why = f": {error}" if error else ""
+        raise VideoReadError(f"{p}: no video frame could be decoded{why}")
+    indices = sample_indices(n, num_frames)
+    missing = {int(i) for i in indices} - held.keys()
+    if missing:  # decoded count far from the reported one: decode again, keep what is needed
+        _, container, stream = _open(p)
+        try:
+            stream.thread_type = "AUTO"
+            more, _, _ = _decode_pass(container, stream, missing, stop_after=max(missing))
+        finally:
+            container.close()
+        held.update(more)
+        if missing - held.keys():
+            raise VideoReadError(f"{p}: frames decode differently on a second pass (corrupt file?)")
+    rgb = {int(i): held[int(i)].to_ndarray(format="rgb24") for i in np.unique(indices)}
+    frames = np.stack([rgb[int(i)] for i in indices])
+    return frames, _valid_mask(indices)
+
+
+# --------------------------------------------------------------------------- faces
+
+
+class FaceDetector:
+    """Largest-face detector on OpenCV's bundled Haar cascade (works offline).
+
+    The cascade is loaded lazily on first use and dropped when pickled (it is
+    rebuilt in each DataLoader worker). Detection runs on a grayscale,
+    histogram-equalised copy downscaled to at most ``detect_width`` pixels wide.
+
+    Args:
+        cascade_path: cascade XML; defaults to ``haarcascade_frontalface_default.xml``
+            from ``cv2.data.haarcascades``.
+        detect_width: width of the downscaled copy detection runs on.
+        scale_factor: ``detectMultiScale`` pyramid step.
+        min_neighbors: ``detectMultiScale`` neighbour threshold (higher: fewer false faces).
+        min_size: smallest face side, in pixels of the downscaled copy.
+    """
+
+    def __init__(
+        self,
+        cascade_path: PathLike | None = None,
+        detect_width: int = 320,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_size: int = 24,
+    ) -> None:
+        if detect_width < 24:
+            raise ValueError(f"detect_width must be >= 24, got {detect_width}")
+        self.cascade_path = cascade_path
+        self.detect_width = detect_width
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_size = min_size
+        self._cascade = None
+        self._reason: str | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cascade"] = None
+        state["_reason"] = None
+        return state
+
+    def _load(self):
+        if self._cascade is None and self._reason is None:
+            if not hasattr(cv2, "CascadeClassifier"):
+                self._reason = (
+                    f"OpenCV {cv2.__version__} has no CascadeClassifier "
+                    "(install opencv-python-headless<5)"
+                )
+                return None
+            path = self.cascade_path
+            if path is None:
+                base = getattr(getattr(cv2, "data", None), "haarcascades", None)
+                if base is None:
+                    self._reason = "cv2.data.haarcascades is missing from this OpenCV build"
+                    return None
+                path = os.path.join(base, "haarcascade_frontalface_default.xml")
+            if not os.path.isfile(path):
+                self._reason = f"Haar cascade file {path} not found"
+                return None
+            cascade = cv2.CascadeClassifier(str(path))
+            if cascade.empty():
+                self._reason = f"Haar cascade file {path} could not be loaded"
+                return None
+            self._cascade = cascade
+        return self._cascade
+
+    @property
+    def available(self) -> bool:
+        """Whether detection can run (loads the cascade)."""
+        return self._load() is not None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the detector is unavailable (None when it is available)."""
+        self._load()
+        return self._reason
+
+    def detect(self, frame: np.ndarray) -> tuple[int, int, int, int] | None:
+        """Find the largest face in an RGB uint8 frame of shape `(H, W, 3)`.
+
+        Returns:
+            ``(x, y, w, h)`` in the frame's pixel coordinates, or None if no face.
+
+        Raises:
+            RuntimeError: the detector is unavailable (see :attr:`reason`).
+        """
+        cascade = self._load()
+        if cascade is None:
+            raise RuntimeError(f"face detector unavailable: {self._reason}")
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+        h, w = frame.shape[:2]
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        scale = min(1.0, self.detect_width / w)
+        if scale < 1.0:
+            gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        gray = cv2.equalizeHist(gray)
+        boxes = cascade.detectMultiScale(
+            gray,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size),
+        )
+        if len(boxes) == 0:
+            return None
+        x, y, bw, bh = max((tuple(int(v) for v in b) for b in boxes), key=lambda b: b[2] * b[3])
+        if scale < 1.0:
+            x, y, bw, bh = (round(v / scale) for v in (x, y, bw, bh))
+        x, y = min(max(x, 0), w - 1), min(max(y, 0), h - 1)
+        return x, y, max(1, min(bw, w - x)), max(1, min(bh, h - y))
+
+
+_DEFAULT_DETECTOR: FaceDetector | None = None
+
+
+def default_face_detector() -> FaceDetector:
+    """The shared default :class:`FaceDetector` (built lazily on first call)."""
+    global _DEFAULT_DETECTOR
+    if _DEFAULT_DETECTOR is None:
+        _DEFAULT_DETECTOR = FaceDetector()
+    return _DEFAULT_DETECTOR
+
+
+def face_box_to_square(
+    box: tuple[int, int, int, int], frame_hw: tuple[int, int], margin: float = 0.25
+) -> tuple[int, int, int, int]:
+    """Turn a face box into a square crop box with context around the face.
+
+    The square is centred on the box, its side is ``max(w, h) * (1 + 2 * margin)``
+    (``margin`` of the face size added on every side), capped at the shorter frame
+    side, and shifted (not shrunk) to lie inside the frame.
+
+    Args:
+        box: ``(x, y, w, h)`` face box.
+        frame_hw: ``(H, W)`` of the frame.
+        margin: extra context per side as a fraction of the face size.
+
+    Returns:
+        ``(x0, y0, x1, y1)`` with ``x1 - x0 == y1 - y0``, inside the frame.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    x, y, w, h = box
+    fh, fw = frame_hw
+    if w <= 0 or h <= 0:
+        raise ValueError(f"face box must have positive size, got {box}")
+    side = min(int(round(max(w, h) * (1 + 2 * margin))), fh, fw)
+    cx, cy = x + w / 2, y + h / 2
+    x0 = int(round(cx - side / 2))
+    y0 = int(round(cy - side / 2))
+    x0 = min(max(x0, 0), fw - side)
+    y0 = min(max(y0, 0), fh - side)
+    return x0, y0, x0 + side, y0 + side
+
+
+def crop_frames(frames: np.ndarray, box_xyxy: tuple[int, int, int, int]) -> np.ndarray:
+    """Crop every frame of `(T, H, W, 3)` to ``(x0, y0, x1, y1)`` -> `(T, y1-y0, x1-x0, 3)`."""
+    x0, y0, x1, y1 = (int(v) for v in box_xyxy)
+    h, w = frames.shape[1:3]
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise ValueError(f"crop box {box_xyxy} does not fit frames of size {w}x{h}")
+    return frames[:, y0:y1, x0:x1]
+
+
+def _center_square_box(hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    h, w = hw
+    side = min(h, w)
+    x0, y0 = (w - side) // 2, (h - side) // 2
+    return x0, y0, x0 + side, y0 + side
+
+
+def center_square(frames: np.ndarray) -> np.ndarray:
+    """Central square crop of `(T, H, W, 3)` -> `(T, S, S, 3)`, ``S = min(H, W)``."""
+    return crop_frames(frames, _center_square_box(frames.shape[1:3]))
+
+
+def resize_frames(frames: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
+    """Resize every frame of `(T, H, W, 3)` to `(T, size, size, 3)` with ``cv2.INTER_AREA``.
+
+    The aspect ratio is not kept (crop to a square first to keep it).
+    """
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    if frames.shape[1:3] == (size, size):
+        return np.ascontiguousarray(frames)
+    out = np.empty((frames.shape[0], size, size, frames.shape[3]), dtype=frames.dtype)
+    for t, frame in enumerate(frames):
+        out[t] = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+@dataclass
+class ClipFrames:
+    """A preprocessed clip: what a frame cache stores.
+
+    Attributes:
+        frames: uint8 RGB frames of shape `(T, size, size, 3)`.
+        valid: bool mask of shape `(T,)`, False for frames repeated because the clip is short.
+        face: ``"found"`` (face crop), ``"not_found"`` (centre square crop) or
+            ``"off"`` (face cropping not requested or no detector: whole frame resized).
+        box: the ``(x0, y0, x1, y1)`` crop in source pixels, or None for the whole frame.
+    """
+
+    frames: np.ndarray
+    valid: np.ndarray
+    face: str
+    box: tuple[int, int, int, int] | None = None
+
+
+def preprocess_clip(
+    path: PathLike,
+    num_frames: int = NUM_FRAMES,
+    size: int = FRAME_SIZE,
+    face_crop: bool = True,
+    detector: FaceDetector | None = None,
+    margin: float = 0.25,
+) -> ClipFrames:
+    """Decode, sample, face-crop and resize a clip (the cacheable unit).
+
+    With ``face_crop``, the face is detected on the first sampled frame only and
+    its square box (:func:`face_box_to_square`) crops every frame (SPEC §2.1);
+    without a face, frames are centre-square cropped (``face="not_found"``).
+    Without ``face_crop`` (the seed's framing), whole frames are resized to
+    ``size x size`` and the aspect ratio is not kept. If ``face_crop`` is asked for
+    but the detector is unavailable (OpenCV without ``CascadeClassifier``), a
+    warning is given and whole frames are used (``face="off"``).
+
+    Args:
+        path: the video file.
+        num_frames: frames sampled uniformly (:func:`read_sampled_frames`).
+        size: output side in pixels.
+        face_crop: crop to the face.
+        detector: face detector; defaults to :func:`default_face_detector`.
+        margin: context around the face box (see :func:`face_box_to_square`).
+
+    Returns:
+        :class:`ClipFrames` with frames of shape `(T, size, size, 3)`.
+
+    Raises:
+        VideoReadError: the file cannot be decoded (see :func:`read_sampled_frames`).
+    """
+    frames, valid = read_sampled_frames(path, num_frames)
+    face, box = "off", None
+    if face_crop:
+        det = detector if detector is not None else default_face_detector()
+        if not det.available:
+            warnings.warn(
+                f"face cropping requested but the face detector is unavailable ({det.reason}); "
+                "using whole frames",
+                stacklevel=2,
+            )
+        else:
+            found = det.detect(frames[0])
+            if found is not None:
+                face, box = "found", face_box_to_square(found, frames.shape[1:3], margin)
+            else:
+                face, box = "not_found", _center_square_box(frames.shape[1:3])
+            frames = crop_frames(frames, box)
+    return ClipFrames(frames=resize_frames(frames, size), valid=valid, face=face, box=box)
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+def frames_to_float(frames: np.ndarray) -> Tensor:
+    """uint8 frames of shape `(T, H, W, 3)` -> float32 tensor of shape `(T, 3, H, W)` in [0, 1]."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    return video.float().div_(255.0).contiguous()
+
+
+def _stats(video: Tensor) -> tuple[Tensor, Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=video.dtype, device=video.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=video.dtype, device=video.device).view(3, 1, 1)
+    return mean, std
+
+
+def normalize(video: Tensor) -> Tensor:
+    """ImageNet-normalise a [0, 1] video of shape `(..., 3, H, W)`: ``(x - mean) / std``."""
+    mean, std = _stats(video)
+    return (video - mean) / std
+
+
+def denormalize(video: Tensor) -> Tensor:
+    """Invert :func:`normalize` (clamp to [0, 1] before display)."""
+    mean, std = _stats(video)
+    return video * std + mean
+
+
+def frames_to_tensor(frames: np.ndarray) -> Tensor:
+    """uint8 frames `(T, H, W, 3)` -> ImageNet-normalised float32 `(T, 3, H, W)`."""
+    return normalize(frames_to_float(frames))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _check_range(name: str, lo_hi: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
+    if len(lo_hi) != 2:
+        raise ValueError(f"VideoAugmentConfig.{name} must be a (low, high) pair, got {lo_hi}")
+    a, b = float(lo_hi[0]), float(lo_hi[1])
+    if not lo <= a <= b <= hi:
+        raise ValueError(f"VideoAugmentConfig.{name} must satisfy {lo} <= low <= high <= {hi}, got {lo_hi}")
+    return a, b
+
+
+@dataclass
+class VideoAugmentConfig:
+    """Training-time video augmentation (SPEC §2.1); each op has its own probability."""
+
+    p_blur: float = 0.5  # probability of a Gaussian blur
+    blur_kernels: tuple[int, ...] = (3, 5, 7)  # kernel side, drawn uniformly (odd)
+    p_brightness: float = 0.5  # probability of brightness attenuation
+    brightness: tuple[float, float] = (0.2, 0.6)  # attenuation factor range: pixels * (1 - f)
+    p_noise: float = 0.5  # probability of additive Gaussian noise
+    noise_scale: tuple[float, float] = (0.01, 0.05)  # noise std range, [0, 1] pixel units
+
+    def __post_init__(self) -> None:
+        for name in ("p_blur", "p_brightness", "p_noise"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"VideoAugmentConfig.{name} must be in [0, 1], got {v}")
+        self.blur_kernels = tuple(self.blur_kernels)
+        if not self.blur_kernels:
+            raise ValueError("VideoAugmentConfig.blur_kernels must not be empty")
+        for k in self.blur_kernels:
+            if int(k) != k or k < 1 or k % 2 == 0:
+                raise ValueError(f"VideoAugmentConfig.blur_kernels must be odd positive ints, got {k}")
+        self.blur_kernels = tuple(int(k) for k in self.blur_kernels)
+        self.brightness = _check_range("brightness", self.brightness, 0.0, 1.0)
+        self.noise_scale = _check_range("noise_scale", self.noise_scale, 0.0, 1.0)
+
+
+@dataclass
+class VideoAugmentParams:
+    """One draw of :class:`VideoAugment`'s parameters; None means the op is skipped."""
+
+    blur_kernel: int | None = None
+    brightness: float | None = None
+    noise_scale: float | None = None
+
+
+def gaussian_blur(video: Tensor, kernel_size: int) -> Tensor:
+    """Gaussian blur with a square ``kernel_size`` kernel on every frame.
+
+    Sigma follows OpenCV's rule for a given kernel, ``0.3 * ((k - 1) / 2 - 1) + 0.8``
+    (torchvision's default). ``video`` is float of shape `(..., 3, H, W)`.
+    """
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd positive int, got {kernel_size}")
+    if kernel_size == 1:
+        return video
+    return TF.gaussian_blur(video, kernel_size=[kernel_size, kernel_size])
+
+
+def attenuate_brightness(video: Tensor, factor: float) -> Tensor:
+    """Darken by ``factor``: pixels are multiplied by ``1 - factor``.
+
+    ``factor=0.2`` makes the clip 20 % darker, ``0.6`` 60 % darker (SPEC's
+    "attenuation by a factor in 0.2-0.6"). ``video`` is float in [0, 1].
+    """
+    if not 0.0 <= factor <= 1.0:
+        raise ValueError(f"brightness attenuation factor must be in [0, 1], got {factor}")
+    return video * (1.0 - factor)
+
+
+def add_gaussian_noise(video: Tensor, scale: float, rng: np.random.Generator) -> Tensor:
+    """Add i.i.d. Gaussian noise of std ``scale`` ([0, 1] pixel units), clamped to [0, 1].
+
+    Noise samples differ per pixel and frame; they come from ``rng``.
+    """
+    if scale < 0:
+        raise ValueError(f"noise scale must be >= 0, got {scale}")
+    noise = torch.from_numpy(rng.standard_normal(tuple(video.shape), dtype=np.float32))
+    noise = noise.to(device=video.device, dtype=video.dtype)
+    return (video + noise * scale).clamp_(0.0, 1.0)
+
+
+class VideoAugment:
+    """Random blur, brightness attenuation and noise (in that order) for a [0, 1] clip.
+
+    Each op is applied with its probability, with the same parameters for every
+    frame of the clip. Every call draws the same number of parameters from
+    ``rng`` (plus the noise samples), so results depend only on the generator state.
+
+    Args:
+        config: the policy; defaults to :class:`VideoAugmentConfig()`.
+    """
+
+    def __init__(self, config: VideoAugmentConfig | None = None) -> None:
+        self.config = config if config is not None else VideoAugmentConfig()
+
+    def __repr__(self) -> str:
+        return f"VideoAugment({self.config})"
+
+    def sample(self, rng: np.random.Generator) -> VideoAugmentParams:
+        """Draw which ops apply and their parameters."""
+        cfg = self.config
+        u = rng.random(3)
+        kernel = cfg.blur_kernels[int(rng.integers(len(cfg.blur_kernels)))]
+        factor = float(rng.uniform(*cfg.brightness))
+        scale = float(rng.uniform(*cfg.noise_scale))
+        return VideoAugmentParams(
+            blur_kernel=kernel if u[0] < cfg.p_blur else None,
+            brightness=factor if u[1] < cfg.p_brightness else None,
+            noise_scale=scale if u[2] < cfg.p_noise else None,
+        )
+
+    def apply(self, video: Tensor, params: VideoAugmentParams, rng: np.random.Generator) -> Tensor:
+        """Apply given parameters to ``video`` of shape `(T, 3, H, W)`; ``rng`` draws the noise."""
+        if params.blur_kernel is not None:
+            video = gaussian_blur(video, params.blur_kernel)
+        if params.brightness is not None:
+            video = attenuate_brightness(video, params.brightness)
+        if params.noise_scale is not None:
+            video = add_gaussian_noise(video, params.noise_scale, rng)
+        return video
+
+    def __call__(self, video: Tensor, rng: np.random.Generator) -> Tensor:
+        """Augment a float [0, 1] video of shape `(T, 3, H, W)`; returns the same shape."""
+        return self.apply(video, self.sample(rng), rng)
+
+
+def load_video_frames(
+    path: PathLike,
+    num_frames: int = NUM_FRAMES,
+    size: int = FRAME_SIZE,
+    *,
+    augment: bool | VideoAugment = False,
+    face_crop: bool = True,
+    detector: FaceDetector | None = None,
+    rng: np.random.Generator | None = None,
+) -> Tensor:
+    """Load a clip as the tensor the video models see (SPEC §2.1).
+
+    :func:`preprocess_clip` (decode, uniform sampling, face crop, resize), then
+    [0, 1], then :class:`VideoAugment` if ``augment``, then ImageNet normalisation.
+    Datasets should cache :func:`preprocess_clip` results instead of calling this.
+
+    Args:
+        path: the video file.
+        num_frames: frames ``T`` sampled uniformly.
+        size: output side in pixels.
+        augment: True for the default :class:`VideoAugment`, or an instance.
+        face_crop: crop to the face found on the first sampled frame.
+        detector: face detector; defaults to :func:`default_face_detector`.
+        rng: random generator, required when ``augment`` is set.
+
+    Returns:
+        float32 tensor of shape `(T, 3, size, size)`.
+    """
+    aug = VideoAugment() if augment is True else (augment or None)
+    if aug is not None and rng is None:
+        raise ValueError("load_video_frames(augment=...) needs an explicit rng (numpy Generator)")
+    clip = preprocess_clip(path, num_frames, size, face_crop=face_crop, detector=detector)
+    video = frames_to_float(clip.frames)
+    if aug is not None:
+        video = aug(video, rng)
+    return normalize(video)
