@@ -1,0 +1,206 @@
+"""Small building blocks shared by the emolab models.
+
+Masks follow one convention throughout ``emolab.models``: a boolean tensor of
+shape ``(B, T)`` that is ``True`` for *valid* time steps (real audio frames,
+distinct video frames) and ``False`` for padding. PyTorch's
+``nn.MultiheadAttention`` wants the opposite (``True`` = ignore), so
+:class:`CrossAttentionBlock` inverts it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.parse
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import StochasticDepth
+
+__all__ = [
+    "CrossAttentionBlock",
+    "ModalityDropout",
+    "lengths_to_mask",
+    "masked_mean",
+]
+
+
+def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """Turn per-sample valid lengths into a validity mask.
+
+    Args:
+        lengths: integer tensor of shape ``(B,)``; values are clamped to
+            ``[1, max_len]`` so that no row is empty.
+        max_len: number of time steps ``T`` of the padded sequence.
+
+    Returns:
+        Bool tensor of shape ``(B, T)``, ``True`` where ``t < lengths[b]``.
+    """
+    lengths = lengths.to(torch.long).clamp(min=1, max=max_len)
+    steps = torch.arange(max_len, device=lengths.device)
+    return steps.unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def ensure_nonempty(mask: Tensor) -> Tensor:
+    """Return ``mask`` with rows that have no valid step set to all ``True``.
+
+    Attention over a row whose keys are all masked is undefined (NaN); a row
+    with no valid step carries no information anyway, so it is treated as
+    unmasked.
+    """
+    mask = mask.to(torch.bool)
+    return mask | ~mask.any(dim=1, keepdim=True)
+
+
+def masked_mean(x: Tensor, mask: Tensor | None, dim: int = 1) -> Tensor:
+    """Mean of ``x`` over ``dim``, counting only valid steps.
+
+    Args:
+        x: tensor of shape ``(B, T, ...)`` (time at ``dim``).
+        mask: bool tensor of shape ``(B, T)`` (``True`` = valid) or ``None``
+            for a plain mean.
+        dim: the time dimension of ``x``.
+
+    Returns:
+        ``x`` reduced over ``dim``.
+    """
+    if mask is None:
+        return x.mean(dim=dim)
+    if dim != 1:
+        raise ValueError(f"masked_mean with a mask supports dim=1 only, got dim={dim}")
+    mask = ensure_nonempty(mask.to(device=x.device, dtype=torch.bool))
+    shape = list(mask.shape) + [1] * (x.dim() - mask.dim())
+    weights = mask.reshape(shape).to(x.dtype)
+    return (x * weights).sum(dim=dim) / weights.sum(dim=dim).clamp(min=1.0)
+
+
+class ModalityDropout(nn.Module):
+    """Drop a whole modality embedding per sample during training.
+
+    Each sample's audio embedding is zeroed with probability ``p_audio`` and
+    its video embedding with probability ``p_video``, independently; when both
+    would be dropped for a sample, both are kept, so the fused representation
+    is never empty. No rescaling (a dropped modality means "absent", not
+    "noisy"). Identity in eval mode.
+
+    Args:
+        p_audio: drop probability of the audio embedding, in ``[0, 1)``.
+        p_video: drop probability of the video embedding, in ``[0, 1)``.
+    """
+
+    def __init__(self, p_audio: float = 0.2, p_video: float = 0.2) -> None:
+        super().__init__()
+        for name, p in (("p_audio", p_audio), ("p_video", p_video)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"ModalityDropout: {name} must be in [0, 1), got {p}")
+        self.p_audio = p_audio
+        self.p_video = p_video
+
+    def forward(self, audio: Tensor, video: Tensor) -> tuple[Tensor, Tensor]:
+        """Apply the drop.
+
+        Args:
+            audio: audio embedding of shape ``(B, D)``.
+            video: video embedding of shape ``(B, D)``.
+
+        Returns:
+            ``(audio, video)`` with the same shapes.
+        """
+        if not self.training or (self.p_audio == 0.0 and self.p_video == 0.0):
+            return audio, video
+        B = audio.shape[0]
+        drop_a = torch.rand(B, device=audio.device) < self.p_audio
+        drop_v = torch.rand(B, device=video.device) < self.p_video
+        both = drop_a & drop_v
+        keep_a = (~drop_a | both).to(audio.dtype).unsqueeze(1)
+        keep_v = (~drop_v | both).to(video.dtype).unsqueeze(1)
+        return audio * keep_a, video * keep_v
+
+    def extra_repr(self) -> str:
+        return f"p_audio={self.p_audio}, p_video={self.p_video}"
+
+
+class CrossAttentionBlock(nn.Module):
+    """Post-norm cross-attention: ``LayerNorm(q + StochasticDepth(MHA(q, kv, kv)))``.
+
+    Parameters: one ``nn.MultiheadAttention(d_model, num_heads)`` and one
+    ``nn.LayerNorm(d_model)`` (66,304 for ``d_model=128``).
+
+    Args:
+        d_model: feature size of queries, keys and values.
+        num_heads: attention heads; must divide ``d_model``.
+        attn_dropout: dropout on the attention weights (training only).
+        stochastic_depth: probability of dropping the residual branch per
+            sample (``torchvision.ops.StochasticDepth``, ``mode="row"``).
+    """
+
+    def __init__(
+        self,
+        d_model: int = 128,
+        num_heads: int = 4,
+        attn_dropout: float = 0.1,
+        stochastic_depth: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if d_model % num_heads != 0:
+            raise ValueError(
+                f"CrossAttentionBlock: d_model ({d_model}) must be divisible by num_heads ({num_heads})"
+            )
+        self.attn = nn.MultiheadAttention(d_model, num_heads, dropout=attn_dropout, batch_first=True)
+        self.drop_path = StochasticDepth(stochastic_depth, mode="row")
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        query: Tensor,
+        key_value: Tensor,
+        *,
+        key_valid: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` to ``key_value``.
+
+        Args:
+            query: tensor of shape ``(B, Tq, D)``.
+            key_value: tensor of shape ``(B, Tk, D)``.
+            key_valid: bool tensor of shape ``(B, Tk)``, ``True`` for keys that
+                may be attended; ``None`` attends to every key.
+            need_weights: also return the attention weights.
+
+        Returns:
+            ``(out, weights)``: ``out`` of shape ``(B, Tq, D)``; ``weights`` of
+            shape ``(B, heads, Tq, Tk)`` (rows sum to 1 in eval mode; in
+            training they carry attention dropout) or ``None``.
+        """
+        key_padding_mask = None if key_valid is None else ~ensure_nonempty(key_valid)
+        attended, weights = self.attn(
+            query,
+            key_value,
+            key_value,
+            key_padding_mask=key_padding_mask,
+            need_weights=need_weights,
+            average_attn_weights=False,
+        )
+        out = self.norm(query + self.drop_path(attended))
+        return out, weights
+
+
+def host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds.
+
+    Used to fail fast before a download library starts its own (long) retry
+    loop. Returns ``True`` when an HTTP(S) proxy is configured, since the host
+    may then be reachable only through it.
+    """
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True
+    parsed = urllib.parse.urlparse(url)
+    host = parsed.hostname
+    if host is None:
+        return False
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

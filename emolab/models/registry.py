@@ -1,0 +1,304 @@
+"""One registry for every ``--fusion`` value: ``build_model`` and ``ModelConfig``.
+
+Names: ``audio``, ``video``, ``late``, ``concat``, ``gated``, ``xattn``, and the
+aliases ``xattn_concat`` / ``xattn_gated`` (``xattn`` with that head; an alias
+sets ``xattn_head`` whatever was passed).
+
+Example::
+
+    from emolab.models import build_model
+    model = build_model("gated", use_resnet_audio=True)        # 24,263,833 params
+    model = build_model("xattn_gated", use_wavlm=True, wavlm_name_or_path="models/wavlm-base")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from transformers import WavLMConfig
+
+from emolab.models.audio import AudioNet
+from emolab.models.fusion import XATTN_HEADS, FusionModel
+from emolab.models.video import VideoNet
+from emolab.models.wavlm import WavLMAudioEncoder
+
+__all__ = [
+    "ModelConfig",
+    "ModelRegistry",
+    "available_models",
+    "build_model",
+    "build_model_from_config",
+    "count_parameters",
+    "register_model",
+    "resolve_model_name",
+]
+
+Builder = Callable[["ModelConfig"], nn.Module]
+
+
+class ModelRegistry:
+    """Names (and aliases with config overrides) mapped to builders; duplicates raise."""
+
+    def __init__(self) -> None:
+        self._builders: dict[str, Builder] = {}
+        self._aliases: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def register(self, name: str, builder: Builder) -> None:
+        """Register ``builder`` under ``name``; raises ``ValueError`` if the name is taken."""
+        self._check_free(name)
+        self._builders[name] = builder
+
+    def register_alias(self, alias: str, target: str, **overrides: Any) -> None:
+        """Register ``alias`` for ``target`` with ``ModelConfig`` field overrides."""
+        self._check_free(alias)
+        if target not in self._builders:
+            raise ValueError(f"alias {alias!r}: unknown target model {target!r}")
+        self._aliases[alias] = (target, overrides)
+
+    def _check_free(self, name: str) -> None:
+        if name in self._builders or name in self._aliases:
+            raise ValueError(f"model name {name!r} is already registered")
+
+    def names(self) -> list[str]:
+        """Every registered name and alias, in registration order."""
+        return [*self._builders, *self._aliases]
+
+    def resolve(self, name: str) -> tuple[str, dict[str, Any]]:
+        """``(canonical_name, config_overrides)`` for a name or alias."""
+        if name in self._builders:
+            return name, {}
+        if name in self._aliases:
+            target, overrides = self._aliases[name]
+            return target, dict(overrides)
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(self.names())}")
+
+    def builder(self, canonical: str) -> Builder:
+        return self._builders[canonical]
+
+
+MODEL_REGISTRY = ModelRegistry()
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Decorator registering a ``builder(cfg: ModelConfig) -> nn.Module`` under ``name``."""
+
+    def deco(builder: Builder) -> Builder:
+        MODEL_REGISTRY.register(name, builder)
+        return builder
+
+    return deco
+
+
+def available_models() -> list[str]:
+    """Every name ``build_model`` accepts."""
+    return MODEL_REGISTRY.names()
+
+
+def resolve_model_name(name: str) -> tuple[str, dict[str, Any]]:
+    """Canonical name and config overrides for ``name`` (e.g. ``xattn_gated`` → ``xattn``)."""
+    return MODEL_REGISTRY.resolve(name)
+
+
+@dataclass
+class ModelConfig:
+    """Everything ``build_model`` needs; the CLI maps its flags onto these fields."""
+
+    fusion: str = "audio"  # a registered name or alias (see available_models())
+    num_classes: int = 8  # 8 emotions or the 4-class grouping
+    # audio branch
+    use_wavlm: bool = False  # WavLM on the waveform instead of a log-Mel AudioNet
+    use_resnet_audio: bool = False  # AudioResNet18 instead of AudioCNN (Mel branch)
+    audio_residual: bool = False  # AudioResNet18 with identity shortcuts (same count)
+    spec_augment: bool = True  # SpecAugment in training mode (Mel branch)
+    n_mels: int = 64  # Mel bins of the input
+    hop_length: int = 160  # STFT hop, to convert audio_length (samples) to frames
+    wavlm_name_or_path: str = "microsoft/wavlm-base"  # Hub name or local folder
+    wavlm_config: WavLMConfig | dict[str, Any] | None = None  # random-init backbone, no download
+    wavlm_freeze_backbone: bool = True  # stage 1: backbone frozen, head trainable
+    wavlm_backbone_attention_mask: bool | None = None  # None: only for feat_extract_norm="layer"
+    # video branch
+    pretrained_video: bool = False  # ImageNet weights for the ResNet18
+    # fusion
+    common_dim: int = 256  # concat/gated projection size; xattn concat head width
+    fusion_dropout: float = 0.2  # dropout in the concat/gated MLPs
+    modality_dropout: float = 0.2  # gated: drop each modality per sample
+    xattn_head: str = "concat"  # "concat" or "gated"
+    xattn_d_model: int = 128
+    xattn_heads: int = 4
+    xattn_attn_dropout: float = 0.1
+    xattn_stochastic_depth: float = 0.1
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, for custom registered builders
+
+    def __post_init__(self) -> None:
+        MODEL_REGISTRY.resolve(self.fusion)  # raises ValueError listing valid names
+        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise ValueError(
+                f"ModelConfig: num_classes must be an int >= 2 (4 or 8 for RAVDESS), got {self.num_classes!r}"
+            )
+        if self.use_wavlm and self.use_resnet_audio:
+            raise ValueError("ModelConfig: use_wavlm and use_resnet_audio are exclusive (pick one audio encoder)")
+        if self.audio_residual and not self.use_resnet_audio:
+            raise ValueError("ModelConfig: audio_residual=True needs use_resnet_audio=True")
+        if self.xattn_head not in XATTN_HEADS:
+            raise ValueError(f"ModelConfig: xattn_head must be one of {XATTN_HEADS}, got {self.xattn_head!r}")
+        for name in ("n_mels", "hop_length", "common_dim", "xattn_d_model", "xattn_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ModelConfig: {name} must be a positive int, got {value!r}")
+        if self.xattn_d_model % self.xattn_heads != 0:
+            raise ValueError(
+                f"ModelConfig: xattn_d_model ({self.xattn_d_model}) must be divisible by "
+                f"xattn_heads ({self.xattn_heads})"
+            )
+        for name in ("fusion_dropout", "modality_dropout", "xattn_attn_dropout", "xattn_stochastic_depth"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"ModelConfig: {name} must be in [0, 1), got {value!r}")
+        if self.wavlm_config is not None and not isinstance(self.wavlm_config, WavLMConfig | dict):
+            raise ValueError(
+                "ModelConfig: wavlm_config must be a transformers.WavLMConfig or dict, "
+                f"got {type(self.wavlm_config).__name__}"
+            )
+
+    @property
+    def canonical_fusion(self) -> str:
+        """The registered name ``fusion`` resolves to (``xattn_gated`` → ``xattn``)."""
+        return MODEL_REGISTRY.resolve(self.fusion)[0]
+
+
+def count_parameters(module: nn.Module, *, trainable: bool = False) -> int:
+    """``sum(p.numel())`` over ``module``'s parameters (only ``requires_grad`` ones if ``trainable``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
+
+
+def _build_audio_model(cfg: ModelConfig) -> nn.Module:
+    if cfg.use_wavlm:
+        return WavLMAudioEncoder(
+            cfg.num_classes,
+            name_or_path=cfg.wavlm_name_or_path,
+            config=cfg.wavlm_config,
+            freeze_backbone=cfg.wavlm_freeze_backbone,
+            backbone_attention_mask=cfg.wavlm_backbone_attention_mask,
+        )
+    return AudioNet(
+        cfg.num_classes,
+        encoder="resnet18" if cfg.use_resnet_audio else "cnn",
+        residual=cfg.audio_residual,
+        n_mels=cfg.n_mels,
+        hop_length=cfg.hop_length,
+        spec_augment=cfg.spec_augment,
+    )
+
+
+def _build_video_model(cfg: ModelConfig) -> nn.Module:
+    return VideoNet(cfg.num_classes, pretrained=cfg.pretrained_video)
+
+
+def _fusion_builder(mode: str) -> Builder:
+    def build(cfg: ModelConfig) -> nn.Module:
+        return FusionModel(
+            _build_audio_model(cfg),
+            _build_video_model(cfg),
+            mode=mode,  # type: ignore[arg-type]
+            num_classes=cfg.num_classes,
+            common_dim=cfg.common_dim,
+            dropout=cfg.fusion_dropout,
+            modality_dropout=cfg.modality_dropout,
+            xattn_head=cfg.xattn_head,  # type: ignore[arg-type]
+            xattn_d_model=cfg.xattn_d_model,
+            xattn_heads=cfg.xattn_heads,
+            xattn_attn_dropout=cfg.xattn_attn_dropout,
+            xattn_stochastic_depth=cfg.xattn_stochastic_depth,
+            n_mels=cfg.n_mels,
+            hop_length=cfg.hop_length,
+        )
+
+    build.__name__ = f"build_{mode}"
+    return build
+
+
+register_model("audio")(_build_audio_model)
+register_model("video")(_build_video_model)
+for _mode in ("late", "concat", "gated", "xattn"):
+    register_model(_mode)(_fusion_builder(_mode))
+MODEL_REGISTRY.register_alias("xattn_concat", "xattn", xattn_head="concat")
+MODEL_REGISTRY.register_alias("xattn_gated", "xattn", xattn_head="gated")
+
+
+def build_model_from_config(cfg: ModelConfig) -> nn.Module:
+    """Build the model ``cfg.fusion`` names, applying alias overrides."""
+    canonical, overrides = MODEL_REGISTRY.resolve(cfg.fusion)
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
+    return MODEL_REGISTRY.builder(canonical)(cfg)
+
+
+def build_model(
+    fusion: str,
+    *,
+    num_classes: int = 8,
+    use_wavlm: bool = False,
+    use_resnet_audio: bool = False,
+    wavlm_name_or_path: str = "microsoft/wavlm-base",
+    wavlm_config: WavLMConfig | dict[str, Any] | None = None,
+    xattn_head: str = "concat",
+    xattn_d_model: int = 128,
+    xattn_heads: int = 4,
+    xattn_attn_dropout: float = 0.1,
+    xattn_stochastic_depth: float = 0.1,
+    pretrained_video: bool = False,
+    n_mels: int = 64,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a model by its ``--fusion`` name.
+
+    Args:
+        fusion: ``audio``, ``video``, ``late``, ``concat``, ``gated``, ``xattn``,
+            ``xattn_concat`` or ``xattn_gated``.
+        num_classes: output classes.
+        use_wavlm: WavLM on waveforms as the audio model (else a log-Mel AudioNet).
+        use_resnet_audio: AudioResNet18 instead of AudioCNN.
+        wavlm_name_or_path: Hub name or local folder of the WavLM weights.
+        wavlm_config: a ``WavLMConfig`` for a randomly initialised backbone
+            (no download; ``WavLMConfig()`` has wavlm-base's shape).
+        xattn_head: ``concat`` or ``gated`` (aliases override it).
+        xattn_d_model, xattn_heads, xattn_attn_dropout, xattn_stochastic_depth:
+            cross-attention settings.
+        pretrained_video: ImageNet weights for the video ResNet18.
+        n_mels: Mel bins of the audio input.
+        **kwargs: any other :class:`ModelConfig` field (``audio_residual``,
+            ``spec_augment``, ``hop_length``, ``common_dim``, ...).
+
+    Returns:
+        ``AudioNet``/``WavLMAudioEncoder`` for ``audio``, ``VideoNet`` for
+        ``video``, ``FusionModel`` otherwise.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones) or
+            inconsistent settings.
+        RuntimeError: pretrained weights requested but not obtainable offline.
+    """
+    unknown = set(kwargs) - {f.name for f in dataclasses.fields(ModelConfig)}
+    if unknown:
+        raise TypeError(f"build_model: unexpected keyword arguments {sorted(unknown)}")
+    cfg = ModelConfig(
+        fusion=fusion,
+        num_classes=num_classes,
+        use_wavlm=use_wavlm,
+        use_resnet_audio=use_resnet_audio,
+        wavlm_name_or_path=wavlm_name_or_path,
+        wavlm_config=wavlm_config,
+        xattn_head=xattn_head,
+        xattn_d_model=xattn_d_model,
+        xattn_heads=xattn_heads,
+        xattn_attn_dropout=xattn_attn_dropout,
+        xattn_stochastic_depth=xattn_stochastic_depth,
+        pretrained_video=pretrained_video,
+        n_mels=n_mels,
+        **kwargs,
+    )
+    return build_model_from_config(cfg)

@@ -1,0 +1,291 @@
+"""``WavLMAudioEncoder``: a transformers ``WavLMModel`` backbone with a classifier head.
+
+Input is the WavLM branch of the data layer: 16 kHz waveforms of shape
+``(B, 1, N)`` or ``(B, N)`` (``N = 48000`` for 3 s), zero padded at the end,
+plus optionally ``audio_length`` (valid samples, shape ``(B,)``).
+
+Padding and the backbone attention mask. transformers documents that WavLM
+and wav2vec2 checkpoints with ``config.feat_extract_norm == "group"`` (such
+as ``microsoft/wavlm-base``) were *not* trained with an attention mask and
+should get zero-padded input and no ``attention_mask``; checkpoints with
+``"layer"`` (e.g. ``wavlm-large``) should get one. The group norm of their
+first conv layer normalises each channel over the whole (padded) clip, so
+such models cannot be made padding-invariant by a mask anyway. This module
+therefore passes ``attention_mask`` to the backbone only when
+``feat_extract_norm == "layer"`` (override with ``backbone_attention_mask``).
+Either way, ``audio_length`` is turned into a frame mask with the backbone's
+``_get_feat_extract_output_lengths`` and used for the masked time mean of
+``encode`` (and by fusion for the cross-attention key-padding mask).
+
+Counts (SPEC §3.3, ``WavLMConfig()`` = wavlm-base shape, 8 classes): total
+94,978,680; trainable 596,744 with the backbone frozen; 14,773,552 with the
+last 2 encoder layers unfrozen, 28,950,360 with the last 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import WavLMConfig, WavLMModel
+
+from emolab.models import layers
+from emolab.models.layers import ensure_nonempty, lengths_to_mask, masked_mean
+
+__all__ = ["WavLMAudioEncoder", "load_wavlm_backbone"]
+
+_HF_ENDPOINT_DEFAULT = "https://huggingface.co"
+
+
+def _offline_env() -> bool:
+    truthy = {"1", "true", "yes", "on"}
+    if any(os.environ.get(k, "").strip().lower() in truthy for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    try:
+        import huggingface_hub
+
+        return bool(huggingface_hub.is_offline_mode())
+    except (ImportError, AttributeError):  # pragma: no cover - very old huggingface_hub
+        return False
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except (ImportError, AttributeError):  # pragma: no cover
+        return "~/.cache/huggingface/hub"
+
+
+def _offline_message(name: str, why: str) -> str:
+    return (
+        f"Cannot load WavLM weights {name!r}: {why}. Alternatives: "
+        "(1) point to a local folder holding the model (config.json + weights), "
+        "e.g. `--wavlm_name_or_path DIR` / `build_model(..., wavlm_name_or_path=DIR)`; "
+        "make one on a machine with network via "
+        "`WavLMModel.from_pretrained('microsoft/wavlm-base').save_pretrained(DIR)`; "
+        "(2) build a randomly initialised backbone with no download: "
+        "`build_model(..., wavlm_config=WavLMConfig())` (shapes and counts only, no pretrained features)."
+    )
+
+
+def load_wavlm_backbone(name_or_path: str | os.PathLike[str] = "microsoft/wavlm-base") -> WavLMModel:
+    """Load a pretrained ``WavLMModel`` from a local folder or the Hugging Face Hub.
+
+    A path to an existing folder is loaded with ``local_files_only=True``. A
+    hub name is first looked up in the local cache; only if it is missing is
+    the Hub contacted, after a quick reachability check, so that an offline
+    machine fails in seconds instead of going through the hub client's retries.
+
+    Raises:
+        RuntimeError: the weights are neither local nor downloadable; the
+            message names the local-folder and random-init alternatives.
+        ValueError: ``name_or_path`` looks like a path but is not a folder.
+    """
+    name = os.fspath(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        try:
+            return WavLMModel.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise RuntimeError(f"Cannot load a WavLM model from folder {str(path)!r}: {err}") from err
+    looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+    if path.exists() or looks_like_path:
+        raise ValueError(
+            f"wavlm_name_or_path {name!r}: no such folder (a local model must be a folder holding "
+            "config.json and the weights; a Hub model is named 'org/name')"
+        )
+    try:
+        return WavLMModel.from_pretrained(name, local_files_only=True)
+    except OSError:
+        pass  # not in the local cache
+    missing = f"no local folder of that name and not in the Hugging Face cache ({_hf_cache_dir()})"
+    if _offline_env():
+        raise RuntimeError(_offline_message(name, f"{missing}, and offline mode is on (HF_HUB_OFFLINE)"))
+    endpoint = os.environ.get("HF_ENDPOINT", _HF_ENDPOINT_DEFAULT)
+    if not layers.host_reachable(endpoint):
+        raise RuntimeError(_offline_message(name, f"{missing}, and {endpoint} is unreachable (offline?)"))
+    try:
+        return WavLMModel.from_pretrained(name)
+    except OSError as err:  # transformers re-raises hub/connection errors as OSError
+        raise RuntimeError(_offline_message(name, f"download failed ({err})")) from err
+
+
+class WavLMAudioEncoder(nn.Module):
+    """WavLM backbone → (masked) mean over time → ``Linear(hidden→768)→ReLU→Dropout→Linear(768→C)``.
+
+    Args:
+        num_classes: output classes.
+        name_or_path: Hub name or local folder of a pretrained WavLM; ignored
+            when ``config`` is given.
+        config: a ``WavLMConfig`` (or a dict of its fields) to build a randomly
+            initialised backbone without any download (tests, counting).
+        freeze_backbone: freeze the backbone after init (stage 1; default).
+        head_hidden: hidden size of the head (768 in the seed).
+        head_dropout: dropout of the head.
+        backbone_attention_mask: pass ``attention_mask`` to the backbone when
+            ``audio_length`` is given. ``None`` (default): only for
+            ``feat_extract_norm == "layer"`` configs (see module doc).
+
+    Attributes:
+        backbone: the ``WavLMModel``. head: the classifier.
+        embedding_dim, sequence_dim: ``config.hidden_size``.
+    """
+
+    input_modality = "audio"
+
+    def __init__(
+        self,
+        num_classes: int = 8,
+        *,
+        name_or_path: str | os.PathLike[str] = "microsoft/wavlm-base",
+        config: WavLMConfig | dict[str, Any] | None = None,
+        freeze_backbone: bool = True,
+        head_hidden: int = 768,
+        head_dropout: float = 0.2,
+        backbone_attention_mask: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if config is not None:
+            if isinstance(config, dict):
+                config = WavLMConfig(**config)
+            if not isinstance(config, WavLMConfig):
+                raise TypeError(f"WavLMAudioEncoder: config must be a WavLMConfig or dict, got {type(config).__name__}")
+            self.backbone = WavLMModel(config)
+        else:
+            self.backbone = load_wavlm_backbone(name_or_path)
+        hidden = self.backbone.config.hidden_size
+        self.head = nn.Sequential(
+            nn.Linear(hidden, head_hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(head_dropout),
+            nn.Linear(head_hidden, num_classes),
+        )
+        if backbone_attention_mask is None:
+            backbone_attention_mask = self.backbone.config.feat_extract_norm == "layer"
+        self.backbone_attention_mask = backbone_attention_mask
+        self.embedding_dim = hidden
+        self.sequence_dim = hidden
+        if freeze_backbone:
+            self.freeze_backbone()
+
+    # ----------------------------------------------------------------- freezing
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers in the backbone."""
+        return len(self.backbone.encoder.layers)
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """True when no backbone parameter requires grad."""
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def freeze_backbone(self) -> None:
+        """Freeze the whole backbone; the head stays trainable (stage 1)."""
+        self.backbone.requires_grad_(False)
+        # also stops transformers from making the waveform require grad in training mode
+        self.backbone.freeze_feature_encoder()
+        self.head.requires_grad_(True)
+
+    def unfreeze_backbone(self, num_last_layers: int | None = None) -> None:
+        """Make the last ``num_last_layers`` transformer layers trainable (stage 2).
+
+        Everything else in the backbone (CNN feature encoder, projection,
+        positional conv, earlier layers) is frozen; the head stays trainable.
+        ``None`` unfreezes the whole backbone; ``0`` is the same as
+        :meth:`freeze_backbone`.
+        """
+        if num_last_layers is None:
+            self.requires_grad_(True)
+            self.backbone.feature_extractor._requires_grad = True
+            return
+        if not 0 <= num_last_layers <= self.num_layers:
+            raise ValueError(
+                f"WavLMAudioEncoder.unfreeze_backbone: num_last_layers must be in [0, {self.num_layers}], "
+                f"got {num_last_layers}"
+            )
+        self.freeze_backbone()
+        if num_last_layers > 0:
+            for layer in self.backbone.encoder.layers[-num_last_layers:]:
+                layer.requires_grad_(True)
+
+    def get_stage1_params(self) -> list[nn.Parameter]:
+        """Head parameters (stage 1 trains the head only)."""
+        return list(self.head.parameters())
+
+    def get_stage2_params(
+        self, backbone_lr: float | None = None, head_lr: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for stage 2.
+
+        Returns:
+            ``[{"name": "backbone", "params": [...]}, {"name": "head", "params": [...]}]``:
+            the trainable backbone parameters and the head parameters, each
+            with ``"lr"`` when the matching argument is given. The backbone
+            group is left out when nothing in the backbone is trainable.
+        """
+        groups: list[dict[str, Any]] = []
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        if backbone:
+            groups.append({"name": "backbone", "params": backbone})
+            if backbone_lr is not None:
+                groups[-1]["lr"] = backbone_lr
+        groups.append({"name": "head", "params": list(self.head.parameters())})
+        if head_lr is not None:
+            groups[-1]["lr"] = head_lr
+        return groups
+
+    # ----------------------------------------------------------------- lengths
+    def frame_lengths(self, audio_length: Tensor) -> Tensor:
+        """Backbone frames covering ``audio_length`` valid samples, shape ``(B,)``."""
+        return self.backbone._get_feat_extract_output_lengths(audio_length.to(torch.long)).to(torch.long)
+
+    def frame_mask(self, audio_length: Tensor, num_frames: int) -> Tensor:
+        """Validity mask of shape ``(B, num_frames)`` for the ``encode_sequence`` output."""
+        return ensure_nonempty(lengths_to_mask(self.frame_lengths(audio_length), num_frames))
+
+    # ----------------------------------------------------------------- forward
+    def _waveform(self, wave: Tensor) -> Tensor:
+        if wave.dim() == 3 and wave.shape[1] == 1:
+            wave = wave.squeeze(1)
+        if wave.dim() != 2:
+            raise ValueError(
+                f"WavLMAudioEncoder expects a waveform of shape (B, 1, N) or (B, N), got {tuple(wave.shape)}"
+            )
+        return wave
+
+    def encode_sequence(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
+        """Backbone hidden states.
+
+        Runs under ``torch.no_grad()`` while the backbone is fully frozen.
+
+        Args:
+            wave: waveform of shape ``(B, 1, N)`` or ``(B, N)`` at 16 kHz.
+            audio_length: valid samples, shape ``(B,)``; passed to the backbone
+                as ``attention_mask`` when ``backbone_attention_mask`` is on.
+
+        Returns:
+            Tensor of shape ``(B, Ta, hidden)`` (``Ta = 149`` for 48000 samples).
+        """
+        wave = self._waveform(wave)
+        attention_mask = None
+        if audio_length is not None and self.backbone_attention_mask:
+            attention_mask = lengths_to_mask(audio_length.to(wave.device), wave.shape[1]).to(torch.long)
+        ctx = torch.no_grad() if self.backbone_frozen else contextlib.nullcontext()
+        with ctx:
+            return self.backbone(wave, attention_mask=attention_mask).last_hidden_state
+
+    def encode(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
+        """Clip embedding of shape ``(B, hidden)``: mean over valid backbone frames."""
+        seq = self.encode_sequence(wave, audio_length=audio_length)
+        mask = None if audio_length is None else self.frame_mask(audio_length.to(seq.device), seq.shape[1])
+        return masked_mean(seq, mask)
+
+    def forward(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
+        """Logits of shape ``(B, num_classes)`` for a waveform of shape ``(B, 1, N)`` or ``(B, N)``."""
+        return self.head(self.encode(wave, audio_length=audio_length))
