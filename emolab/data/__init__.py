@@ -1,69 +1,72 @@
-"""RAVDESS data layer: names, pairing, labels, splits, tensors, datasets, demo corpus."""
+"""RAVDESS data layer: names, pairing, labels, splits, tensors, datasets, demo corpus.
 
-from emolab.data.audio import (
-    AudioNoise,
-    AudioNoiseConfig,
-    AudioReadError,
-    load_audio,
-    load_noise,
-    log_mel,
-    mix_at_snr,
-)
-from emolab.data.cache import FrameCache, FrameSettings, default_cache_dir
-from emolab.data.datasets import (
-    DataConfig,
-    RavdessAVDataset,
-    RavdessMelDataset,
-    RavdessWavLMDataset,
-    collate_skip_failed,
-    make_loader,
-    resolve_noise_path,
-    resolve_num_workers,
-    warm_cache,
-)
-from emolab.data.inspect import format_inspection, inspect_corpus
-from emolab.data.ravdess import (
-    EMOTIONS,
-    PairingReport,
-    PairingResult,
-    PairRecord,
-    RavdessName,
-    RavdessNameError,
-    class_names,
-    label_of,
-    pair_corpus,
-    parse_name,
-)
-from emolab.data.splits import (
-    PROTOCOLS,
-    SpeakerLeakageWarning,
-    Split,
-    SplitConfig,
-    actor_split,
-    fold_actors,
-    kfold_split,
-    make_split,
-    stratified_split,
-)
-from emolab.data.video import (
-    ClipFrames,
-    FaceDetector,
-    VideoAugment,
-    VideoAugmentConfig,
-    VideoReadError,
-    frames_to_tensor,
-    load_video_frames,
-    preprocess_clip,
-)
+Names are imported lazily (PEP 562): ``import emolab.data`` is cheap, and a
+process that only needs the name parser or the demo generator (e.g. a demo
+corpus worker) does not pay for importing torch.
+"""
 
-__all__ = [
-    "EMOTIONS", "PROTOCOLS", "AudioNoise", "AudioNoiseConfig", "AudioReadError", "ClipFrames",
-    "DataConfig", "FaceDetector", "FrameCache", "FrameSettings", "PairRecord", "PairingReport",
-    "PairingResult", "RavdessAVDataset", "RavdessMelDataset", "RavdessName", "RavdessNameError",
-    "RavdessWavLMDataset", "SpeakerLeakageWarning", "Split", "SplitConfig", "VideoAugment",
-    "VideoAugmentConfig", "VideoReadError", "actor_split", "class_names", "collate_skip_failed",
-    "default_cache_dir", "fold_actors", "format_inspection", "frames_to_tensor", "inspect_corpus",
-    "kfold_split", "label_of", "load_audio", "load_noise", "load_video_frames", "log_mel",
-    "make_loader", "make_split", "mix_at_snr", "pair_corpus", "parse_name", "preprocess_clip",
-    "resolve_noise_path", "resolve_num_workers", "stratified_split", "warm_cache",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "AudioNoise": "audio",
+    "AudioNoiseConfig": "audio",
+    "AudioReadError": "audio",
+    "load_audio": "audio",
+    "load_noise": "audio",
+    "log_mel": "audio",
+    "mix_at_snr": "audio",
+    "DataConfig": "datasets",
+    "RavdessAVDataset": "datasets",
+    "RavdessMelDataset": "datasets",
+    "RavdessWavLMDataset": "datasets",
+    "collate_skip_failed": "datasets",
+    "make_loader": "datasets",
+    "resolve_noise_path": "datasets",
+    "resolve_num_workers": "datasets",
+    "warm_cache": "datasets",
+    "EMOTIONS": "ravdess",
+    "PairRecord": "ravdess",
+    "PairingReport": "ravdess",
+    "PairingResult": "ravdess",
+    "RavdessName": "ravdess",
+    "RavdessNameError": "ravdess",
+    "class_names": "ravdess",
+    "label_of": "ravdess",
+    "pair_corpus": "ravdess",
+    "parse_name": "ravdess",
+    "PROTOCOLS": "splits",
+    "SpeakerLeakageWarning": "splits",
+    "Split": "splits",
+    "SplitConfig": "splits",
+    "actor_split": "splits",
+    "fold_actors": "splits",
+    "kfold_split": "splits",
+    "make_split": "splits",
+    "stratified_split": "splits",
+    "ClipFrames": "video",
+    "FaceDetector": "video",
+    "VideoAugment": "video",
+    "VideoAugmentConfig": "video",
+    "VideoReadError": "video",
+    "frames_to_tensor": "video",
+    "load_video_frames": "video",
+    "preprocess_clip": "video",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'emolab.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"emolab.data.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
