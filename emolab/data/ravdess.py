@@ -53,6 +53,11 @@ _ACTOR_DIR_RE = re.compile(r"^Actor_(\d{2})$")
 _AUX_DIRS = {"Noise", "__MACOSX"}
 
 
+def format_fields(*values: int) -> str:
+    """Two-digit fields joined by dashes: ``format_fields(3, 1, 5)`` is ``"03-01-05"``."""
+    return "-".join(f"{v:02d}" for v in values)
+
+
 class RavdessNameError(ValueError):
     """A file name that is not a valid RAVDESS name."""
 
@@ -84,18 +89,7 @@ class RavdessName:
     @property
     def stem(self) -> str:
         """The name without extension, e.g. ``"03-01-05-02-01-01-12"``."""
-        return "-".join(
-            f"{v:02d}"
-            for v in (
-                self.modality,
-                self.vocal_channel,
-                self.emotion,
-                self.intensity,
-                self.statement,
-                self.repetition,
-                self.actor,
-            )
-        )
+        return format_fields(self.modality, *self.key)
 
 
 def _check_range(field_name: str, value: int, valid: Iterable[int]) -> None:
@@ -200,16 +194,8 @@ class PairRecord:
     @property
     def stem(self) -> str:
         """The shared name without modality, e.g. ``"01-05-02-01-01-12"``."""
-        return "-".join(
-            f"{v:02d}"
-            for v in (
-                self.vocal_channel,
-                self.emotion,
-                self.intensity,
-                self.statement,
-                self.repetition,
-                self.actor,
-            )
+        return format_fields(
+            self.vocal_channel, self.emotion, self.intensity, self.statement, self.repetition, self.actor
         )
 
 
@@ -425,7 +411,7 @@ def pair_corpus(
             if len(paths) > 1:
                 report.duplicates.append(
                     {
-                        "key": "-".join(f"{v:02d}" for v in key),
+                        "key": format_fields(*key),
                         "modality": modality,
                         "kept": str(paths[0]),
                         "dropped": [str(p) for p in paths[1:]],
