@@ -7,7 +7,7 @@ STAMP := $(VENV)/.emolab-installed
 DATA_ROOT ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean-cache
+.PHONY: demo test install clean-cache notebooks-refresh
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Re-execute the committed notebooks in place (smoke mode, demo corpus) and clean their metadata;
+# `make test` then compares fresh runs against them with nbval. NOTEBOOKS=01 limits it to some.
+notebooks-refresh: $(STAMP)
+	$(PY) -m emolab notebooks refresh $(NOTEBOOKS)
 
 clean-cache:
 	rm -rf $${EMOLAB_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/emolab}

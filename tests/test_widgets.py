@@ -1,0 +1,148 @@
+"""emolab.widgets without a browser: controls re-render the panel, galleries, players."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from emolab.data import pair_corpus
+from emolab.data.datasets import resolve_noise_path
+from emolab.widgets import (
+    AugmentationPreview,
+    AugmentSettings,
+    audio_players,
+    augment_clip,
+    choose_clip,
+    noise_gallery,
+    pick_clips,
+    video_gallery,
+    wav_bytes,
+)
+
+
+@pytest.fixture(scope="module")
+def pairs(demo_root):
+    return pair_corpus(demo_root, check="none").pairs
+
+
+@pytest.fixture(scope="module")
+def noise_path(demo_root):
+    path = resolve_noise_path(demo_root)
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="module")
+def panel(pairs, noise_path):
+    return AugmentationPreview(pick_clips(pairs), noise_path, num_frames=4, dpi=40)
+
+
+def test_pick_and_choose_clips(pairs):
+    clips = pick_clips(pairs)
+    assert [c.emotion for c in clips] == list(range(1, 9))
+    assert {c.actor for c in clips} == {1}
+    assert all(c.intensity == (1 if c.emotion == 1 else 2) for c in clips)
+    assert len(pick_clips(pairs, actors=[1, 2])) == 16
+    default = choose_clip(pairs)
+    assert (default.actor, default.emotion, default.intensity) == (1, 5, 2)
+    assert choose_clip(pairs, "01-03-01-02-02-03").stem == "01-03-01-02-02-03"
+    with pytest.raises(ValueError, match="no pair"):
+        choose_clip(pairs, "01-09-01-01-01-01")
+
+
+def test_settings_validate():
+    with pytest.raises(ValueError, match="blur_kernel"):
+        AugmentSettings(blur_kernel=4)
+    with pytest.raises(ValueError, match="brightness"):
+        AugmentSettings(brightness=1.5)
+    with pytest.raises(ValueError, match="noise_source"):
+        AugmentSettings(noise_source="pink")
+    assert AugmentSettings().describe() == "no augmentation"
+    assert AugmentSettings(blur_kernel=5, snr_db=10.0).describe() == "blur 5, audio 10 dB (file)"
+
+
+def test_augment_clip_matches_settings(pairs, noise_path):
+    clip = choose_clip(pairs)
+    clean = augment_clip(clip, AugmentSettings(), noise_path=noise_path, num_frames=4)
+    assert clean.clip.frames.shape == (4, 112, 112, 3)
+    assert clean.frames.shape == (4, 3, 112, 112)
+    assert torch.equal(clean.noisy, clean.wave) and clean.snr is None
+    assert clean.mel.shape == (1, 64, 301)
+    dark = augment_clip(clip, AugmentSettings(brightness=0.5), noise_path=noise_path, num_frames=4)
+    assert dark.frames.mean().item() == pytest.approx(0.5 * clean.frames.mean().item(), rel=1e-5)
+    for source in ("file", "gaussian"):
+        noisy = augment_clip(clip, AugmentSettings(snr_db=5.0, noise_source=source), noise_path=noise_path,
+                             num_frames=4)
+        assert noisy.snr == pytest.approx(5.0, abs=0.01)
+        again = augment_clip(clip, AugmentSettings(snr_db=5.0, noise_source=source), noise_path=noise_path,
+                             num_frames=4)
+        assert torch.equal(noisy.noisy, again.noisy)  # fixed seed: same settings, same result
+
+
+def test_panel_renders_and_reacts_to_controls(panel):
+    assert panel.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert panel.renders == 1
+    first_image, first_noisy = panel.image.value, panel.noisy_audio.value
+    assert panel.clean_audio.value == first_noisy  # clean at start
+
+    panel.controls["brightness"].value = 0.4  # what moving the slider does
+    assert panel.renders == 2
+    assert panel.image.value != first_image
+    assert panel.settings.brightness == pytest.approx(0.4)
+
+    panel.set(snr_db=0.0)
+    assert panel.noisy_audio.value != panel.clean_audio.value
+    assert "measured SNR 0.0 dB" in panel.summary.value
+
+    image = panel.image.value
+    panel.set(noise_source="gaussian")
+    assert panel.image.value != image
+
+    for name, value in (("blur_kernel", 7), ("noise_scale", 0.05), ("face_crop", False), ("clip", 3)):
+        image = panel.image.value
+        panel.controls[name].value = value
+        assert panel.image.value != image, name
+    assert panel.pair.emotion == 4
+    assert panel.last.clip.face == "off"
+
+    panel.set(brightness=0.0, snr_db=None, blur_kernel=1, noise_scale=0.0, face_crop=True, clip=0)
+    assert panel.settings == AugmentSettings(noise_source="gaussian")
+    with pytest.raises(KeyError, match="unknown controls"):
+        panel.set(contrast=1.0)
+
+
+def test_panel_display_bundle(panel):
+    bundle = panel._repr_mimebundle_()
+    assert bundle["text/plain"].startswith("AugmentationPreview(8 clips; controls: clip, face_crop")
+    assert "model_id" in bundle["application/vnd.jupyter.widget-view+json"]
+
+
+def test_panel_without_noise_file_uses_gaussian(pairs):
+    p = AugmentationPreview(pick_clips(pairs)[:2], None, num_frames=2, dpi=30)
+    assert p.controls["noise_source"].disabled
+    assert p.settings.noise_source == "gaussian"
+
+
+def test_galleries_and_players(pairs, noise_path):
+    clip = choose_clip(pairs)
+    fig = video_gallery(clip, num_frames=3)
+    assert len(fig.axes) == 7 * 3  # original + 2 blur + 2 brightness + 2 noise rows
+    fig, outs = noise_gallery(clip, noise_path, snrs=(None, 10.0, 0.0))
+    assert list(outs) == ["clean", "10 dB", "0 dB"]
+    assert outs["clean"].snr is None and outs["0 dB"].snr == pytest.approx(0.0, abs=0.01)
+    assert len(fig.axes) == 3 + 1  # one per level and the colour bar
+    players = audio_players({k: o.noisy for k, o in outs.items()})
+    assert repr(players) == "audio players: clean, 10 dB, 0 dB"
+    assert players._repr_html_().count("<audio") == 3
+
+
+def test_wav_bytes_shared_peak():
+    wave = torch.linspace(-0.5, 0.5, 1600).reshape(1, -1)
+    data, sr = sf.read(io.BytesIO(wav_bytes(wave)))
+    assert sr == 16000 and len(data) == 1600 and np.abs(data).max() == pytest.approx(0.99, abs=1e-3)
+    data, _ = sf.read(io.BytesIO(wav_bytes(wave, peak=1.0)))
+    assert np.abs(data).max() == pytest.approx(0.495, abs=1e-3)
