@@ -95,11 +95,88 @@ def ensure_demo_corpus(out: Path = DEFAULT_DEMO_DIR, *, progress: bool = True) -
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The README's main job: corpus (real or generated) -> inspection."""
+    """The README's main job: corpus (real or generated) -> inspection -> training -> notebooks."""
     data_root = Path(args.data_root) if args.data_root else ensure_demo_corpus(Path(args.demo_dir))
     print()
     _print_inspection(data_root, args.vocal_channel, False, "header")
-    return 0
+    if args.skip_training:
+        return 0
+    from emolab.train import demo_run
+
+    print("\n== training a gated audio-visual model (AudioCNN + ResNet18, actor split) ==")
+    metrics = demo_run(data_root, Path(args.output_dir))
+    print(
+        f"test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
+        f"(chance 0.125); run folder {metrics['run_dir']}"
+    )
+    if args.skip_notebooks:
+        return 0
+    from emolab import notebooks as nbs
+
+    print("\n== running the notebooks headless (smoke settings) ==")
+    out = Path(args.output_dir) / "notebooks"
+    summary = nbs.run_grid(
+        [str(p) for p in nbs.list_notebooks()], {}, {"data_root": str(data_root), "SMOKE": True}, out
+    )
+    for row in summary.to_dict("records"):
+        print(f"{row['notebook']}: {row['status']} in {row['seconds']} s -> {row['run_dir']}")
+        if row["error"]:
+            print(f"    {row['error']}")
+    print(f"summary: {out / nbs.SUMMARY_FILE}")
+    return 0 if (summary["status"] == "ok").all() else 1
+
+
+def _parse_grid(items: Sequence[str]) -> dict[str, list]:
+    from emolab.notebooks import parse_value
+
+    grid: dict[str, list] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise CLIError(f"--grid expects KEY=V1,V2,..., got {item!r}")
+        grid[key.strip()] = [parse_value(v) for v in values.split(",")]
+    return grid
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    """``emolab notebooks list|run|refresh``: headless notebook runs (see :mod:`emolab.notebooks`)."""
+    import time
+
+    from emolab import notebooks as nbs
+
+    if args.action == "list":
+        for path in nbs.list_notebooks():
+            print(path.stem)
+        return 0
+    try:
+        names = [str(nbs.resolve_notebook(n)) for n in args.names] or [str(p) for p in nbs.list_notebooks()]
+    except FileNotFoundError as e:
+        raise CLIError(str(e)) from None
+    if not names:
+        raise CLIError(f"no notebooks in {nbs.notebooks_dir()}")
+    if args.action == "refresh":
+        for path in nbs.refresh_committed(names):
+            print(f"refreshed {nbs.display_path(path)}")
+        return 0
+    params = {k: nbs.parse_value(v) for k, v in (args.param or [])}
+    grid = _parse_grid(args.grid or [])
+    out = Path(args.out) if args.out else Path("runs") / "notebooks" / time.strftime("%Y%m%d-%H%M%S")
+    summary = nbs.run_grid(names, grid, params, out, timeout=args.timeout)
+    for row in summary.to_dict("records"):
+        point = ", ".join(f"{k}={row[k]}" for k in grid)
+        where = f" [{point}]" if point else ""
+        print(f"{row['notebook']}{where}: {row['status']} in {row['seconds']} s -> {row['run_dir']}")
+        if row["error"]:
+            print(f"    {row['error']}")
+    print(f"summary: {out / nbs.SUMMARY_FILE}")
+    return 0 if (summary["status"] == "ok").all() else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``emolab train ...`` is ``python -m emolab.train ...`` (its flags are parsed there)."""
+    from emolab.train.cli import main as train_main
+
+    return train_main(args.train_args, prog="emolab train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_root", default=None, help="a RAVDESS download; default: generate the demo corpus")
     p.add_argument("--demo_dir", default=str(DEFAULT_DEMO_DIR), help="where the demo corpus goes (default data/demo)")
     p.add_argument("--vocal_channel", type=int, choices=(1, 2), default=1)
+    p.add_argument("--output_dir", default="outputs/demo", help="run folders of the demo (default outputs/demo)")
+    p.add_argument("--skip_training", action="store_true", help="stop after the inspection")
+    p.add_argument("--skip_notebooks", action="store_true", help="do not run the notebooks")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("demo-data", help="generate a RAVDESS-format demo corpus (real MP4 and WAV files)")
@@ -134,12 +214,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="how to check files: header (open every file, default), size (empty files only), none",
     )
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "train", add_help=False, help="train a model (all flags of python -m emolab.train; see emolab train --help)"
+    )
+    p.set_defaults(func=cmd_train, train_args=[])
+
+    p = sub.add_parser("notebooks", help="run the notebooks headless (papermill), grids, refresh committed outputs")
+    nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    nsub.add_parser("list", help="list the numbered notebooks").set_defaults(func=cmd_notebooks)
+    q = nsub.add_parser(
+        "run",
+        help="execute notebooks into run folders, with a summary.csv of their recorded metrics",
+        description="Execute notebooks with papermill (kernel of this environment), one run folder each "
+        "(<out>/<notebook>/ or <out>/<notebook>/<k=v,...>/ with --grid), and write <out>/summary.csv.",
+    )
+    q.add_argument("names", nargs="*", metavar="NAME", help="notebooks: 01, 1, 01_pairing_inspection, a path (default: all)")
+    q.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="notebook parameter (Python literal or string), e.g. -p seed 1 -p data_root data/ravdess")
+    q.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                   help="run every combination of these values, e.g. --grid seed=0,1,2 --grid fold=0,1")
+    q.add_argument("--out", default=None, help="output folder (default runs/notebooks/<time>)")
+    q.add_argument("--timeout", type=float, default=None, help="per-cell time limit in seconds")
+    q.set_defaults(func=cmd_notebooks)
+    q = nsub.add_parser("refresh", help="re-execute the committed notebooks in place (smoke mode) and clean them")
+    q.add_argument("names", nargs="*", metavar="NAME", help="notebooks (default: all)")
+    q.set_defaults(func=cmd_notebooks)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "func", None) is cmd_train:
+        args.train_args = extra  # every flag after `train` belongs to the train CLI
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

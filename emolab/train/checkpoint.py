@@ -1,0 +1,191 @@
+"""Checkpoints: atomic writes, ``weights_only`` loads, warm starts, seeding and RNG state.
+
+Every file is written to a temporary name in the same folder and renamed
+over the target (``os.replace``), so a crash never leaves a half-written
+checkpoint or JSON file. Checkpoints hold only tensors and plain containers,
+so they load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "WarmStartError",
+    "atomic_copy",
+    "atomic_save",
+    "atomic_write_json",
+    "capture_rng_state",
+    "load_checkpoint",
+    "load_warm_start",
+    "restore_rng_state",
+    "seed_everything",
+    "state_dict_from_checkpoint",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def _atomic(path: PathLike, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_save(obj: Any, path: PathLike) -> Path:
+    """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_json(obj: Any, path: PathLike) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+
+    return _atomic(path, write)
+
+
+def atomic_copy(src: PathLike, dst: PathLike) -> Path:
+    """Copy ``src`` to ``dst`` atomically."""
+    return _atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, map_location=..., weights_only=True)``."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# ------------------------------------------------------------------ warm start
+class WarmStartError(ValueError):
+    """A warm-start checkpoint does not fit the model it is loaded into."""
+
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def state_dict_from_checkpoint(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model state dict inside ``obj``: ``obj["model"]`` if present, else ``obj`` itself.
+
+    DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) prefixes shared by
+    every key are stripped.
+    """
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WarmStartError(
+            f"{source}: expected {{'model': state_dict}} or a state dict of tensors, got {type(obj).__name__}"
+        )
+    sd = dict(obj)
+    for prefix in _WRAPPER_PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def _fmt_keys(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})" if keys else "none"
+
+
+def load_warm_start(module: nn.Module, path: PathLike, role: str = "model") -> dict[str, Any]:
+    """Load a checkpoint into ``module`` strictly (e.g. ``best_audio.pt`` into ``model.audio_model``).
+
+    Args:
+        module: where the weights go.
+        path: ``{"model": state_dict, ...}`` (as emolab saves) or a raw state dict.
+        role: the name used in messages (``"audio_model"``, ``"video_model"``).
+
+    Returns:
+        The checkpoint's extra keys (``val_f1``, ``epoch``, ``config`` ...), if any.
+
+    Raises:
+        FileNotFoundError: no such file.
+        WarmStartError: keys or shapes do not match; the message names the
+            file, the missing and the unexpected keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"warm-start checkpoint for {role} not found: {path}")
+    obj = load_checkpoint(path)
+    sd = state_dict_from_checkpoint(obj, str(path))
+    expected = set(module.state_dict())
+    missing = sorted(expected - set(sd))
+    unexpected = sorted(set(sd) - expected)
+    if missing or unexpected:
+        raise WarmStartError(
+            f"{path} does not fit {role} ({type(module).__name__}): missing keys {_fmt_keys(missing)}; "
+            f"unexpected keys {_fmt_keys(unexpected)}. Was it trained with the same encoder options "
+            "(--use_wavlm / --use_resnet_audio, --num_classes, --wavlm_name_or_path)?"
+        )
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError as err:  # shape mismatches
+        raise WarmStartError(f"{path} does not fit {role} ({type(module).__name__}): {err}") from None
+    return {k: v for k, v in obj.items() if k != "model"} if isinstance(obj, Mapping) and "model" in obj else {}
+
+
+# ------------------------------------------------------------------ randomness
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA); optionally ask for deterministic kernels.
+
+    Called by the entry point of a run (never at import).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Torch (CPU and CUDA), NumPy and Python RNG states as tensors and plain values (``weights_only``-safe)."""
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))

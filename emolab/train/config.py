@@ -1,0 +1,306 @@
+"""Training configuration: one ``TrainConfig`` holding the model, data, split and optimisation configs.
+
+``TrainConfig`` is what the CLI builds from its flags (``emolab.train.cli``),
+what a notebook builds by hand, and what a run folder stores as
+``config.json`` (and inside every checkpoint). ``to_dict``/``from_dict`` make
+the round trip through JSON exact.
+
+Example::
+
+    from emolab.models import ModelConfig
+    from emolab.train import OptimConfig, TrainConfig, run_training
+
+    cfg = TrainConfig(
+        data_root="data/demo",
+        model=ModelConfig(fusion="gated", pretrained_video=False),
+        optim=OptimConfig(lr=3e-4, use_cosine_annealing=True),
+        epochs=10,
+    )
+    result = run_training(cfg)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import WavLMConfig
+
+from emolab.data.datasets import DataConfig
+from emolab.data.splits import SplitConfig
+from emolab.models.registry import ModelConfig
+
+__all__ = ["OptimConfig", "TrainConfig", "UNIMODAL", "FUSION_WITH_HEAD"]
+
+#: Canonical ``--fusion`` names of unimodal models.
+UNIMODAL: tuple[str, ...] = ("audio", "video")
+#: Canonical fusion modes that add trainable fusion parameters (``late`` adds none).
+FUSION_WITH_HEAD: tuple[str, ...] = ("concat", "gated", "xattn")
+
+
+def _positive(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _int_at_least(name: str, value: int, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass
+class OptimConfig:
+    """Losses, optimisers, stages and schedules (SPEC §4); field names are the CLI flags.
+
+    Attributes:
+        lr: Adam learning rate of the trained head (fusion head, WavLM head, or
+            the whole model for unimodal Mel/video models and one-stage fusion).
+        weight_decay: Adam ``weight_decay`` (L2), every group.
+        label_smoothing: ``CrossEntropyLoss(label_smoothing=...)``; not used by
+            ``late``, which trains with ``NLLLoss`` on log-probabilities.
+        wavlm_stage: ``--fusion audio --use_wavlm`` only: 1 trains the head
+            (backbone frozen), 2 unfreezes the last ``wavlm_unfreeze_layers``
+            transformer layers at ``backbone_lr`` and the head at ``lr``.
+        backbone_lr: WavLM backbone LR in ``wavlm_stage`` 2.
+        wavlm_unfreeze_layers: layers unfrozen in ``wavlm_stage`` 2 (the seed
+            project hard-coded 2).
+        two_stage_training: fusion models only: stage 1 (``stage1_epochs``)
+            freezes ``audio_model`` and ``video_model`` and trains the fusion
+            head; stage 2 unfreezes per the ``fusion_unfreeze_*`` fields with
+            layered LRs (head ``lr``, audio ``audio_backbone_lr``, video
+            ``video_backbone_lr``).
+        stage1_epochs: epochs of stage 1 (the rest of ``epochs`` is stage 2).
+        audio_backbone_lr, video_backbone_lr: stage-2 LRs of the encoders.
+        fusion_unfreeze_wavlm_layers: stage 2, WavLM audio: last N layers
+            unfrozen (the WavLM head is always trainable).
+        fusion_unfreeze_video_blocks: stage 2: last N ResNet18 stages of the
+            video model unfrozen (0-5, see ``VideoNet.unfreeze_last_blocks``).
+        fusion_unfreeze_audio: stage 2, Mel audio models: unfreeze the whole
+            audio model (``--no_fusion_unfreeze_audio`` keeps it frozen).
+        use_cosine_annealing: cosine LR decay over each stage, ``T_max`` = the
+            epochs of the current stage, down to ``eta_min`` (see
+            :func:`emolab.train.optim.cosine_lr`).
+        cosine_stage2_only: with two-stage training, constant LR in stage 1 and
+            cosine in stage 2.
+        eta_min: the cosine floor (1e-5 as in the seed).
+    """
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    wavlm_stage: int = 1
+    backbone_lr: float = 3e-5
+    wavlm_unfreeze_layers: int = 2
+    two_stage_training: bool = False
+    stage1_epochs: int = 5
+    audio_backbone_lr: float = 1e-5
+    video_backbone_lr: float = 1e-5
+    fusion_unfreeze_wavlm_layers: int = 2
+    fusion_unfreeze_video_blocks: int = 1
+    fusion_unfreeze_audio: bool = True
+    use_cosine_annealing: bool = False
+    cosine_stage2_only: bool = False
+    eta_min: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "backbone_lr", "audio_backbone_lr", "video_backbone_lr"):
+            _positive(name, getattr(self, name))
+        if not isinstance(self.weight_decay, (int, float)) or not 0.0 <= self.weight_decay < 1.0:
+            raise ValueError(f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
+        if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.wavlm_stage not in (1, 2):
+            raise ValueError(f"wavlm_stage must be 1 (head only) or 2 (unfreeze last layers), got {self.wavlm_stage!r}")
+        _int_at_least("wavlm_unfreeze_layers", self.wavlm_unfreeze_layers, 1)
+        _int_at_least("stage1_epochs", self.stage1_epochs, 1)
+        _int_at_least("fusion_unfreeze_wavlm_layers", self.fusion_unfreeze_wavlm_layers, 0)
+        if self.fusion_unfreeze_video_blocks not in range(6):
+            raise ValueError(
+                "fusion_unfreeze_video_blocks must be 0-5 (ResNet18 stages from the end: 1 = layer4, "
+                f"..., 5 = everything), got {self.fusion_unfreeze_video_blocks!r}"
+            )
+        if not isinstance(self.eta_min, (int, float)) or not 0.0 <= self.eta_min:
+            raise ValueError(f"eta_min must be >= 0, got {self.eta_min!r}")
+        if self.cosine_stage2_only and not (self.use_cosine_annealing and self.two_stage_training):
+            raise ValueError("cosine_stage2_only needs use_cosine_annealing and two_stage_training")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, WavLMConfig):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _shallow_dict(config: Any) -> dict[str, Any]:
+    """Fields of a config dataclass as JSON-ready values (a ``WavLMConfig`` becomes its dict)."""
+    return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _default_model() -> ModelConfig:
+    return ModelConfig(pretrained_video=True)  # ImageNet video weights by default, as in the seed
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; saved as ``config.json`` in the run folder.
+
+    Attributes:
+        data_root: the RAVDESS root (any nesting of ``Actor_NN/`` folders).
+        model: the model (``fusion`` name, encoders, xattn settings); the video
+            backbone is ImageNet-pretrained by default (``--no_pretrained_video``).
+        data: how pairs become tensors (classes, frames, frame size, face crop,
+            Mel bins, frame cache).
+        split: actor (default), stratified or k-fold split.
+        optim: losses, optimiser groups, stages, schedules.
+        epochs: total epochs (both stages together with two-stage training).
+        batch_size: per process (per GPU with DDP).
+        early_stopping_patience: stop a stage after this many epochs without a
+            better validation macro-F1 (0 disables early stopping).
+        seed: seeds model init, dropout and SpecAugment (``seed + rank``), the
+            data order and the augmentations; part of the run folder's name.
+        num_workers: DataLoader workers; -1 is automatic (SPEC §4).
+        vocal_channel: 1 speech, 2 song.
+        augment: training-split augmentations (video and audio noise).
+        audio_ckpt, video_ckpt: warm-start checkpoints loaded into
+            ``audio_model`` / ``video_model`` (or into the unimodal model)
+            after it is built; ``{"model": state_dict}`` or a raw state dict.
+        shuffle_labels_seed: sanity check against label leakage: before
+            splitting, every pair gets the emotion of another pair (a seeded
+            permutation), so labels no longer follow content and test accuracy
+            must stay near chance. ``None`` (default) leaves labels alone.
+        output_dir: runs go to ``output_dir/runs/<run_name>``; the best
+            checkpoint is also copied to ``output_dir/best_{fusion}.pt``.
+        run_name: folder name; ``None``: ``{fusion}-seed{seed}-{YYYYmmdd-HHMMSS}``.
+        publish_best: copy the best checkpoint to ``output_dir/best_{fusion}.pt``
+            (what the seed's warm-start commands read).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a
+            grad scaler); always off on CPU.
+        compile: wrap the model with ``torch.compile``.
+        wandb: log to Weights & Biases when the package is installed.
+        wandb_project: W&B project name.
+        progress: tqdm progress bars.
+        log_every: steps between progress-bar loss updates (the only host syncs
+            inside an epoch).
+    """
+
+    data_root: str = "data"
+    model: ModelConfig = field(default_factory=_default_model)
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int = 30
+    batch_size: int = 16
+    early_stopping_patience: int = 10
+    seed: int = 42
+    num_workers: int = -1
+    vocal_channel: int = 1
+    augment: bool = True
+    audio_ckpt: str | None = None
+    video_ckpt: str | None = None
+    shuffle_labels_seed: int | None = None
+    output_dir: str = "outputs"
+    run_name: str | None = None
+    publish_best: bool = True
+    device: str = "auto"
+    amp: bool = True
+    compile: bool = False
+    wandb: bool = False
+    wandb_project: str = "emolab"
+    progress: bool = True
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("split", SplitConfig), ("optim", OptimConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(f"TrainConfig.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        _int_at_least("epochs", self.epochs, 1)
+        _int_at_least("batch_size", self.batch_size, 1)
+        _int_at_least("early_stopping_patience", self.early_stopping_patience, 0)
+        _int_at_least("log_every", self.log_every, 1)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < -1:
+            raise ValueError(f"num_workers must be >= 0, or -1 for automatic, got {self.num_workers!r}")
+        if self.vocal_channel not in (1, 2):
+            raise ValueError(f"vocal_channel must be 1 (speech) or 2 (song), got {self.vocal_channel!r}")
+        if self.model.num_classes != self.data.num_classes:
+            raise ValueError(
+                f"model.num_classes ({self.model.num_classes}) and data.num_classes ({self.data.num_classes}) differ"
+            )
+        if self.model.n_mels != self.data.n_mels:
+            raise ValueError(f"model.n_mels ({self.model.n_mels}) and data.n_mels ({self.data.n_mels}) differ")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or e.g. 'cuda:1', got {self.device!r}") from None
+        if self.run_name is not None and (not self.run_name or "/" in self.run_name or self.run_name in (".", "..")):
+            raise ValueError(f"run_name must be a plain folder name, got {self.run_name!r}")
+        self._check_optimisation_path()
+
+    def _check_optimisation_path(self) -> None:
+        fusion, o = self.canonical_fusion, self.optim
+        if o.wavlm_stage == 2 and not (fusion == "audio" and self.model.use_wavlm):
+            raise ValueError(
+                "wavlm_stage 2 applies to --fusion audio --use_wavlm; fusion models unfreeze WavLM layers "
+                "with --two_stage_training --fusion_unfreeze_wavlm_layers N"
+            )
+        if o.two_stage_training:
+            if fusion not in FUSION_WITH_HEAD:
+                raise ValueError(
+                    f"two_stage_training needs a fusion model with a fusion head (concat, gated, xattn), "
+                    f"got fusion {self.model.fusion!r}"
+                    + (" (late fusion has no trainable fusion parameters)" if fusion == "late" else "")
+                )
+            if o.stage1_epochs >= self.epochs:
+                raise ValueError(
+                    f"stage1_epochs ({o.stage1_epochs}) must be smaller than epochs ({self.epochs}) "
+                    "so that stage 2 gets at least one epoch"
+                )
+        if self.video_ckpt and fusion == "audio":
+            raise ValueError("video_ckpt needs a model with a video branch (--fusion video or a fusion model)")
+        if self.audio_ckpt and fusion == "video":
+            raise ValueError("audio_ckpt needs a model with an audio branch (--fusion audio or a fusion model)")
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def canonical_fusion(self) -> str:
+        """The registered model name ``model.fusion`` resolves to (``xattn_gated`` → ``xattn``)."""
+        return self.model.canonical_fusion
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (nested per sub-config)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = _shallow_dict(value) if dataclasses.is_dataclass(value) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown keys {sorted(unknown)}")
+        kwargs = dict(d)
+        for name, sub in (("model", ModelConfig), ("data", DataConfig), ("split", SplitConfig), ("optim", OptimConfig)):
+            if name in kwargs and isinstance(kwargs[name], dict):
+                sub_known = {f.name for f in dataclasses.fields(sub)}
+                bad = set(kwargs[name]) - sub_known
+                if bad:
+                    raise ValueError(f"TrainConfig.{name}: unknown keys {sorted(bad)}")
+                kwargs[name] = sub(**kwargs[name])
+        return cls(**kwargs)

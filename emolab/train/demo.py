@@ -1,0 +1,62 @@
+"""The training part of ``emolab demo``: a small gated audio-visual model on the demo corpus, in minutes on a CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from emolab.data.datasets import DataConfig
+from emolab.models.registry import ModelConfig
+from emolab.train.config import OptimConfig, TrainConfig
+from emolab.train.run import run_training
+
+__all__ = ["demo_config", "demo_run"]
+
+
+def demo_config(
+    data_root: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] = "outputs/demo",
+    *,
+    progress: bool = True,
+    **overrides: Any,
+) -> TrainConfig:
+    """The demo run's config: gated fusion of AudioCNN and a random-init ResNet18 on small frames.
+
+    Speaker-independent actor split (the default: train 1-18, val 19-21, test
+    22-24 on the 24-actor demo corpus), 2 frames of 48x48 pixels, 5 epochs of
+    Adam (lr 1e-3) with cosine annealing. On the default demo corpus this
+    takes about 4-6 minutes on 2 CPU cores and reaches a test accuracy around
+    0.9. ``overrides`` replace top-level :class:`TrainConfig` fields (e.g.
+    ``epochs=2``).
+    """
+    cfg = TrainConfig(
+        data_root=str(data_root),
+        model=ModelConfig(fusion="gated", pretrained_video=False),
+        data=DataConfig(num_frames=2, frame_size=48),
+        optim=OptimConfig(lr=1e-3, weight_decay=1e-4, use_cosine_annealing=True),
+        epochs=5,
+        batch_size=32,
+        seed=0,
+        output_dir=str(output_dir),
+        publish_best=False,
+        progress=progress,
+    )
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def demo_run(
+    data_root: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] = "outputs/demo",
+    *,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train the demo model (see :func:`demo_config`) and return its test metrics.
+
+    Prints the split, one line per epoch and the test result. The run folder
+    is ``output_dir/runs/gated-seed0-<time>``; its path is in the returned
+    dict under ``"run_dir"``.
+    """
+    result = run_training(demo_config(data_root, output_dir, progress=progress, **overrides))
+    return {**result.test_metrics, "run_dir": str(result.run_dir)}

@@ -1,0 +1,210 @@
+"""Losses, stages, parameter groups and LR schedules (SPEC §4), as small pure functions.
+
+A run is a list of :class:`Stage` s (:func:`plan_stages`). At the start of each
+stage :func:`configure_stage` sets which parameters train and returns the
+named optimiser groups with their learning rates:
+
+=============================  =======  ==========================================
+path                           stage    groups (name: LR)
+=============================  =======  ==========================================
+audio + WavLM, wavlm_stage 1   1        head: ``lr`` (backbone frozen)
+audio + WavLM, wavlm_stage 2   2        backbone (last N layers): ``backbone_lr``;
+                                        head: ``lr``
+audio (Mel), video             1        all: ``lr``
+fusion (one stage)             1        all (every ``requires_grad`` param): ``lr``
+fusion, two-stage              1        fusion: ``lr`` (audio/video models frozen)
+fusion, two-stage              2        fusion: ``lr``; audio: ``audio_backbone_lr``;
+                                        video: ``video_backbone_lr``
+=============================  =======  ==========================================
+
+Every group uses Adam with ``weight_decay``. :func:`cosine_lr` is the
+optional per-stage schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from emolab.models.fusion import FusionModel
+from emolab.models.wavlm import WavLMAudioEncoder
+from emolab.train.config import OptimConfig, TrainConfig
+
+__all__ = [
+    "LossFn",
+    "Stage",
+    "configure_stage",
+    "cosine_lr",
+    "make_loss",
+    "make_optimizer",
+    "make_scheduler",
+    "plan_stages",
+]
+
+LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One optimisation stage.
+
+    Attributes:
+        index: 1 or 2 (recorded in the history as ``stage``).
+        name: what trains, for the log.
+        start: first epoch of the stage (0-based).
+        end: first epoch after the stage.
+        cosine: cosine-anneal the LRs over the stage.
+    """
+
+    index: int
+    name: str
+    start: int
+    end: int
+    cosine: bool
+
+    @property
+    def t_max(self) -> int:
+        """Epochs of this stage: the cosine ``T_max``."""
+        return self.end - self.start
+
+
+def plan_stages(cfg: TrainConfig) -> list[Stage]:
+    """The stages of a run, in order, covering epochs ``0 .. cfg.epochs``.
+
+    One stage unless ``two_stage_training`` (stage 1: ``stage1_epochs``, stage
+    2: the rest). A WavLM audio run is one stage numbered ``wavlm_stage``.
+    If early stopping ends stage 1 early, the trainer starts stage 2 at that
+    epoch (``dataclasses.replace(stage, start=epoch)``), so its ``t_max`` is
+    the epochs it actually gets.
+    """
+    o, fusion = cfg.optim, cfg.canonical_fusion
+    cos = o.use_cosine_annealing
+    if o.two_stage_training:
+        return [
+            Stage(1, "fusion head (encoders frozen)", 0, o.stage1_epochs, cos and not o.cosine_stage2_only),
+            Stage(2, "fusion head + unfrozen encoders", o.stage1_epochs, cfg.epochs, cos),
+        ]
+    if fusion == "audio" and cfg.model.use_wavlm:
+        name = "WavLM head" if o.wavlm_stage == 1 else f"WavLM last {o.wavlm_unfreeze_layers} layers + head"
+        return [Stage(o.wavlm_stage, name, 0, cfg.epochs, cos)]
+    return [Stage(1, "all trainable parameters", 0, cfg.epochs, cos)]
+
+
+def _group(name: str, params: list[nn.Parameter], lr: float) -> dict[str, Any]:
+    return {"name": name, "params": params, "lr": lr}
+
+
+def _trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def _unfreeze_stage2(model: FusionModel, o: OptimConfig) -> None:
+    audio, video = model.audio_model, model.video_model
+    if isinstance(audio, WavLMAudioEncoder):
+        audio.unfreeze_backbone(o.fusion_unfreeze_wavlm_layers)  # head always trainable
+    elif o.fusion_unfreeze_audio:
+        audio.requires_grad_(True)
+    else:
+        audio.requires_grad_(False)
+    video.unfreeze_last_blocks(o.fusion_unfreeze_video_blocks)
+
+
+def configure_stage(model: nn.Module, cfg: TrainConfig, stage: Stage) -> list[dict[str, Any]]:
+    """Freeze/unfreeze ``model`` for ``stage`` and return its optimiser groups.
+
+    Args:
+        model: the (unwrapped) model ``build_model`` made for ``cfg``.
+        cfg: the run config.
+        stage: one of :func:`plan_stages`.
+
+    Returns:
+        ``[{"name": str, "params": [...], "lr": float}, ...]`` with no empty
+        group, in a fixed order (see the module table).
+
+    Raises:
+        ValueError: nothing would train.
+    """
+    o = cfg.optim
+    if isinstance(model, FusionModel) and o.two_stage_training:
+        if stage.index == 1:
+            model.freeze_encoders()
+            groups = [_group("fusion", model.parameter_groups()["fusion"], o.lr)]
+        else:
+            model.freeze_encoders()
+            _unfreeze_stage2(model, o)
+            parts = model.parameter_groups()
+            groups = [
+                _group("fusion", parts["fusion"], o.lr),
+                _group("audio", parts["audio"], o.audio_backbone_lr),
+                _group("video", parts["video"], o.video_backbone_lr),
+            ]
+    elif isinstance(model, WavLMAudioEncoder):
+        if stage.index == 1:
+            model.freeze_backbone()
+            groups = [_group("head", model.get_stage1_params(), o.lr)]
+        else:
+            model.unfreeze_backbone(o.wavlm_unfreeze_layers)
+            groups = [
+                dict(g, lr=o.backbone_lr if g["name"] == "backbone" else o.lr)
+                for g in model.get_stage2_params(backbone_lr=o.backbone_lr, head_lr=o.lr)
+            ]
+    else:
+        groups = [_group("all", _trainable(model), o.lr)]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError(f"stage {stage.index} ({stage.name}): no trainable parameters")
+    return groups
+
+
+def make_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over ``groups`` (each keeps its ``lr``) with ``weight_decay``."""
+    return torch.optim.Adam(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+
+
+def cosine_lr(epoch: int, base_lr: float, t_max: int, eta_min: float = 1e-5) -> float:
+    """Cosine-annealed LR of epoch ``epoch`` (0-based, within the stage).
+
+    ``eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / t_max)) / 2``,
+    which is exactly ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=t_max,
+    eta_min=eta_min)``. One change: a group whose ``base_lr`` is below
+    ``eta_min`` (e.g. a backbone at 8e-6 with the default floor 1e-5) keeps
+    its ``base_lr`` instead of being annealed *upwards* to ``eta_min``.
+    """
+    if t_max <= 0:
+        raise ValueError(f"t_max must be positive, got {t_max}")
+    floor = min(eta_min, base_lr)
+    t = min(max(epoch, 0), t_max)
+    return floor + (base_lr - floor) * (1.0 + math.cos(math.pi * t / t_max)) / 2.0
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, stage: Stage, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-epoch ``LambdaLR`` following :func:`cosine_lr` for each group, or ``None`` (constant LR)."""
+    if not stage.cosine:
+        return None
+    eta_min, t_max = cfg.optim.eta_min, stage.t_max
+    lambdas = [
+        (lambda e, base=g["lr"]: cosine_lr(e, base, t_max, eta_min) / base) for g in optimizer.param_groups
+    ]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def make_loss(fusion: str, label_smoothing: float = 0.0) -> LossFn:
+    """Per-sample loss ``loss(logits, log_probs, labels) -> (B,)``.
+
+    ``late`` (whose model outputs averaged probabilities): ``NLLLoss`` on the
+    stable ``log_probs``. Every other model: ``CrossEntropyLoss`` with
+    ``label_smoothing`` on the logits (computed in float32).
+    """
+    if fusion == "late":
+        return lambda logits, log_probs, y: F.nll_loss(log_probs.float(), y, reduction="none")
+    return lambda logits, log_probs, y: F.cross_entropy(
+        logits.float(), y, label_smoothing=label_smoothing, reduction="none"
+    )

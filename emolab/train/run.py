@@ -1,0 +1,314 @@
+"""One training run end to end: corpus → split → datasets → model → trainer → run folder.
+
+:func:`run_training` is the library entry point (the CLI and notebooks call
+it); :func:`resume_training` continues an interrupted run from its folder.
+
+Run folder ``OUTPUT_DIR/runs/{fusion}-seed{seed}-{YYYYmmdd-HHMMSS}``::
+
+    config.json          the resolved TrainConfig
+    history.jsonl        one record per epoch
+    best_{fusion}.pt     {"model", "val_f1", "epoch", "config"} (also copied to OUTPUT_DIR/)
+    last.pt              model, optimizer, scheduler, epoch, stage, best metric,
+                         callback state, RNG states: what --resume needs
+    test_metrics.json    the best checkpoint on the test split
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset, make_loader, warm_cache
+from emolab.data.ravdess import PairRecord, pair_corpus
+from emolab.data.splits import Split, make_split
+from emolab.models.registry import build_model_from_config, count_parameters
+from emolab.train.callbacks import Callback, default_callbacks
+from emolab.train.checkpoint import atomic_write_json, load_checkpoint, load_warm_start, seed_everything
+from emolab.train.config import TrainConfig
+from emolab.train.distributed import DistContext, init_distributed
+from emolab.train.trainer import EmotionTrainer, RunPaths
+
+__all__ = [
+    "DataBundle",
+    "RunResult",
+    "SetupError",
+    "build_run_model",
+    "prepare_data",
+    "resume_training",
+    "run_training",
+    "shuffle_labels",
+]
+
+
+class SetupError(RuntimeError):
+    """A run cannot start (no data, weights unavailable offline, bad warm start): a message, not a traceback."""
+
+
+@dataclass
+class DataBundle:
+    """The split, its datasets and loaders, and what the cold decode pass found."""
+
+    split: Split
+    datasets: dict[str, Any]
+    loaders: dict[str, DataLoader]
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    config: TrainConfig
+    run_dir: Path
+    history: list[dict[str, Any]]
+    test_metrics: dict[str, Any]
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / f"best_{self.config.model.fusion}.pt"
+
+
+def shuffle_labels(pairs: Sequence[PairRecord], seed: int) -> list[PairRecord]:
+    """Give every pair the emotion (and intensity) of another pair, by a seeded permutation.
+
+    Content and labels no longer agree, so a model cannot beat chance on the
+    test split unless labels leak through names, order or the split.
+    """
+    perm = np.random.default_rng(seed).permutation(len(pairs))
+    return [
+        dataclasses.replace(p, emotion=pairs[j].emotion, intensity=pairs[j].intensity)
+        for p, j in zip(pairs, perm.tolist())
+    ]
+
+
+def _say(ctx: DistContext, message: str) -> None:
+    if ctx.is_main:
+        print(message, flush=True)
+
+
+def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle:
+    """Pair, split, build the three datasets (one shared frame cache), decode every clip once, make loaders.
+
+    Clips that fail to decode are left out (and listed). Each loader samples
+    through a ``DistributedSampler`` (a world of one without torchrun), so the
+    training order is a function of ``(seed, epoch)``.
+
+    Raises:
+        SetupError: no pairs under ``data_root``.
+    """
+    ctx = ctx or DistContext()
+    lines: list[str] = []
+    try:
+        pairing = pair_corpus(cfg.data_root, vocal_channel=cfg.vocal_channel, check="size")
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise SetupError(f"data_root: {err}") from None
+    if not pairing.pairs:
+        raise SetupError(
+            f"no RAVDESS pairs under '{cfg.data_root}': expected Actor_NN/ folders with video-only "
+            "02-*.mp4 and audio-only 03-*.wav files (try `emolab demo-data --out data/demo`)"
+        )
+    rep = pairing.report
+    lines.append(
+        f"corpus {cfg.data_root}: {rep.pairs} pairs"
+        + (f"; {rep.problems} files not used (see `emolab inspect --data_root {cfg.data_root}`)" if rep.problems else "")
+    )
+    pairs = pairing.pairs
+    if cfg.shuffle_labels_seed is not None:
+        pairs = shuffle_labels(pairs, cfg.shuffle_labels_seed)
+        lines.append(f"labels SHUFFLED across pairs (seed {cfg.shuffle_labels_seed}): a sanity check, expect chance")
+    try:
+        split = make_split(pairs, cfg.split)
+    except ValueError as err:
+        raise SetupError(f"split: {err}") from None
+    lines.append(split.description)
+    lines.extend(f"note: {n}" for n in split.notes)
+
+    dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
+    cache = cfg.data.make_cache()
+
+    def make(name: str, recs: list[PairRecord]) -> Any:
+        return dataset_cls(
+            recs,
+            augment=cfg.augment and name == "train",
+            config=cfg.data,
+            cache=cache,
+            data_root=cfg.data_root,
+            seed=cfg.seed,
+        )
+
+    datasets: dict[str, Any] = {}
+    for name, recs in split.items():
+        ds = make(name, recs)
+        report = None
+        for turn in (0, 1):  # rank 0 decodes (with a progress bar), then the others read the cache
+            if (ctx.rank == 0) == (turn == 0):
+                report = warm_cache(ds, num_workers=cfg.num_workers, progress=cfg.progress and ctx.is_main)
+            ctx.barrier()
+        assert report is not None
+        faces = ", ".join(f"{k} {v}" for k, v in sorted(report.faces.items()))
+        lines.append(f"{name}: {len(recs)} pairs, decoded in {report.seconds:.1f} s; face crop: {faces or '-'}")
+        if report.failed:
+            bad = {p.path for p in report.failed}
+            lines.append(f"{name}: {len(bad)} clips failed to decode and are left out:")
+            lines.extend(f"  {p.path}: {p.reason}" for p in report.failed)
+            ds = make(name, [r for r in recs if str(r.video_path) not in bad])
+        if len(ds) == 0:
+            raise SetupError(f"the {name} split has no usable pairs")
+        datasets[name] = ds
+
+    loaders = {}
+    for name, ds in datasets.items():
+        sampler = DistributedSampler(
+            ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=name == "train", seed=cfg.seed, drop_last=False
+        )
+        loaders[name] = make_loader(
+            ds,
+            cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.num_workers,
+            data_root=cfg.data_root,
+            pin_memory=ctx.device.type == "cuda",
+            seed=cfg.seed,
+        )
+    return DataBundle(split, datasets, loaders, lines)
+
+
+def build_run_model(cfg: TrainConfig, *, warm_start: bool = True) -> nn.Module:
+    """Build the model and (``warm_start``) load the warm-start checkpoints.
+
+    ``audio_ckpt``/``video_ckpt`` go into ``model.audio_model``/``model.video_model``
+    of a fusion model, or into the unimodal model itself.
+
+    Raises:
+        SetupError: weights unavailable (e.g. ImageNet offline: the message
+            names ``--no_pretrained_video``), or a warm start does not fit.
+    """
+    try:
+        model = build_model_from_config(cfg.model)
+    except RuntimeError as err:
+        raise SetupError(str(err)) from None
+    targets = {"audio": cfg.audio_ckpt, "video": cfg.video_ckpt}
+    for role, path in targets.items():
+        if not path or not warm_start:
+            continue
+        module = getattr(model, f"{role}_model", model)
+        try:
+            load_warm_start(module, path, role=f"{role}_model")
+        except (FileNotFoundError, ValueError) as err:
+            raise SetupError(str(err)) from None
+    return model
+
+
+def _new_run_dir(cfg: TrainConfig) -> Path:
+    runs = Path(cfg.output_dir) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    base = cfg.run_name or f"{cfg.model.fusion}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for k in range(1000):
+        path = runs / (base if k == 0 else f"{base}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise SetupError(f"cannot create a run folder under {runs}")
+
+
+def _execute(
+    cfg: TrainConfig,
+    *,
+    callbacks: Sequence[Callback],
+    run_dir: Path | None,
+    resume: dict[str, Any] | None,
+) -> RunResult:
+    ctx = init_distributed(cfg.device)
+    try:
+        seed_everything(cfg.seed + ctx.rank)
+        model = build_run_model(cfg, warm_start=resume is None)  # a resume loads last.pt instead
+        data = prepare_data(cfg, ctx)
+        if run_dir is None:
+            run_dir = ctx.broadcast_object(_new_run_dir(cfg) if ctx.is_main else None)
+        paths = RunPaths(Path(run_dir), Path(cfg.output_dir), cfg.model.fusion)
+        if ctx.is_main:
+            atomic_write_json(cfg.to_dict(), paths.config)
+        trainer = EmotionTrainer(
+            model, cfg, data.loaders, paths, callbacks=[*default_callbacks(cfg), *callbacks], dist=ctx
+        )
+        amp = f"mixed precision {str(trainer.amp_dtype).replace('torch.', '')}" if trainer.amp_dtype else "fp32"
+        header = [
+            f"run {paths.run_dir}" + (f" (resumed after epoch {resume['epoch']})" if resume else ""),
+            f"device {ctx.device}" + (f" x {ctx.world_size} processes (DDP)" if ctx.distributed else "")
+            + f", {amp}" + (", torch.compile" if cfg.compile else ""),
+            f"model {cfg.model.fusion}: {count_parameters(model):,} parameters",
+            *data.lines,
+        ]
+        for line in header:
+            _say(ctx, line)
+        try:
+            metrics = trainer.fit(resume)
+        except KeyboardInterrupt:
+            _say(ctx, f"interrupted after epoch {trainer.epoch}; continue with --resume {paths.run_dir}")
+            raise
+        return RunResult(cfg, paths.run_dir, trainer.history, metrics)
+    finally:
+        ctx.close()
+
+
+def run_training(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Train ``cfg`` in a new run folder and evaluate the best checkpoint on the test split.
+
+    Seeds everything with ``cfg.seed`` (plus the rank under torchrun) first.
+    ``callbacks`` run after the default ones (early stopping, history,
+    progress, W&B, checkpoints).
+
+    Raises:
+        SetupError: the run cannot start (see :func:`prepare_data`, :func:`build_run_model`).
+    """
+    return _execute(cfg, callbacks=callbacks, run_dir=None, resume=None)
+
+
+#: Config fields that may change when resuming (they do not change the results).
+RESUME_OVERRIDABLE = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every")
+
+
+def resume_training(
+    run_dir: str | os.PathLike[str],
+    *,
+    overrides: dict[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Continue an interrupted run from ``run_dir/last.pt`` with its saved ``config.json``.
+
+    Args:
+        run_dir: the run folder.
+        overrides: new values for :data:`RESUME_OVERRIDABLE` fields only.
+
+    Raises:
+        SetupError: not a run folder, no ``last.pt`` yet, or an override of a
+            field that would change the results.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise SetupError(f"--resume {run_dir}: not a run folder (no config.json)")
+    if not (run_dir / "last.pt").is_file():
+        raise SetupError(f"--resume {run_dir}: no last.pt (the run did not finish its first epoch); start it again")
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    bad = sorted(set(overrides or {}) - set(RESUME_OVERRIDABLE))
+    if bad:
+        raise SetupError(
+            f"--resume continues the run with its saved config; cannot change {', '.join(bad)} "
+            f"(allowed: {', '.join(RESUME_OVERRIDABLE)})"
+        )
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
+    state = load_checkpoint(run_dir / "last.pt")
+    cfg.output_dir = str(run_dir.parent.parent)
+    return _execute(cfg, callbacks=callbacks, run_dir=run_dir, resume=state)
