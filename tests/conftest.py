@@ -35,3 +35,14 @@ def cache_dir(tmp_path: Path, monkeypatch) -> Path:
     d = tmp_path / "cache"
     monkeypatch.setenv("EMOLAB_CACHE_DIR", str(d))
     return d
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch on one thread: tests that train are steadier (and not slower) on 2 shared cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

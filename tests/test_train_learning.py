@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from emolab.data.datasets import DataConfig
 from emolab.data.splits import SplitConfig
@@ -25,13 +24,7 @@ from emolab.train import OptimConfig, TrainConfig, run_training
 
 CHANCE = 1 / 8
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
