@@ -1,0 +1,484 @@
+"""What notebooks 03-05 compute: small training configs, load-or-train, gates over test-time SNRs, attention of chosen clips.
+
+The notebooks stay thin (``notebooks/README.md``); the logic they need lives here
+and is tested in ``tests/test_analysis.py``.
+
+* :func:`notebook_config`: a small :class:`~emolab.train.TrainConfig` for a
+  notebook run (any fusion), with a smoke setting that trains in seconds on a
+  CPU (a subset of actors, 1-2 epochs, 2 frames of 48 px, no disk cache).
+* :func:`cpu_determinism`: one CPU thread, so that a smoke run prints the same
+  rounded numbers on any machine.
+* :func:`train`: a training run whose printed paths hold nothing machine-specific.
+* :func:`load_model`: a checkpoint (``best_{fusion}.pt``) and the config saved in it.
+* :func:`load_or_train`: that, or a small run when no checkpoint is given.
+* :func:`test_dataset`: the test split of a config as a dataset, optionally with
+  noise mixed in at a fixed SNR (:class:`NoisyAtSNR`).
+* :func:`collect_gates`: the gate ``g`` (audio weight) of every test clip at each
+  SNR level, with labels and accuracy.
+* :func:`collect_attention`: v2a/a2v attention of chosen test clips with their
+  frames, log-Mel and the times in seconds of video frames and audio steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from emolab.data.audio import AudioNoise, log_mel
+from emolab.data.datasets import DataConfig, RavdessMelDataset, collate_skip_failed, make_loader, resolve_noise_path
+from emolab.data.ravdess import class_names, pair_corpus
+from emolab.data.splits import SplitConfig, make_split
+from emolab.data.video import probe_video
+from emolab.models.fusion import forward_batch
+from emolab.models.registry import ModelConfig
+from emolab.train.checkpoint import load_checkpoint
+from emolab.train.config import OptimConfig, TrainConfig
+from emolab.train.run import RunResult, build_run_model, run_training
+from emolab.viz.attention import audio_step_times, video_frame_times
+
+__all__ = [
+    "SNR_LEVELS",
+    "SMOKE_SPLIT",
+    "AttentionClip",
+    "GateCollection",
+    "NoisyAtSNR",
+    "collect_attention",
+    "collect_gates",
+    "cpu_determinism",
+    "load_model",
+    "load_or_train",
+    "notebook_config",
+    "snr_label",
+    "test_dataset",
+    "train",
+]
+
+#: Test-time noise levels of notebook 05: clean (None), then 20, 10, 5 and 0 dB.
+SNR_LEVELS: tuple[float | None, ...] = (None, 20.0, 10.0, 5.0, 0.0)
+#: Smoke split (actor ids train / val / test): 240 / 60 / 60 pairs of the demo corpus.
+SMOKE_SPLIT: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] = ((1, 2, 3, 4), (19,), (22,))
+
+
+def snr_label(snr_db: float | None) -> str:
+    """``"clean"`` for None, else ``"20 dB"`` (the keys :mod:`emolab.viz.gates` understands)."""
+    return "clean" if snr_db is None else f"{snr_db:g} dB"
+
+
+def cpu_determinism(threads: int = 1) -> None:
+    """Run torch on ``threads`` CPU threads (intra- and inter-op where still settable).
+
+    Smoke runs of the notebooks call this so that their rounded metrics do not
+    depend on the core count of the machine (float sums are grouped by thread).
+    """
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # only settable before the first parallel work
+        pass
+
+
+def notebook_config(
+    data_root: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    fusion: str = "gated",
+    seed: int = 0,
+    smoke: bool = False,
+    epochs: int | None = None,
+    **overrides: Any,
+) -> TrainConfig:
+    """A small training config for a notebook: AudioCNN + random-init ResNet18 on 2 frames of 48 px.
+
+    Full setting (``smoke=False``): the default actor split (train 1-18, val
+    19-21, test 22-24 on 24 actors), 5 epochs of Adam (lr 1e-3, cosine), as
+    :func:`emolab.train.demo_config`. Smoke: actors :data:`SMOKE_SPLIT`, 2 epochs,
+    batches of 16, frame cache in memory only, no progress bars; with
+    :func:`cpu_determinism` it runs in seconds and prints the same numbers anywhere.
+
+    Args:
+        data_root: the corpus.
+        output_dir: runs go to ``output_dir/runs/<fusion>-seed<seed>``.
+        fusion: any registered fusion name (``audio``, ``video``, ``late``,
+            ``concat``, ``gated``, ``xattn``, ``xattn_gated``, ...).
+        seed: the run's seed.
+        smoke: the small setting.
+        epochs: overrides the setting's epochs.
+        overrides: further top-level :class:`TrainConfig` fields.
+    """
+    split = SplitConfig()
+    if smoke:
+        train, val, test = SMOKE_SPLIT
+        split = SplitConfig(mode="actor", train_actors=train, val_actors=val, test_actors=test)
+    cfg = TrainConfig(
+        data_root=str(data_root),
+        model=ModelConfig(fusion=fusion, pretrained_video=False),
+        data=DataConfig(num_frames=2, frame_size=48, cache_dir="" if smoke else None),
+        split=split,
+        optim=OptimConfig(lr=1e-3, weight_decay=1e-4, use_cosine_annealing=True),
+        epochs=epochs if epochs is not None else (2 if smoke else 5),
+        batch_size=16 if smoke else 32,
+        seed=int(seed),
+        num_workers=0 if smoke else -1,
+        output_dir=str(output_dir),
+        run_name=f"{fusion}-seed{seed}",
+        publish_best=False,
+        device="cpu" if smoke else "auto",
+        progress=False,
+    )
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def load_model(checkpoint: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """A trained model in eval mode and the :class:`TrainConfig` it was trained with.
+
+    Args:
+        checkpoint: a ``best_{fusion}.pt`` (or ``last.pt``) written by the
+            trainer: ``{"model": state_dict, "config": dict, ...}``. A checkpoint
+            without ``"config"`` is read with the ``config.json`` next to it.
+
+    Raises:
+        FileNotFoundError: no such file, or no config in it nor beside it.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    state = load_checkpoint(path, map_location=device)
+    config = state.get("config") if isinstance(state, dict) else None
+    if config is None:
+        beside = path.parent / "config.json"
+        if not beside.is_file():
+            raise FileNotFoundError(f"{path} holds no config and there is no {beside}")
+        config = json.loads(beside.read_text())
+    cfg = TrainConfig.from_dict(config)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained_video=False))
+    model = build_run_model(cfg, warm_start=False)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+class _PathRewriter(io.TextIOBase):
+    """A text stream that forwards lines to ``target`` with some substrings replaced."""
+
+    def __init__(self, target: Any, replacements: Sequence[tuple[str, str]]):
+        self.target = target
+        self.replacements = [(old, new) for old, new in replacements if old]
+        self._buffer = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            self.target.write(self._rewrite(line) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.target.write(self._rewrite(self._buffer))
+            self._buffer = ""
+        self.target.flush()
+
+    def _rewrite(self, line: str) -> str:
+        for old, new in self.replacements:
+            line = line.replace(old, new)
+        return line
+
+
+def train(cfg: TrainConfig) -> RunResult:
+    """:func:`emolab.train.run_training` with its printed paths made machine-independent.
+
+    The trainer prints absolute paths (run folder, data root); here the output
+    folder is printed as ``OUTPUT_DIR`` and the data root relative to the
+    checkout (:func:`emolab.notebooks.display_path`), so that a notebook's
+    committed output holds no path of the machine that ran it.
+    """
+    from emolab.notebooks import display_path
+
+    out, root = Path(cfg.output_dir), Path(cfg.data_root)
+    replacements = sorted(
+        {
+            (str(out.resolve()), "OUTPUT_DIR"),
+            (str(out), "OUTPUT_DIR"),
+            (str(root.resolve()), display_path(root)),
+            (str(root), display_path(root)),
+        },
+        key=lambda r: -len(r[0]),
+    )
+    stream = _PathRewriter(sys.stdout, replacements)
+    try:
+        with contextlib.redirect_stdout(stream):
+            return run_training(cfg)
+    finally:
+        stream.flush()
+
+
+def load_or_train(
+    checkpoint: str | os.PathLike[str] | None,
+    cfg: TrainConfig,
+) -> tuple[nn.Module, TrainConfig, RunResult | None]:
+    """Load ``checkpoint`` (with its own config), or train ``cfg`` when it is None.
+
+    A loaded model keeps the config saved with it (encoders, frames, split) but
+    reads the corpus at ``cfg.data_root``: the checkpoint's own data root may be
+    a folder of another machine.
+
+    Returns:
+        ``(model in eval mode on the CPU, its config, the RunResult or None when loaded)``.
+    """
+    if checkpoint is not None and str(checkpoint) != "":
+        model, loaded = load_model(checkpoint)
+        return model, dataclasses.replace(loaded, data_root=cfg.data_root), None
+    result = train(cfg)
+    model, _ = load_model(result.best_checkpoint)
+    return model, cfg, result
+
+
+# --------------------------------------------------------------------------- test data
+
+
+class NoisyAtSNR(Dataset):
+    """A Mel dataset whose audio gets noise mixed in at exactly ``snr_db`` (None: clean).
+
+    The noise excerpt of item ``i`` is drawn from ``default_rng([seed, i, level])``,
+    so every level and item is reproducible whatever the batch order.
+
+    Args:
+        dataset: a non-augmented :class:`RavdessMelDataset`.
+        noise: the noise source (file or Gaussian).
+        snr_db: the SNR in dB, or None for clean audio.
+        seed: base seed of the noise excerpts.
+    """
+
+    def __init__(self, dataset: RavdessMelDataset, noise: AudioNoise, snr_db: float | None, seed: int = 0):
+        self.dataset, self.noise, self.snr_db, self.seed = dataset, noise, snr_db, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        item = self.dataset[index]
+        if item is None or self.snr_db is None:
+            return item
+        wave, _ = self.dataset.load_wave(index)
+        level = int(round(self.snr_db * 10)) + 10_000
+        noisy = self.noise.mix(wave, self.snr_db, np.random.default_rng([self.seed, int(index), level]))
+        c = self.dataset.config
+        item["audio"] = log_mel(noisy, sample_rate=c.sample_rate, n_mels=c.n_mels)
+        return item
+
+
+def test_dataset(cfg: TrainConfig, *, max_items: int | None = None) -> RavdessMelDataset:
+    """The test split of ``cfg`` as a non-augmented Mel dataset (its first ``max_items`` pairs).
+
+    Raises:
+        ValueError: a WavLM config (notebooks 04-05 read log-Mel models), or an empty test split.
+    """
+    if cfg.model.use_wavlm:
+        raise ValueError("test_dataset: WavLM models are not supported here (log-Mel models only)")
+    pairs = pair_corpus(cfg.data_root, vocal_channel=cfg.vocal_channel, check="size").pairs
+    recs = list(dict(make_split(pairs, cfg.split).items())["test"])
+    if max_items is not None:
+        recs = recs[:max_items]
+    if not recs:
+        raise ValueError(f"the test split of {cfg.data_root} is empty")
+    return RavdessMelDataset(recs, augment=False, config=cfg.data, data_root=cfg.data_root, seed=cfg.seed)
+
+
+@dataclass
+class GateCollection:
+    """Gates of the test clips per SNR level (keys: :func:`snr_label`, clean first).
+
+    Attributes:
+        gates: level -> `(N,)` gate values ``g`` (1 = audio only, 0 = video only).
+        labels: level -> `(N,)` true classes.
+        preds: level -> `(N,)` predicted classes.
+        class_names: names in label order.
+        noise_source: ``"file"`` (``Noise/noise.wav``) or ``"gaussian"``.
+    """
+
+    gates: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    preds: dict[str, np.ndarray]
+    class_names: list[str]
+    noise_source: str
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        """Test accuracy per level."""
+        return {k: float(np.mean(self.preds[k] == self.labels[k])) for k in self.gates}
+
+    @property
+    def mean_gate(self) -> dict[str, float]:
+        """Mean gate per level."""
+        return {k: float(np.mean(v)) for k, v in self.gates.items()}
+
+    def table(self, decimals: int = 2) -> str:
+        """A text table: level, clips, mean and std of the gate, accuracy."""
+        lines = [f"{'level':>7} {'clips':>5} {'mean g':>7} {'std g':>6} {'acc':>5}"]
+        acc = self.accuracy
+        for k, g in self.gates.items():
+            lines.append(f"{k:>7} {g.size:>5} {g.mean():>7.{decimals}f} {g.std():>6.{decimals}f} {acc[k]:>5.{decimals}f}")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def collect_gates(
+    model: nn.Module,
+    cfg: TrainConfig,
+    snrs: Sequence[float | None] = SNR_LEVELS,
+    *,
+    max_items: int | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> GateCollection:
+    """Run ``model`` over the test split at every test-time SNR and keep its gate.
+
+    Args:
+        model: a model with a gate (``gated``, ``xattn`` with ``xattn_head="gated"``).
+        cfg: its config (test split, data settings, noise file).
+        snrs: levels in dB, None for clean.
+        max_items: only the first test pairs.
+        batch_size: inference batch size.
+        seed: seed of the noise excerpts.
+
+    Raises:
+        ValueError: the model returns no gate.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    base = test_dataset(cfg, max_items=max_items)
+    noise = AudioNoise(resolve_noise_path(cfg.data_root, cfg.data.noise_path), sample_rate=cfg.data.sample_rate)
+    out: dict[str, dict[str, np.ndarray]] = {"gates": {}, "labels": {}, "preds": {}}
+    for snr in snrs:
+        loader = make_loader(NoisyAtSNR(base, noise, snr, seed), batch_size, num_workers=0, seed=seed)
+        gates, labels, preds = [], [], []
+        for batch in loader:
+            if batch is None:
+                continue
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            o = forward_batch(model, batch, return_gate=True)
+            if o.gate is None:
+                raise ValueError(f"{type(model).__name__} returns no gate: use fusion 'gated' or 'xattn_gated'")
+            gates.append(o.gate.reshape(-1).float().cpu().numpy())
+            labels.append(batch["label"].cpu().numpy())
+            preds.append(o.logits.argmax(-1).cpu().numpy())
+        key = snr_label(snr)
+        out["gates"][key] = np.concatenate(gates)
+        out["labels"][key] = np.concatenate(labels)
+        out["preds"][key] = np.concatenate(preds)
+    return GateCollection(**out, class_names=list(class_names(cfg.data.num_classes)), noise_source=noise.source)
+
+
+# --------------------------------------------------------------------------- attention
+
+
+@dataclass
+class AttentionClip:
+    """One clip's cross-attention with what it attended to (inputs of :func:`emolab.viz.attention_over_media`).
+
+    Attributes:
+        stem: the pair's RAVDESS name (without modality).
+        label, pred: true and predicted class names.
+        frames: uint8 `(T, S, S, 3)` sampled frames.
+        mel: `(1, n_mels, F)` log-Mel (dB).
+        attn_v2a: `(heads, T, Ta)` video-queries-audio weights.
+        attn_a2v: `(heads, Ta, T)` audio-queries-video weights.
+        video_mask, audio_mask: `(T,)` / `(Ta,)` bool validity.
+        video_times: `(T,)` frame times in seconds.
+        audio_times: `(Ta,)` audio step centres in seconds.
+    """
+
+    stem: str
+    label: str
+    pred: str
+    frames: np.ndarray
+    mel: np.ndarray
+    attn_v2a: np.ndarray
+    attn_a2v: np.ndarray
+    video_mask: np.ndarray
+    audio_mask: np.ndarray
+    video_times: np.ndarray
+    audio_times: np.ndarray
+
+    @property
+    def heads(self) -> int:
+        return int(self.attn_v2a.shape[0])
+
+
+def _frames_per_step(model: nn.Module, mel_frames: int, steps: int) -> int:
+    audio = getattr(model, "audio_model", None)
+    s = getattr(audio, "time_downsampling", None)
+    if s is None:
+        for m in audio.modules() if audio is not None else ():
+            s = getattr(m, "time_downsampling", None)
+            if s is not None:
+                break
+    return int(s) if s else max(1, mel_frames // steps)
+
+
+@torch.no_grad()
+def collect_attention(model: nn.Module, dataset: RavdessMelDataset, indices: Sequence[int]) -> list[AttentionClip]:
+    """Cross-attention (v2a and a2v, every head) of ``dataset[i]`` for each index, with frames and times.
+
+    Raises:
+        ValueError: the model returns no attention (not an ``xattn`` model).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    names = list(class_names(dataset.config.num_classes))
+    items = [dataset[int(i)] for i in indices]
+    batch = collate_skip_failed([it for it in items if it is not None])
+    if batch is None:
+        raise ValueError("none of the chosen clips could be decoded")
+    tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    o = forward_batch(model, tensors, return_attn=True)
+    if o.attn_v2a is None or o.attn_a2v is None:
+        raise ValueError(f"{type(model).__name__} returns no attention: use fusion 'xattn'")
+    clips = []
+    c = dataset.config
+    for b, item in enumerate(it for it in items if it is not None):
+        index = int(item["meta"]["index"])
+        rec = dataset.pairs[index]
+        v2a = o.attn_v2a[b].float().cpu().numpy()
+        ta = v2a.shape[-1]
+        mel = item["audio"].numpy()
+        info = probe_video(rec.video_path)
+        clips.append(
+            AttentionClip(
+                stem=rec.stem,
+                label=names[int(item["label"])],
+                pred=names[int(o.logits[b].argmax())],
+                frames=dataset.frames(index).frames,
+                mel=mel,
+                attn_v2a=v2a,
+                attn_a2v=o.attn_a2v[b].float().cpu().numpy(),
+                video_mask=o.video_mask[b].cpu().numpy() if o.video_mask is not None else np.ones(v2a.shape[1], bool),
+                audio_mask=o.audio_mask[b].cpu().numpy() if o.audio_mask is not None else np.ones(ta, bool),
+                video_times=video_frame_times(info.frames_reported or max(1, round(info.duration_s * info.fps)), info.fps, c.num_frames),
+                audio_times=audio_step_times(
+                    ta, _frames_per_step(model, mel.shape[-1], ta), model_hop(model), c.sample_rate
+                ),
+            )
+        )
+    return clips
+
+
+def model_hop(model: nn.Module, default: int = 160) -> int:
+    """The STFT hop (samples) of the model's Mel input (``ModelConfig.hop_length``)."""
+    return int(getattr(model, "hop_length", default) or default)
+

@@ -1,0 +1,126 @@
+"""emolab.analysis: what notebooks 03-05 compute (configs, load-or-train, gates per SNR, attention of clips)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from emolab import analysis
+from emolab.data import SplitConfig, class_names
+from emolab.train import build_run_model
+
+SPLIT = SplitConfig(mode="actor", train_actors=(1, 2), val_actors=(3,), test_actors=(4,))
+
+
+@pytest.fixture(scope="module")
+def trained(demo_root, tmp_path_factory):
+    """One tiny xattn model with the gated head (it has both attention and a gate), trained for one epoch."""
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("analysis")
+    cfg = analysis.notebook_config(demo_root, out, fusion="xattn_gated", seed=0, smoke=True, epochs=1, split=SPLIT)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            model, cfg2, result = analysis.load_or_train(None, cfg)
+    finally:
+        torch.set_num_threads(torch_threads)
+    return model, cfg2, result, out, printed.getvalue()
+
+
+def test_notebook_config_smoke_and_full(tmp_path):
+    smoke = analysis.notebook_config("data/demo", tmp_path, fusion="audio", seed=3, smoke=True)
+    assert smoke.split.train_actors == (1, 2, 3, 4) and smoke.split.test_actors == (22,)
+    assert (smoke.epochs, smoke.num_workers, smoke.device, smoke.data.cache_dir) == (2, 0, "cpu", "")
+    assert smoke.run_name == "audio-seed3" and not smoke.progress and not smoke.model.pretrained_video
+    full = analysis.notebook_config("data/demo", tmp_path, fusion="xattn", smoke=False, epochs=7)
+    assert full.split.train_actors is None and full.epochs == 7 and full.data.num_frames == 2
+    assert analysis.notebook_config("d", tmp_path, batch_size=4).batch_size == 4
+    with pytest.raises(ValueError, match="nope"):
+        analysis.notebook_config("d", tmp_path, fusion="nope")
+
+
+def test_snr_label():
+    assert [analysis.snr_label(s) for s in analysis.SNR_LEVELS] == ["clean", "20 dB", "10 dB", "5 dB", "0 dB"]
+
+
+def test_train_prints_no_machine_paths(trained):
+    model, cfg, result, out, text = trained
+    assert result is not None and result.best_checkpoint.is_file()
+    assert result.run_dir.name == "xattn_gated-seed0"
+    assert "run OUTPUT_DIR/runs/xattn_gated-seed0" in text and "epoch 1/1" in text
+    assert str(out) not in text  # a data root outside the checkout stays absolute (display_path)
+
+
+def test_load_or_train_round_trip(trained):
+    model, cfg, result, _, _ = trained
+    elsewhere = dataclasses.replace(cfg, data_root="/elsewhere", split=SplitConfig())
+    loaded, loaded_cfg, none = analysis.load_or_train(result.best_checkpoint, elsewhere)
+    assert loaded_cfg.data_root == "/elsewhere"  # the corpus of the caller, the rest from the checkpoint
+    assert none is None and loaded_cfg.model.fusion == "xattn_gated" and loaded_cfg.split == SPLIT
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not loaded.training
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        analysis.load_model(result.run_dir / "missing.pt")
+
+
+def test_collect_gates_per_snr(trained):
+    model, cfg, _, _, _ = trained
+    gates = analysis.collect_gates(model, cfg, analysis.SNR_LEVELS, max_items=6, batch_size=4)
+    assert list(gates.gates) == ["clean", "20 dB", "10 dB", "5 dB", "0 dB"]
+    assert gates.noise_source == "file"
+    for level, g in gates.gates.items():
+        assert g.shape == (6,) and ((g >= 0) & (g <= 1)).all()
+        assert gates.labels[level].tolist() == gates.labels["clean"].tolist()
+    assert set(gates.accuracy) == set(gates.mean_gate) == set(gates.gates)
+    assert gates.table().splitlines()[1].split()[:2] == ["clean", "6"]
+    again = analysis.collect_gates(model, cfg, [None, 0.0], max_items=6, batch_size=3)
+    np.testing.assert_allclose(again.gates["0 dB"], gates.gates["0 dB"], rtol=0, atol=1e-6)  # noise fixed by seed
+
+
+def test_noisy_dataset_mixes_at_the_snr(trained):
+    _, cfg, _, _, _ = trained
+    from emolab.data import AudioNoise, resolve_noise_path
+
+    base = analysis.test_dataset(cfg, max_items=2)
+    noise = AudioNoise(resolve_noise_path(cfg.data_root), sample_rate=cfg.data.sample_rate)
+    clean = analysis.NoisyAtSNR(base, noise, None)[0]
+    noisy = analysis.NoisyAtSNR(base, noise, 0.0, seed=1)[0]
+    assert torch.equal(clean["audio"], base[0]["audio"]) and torch.equal(clean["video"], noisy["video"])
+    assert noisy["audio"].shape == clean["audio"].shape and not torch.equal(noisy["audio"], clean["audio"])
+    assert torch.equal(noisy["audio"], analysis.NoisyAtSNR(base, noise, 0.0, seed=1)[0]["audio"])
+
+
+def test_collect_gates_needs_a_gate(trained):
+    _, cfg, _, _, _ = trained
+    concat = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fusion="concat"))
+    with pytest.raises(ValueError, match="no gate"):
+        analysis.collect_gates(build_run_model(concat).eval(), concat, [None], max_items=2)
+
+
+def test_collect_attention(trained):
+    model, cfg, _, _, _ = trained
+    test = analysis.test_dataset(cfg)
+    clips = analysis.collect_attention(model, test, [0, 5])
+    assert [c.stem for c in clips] == [test.pairs[0].stem, test.pairs[5].stem]
+    c = clips[0]
+    heads, T, Ta = c.attn_v2a.shape
+    assert heads == c.heads == cfg.model.xattn_heads and T == cfg.data.num_frames
+    assert c.attn_a2v.shape == (heads, Ta, T)
+    assert c.frames.shape == (T, 48, 48, 3) and c.frames.dtype == np.uint8
+    assert c.mel.shape[:2] == (1, cfg.data.n_mels)
+    assert c.video_times.shape == (T,) and c.video_times[0] == 0.0 and c.video_times[-1] <= 1.0
+    assert c.audio_times.shape == (Ta,) and np.allclose(np.diff(c.audio_times), 4 * 160 / 16000)
+    assert c.audio_mask.shape == (Ta,) and 0 < c.audio_mask.sum() < Ta  # 1 s clips padded to 3 s
+    np.testing.assert_allclose(c.attn_v2a.sum(-1), 1.0, atol=1e-4)
+    assert c.label in class_names(8) and c.pred in class_names(8)
+
+    concat = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fusion="concat"))
+    with pytest.raises(ValueError, match="no attention"):
+        analysis.collect_attention(build_run_model(concat).eval(), test, [0])
