@@ -111,13 +111,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     if args.skip_notebooks:
         return 0
+    import pandas as pd
+
     from emolab import notebooks as nbs
 
-    print("\n== running the notebooks headless (smoke settings) ==")
+    print("\n== running the notebooks headless (smoke settings; 05 on the model just trained) ==")
     out = Path(args.output_dir) / "notebooks"
-    summary = nbs.run_grid(
-        [str(p) for p in nbs.list_notebooks()], {}, {"data_root": str(data_root), "SMOKE": True}, out
-    )
+    names = [str(p) for p in nbs.list_notebooks()]
+    gates = [n for n in names if Path(n).name.startswith("05_")]
+    common = {"data_root": str(data_root)}
+    summary = nbs.run_grid([n for n in names if n not in gates], {}, {**common, "SMOKE": True}, out)
+    if gates:
+        best = Path(metrics["run_dir"]) / "best_gated.pt"
+        more = nbs.run_grid(gates, {}, {**common, "SMOKE": False, "checkpoint": str(best)}, out)
+        summary = pd.concat([summary, more], ignore_index=True)
+        summary.to_csv(out / nbs.SUMMARY_FILE, index=False)  # both passes in one table
     for row in summary.to_dict("records"):
         print(f"{row['notebook']}: {row['status']} in {row['seconds']} s -> {row['run_dir']}")
         if row["error"]:
