@@ -48,6 +48,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from emolab.fileio import atomic_write_json
+
 __all__ = [
     "CURRENT_ENV_KERNEL",
     "clean_notebook",
@@ -213,12 +215,8 @@ def record(run_dir: str | os.PathLike[str] | None, **metrics: Any) -> dict[str, 
     """
     clean = {k: _jsonable(v) for k, v in metrics.items()}
     if run_dir is not None:
-        path = Path(run_dir) / METRICS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        merged = {**read_metrics(path.parent), **clean}
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
+        merged = {**read_metrics(run_dir), **clean}
+        atomic_write_json(merged, Path(run_dir) / METRICS_FILE, sort_keys=True)
     return clean
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from emolab.data.video import ClipFrames
+from emolab.fileio import atomic_write
 
 #: Bump when the preprocessing changes in a way that invalidates old entries.
 CACHE_VERSION = 1
@@ -145,17 +145,13 @@ class FrameCache:
         self._remember(key, clip)
         if self.directory is None:
             return
-        f = self._disk_path(key)
-        f.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=f.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                box = np.asarray(clip.box if clip.box is not None else (), dtype=np.int64)
+        box = np.asarray(clip.box if clip.box is not None else (), dtype=np.int64)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
                 np.savez(fh, frames=clip.frames, valid=clip.valid, face=np.str_(clip.face), box=box)
-            os.replace(tmp, f)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(self._disk_path(key), write)
 
     def get_or_compute(
         self,

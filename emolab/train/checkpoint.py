@@ -8,11 +8,9 @@ so they load with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from emolab.fileio import atomic_write, atomic_write_json
 
 __all__ = [
     "WarmStartError",
@@ -37,39 +37,14 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
-def _atomic(path: PathLike, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def atomic_save(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_write_json(obj: Any, path: PathLike) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-
-    return _atomic(path, write)
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_copy(src: PathLike, dst: PathLike) -> Path:
     """Copy ``src`` to ``dst`` atomically."""
-    return _atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
+    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Any:
