@@ -22,97 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from emolab.data import (
-    DataConfig,
-    RavdessMelDataset,
-    load_audio,
-    log_mel,
-    make_loader,
-    pair_corpus,
-)
-from emolab.data.demo import DemoConfig, write_recording
-from emolab.data.video import IMAGENET_MEAN, IMAGENET_STD, sample_indices
+from emolab.bench import NaiveDataset, machine, make_clips, measure_data, time_epoch  # noqa: F401  (re-exported)
+from emolab.data import pair_corpus
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> dict:
-    """CPU model, cores, GPU and library versions of this run."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "gpu": gpu,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-class NaiveDataset(Dataset):
-    """The seed project's loader: OpenCV decodes the whole clip every time."""
-
-    def __init__(self, pairs, num_frames: int = 8, size: int = 112):
-        self.pairs, self.num_frames, self.size = pairs, num_frames, size
-        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int):
-        import cv2
-
-        rec = self.pairs[i]
-        cap = cv2.VideoCapture(str(rec.video_path))
-        frames = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-        cap.release()
-        idx = sample_indices(len(frames), self.num_frames)
-        clip = np.stack([cv2.resize(cv2.cvtColor(frames[j], cv2.COLOR_BGR2RGB), (self.size, self.size)) for j in idx])
-        video = (torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-        wave = load_audio(rec.audio_path)
-        return {"video": video, "audio": log_mel(wave), "label": rec.emotion - 1}
-
-
-def _epoch(loader) -> tuple[float, int]:
-    t0 = time.perf_counter()
-    n = 0
-    for batch in loader:
-        assert batch["video"].shape[1:] == (8, 3, 112, 112) and batch["audio"].shape[1:] == (1, 64, 301)
-        n += batch["video"].shape[0]
-    return time.perf_counter() - t0, n
-
-
-def make_clips(out: Path, n: int, size: tuple[int, int], seconds: float, fps: float) -> None:
-    """Write ``n`` RAVDESS-like recordings (WAV + video-only MP4) with the demo generator."""
-    cfg = DemoConfig(actors=[1], size=size, seconds=seconds, fps=fps, noise=False)
-    per_actor = [(e, i, s, r) for e in range(1, 9) for i in ((1,) if e == 1 else (1, 2)) for s in (1, 2) for r in (1, 2)]
-    for j in range(n):
-        e, i, s, r = per_actor[j % 60]
-        write_recording(out, cfg, actor=1 + j // 60, emotion=e, intensity=i, statement=s, repetition=r)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -130,24 +50,8 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"no pairs under {data}")
     res: dict = {"machine": machine(), "clips": len(pairs), "workers": args.workers,
                  "batch_size": args.batch_size, "clip": {"size": args.size, "seconds": args.seconds, "fps": args.fps}}
-
-    naive = DataLoader(NaiveDataset(pairs), batch_size=args.batch_size, num_workers=args.workers)
-    t, n = _epoch(naive)
-    res["naive_clips_per_s"] = n / t
-
-    cfg = DataConfig(cache_dir=str(Path(tmp.name) / "cache"))
-    ds = RavdessMelDataset(pairs, config=cfg)
-    loader = make_loader(ds, args.batch_size, num_workers=args.workers, shuffle=True)
-    t, n = _epoch(loader)
-    res["cold_clips_per_s"] = n / t
-    warm = []
-    for epoch in range(1, args.warm_epochs + 1):
-        ds.set_epoch(epoch)
-        t, n = _epoch(loader)
-        warm.append(n / t)
-    res["warm_clips_per_s"] = float(np.median(warm))
-    res["cache_bytes"] = ds.cache.disk_bytes()
-    res["cache_bytes_per_clip"] = res["cache_bytes"] / len(pairs)
+    res.update(measure_data(pairs, Path(tmp.name) / "cache", batch_size=args.batch_size,
+                            workers=args.workers, warm_epochs=args.warm_epochs))
     tmp.cleanup()
     return res
 

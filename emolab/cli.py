@@ -187,6 +187,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_main(args.train_args, prog="emolab train")
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``emolab bench``: data, training, memory and growth figures (see :mod:`emolab.bench`)."""
+    from emolab.bench import run_from_args
+
+    try:
+        run_from_args(args)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from emolab import __version__
 
@@ -227,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
         "train", add_help=False, help="train a model (all flags of python -m emolab.train; see emolab train --help)"
     )
     p.set_defaults(func=cmd_train, train_args=[])
+
+    p = sub.add_parser(
+        "bench", help="benchmark: data pipeline, training samples/s per fusion mode, memory, cost growth"
+    )
+    from emolab.bench import add_arguments as _add_bench_arguments  # light: no torch at import
+
+    _add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("notebooks", help="run the notebooks headless (papermill), grids, refresh committed outputs")
     nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)

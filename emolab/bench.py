@@ -1,0 +1,509 @@
+"""``emolab bench``: data pipeline, training throughput, memory and cost growth, in one run.
+
+Figures, measured side by side on generated RAVDESS-like clips (1280x720,
+30 fps, 3.5 s, H.264, unless told otherwise):
+
+* data: clips/s from files to a ready batch ``(B, 8, 3, 112, 112)`` +
+  ``(B, 1, 64, 301)``: naive (OpenCV decodes every frame, every epoch, as the
+  seed project does), emolab cold (first epoch, fills the frame cache) and
+  emolab warm (cached, median over epochs);
+* train: samples/s of forward + backward + Adam step per fusion mode (AudioCNN,
+  ResNet18 on 8 frames of 112 px), on an in-memory random batch of the real
+  shapes (the compute bound) and fed by the real loader over the warm cache
+  (end to end); their ratio says whether the loader starves the model;
+* memory: peak RSS of the training process per mode (the peak is reset per mode
+  through ``/proc/self/clear_refs``; loader workers are not included) and
+  ``torch.cuda.max_memory_allocated`` on CUDA;
+* growth: cold and warm epoch time and cache size for 1x, 2x, 4x the clips.
+
+Tests never assert timings; they check the structure on a tiny configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # torch is imported inside the functions so that ``emolab --help`` stays instant
+    import torch
+    from torch.utils.data import DataLoader
+
+DEFAULT_MODES: tuple[str, ...] = ("audio", "video", "late", "concat", "gated", "xattn")
+FRAME_BYTES = 8 * 3 * 112 * 112  # uint8 frames per cached clip
+
+
+def default_out() -> Path:
+    """``benchmarks/results/bench.json`` of the source tree, else under the working folder."""
+    repo = Path(__file__).resolve().parents[1] / "benchmarks"
+    return (repo if repo.is_dir() else Path("benchmarks")) / "results" / "bench.json"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, GPU and library versions of this run."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+class NaiveDataset:
+    """The seed project's loader: OpenCV decodes the whole clip every time (a map-style dataset)."""
+
+    def __init__(self, pairs: Sequence[Any], num_frames: int = 8, size: int = 112):
+        import torch
+
+        from emolab.data.video import IMAGENET_MEAN, IMAGENET_STD
+
+        self.pairs, self.num_frames, self.size = pairs, num_frames, size
+        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import cv2
+        import numpy as np
+        import torch
+
+        from emolab.data import load_audio, log_mel
+        from emolab.data.video import sample_indices
+
+        rec = self.pairs[i]
+        cap = cv2.VideoCapture(str(rec.video_path))
+        frames = []
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+        cap.release()
+        idx = sample_indices(len(frames), self.num_frames)
+        clip = np.stack([cv2.resize(cv2.cvtColor(frames[j], cv2.COLOR_BGR2RGB), (self.size, self.size)) for j in idx])
+        video = (torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+        wave = load_audio(rec.audio_path)
+        return {"video": video, "audio": log_mel(wave), "label": rec.emotion - 1}
+
+
+def make_clips(out: Path, n: int, size: tuple[int, int], seconds: float, fps: float) -> None:
+    """Write ``n`` RAVDESS-like recordings (WAV + video-only MP4) with the demo generator."""
+    from emolab.data.demo import DemoConfig, write_recording
+
+    cfg = DemoConfig(actors=[1], size=size, seconds=seconds, fps=fps, noise=False)
+    per_actor = [(e, i, s, r) for e in range(1, 9) for i in ((1,) if e == 1 else (1, 2)) for s in (1, 2) for r in (1, 2)]
+    for j in range(n):
+        e, i, s, r = per_actor[j % 60]
+        write_recording(out, cfg, actor=1 + j // 60, emotion=e, intensity=i, statement=s, repetition=r)
+
+
+def time_epoch(loader: DataLoader) -> tuple[float, int]:
+    """Seconds and clips of one pass over ``loader``, checking the batch shapes."""
+    t0 = time.perf_counter()
+    n = 0
+    for batch in loader:
+        assert batch["video"].shape[1:] == (8, 3, 112, 112) and batch["audio"].shape[1:] == (1, 64, 301)
+        n += batch["video"].shape[0]
+    return time.perf_counter() - t0, n
+
+
+def measure_data(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, workers: int,
+                 warm_epochs: int) -> dict[str, Any]:
+    """Naive, cold and warm clips/s over ``pairs``; leaves the warm cache in ``cache_dir``."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from emolab.data import DataConfig, RavdessMelDataset, make_loader
+
+    res: dict[str, Any] = {"clips": len(pairs)}
+    naive = DataLoader(NaiveDataset(pairs), batch_size=batch_size, num_workers=workers)
+    t, n = time_epoch(naive)
+    res["naive_clips_per_s"] = n / t
+    ds = RavdessMelDataset(pairs, config=DataConfig(cache_dir=str(cache_dir)))
+    loader = make_loader(ds, batch_size, num_workers=workers, shuffle=True)
+    t, n = time_epoch(loader)
+    res["cold_clips_per_s"] = n / t
+    warm = []
+    for epoch in range(1, max(1, warm_epochs) + 1):
+        ds.set_epoch(epoch)
+        t, n = time_epoch(loader)
+        warm.append(n / t)
+    res["warm_clips_per_s"] = float(np.median(warm))
+    res["cache_bytes"] = ds.cache.disk_bytes()
+    res["cache_bytes_per_clip"] = res["cache_bytes"] / len(pairs)
+    return res
+
+
+def measure_growth(pairs: Sequence[Any], base: int, root: Path, *, batch_size: int, workers: int) -> list[dict[str, Any]]:
+    """Cold and warm epoch time and cache size for 1x, 2x and 4x ``base`` clips (fresh cache each)."""
+    from emolab.data import DataConfig, RavdessMelDataset, make_loader
+
+    rows = []
+    for scale in (1, 2, 4):
+        n = base * scale
+        ds = RavdessMelDataset(pairs[:n], config=DataConfig(cache_dir=str(root / f"growth_{n}")))
+        loader = make_loader(ds, batch_size, num_workers=workers, shuffle=True)
+        cold, _ = time_epoch(loader)
+        ds.set_epoch(1)
+        warm, _ = time_epoch(loader)
+        size = ds.cache.disk_bytes()
+        rows.append({"scale": scale, "clips": n, "cold_s": cold, "warm_s": warm,
+                     "cache_bytes": size, "cache_bytes_per_clip": size / n})
+        del loader
+    return rows
+
+
+def _rss_kib() -> tuple[int, int]:
+    """(current RSS, peak RSS) of this process in KiB, from ``/proc/self/status``."""
+    text = Path("/proc/self/status").read_text()
+    return (int(re.search(r"VmRSS:\s+(\d+)", text).group(1)), int(re.search(r"VmHWM:\s+(\d+)", text).group(1)))
+
+
+class PeakMemory:
+    """Peak RSS (and CUDA memory) over a block; the RSS peak is reset at entry where Linux allows it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset = False
+        self.start_kib = self.peak_kib = 0
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
+            self.reset = True
+        except OSError:
+            self.reset = False
+        try:
+            self.start_kib = _rss_kib()[0]
+        except (OSError, AttributeError):
+            self.start_kib = 0
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.peak_kib = _rss_kib()[1] if self.reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        except (OSError, AttributeError):
+            self.peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rss_peak_mb": self.peak_kib / 1024,
+            "rss_delta_mb": max(0, self.peak_kib - self.start_kib) / 1024,
+            "rss_peak_reset": self.reset,  # False: the peak is the process maximum so far
+        }
+        if self.device.type == "cuda":
+            import torch
+
+            out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return out
+
+
+def synthetic_batch(batch_size: int, device: torch.device, num_frames: int = 8, size: int = 112) -> dict[str, torch.Tensor]:
+    """Random tensors of a loader batch's shapes, on ``device``."""
+    import torch
+
+    return {
+        "video": torch.randn(batch_size, num_frames, 3, size, size, device=device),
+        "audio": torch.randn(batch_size, 1, 64, 301, device=device),
+        "audio_length": torch.full((batch_size,), 48000, device=device),
+        "video_valid": torch.ones(batch_size, num_frames, dtype=torch.bool, device=device),
+        "label": torch.randint(0, 8, (batch_size,), device=device),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class TrainBench:
+    """Settings of the training throughput measurement."""
+
+    batch_size: int = 8
+    warmup: int = 2
+    steps: int = 8
+    workers: int = 2
+    device: str = "cpu"
+    modes: tuple[str, ...] = DEFAULT_MODES
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBench) -> dict[str, Any]:
+    """Compute-bound and end-to-end training samples/s of one fusion mode, with its peak memory."""
+    import torch
+
+    from emolab.data import DataConfig, RavdessMelDataset, make_loader
+    from emolab.models import build_model, forward_batch
+    from emolab.train.optim import make_loss
+
+    device = torch.device(cfg.device)
+    torch.manual_seed(0)
+    with PeakMemory(device) as mem:
+        model = build_model(mode).to(device).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        loss_fn = make_loss(mode)
+
+        def step(batch: dict[str, Any]) -> None:
+            out = forward_batch(model, batch)
+            loss = loss_fn(out.logits, out.log_probs, batch["label"]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        batch = synthetic_batch(cfg.batch_size, device)
+        for _ in range(cfg.warmup):
+            step(batch)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(cfg.steps):
+            step(batch)
+        _sync(device)
+        compute = cfg.steps * cfg.batch_size / (time.perf_counter() - t0)
+        del batch
+
+        # End to end: the real loader over the warm cache, enough samples for 1 + steps batches.
+        need = (cfg.steps + 1) * cfg.batch_size
+        served = [pairs[i % len(pairs)] for i in range(need)]
+        ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)))
+        loader = make_loader(ds, cfg.batch_size, num_workers=cfg.workers, shuffle=True, drop_last=True)
+        it = iter(loader)
+        t_first = time.perf_counter()
+        first = next(it)  # worker start-up and first fetch: not timed
+        first_s = time.perf_counter() - t_first
+        del first
+        done = 0
+        _sync(device)
+        t0 = time.perf_counter()
+        for b in it:
+            b = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
+            step(b)
+            done += b["label"].shape[0]
+        _sync(device)
+        end_to_end = done / (time.perf_counter() - t0)
+        del it, loader
+    return {
+        "compute_samples_per_s": compute,
+        "end_to_end_samples_per_s": end_to_end,
+        "ratio": end_to_end / compute,
+        "first_batch_s": first_s,
+        **mem.as_dict(),
+    }
+
+
+@dataclass
+class BenchConfig:
+    """Everything one ``emolab bench`` run measures with."""
+
+    clips: int = 24
+    growth_base: int = 8
+    size: tuple[int, int] = (1280, 720)
+    seconds: float = 3.5
+    fps: float = 30.0
+    batch_size: int = 8
+    workers: int = 2
+    warm_epochs: int = 3
+    warmup: int = 2
+    steps: int = 8
+    modes: tuple[str, ...] = DEFAULT_MODES
+    device: str | None = None  # None: cuda when available, else cpu
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **overrides: Any) -> BenchConfig:
+        """The ``--quick`` sizes: 8 clips, 2 warm epochs, growth on 2/4/8 clips, 1 warm-up + 2 timed steps."""
+        base = {"clips": 8, "growth_base": 2, "warm_epochs": 2, "warmup": 1, "steps": 2, "quick": True}
+        return cls(**{**base, **overrides})
+
+
+def run_bench(cfg: BenchConfig, *, data: Path | None = None, log: Any = None) -> dict[str, Any]:
+    """Run every measurement and return the result object; progress goes to ``log`` (default stderr)."""
+    log = log or sys.stderr
+    from emolab.data import pair_corpus
+    from emolab.models.registry import MODEL_REGISTRY
+
+    import torch
+
+    if cfg.device is None:
+        cfg = replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
+    for mode in cfg.modes:
+        MODEL_REGISTRY.resolve(mode)  # ValueError listing the valid names
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="emolab-bench-") as tmp:
+        root = Path(tmp)
+        n_needed = max(cfg.clips, 4 * cfg.growth_base)
+        clips_dir = data or root / "clips"
+        if data is None:
+            t0 = time.perf_counter()
+            make_clips(clips_dir, n_needed, cfg.size, cfg.seconds, cfg.fps)
+            print(f"generated {n_needed} clips at {cfg.size[0]}x{cfg.size[1]}, {cfg.seconds} s, {cfg.fps} fps "
+                  f"in {time.perf_counter() - t0:.1f} s", file=log)
+        pairs = pair_corpus(clips_dir).pairs
+        if len(pairs) < n_needed:
+            raise ValueError(f"need {n_needed} pairs under {clips_dir}, found {len(pairs)}")
+        print("data pipeline ...", file=log)
+        data_res = measure_data(pairs[: cfg.clips], root / "cache", batch_size=cfg.batch_size,
+                                workers=cfg.workers, warm_epochs=cfg.warm_epochs)
+        print("cost growth ...", file=log)
+        growth = measure_growth(pairs, cfg.growth_base, root, batch_size=cfg.batch_size, workers=cfg.workers)
+        tb = TrainBench(batch_size=cfg.batch_size, warmup=cfg.warmup, steps=cfg.steps, workers=cfg.workers,
+                        device=cfg.device, modes=cfg.modes)
+        train: dict[str, Any] = {}
+        for mode in cfg.modes:
+            print(f"training: {mode} ...", file=log)
+            train[mode] = measure_mode(mode, pairs[: cfg.clips], root / "cache", tb)
+    settings = asdict(cfg)
+    settings["size"] = f"{cfg.size[0]}x{cfg.size[1]}"
+    settings["modes"] = list(cfg.modes)
+    return {
+        "machine": machine(),
+        "config": settings,
+        "data": data_res,
+        "train": train,
+        "growth": growth,
+        "elapsed_s": time.perf_counter() - t_start,
+    }
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """The human-readable report of a result object."""
+    m, c, d = res["machine"], res["config"], res["data"]
+    lines = [
+        f"machine: {m['cpu']}, {m['cores']} cores, GPU {m['gpu'] or 'none'}, torch {m['torch']}; device {c['device']}",
+        f"clips {c['size']} {c['seconds']} s @ {c['fps']} fps, batch {c['batch_size']}, {c['workers']} workers"
+        f"{' (quick)' if c['quick'] else ''}",
+        "",
+        f"{'data pipeline (' + str(d['clips']) + ' clips)':<42}{'clips/s':>10}{'x naive':>10}",
+    ]
+    for name, key in (("naive (OpenCV, decode every epoch)", "naive_clips_per_s"),
+                      ("emolab cold (first epoch, fills cache)", "cold_clips_per_s"),
+                      ("emolab warm (cached)", "warm_clips_per_s")):
+        lines.append(f"{name:<42}{d[key]:>10.2f}{d[key] / d['naive_clips_per_s']:>10.1f}")
+    lines.append(f"cache: {d['cache_bytes_per_clip'] / 1024:.0f} KiB per clip "
+                 f"(8x3x112x112 frames = {FRAME_BYTES / 1024:.0f} KiB)")
+    cuda = any("cuda_max_allocated_mb" in r for r in res["train"].values())
+    lines += ["", f"{'training (samples/s)':<12}{'compute':>10}{'end-to-end':>12}{'ratio':>8}"
+                  f"{'RSS peak MB':>13}{'RSS +MB':>9}" + (f"{'CUDA MB':>9}" if cuda else "")]
+    for mode, r in res["train"].items():
+        row = (f"{mode:<12}{r['compute_samples_per_s']:>10.2f}{r['end_to_end_samples_per_s']:>12.2f}"
+               f"{r['ratio']:>8.2f}{r['rss_peak_mb']:>13.0f}{r['rss_delta_mb']:>9.0f}")
+        if cuda:
+            row += f"{r.get('cuda_max_allocated_mb', float('nan')):>9.0f}"
+        lines.append(row)
+    lines += ["", f"{'growth':<8}{'clips':>6}{'cold s':>9}{'warm s':>9}{'cache MiB':>11}{'KiB/clip':>10}"]
+    for g in res["growth"]:
+        lines.append(f"{str(g['scale']) + 'x':<8}{g['clips']:>6}{g['cold_s']:>9.2f}{g['warm_s']:>9.2f}"
+                     f"{g['cache_bytes'] / 2**20:>11.2f}{g['cache_bytes_per_clip'] / 1024:>10.0f}")
+    lines.append(f"\ntotal {res['elapsed_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def write_json(obj: dict[str, Any], out: Path) -> None:
+    """Write ``obj`` to ``out`` atomically (temporary file in the same folder, then rename)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``emolab bench`` (also used by ``benchmarks/bench_train.py``)."""
+    p.add_argument("--quick", action="store_true", help="small sizes (8 clips, 1+2 steps), under 2 minutes on 2 cores")
+    p.add_argument("--json", action="store_true", help="print the result object to stdout (table to stderr)")
+    p.add_argument("--out", default=None, help=f"JSON file (default {default_out()})")
+    p.add_argument("--modes", default=None, help=f"comma-separated fusion modes (default {','.join(DEFAULT_MODES)})")
+    p.add_argument("--clips", type=int, default=None, help="clips of the data and training figures (default 24, quick 8)")
+    p.add_argument("--growth_base", type=int, default=None, help="clips at 1x of the growth figures (default 8, quick 2)")
+    p.add_argument("--size", default=None, help="generated frame size WxH (default 1280x720)")
+    p.add_argument("--seconds", type=float, default=None, help="generated clip length (default 3.5)")
+    p.add_argument("--fps", type=float, default=None, help="generated frame rate (default 30)")
+    p.add_argument("--batch_size", type=int, default=None, help="default 8")
+    p.add_argument("--workers", type=int, default=None, help="loader workers (default 2)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed training steps per mode")
+    p.add_argument("--steps", type=int, default=None, help="timed training steps per mode (each measure)")
+    p.add_argument("--warm_epochs", type=int, default=None, help="warm data epochs (median)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--data", default=None, help="use this corpus instead of generating clips")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """A :class:`BenchConfig` from the parsed flags (``ValueError`` on bad values)."""
+    over: dict[str, Any] = {}
+    for name in ("clips", "growth_base", "seconds", "fps", "batch_size", "workers", "warmup", "steps",
+                 "warm_epochs", "device"):
+        if getattr(args, name) is not None:
+            over[name] = getattr(args, name)
+    if args.size:
+        from emolab.data.demo import parse_size
+
+        over["size"] = parse_size(args.size)
+    if args.modes:
+        over["modes"] = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    for name in ("clips", "growth_base", "batch_size", "steps"):
+        if name in over and over[name] < 1:
+            raise ValueError(f"--{name} must be >= 1")
+    return BenchConfig.quick_config(**over) if args.quick else BenchConfig(**over)
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure, print (table to stdout, or JSON to stdout and table to stderr) and write the JSON."""
+    cfg = config_from_args(args)
+    res = run_bench(cfg, data=Path(args.data) if args.data else None)
+    out = Path(args.out) if args.out else default_out()
+    write_json(res, out)
+    table = format_table(res) + f"\nwrote {out}"
+    if args.json:
+        print(table, file=sys.stderr)
+        print(json.dumps(res, indent=2))
+    else:
+        print(table)
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="emolab bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    run_from_args(p.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

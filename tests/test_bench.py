@@ -1,0 +1,82 @@
+"""``emolab bench``: structure of the result on a tiny configuration (never timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emolab.cli import main
+
+TINY = ["--size", "96x64", "--seconds", "1", "--fps", "10", "--clips", "4", "--growth_base", "1",
+        "--batch_size", "2", "--warmup", "1", "--steps", "1", "--warm_epochs", "1", "--workers", "0"]
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and x > 0
+
+
+def test_bench_json_structure(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "results" / "bench.json"
+    assert main(["bench", *TINY, "--modes", "audio,gated", "--json", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)  # stdout holds only the JSON object
+    written = json.loads(out.read_text())
+    assert printed == written
+    assert "training (samples/s)" in captured.err  # the table goes to stderr
+    assert not list(out.parent.glob("*.tmp"))  # atomic write left no temporary file
+
+    for key in ("cpu", "cores", "gpu", "torch"):
+        assert key in written["machine"]
+    data = written["data"]
+    for key in ("naive_clips_per_s", "cold_clips_per_s", "warm_clips_per_s", "cache_bytes_per_clip"):
+        assert _positive(data[key]), key
+    assert set(written["train"]) == {"audio", "gated"}
+    for mode, r in written["train"].items():
+        for key in ("compute_samples_per_s", "end_to_end_samples_per_s", "ratio", "rss_peak_mb"):
+            assert _positive(r[key]), (mode, key)
+        assert r["rss_delta_mb"] >= 0
+    assert [g["scale"] for g in written["growth"]] == [1, 2, 4]
+    assert [g["clips"] for g in written["growth"]] == [1, 2, 4]
+    for g in written["growth"]:
+        assert _positive(g["cold_s"]) and _positive(g["warm_s"])
+        assert g["cache_bytes_per_clip"] >= 8 * 3 * 112 * 112  # the uint8 frames at least
+    assert written["config"]["modes"] == ["audio", "gated"] and written["config"]["device"] == "cpu"
+
+
+def test_bench_table_to_stdout(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "b.json"
+    assert main(["bench", *TINY, "--modes", "audio", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "naive (OpenCV" in text and "emolab warm" in text and "growth" in text
+    assert f"wrote {out}" in text
+    assert json.loads(out.read_text())["train"]["audio"]["end_to_end_samples_per_s"] > 0
+
+
+def test_bench_rejects_unknown_mode(tmp_path: Path, capsys) -> None:
+    assert main(["bench", *TINY, "--modes", "audio,nope", "--out", str(tmp_path / "b.json")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_quick_config_is_small() -> None:
+    from emolab.bench import DEFAULT_MODES, BenchConfig
+
+    q, full = BenchConfig.quick_config(), BenchConfig()
+    assert q.quick and q.modes == DEFAULT_MODES and q.size == (1280, 720) and q.batch_size == 8
+    assert q.clips < full.clips and q.steps < full.steps and q.growth_base < full.growth_base
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys; from emolab.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("script", ["bench_data.py", "bench_train.py"])
+def test_scripts_show_help(script: str) -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    r = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--quick" in r.stdout
