@@ -145,12 +145,15 @@ def test_header_check_on_real_files(demo_root, tmp_path):
     wav.write_bytes(b"RIFF....garbage")
     mp4 = next(root.rglob("02-01-03-02-02-01-01.mp4"))
     mp4.write_bytes(mp4.read_bytes()[:100])
+    cut = next(root.rglob("03-01-04-01-02-02-03.wav"))  # header intact, data cut short
+    cut.write_bytes(cut.read_bytes()[:2000])
     res = pair_corpus(root, check="header")
-    assert len(res.pairs) == 4 * 60 - 2
+    assert len(res.pairs) == 4 * 60 - 3
     bad = {Path(p.path).name: p.reason for p in res.report.unreadable}
     assert "not a readable WAV" in bad[wav.name]
     assert "not a readable MP4" in bad[mp4.name]
-    assert len(res.report.unpaired_audio) == 1 and len(res.report.unpaired_video) == 1
+    assert "truncated" in bad[cut.name]
+    assert len(res.report.unpaired_audio) == 1 and len(res.report.unpaired_video) == 2
 
 
 def test_speech_keys_helper_matches_spec():

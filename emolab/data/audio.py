@@ -16,7 +16,6 @@ Typical use::
 from __future__ import annotations
 
 import os
-import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ import torch
 import torchaudio.functional as AF
 import torchaudio.transforms as AT
 from torch import Tensor, nn
+
+from emolab.data.probe import wav_data_shortfall
 
 __all__ = [
     "SAMPLE_RATE",
@@ -69,34 +70,6 @@ class AudioReadError(RuntimeError):
 # --------------------------------------------------------------------------- reading
 
 
-def _wav_data_shortfall(path: Path) -> tuple[int, int] | None:
-    """For a RIFF/WAVE file, ``(declared, present)`` data-chunk bytes if the file is cut short.
-
-    libsndfile silently reads what is present in a truncated WAV; we want to report it.
-    Returns None when the file is complete or is not a plain RIFF WAVE file.
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if cid == b"data":
-                present = size - (pos + 8)
-                # 0 / 0xFFFFFFFF are used by streaming writers for "unknown length"
-                if csize in (0, 0xFFFFFFFF) or present >= csize:
-                    return None
-                return csize, present
-            pos += 8 + csize + (csize & 1)
-    return None
-
-
 def read_wav(path: PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file (WAV or anything libsndfile reads) as float32.
 
@@ -116,7 +89,7 @@ def read_wav(path: PathLike) -> tuple[np.ndarray, int]:
     if p.stat().st_size == 0:
         raise AudioReadError(f"{p}: audio file is empty (0 bytes)")
     try:
-        shortfall = _wav_data_shortfall(p)
+        shortfall = wav_data_shortfall(p)
     except OSError as e:
         raise AudioReadError(f"{p}: cannot read audio file ({e})") from e
     if shortfall is not None:

@@ -315,12 +315,17 @@ def _check_file(path: Path, modality: int, level: CheckLevel) -> str | None:
     if modality == 3:
         import soundfile as sf
 
+        from emolab.data.probe import wav_data_shortfall
+
         try:
             info = sf.info(str(path))
         except Exception as e:  # soundfile raises several types for bad headers
             return f"not a readable WAV: {e}"
         if info.frames == 0:
             return "WAV has no samples"
+        shortfall = wav_data_shortfall(path)
+        if shortfall is not None:
+            return f"WAV is truncated (header declares {shortfall[0]} bytes of audio data, only {shortfall[1]} are present)"
         return None
     import av
 
