@@ -28,6 +28,7 @@ import torchaudio.functional as AF
 import torchaudio.transforms as AT
 from torch import Tensor, nn
 
+from emolab.data.augment import seeded_normal
 from emolab.data.probe import wav_data_shortfall
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
     "load_noise",
     "AudioNoiseConfig",
     "AudioNoise",
+    "AudioNoiseParams",
+    "mix_batch",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -351,6 +354,7 @@ class AudioNoise:
             )
         elif self.noise_path is not None:
             self.noise = load_noise(self.noise_path, sample_rate)
+        self._device_noise: dict[str, Tensor] = {}  # the noise file moved to each device once
         self.source = "file" if self.noise is not None else "gaussian"
 
     def __repr__(self) -> str:
@@ -367,32 +371,114 @@ class AudioNoise:
             return float(cfg.moderate_snrs[int(rng.integers(len(cfg.moderate_snrs)))])
         return float(cfg.heavy_snr)
 
-    def sample_noise(self, length: int, rng: np.random.Generator) -> Tensor:
-        """A noise excerpt of shape `(1, length)`: a random window of the file (tiled if
-        the file is shorter), or standard Gaussian noise."""
-        if self.noise is None:
-            return torch.from_numpy(rng.standard_normal((1, length), dtype=np.float32))
-        n = self.noise.shape[-1]
+    def sample_excerpt(self, length: int, rng: np.random.Generator) -> tuple[int, int]:
+        """Draw where the noise excerpt starts in the file and the Gaussian seed: ``(start, seed)``.
+
+        Both are always drawn, so the number of draws does not depend on the source.
+        """
+        n = self.noise.shape[-1] if self.noise is not None else length
         start = int(rng.integers(n - length + 1)) if n >= length else int(rng.integers(n))
-        if n >= length:
-            return self.noise[:, start : start + length]
-        return _fit_noise(torch.roll(self.noise, -start, dims=-1), length)
+        return start, int(rng.integers(2**62))
+
+    def sample(self, length: int, rng: np.random.Generator) -> AudioNoiseParams:
+        """Draw everything one clip's augmentation needs (level, excerpt, seed)."""
+        snr = self.sample_snr(rng)
+        start, seed = self.sample_excerpt(length, rng)
+        return AudioNoiseParams(snr, start, seed)
+
+    def sample_noise(self, length: int, rng: np.random.Generator) -> Tensor:
+        """A noise excerpt of shape `(1, length)` drawn from ``rng`` (see :meth:`sample_excerpt`)."""
+        start, seed = self.sample_excerpt(length, rng)
+        return self.excerpts(length, torch.tensor([start]), torch.tensor([seed]))[0]
+
+    def excerpts(self, length: int, start: Tensor, seed: Tensor, device: torch.device | str = "cpu") -> Tensor:
+        """Noise excerpts ``(B, 1, length)``: windows of the file starting at ``start``
+        (wrapping around, i.e. tiled when the file is shorter), or Gaussian noise from ``seed``."""
+        device = torch.device(device)
+        if self.noise is None:
+            return torch.stack([seeded_normal((1, length), int(s), device=device) for s in seed.tolist()])
+        noise = self._noise_on(device)
+        n = noise.shape[-1]
+        idx = (start.to(device).view(-1, 1) + torch.arange(length, device=device)) % n
+        return noise[0][idx].unsqueeze(1)
+
+    def _noise_on(self, device: torch.device) -> Tensor:
+        cached = self._device_noise.get(str(device))
+        if cached is None:
+            cached = self._device_noise[str(device)] = self.noise.to(device)
+        return cached
+
+    def apply_batch(self, waves: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Mix per-clip noise into a batch ``(B, 1, N)``.
+
+        Args:
+            waves: float waves on any device.
+            params: :meth:`AudioNoiseParams.as_tensors` batched (``snr_db`` NaN
+                for clean clips, ``start``, ``seed``), best kept on the CPU.
+        """
+        snr = params["snr_db"].cpu()
+        noisy = ~torch.isnan(snr)
+        if not bool(noisy.any()):
+            return waves
+        idx = torch.nonzero(noisy).flatten()
+        noise = self.excerpts(waves.shape[-1], params["start"][idx], params["seed"][idx], waves.device)
+        out = waves.clone()
+        out[idx.tolist()] = mix_batch(waves[idx.tolist()], noise, snr[idx].to(waves.device))
+        return out
 
     def mix(self, wave: Tensor, snr_db: float | None, rng: np.random.Generator) -> Tensor:
         """Mix a random noise excerpt into ``wave`` at exactly ``snr_db`` dB (None: clean).
 
         Args:
-            wave: tensor of shape `(C, N)` (or `(..., N)`; one excerpt is shared).
+            wave: tensor of shape `(1, N)`.
             snr_db: SNR in dB, or None to return ``wave`` unchanged.
-            rng: source of the excerpt position (or Gaussian samples).
+            rng: source of the excerpt position (or the Gaussian seed).
 
         Returns:
             tensor of the shape of ``wave``.
         """
-        if snr_db is None:
+        start, seed = self.sample_excerpt(wave.shape[-1], rng)
+        return self.apply(wave, AudioNoiseParams(snr_db, start, seed))
+
+    def apply(self, wave: Tensor, params: AudioNoiseParams) -> Tensor:
+        """Apply drawn parameters to one wave `(1, N)` (a batch of one)."""
+        if params.snr_db is None:
             return wave
-        return mix_at_snr(wave, self.sample_noise(wave.shape[-1], rng), snr_db)
+        batched = {k: v.unsqueeze(0) for k, v in params.as_tensors().items()}
+        return self.apply_batch(wave.unsqueeze(0), batched)[0]
 
     def __call__(self, wave: Tensor, rng: np.random.Generator) -> Tensor:
-        """Apply the random policy: ``mix(wave, sample_snr(rng), rng)``."""
-        return self.mix(wave, self.sample_snr(rng), rng)
+        """Apply the random policy to a wave `(1, N)`: ``apply(wave, sample(N, rng))``."""
+        return self.apply(wave, self.sample(wave.shape[-1], rng))
+
+
+@dataclass
+class AudioNoiseParams:
+    """One draw of :class:`AudioNoise`: the SNR (None: clean), the excerpt start and the Gaussian seed."""
+
+    snr_db: float | None = None
+    start: int = 0
+    seed: int = 0
+
+    def as_tensors(self) -> dict[str, Tensor]:
+        """Scalar tensors as a DataLoader batch carries them (``snr_db`` NaN when clean)."""
+        return {
+            "snr_db": torch.tensor(float("nan") if self.snr_db is None else self.snr_db, dtype=torch.float32),
+            "start": torch.tensor(self.start, dtype=torch.int64),
+            "seed": torch.tensor(self.seed, dtype=torch.int64),
+        }
+
+
+def mix_batch(waves: Tensor, noise: Tensor, snr_db: Tensor) -> Tensor:
+    """Add ``noise`` to ``waves`` (both ``(B, ..., N)``) at ``snr_db`` ``(B,)`` dB, per clip.
+
+    Power is measured over the whole wave (padding included), as
+    :func:`torchaudio.functional.add_noise` does. A silent noise leaves its wave
+    unchanged; a silent wave stays silent. No host-device synchronisation.
+    """
+    dims = tuple(range(1, waves.dim()))
+    e_sig = waves.double().pow(2).sum(dim=dims)
+    e_noise = noise.double().pow(2).sum(dim=dims)
+    ratio = 10.0 ** (snr_db.double() / 10.0)
+    scale = torch.where(e_noise > 0, torch.sqrt(e_sig / (e_noise.clamp_min(1e-300) * ratio)), 0.0)
+    return waves + scale.to(waves.dtype).view(-1, *([1] * (waves.dim() - 1))) * noise

@@ -1,4 +1,4 @@
-"""Decode-once frame cache.
+"""Decode-once cache of frames and resampled audio.
 
 H.264 at 720p decodes at only a few clips per second on a small machine, and
 sampling 8 frames still decodes the whole clip, so decoding every clip every
@@ -8,6 +8,11 @@ per process) and on disk (one ``.npz`` per clip, shared by DataLoader workers
 and later runs). Entries are keyed by the file (absolute path, size, mtime) and
 the preprocessing settings, so an edited file or a changed setting is a miss,
 never a stale hit. Augmentations run on the cached frames.
+
+Audio gets the same treatment (:meth:`FrameCache.audio`): the WAV read and the
+48 -> 16 kHz resampling happen once, and later epochs read the padded 16 kHz
+clip as ``int16`` (96 KB for 3 s) with its peak scale, which is what the
+batched featurisation of :mod:`emolab.data.features` ships to the device.
 """
 
 from __future__ import annotations
@@ -61,8 +66,49 @@ class FrameSettings:
         return f"v{CACHE_VERSION}-t{self.num_frames}-s{self.size}-f{int(self.face_crop)}"
 
 
+@dataclass(frozen=True)
+class AudioSettings:
+    """The audio preprocessing a cached clip depends on: rate (Hz) and padded length (s)."""
+
+    sample_rate: int = 16000
+    seconds: float = 3.0
+
+    def tag(self) -> str:
+        return f"a{CACHE_VERSION}-r{self.sample_rate}-s{self.seconds:g}"
+
+
+@dataclass
+class ClipAudio:
+    """A padded mono clip as ``int16`` samples ``(1, N)`` plus its scale and valid length.
+
+    ``samples / 32767 * scale`` is the float wave; ``scale`` is the clip's peak
+    (at least 1e-8), so quiet clips keep their resolution.
+    """
+
+    samples: np.ndarray
+    scale: float
+    length: int
+
+    @classmethod
+    def from_wave(cls, wave: np.ndarray, length: int) -> ClipAudio:
+        """Quantise a float wave ``(1, N)``."""
+        wave = np.asarray(wave, dtype=np.float32)
+        scale = max(float(np.abs(wave).max(initial=0.0)), 1e-8)
+        samples = np.clip(np.rint(wave / scale * 32767.0), -32767, 32767).astype(np.int16)
+        return cls(samples, scale, int(length))
+
+    def to_float(self) -> np.ndarray:
+        """The float32 wave ``(1, N)``."""
+        factor = np.float32(self.scale) / np.float32(32767.0)  # in float32, as BatchFeaturizer computes it
+        return self.samples.astype(np.float32) * factor
+
+    @property
+    def nbytes(self) -> int:
+        return self.samples.nbytes
+
+
 class FrameCache:
-    """Memory + disk cache of :class:`~emolab.data.video.ClipFrames`.
+    """Memory + disk cache of :class:`~emolab.data.video.ClipFrames` and :class:`ClipAudio`.
 
     Args:
         directory: where ``.npz`` entries live (created on demand); ``None``
@@ -77,7 +123,7 @@ class FrameCache:
     def __init__(self, directory: str | os.PathLike[str] | None = None, memory_bytes: int = 1 << 30):
         self.directory = Path(directory) if directory is not None else None
         self.memory_bytes = int(memory_bytes)
-        self._memory: OrderedDict[str, ClipFrames] = OrderedDict()
+        self._memory: OrderedDict[str, ClipFrames | ClipAudio] = OrderedDict()
         self._memory_used = 0
         self.hits_memory = 0
         self.hits_disk = 0
@@ -89,16 +135,16 @@ class FrameCache:
         state["_memory_used"] = 0
         return state
 
-    def key(self, path: str | os.PathLike[str], settings: FrameSettings) -> str:
+    def key(self, path: str | os.PathLike[str], settings: FrameSettings | AudioSettings) -> str:
         """Hex digest of the file identity and the settings."""
         p = Path(path).resolve()
         st = p.stat()
         ident = f"{p}|{st.st_size}|{st.st_mtime_ns}|{settings.tag()}"
         return hashlib.sha1(ident.encode()).hexdigest()
 
-    def _disk_path(self, key: str) -> Path:
+    def _disk_path(self, key: str, kind: str = "frames") -> Path:
         assert self.directory is not None
-        return self.directory / "frames" / key[:2] / f"{key}.npz"
+        return self.directory / kind / key[:2] / f"{key}.npz"
 
     def get(self, path: str | os.PathLike[str], settings: FrameSettings) -> ClipFrames | None:
         """The cached clip, or ``None``."""
@@ -125,17 +171,23 @@ class FrameCache:
         self._remember(key, clip)
         return clip
 
-    def _remember(self, key: str, clip: ClipFrames) -> None:
+    @staticmethod
+    def _size(entry: ClipFrames | ClipAudio) -> int:
+        if isinstance(entry, ClipAudio):
+            return entry.nbytes
+        return entry.frames.nbytes + entry.valid.nbytes
+
+    def _remember(self, key: str, entry: ClipFrames | ClipAudio) -> None:
         if self.memory_bytes <= 0:
             return
-        size = clip.frames.nbytes + clip.valid.nbytes
+        size = self._size(entry)
         if size > self.memory_bytes:
             return
-        self._memory[key] = clip
+        self._memory[key] = entry
         self._memory_used += size
         while self._memory_used > self.memory_bytes:
             _, old = self._memory.popitem(last=False)
-            self._memory_used -= old.frames.nbytes + old.valid.nbytes
+            self._memory_used -= self._size(old)
 
     def put(self, path: str | os.PathLike[str], settings: FrameSettings, clip: ClipFrames) -> None:
         """Store a clip (atomically on disk: temporary file, then rename)."""
@@ -169,11 +221,50 @@ class FrameCache:
         self._put(key, clip)
         return clip
 
-    def disk_bytes(self) -> int:
-        """Total size of the disk entries."""
-        if self.directory is None or not (self.directory / "frames").exists():
+    def audio(
+        self,
+        path: str | os.PathLike[str],
+        settings: AudioSettings,
+        compute: Callable[[], ClipAudio],
+    ) -> ClipAudio:
+        """The cached audio clip, or ``compute()`` stored (atomically) and returned."""
+        key = self.key(path, settings)
+        entry = self._memory.get(key)
+        if isinstance(entry, ClipAudio):
+            self._memory.move_to_end(key)
+            self.hits_memory += 1
+            return entry
+        if self.directory is not None:
+            try:
+                with np.load(self._disk_path(key, "audio"), allow_pickle=False) as z:
+                    entry = ClipAudio(z["samples"], float(z["scale"]), int(z["length"]))
+            except FileNotFoundError:
+                entry = None
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                entry = None  # a damaged entry is a miss; it is rewritten atomically
+            if entry is not None:
+                self.hits_disk += 1
+                self._remember(key, entry)
+                return entry
+        self.misses += 1
+        entry = compute()
+        self._remember(key, entry)
+        if self.directory is not None:
+            def write(tmp: str) -> None:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, samples=entry.samples, scale=np.float64(entry.scale), length=np.int64(entry.length))
+
+            atomic_write(self._disk_path(key, "audio"), write)
+        return entry
+
+    def disk_bytes(self, kind: str | None = "frames") -> int:
+        """Total size of the disk entries of ``kind`` (``"frames"``, ``"audio"``; None: both)."""
+        if self.directory is None:
             return 0
-        return sum(f.stat().st_size for f in (self.directory / "frames").rglob("*.npz"))
+        kinds = ("frames", "audio") if kind is None else (kind,)
+        return sum(
+            f.stat().st_size for k in kinds if (self.directory / k).exists() for f in (self.directory / k).rglob("*.npz")
+        )
 
     def clear_memory(self) -> None:
         self._memory.clear()

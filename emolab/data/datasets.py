@@ -8,6 +8,12 @@ read through the decode-once :class:`~emolab.data.cache.FrameCache`.
 Augmentation randomness comes from a generator seeded by ``(seed, epoch, index)``,
 so a sample's augmentation does not depend on the number of workers or on which
 worker loads it, and an interrupted run can be reproduced.
+
+With ``raw=True`` a dataset yields what the cache holds, ``uint8`` frames and
+``int16`` audio, plus the drawn augmentation parameters; a
+:class:`~emolab.data.features.BatchFeaturizer` then builds the float tensors per
+batch on the training device (the trainer's path). Both paths give the same
+tensors (``tests/test_features.py``).
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emolab.data.audio import AudioNoise, AudioReadError, load_audio, log_mel
-from emolab.data.cache import FrameCache, FrameSettings, default_cache_dir
+from emolab.data.cache import AudioSettings, ClipAudio, FrameCache, FrameSettings, default_cache_dir
 from emolab.data.ravdess import PairRecord, Problem
 from emolab.data.video import (
     ClipFrames,
     FaceDetector,
     VideoAugment,
     VideoReadError,
+    frames_to_float,
     normalize,
     preprocess_clip,
 )
@@ -41,6 +48,15 @@ log = logging.getLogger(__name__)
 
 FaceCropMode = Literal["all", "train", "none"]
 AudioKind = Literal["mel", "wave"]
+MODALITIES = ("audio", "video")
+
+
+def model_modalities(fusion: str) -> tuple[str, ...]:
+    """The inputs a model of ``fusion`` reads: ``("audio",)``, ``("video",)`` or both."""
+    from emolab.models.registry import resolve_model_name
+
+    canonical, _ = resolve_model_name(fusion)
+    return (canonical,) if canonical in MODALITIES else MODALITIES
 
 
 @dataclass
@@ -125,6 +141,14 @@ class RavdessAVDataset(Dataset):
     * ``meta``: dict with ``actor``, ``emotion``, ``intensity``, ``statement``,
       ``repetition``, ``video_path``, ``audio_path``, ``index``.
 
+    With ``raw=True``, ``video`` and ``audio`` are replaced by what the cache
+    holds: ``video_u8`` uint8 ``(T, S, S, 3)``, ``audio_i16`` int16 ``(1, N)``
+    and ``audio_scale`` (float = int16 / 32767 * scale), and an augmenting
+    dataset adds the drawn parameters ``video_aug`` and ``audio_aug`` (dicts of
+    scalar tensors) for :class:`~emolab.data.features.BatchFeaturizer`.
+    The keys of a modality not in ``modalities`` are left out (and its files
+    are not read); the augmentation draws do not depend on it.
+
     A pair whose file cannot be decoded is logged with the file and the
     problem, counted in :attr:`failures` (of the process that loaded it), and
     yields ``None``, which :func:`collate_skip_failed` drops from the batch.
@@ -139,6 +163,9 @@ class RavdessAVDataset(Dataset):
         data_root: where to look for ``Noise/noise.wav``.
         seed: base seed of the augmentation randomness.
         video_augment, audio_noise: override the default augmentations.
+        raw: yield cached ``uint8``/``int16`` data and augmentation parameters
+            instead of float tensors (see above).
+        modalities: ``("audio", "video")`` (default) or one of them.
     """
 
     def __init__(
@@ -154,9 +181,16 @@ class RavdessAVDataset(Dataset):
         video_augment: VideoAugment | None = None,
         audio_noise: AudioNoise | None = None,
         detector: FaceDetector | None = None,
+        raw: bool = False,
+        modalities: Sequence[str] = MODALITIES,
     ):
         if audio not in ("mel", "wave"):
             raise ValueError(f"audio must be 'mel' or 'wave', got {audio!r}")
+        modalities = tuple(modalities)
+        if not modalities or any(m not in MODALITIES for m in modalities):
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities!r}")
+        self.modalities = modalities
+        self.raw = bool(raw)
         self.pairs = list(pairs)
         self.audio_kind = audio
         self.augment = augment
@@ -212,36 +246,69 @@ class RavdessAVDataset(Dataset):
             ),
         )
 
-    def load_wave(self, index: int) -> tuple[torch.Tensor, int]:
-        """The padded waveform ``(1, N)`` and its valid length, before augmentation."""
+    @property
+    def num_samples(self) -> int:
+        """Audio samples per clip after padding (48000 for 3 s at 16 kHz)."""
+        return round(self.config.sample_rate * self.config.clip_seconds)
+
+    def audio_clip(self, index: int) -> ClipAudio:
+        """The cached (read and resampled once) padded 16 kHz audio of pair ``index``."""
         c = self.config
-        return load_audio(
-            self.pairs[index].audio_path, c.sample_rate, c.clip_seconds, return_length=True
-        )
+        path = self.pairs[index].audio_path
+
+        def compute() -> ClipAudio:
+            wave, length = load_audio(path, c.sample_rate, c.clip_seconds, return_length=True)
+            return ClipAudio.from_wave(wave.numpy(), length)
+
+        return self.cache.audio(path, AudioSettings(c.sample_rate, c.clip_seconds), compute)
+
+    def load_wave(self, index: int) -> tuple[torch.Tensor, int]:
+        """The padded waveform ``(1, N)`` and its valid length, before augmentation (from the cache)."""
+        clip = self.audio_clip(index)
+        return torch.from_numpy(clip.to_float()), clip.length
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         rec = self.pairs[index]
-        rng = self.rng(index) if self.augment else None
+        video_params = audio_params = None
+        if self.augment:  # both draws, always in this order: the randomness does not depend on `modalities`
+            rng = self.rng(index)
+            video_params = self.video_augment.sample(rng) if self.video_augment is not None else None
+            audio_params = self.audio_noise.sample(self.num_samples, rng) if self.audio_noise is not None else None
         try:
-            clip = self.frames(index)
-            wave, length = self.load_wave(index)
+            clip = self.frames(index) if "video" in self.modalities else None
+            sound = self.audio_clip(index) if "audio" in self.modalities else None
         except (VideoReadError, AudioReadError, OSError) as e:
             path = rec.audio_path if isinstance(e, AudioReadError) else rec.video_path
             self.failures.append(Problem(str(path), str(e)))
             log.warning("skipping pair %d (%s): %s", index, rec.stem, e)
             return None
-        video = torch.from_numpy(np.ascontiguousarray(clip.frames)).permute(0, 3, 1, 2).float().div_(255.0)
-        if self.video_augment is not None:
-            video = self.video_augment(video, rng)
-        video = normalize(video)
-        if self.audio_noise is not None:
-            wave = self.audio_noise(wave, rng)
-        audio = log_mel(wave, sample_rate=self.config.sample_rate, n_mels=self.config.n_mels) if self.audio_kind == "mel" else wave
+        item: dict[str, Any] = {}
+        if clip is not None:
+            if self.raw:
+                item["video_u8"] = torch.from_numpy(np.ascontiguousarray(clip.frames))
+                if video_params is not None:
+                    item["video_aug"] = video_params.as_tensors()
+            else:
+                video = frames_to_float(clip.frames)
+                if video_params is not None:
+                    video = self.video_augment.apply(video, video_params)
+                item["video"] = normalize(video)
+            item["video_valid"] = torch.from_numpy(np.asarray(clip.valid, dtype=bool))
+        if sound is not None:
+            if self.raw:
+                item["audio_i16"] = torch.from_numpy(sound.samples)
+                item["audio_scale"] = torch.tensor(sound.scale, dtype=torch.float32)
+                if audio_params is not None:
+                    item["audio_aug"] = audio_params.as_tensors()
+            else:
+                wave = torch.from_numpy(sound.to_float())
+                if audio_params is not None:
+                    wave = self.audio_noise.apply(wave, audio_params)
+                c = self.config
+                item["audio"] = log_mel(wave, sample_rate=c.sample_rate, n_mels=c.n_mels) if self.audio_kind == "mel" else wave
+            item["audio_length"] = sound.length
         return {
-            "video": video,
-            "audio": audio,
-            "audio_length": length,
-            "video_valid": torch.from_numpy(np.asarray(clip.valid, dtype=bool)),
+            **item,
             "label": rec.label(self.config.num_classes),
             "meta": {
                 "actor": rec.actor,
@@ -369,19 +436,28 @@ def _identity(x: Any) -> Any:
     return x
 
 
-class _FramesOnly(Dataset):
+class _DecodeOnce(Dataset):
+    """Fills the cache with what ``dataset`` reads: frames and/or audio (by its ``modalities``)."""
+
     def __init__(self, dataset: RavdessAVDataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[int, str | None, str]:
+    def __getitem__(self, index: int) -> tuple[int, str | None, str | None, str]:
+        ds, face = self.dataset, ""
         try:
-            clip = self.dataset.frames(index)
+            if "video" in ds.modalities:
+                face = ds.frames(index).face
         except (VideoReadError, OSError) as e:
-            return index, str(e), ""
-        return index, None, clip.face
+            return index, str(ds.pairs[index].video_path), str(e), ""
+        try:
+            if "audio" in ds.modalities:
+                ds.audio_clip(index)
+        except (AudioReadError, OSError) as e:
+            return index, str(ds.pairs[index].audio_path), str(e), face
+        return index, None, None, face
 
 
 def warm_cache(
@@ -390,28 +466,28 @@ def warm_cache(
     num_workers: int = -1,
     progress: bool = True,
 ) -> FramePassReport:
-    """Decode every clip of ``dataset`` once into its frame cache, in parallel.
+    """Decode every clip of ``dataset`` once into its cache (frames and audio it reads), in parallel.
 
-    This is the cold pass; later epochs read the cache. Clips that fail to
+    This is the cold pass; later epochs read the cache. Files that fail to
     decode are returned in the report (file and problem), so the caller can
-    leave them out before training.
+    leave their pairs out before training.
     """
     import time
 
     t0 = time.perf_counter()
     # Workers fill the shared disk cache; a memory-only cache must be filled here.
     workers = resolve_num_workers(num_workers) if dataset.cache.directory is not None else 0
-    loader = DataLoader(_FramesOnly(dataset), batch_size=None, num_workers=workers, collate_fn=_identity)
+    loader = DataLoader(_DecodeOnce(dataset), batch_size=None, num_workers=workers, collate_fn=_identity)
     report = FramePassReport(clips=len(dataset))
     it = loader
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(loader, total=len(dataset), desc="decoding clips (once)", unit="clip")
-    for index, error, face in it:
+    for _index, path, error, face in it:
         if error is not None:
-            report.failed.append(Problem(str(dataset.pairs[index].video_path), error))
-        else:
+            report.failed.append(Problem(path, error))
+        if face:  # the video decoded (its audio may still have failed)
             report.faces[face] += 1
     report.seconds = time.perf_counter() - t0
     return report

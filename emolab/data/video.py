@@ -26,8 +26,16 @@ import av
 import cv2
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import Tensor
+
+from emolab.data.augment import (  # re-exported: they used to live here
+    VideoAugment,
+    VideoAugmentConfig,
+    VideoAugmentParams,
+    add_gaussian_noise,
+    attenuate_brightness,
+    gaussian_blur,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -567,135 +575,6 @@ def denormalize(video: Tensor) -> Tensor:
 def frames_to_tensor(frames: np.ndarray) -> Tensor:
     """uint8 frames `(T, H, W, 3)` -> ImageNet-normalised float32 `(T, 3, H, W)`."""
     return normalize(frames_to_float(frames))
-
-
-# --------------------------------------------------------------------------- augmentation
-
-
-def _check_range(name: str, lo_hi: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
-    if len(lo_hi) != 2:
-        raise ValueError(f"VideoAugmentConfig.{name} must be a (low, high) pair, got {lo_hi}")
-    a, b = float(lo_hi[0]), float(lo_hi[1])
-    if not lo <= a <= b <= hi:
-        raise ValueError(f"VideoAugmentConfig.{name} must satisfy {lo} <= low <= high <= {hi}, got {lo_hi}")
-    return a, b
-
-
-@dataclass
-class VideoAugmentConfig:
-    """Training-time video augmentation (SPEC §2.1); each op has its own probability."""
-
-    p_blur: float = 0.5  # probability of a Gaussian blur
-    blur_kernels: tuple[int, ...] = (3, 5, 7)  # kernel side, drawn uniformly (odd)
-    p_brightness: float = 0.5  # probability of brightness attenuation
-    brightness: tuple[float, float] = (0.2, 0.6)  # attenuation factor range: pixels * (1 - f)
-    p_noise: float = 0.5  # probability of additive Gaussian noise
-    noise_scale: tuple[float, float] = (0.01, 0.05)  # noise std range, [0, 1] pixel units
-
-    def __post_init__(self) -> None:
-        for name in ("p_blur", "p_brightness", "p_noise"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"VideoAugmentConfig.{name} must be in [0, 1], got {v}")
-        self.blur_kernels = tuple(self.blur_kernels)
-        if not self.blur_kernels:
-            raise ValueError("VideoAugmentConfig.blur_kernels must not be empty")
-        for k in self.blur_kernels:
-            if int(k) != k or k < 1 or k % 2 == 0:
-                raise ValueError(f"VideoAugmentConfig.blur_kernels must be odd positive ints, got {k}")
-        self.blur_kernels = tuple(int(k) for k in self.blur_kernels)
-        self.brightness = _check_range("brightness", self.brightness, 0.0, 1.0)
-        self.noise_scale = _check_range("noise_scale", self.noise_scale, 0.0, 1.0)
-
-
-@dataclass
-class VideoAugmentParams:
-    """One draw of :class:`VideoAugment`'s parameters; None means the op is skipped."""
-
-    blur_kernel: int | None = None
-    brightness: float | None = None
-    noise_scale: float | None = None
-
-
-def gaussian_blur(video: Tensor, kernel_size: int) -> Tensor:
-    """Gaussian blur with a square ``kernel_size`` kernel on every frame.
-
-    Sigma follows OpenCV's rule for a given kernel, ``0.3 * ((k - 1) / 2 - 1) + 0.8``
-    (torchvision's default). ``video`` is float of shape `(..., 3, H, W)`.
-    """
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd positive int, got {kernel_size}")
-    if kernel_size == 1:
-        return video
-    return TF.gaussian_blur(video, kernel_size=[kernel_size, kernel_size])
-
-
-def attenuate_brightness(video: Tensor, factor: float) -> Tensor:
-    """Darken by ``factor``: pixels are multiplied by ``1 - factor``.
-
-    ``factor=0.2`` makes the clip 20 % darker, ``0.6`` 60 % darker (SPEC's
-    "attenuation by a factor in 0.2-0.6"). ``video`` is float in [0, 1].
-    """
-    if not 0.0 <= factor <= 1.0:
-        raise ValueError(f"brightness attenuation factor must be in [0, 1], got {factor}")
-    return video * (1.0 - factor)
-
-
-def add_gaussian_noise(video: Tensor, scale: float, rng: np.random.Generator) -> Tensor:
-    """Add i.i.d. Gaussian noise of std ``scale`` ([0, 1] pixel units), clamped to [0, 1].
-
-    Noise samples differ per pixel and frame; they come from ``rng``.
-    """
-    if scale < 0:
-        raise ValueError(f"noise scale must be >= 0, got {scale}")
-    noise = torch.from_numpy(rng.standard_normal(tuple(video.shape), dtype=np.float32))
-    noise = noise.to(device=video.device, dtype=video.dtype)
-    return (video + noise * scale).clamp_(0.0, 1.0)
-
-
-class VideoAugment:
-    """Random blur, brightness attenuation and noise (in that order) for a [0, 1] clip.
-
-    Each op is applied with its probability, with the same parameters for every
-    frame of the clip. Every call draws the same number of parameters from
-    ``rng`` (plus the noise samples), so results depend only on the generator state.
-
-    Args:
-        config: the policy; defaults to :class:`VideoAugmentConfig()`.
-    """
-
-    def __init__(self, config: VideoAugmentConfig | None = None) -> None:
-        self.config = config if config is not None else VideoAugmentConfig()
-
-    def __repr__(self) -> str:
-        return f"VideoAugment({self.config})"
-
-    def sample(self, rng: np.random.Generator) -> VideoAugmentParams:
-        """Draw which ops apply and their parameters."""
-        cfg = self.config
-        u = rng.random(3)
-        kernel = cfg.blur_kernels[int(rng.integers(len(cfg.blur_kernels)))]
-        factor = float(rng.uniform(*cfg.brightness))
-        scale = float(rng.uniform(*cfg.noise_scale))
-        return VideoAugmentParams(
-            blur_kernel=kernel if u[0] < cfg.p_blur else None,
-            brightness=factor if u[1] < cfg.p_brightness else None,
-            noise_scale=scale if u[2] < cfg.p_noise else None,
-        )
-
-    def apply(self, video: Tensor, params: VideoAugmentParams, rng: np.random.Generator) -> Tensor:
-        """Apply given parameters to ``video`` of shape `(T, 3, H, W)`; ``rng`` draws the noise."""
-        if params.blur_kernel is not None:
-            video = gaussian_blur(video, params.blur_kernel)
-        if params.brightness is not None:
-            video = attenuate_brightness(video, params.brightness)
-        if params.noise_scale is not None:
-            video = add_gaussian_noise(video, params.noise_scale, rng)
-        return video
-
-    def __call__(self, video: Tensor, rng: np.random.Generator) -> Tensor:
-        """Augment a float [0, 1] video of shape `(T, 3, H, W)`; returns the same shape."""
-        return self.apply(video, self.sample(rng), rng)
 
 
 def load_video_frames(

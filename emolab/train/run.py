@@ -27,7 +27,7 @@ import numpy as np
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset, make_loader, warm_cache
+from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset, make_loader, model_modalities, warm_cache
 from emolab.data.ravdess import PairRecord, pair_corpus
 from emolab.data.splits import Split, make_split
 from emolab.models.registry import build_model_from_config, count_parameters
@@ -96,9 +96,12 @@ def _say(ctx: DistContext, message: str) -> None:
 
 
 def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle:
-    """Pair, split, build the three datasets (one shared frame cache), decode every clip once, make loaders.
+    """Pair, split, build the three datasets (one shared cache), decode every clip once, make loaders.
 
-    Clips that fail to decode are left out (and listed). Each loader samples
+    The datasets are raw (``uint8`` frames, ``int16`` audio and augmentation
+    parameters; :class:`~emolab.data.features.BatchFeaturizer` finishes them on
+    the training device) and read only the modalities the model uses. Pairs
+    whose files fail to decode are left out (and listed). Each loader samples
     through a ``DistributedSampler`` (a world of one without torchrun), so the
     training order is a function of ``(seed, epoch)``.
 
@@ -134,6 +137,7 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
 
     dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
     cache = cfg.data.make_cache()
+    modalities = model_modalities(cfg.model.fusion)
 
     def make(name: str, recs: list[PairRecord]) -> Any:
         return dataset_cls(
@@ -143,6 +147,8 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
             cache=cache,
             data_root=cfg.data_root,
             seed=cfg.seed,
+            raw=True,
+            modalities=modalities,
         )
 
     datasets: dict[str, Any] = {}
@@ -155,12 +161,13 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
             ctx.barrier()
         assert report is not None
         faces = ", ".join(f"{k} {v}" for k, v in sorted(report.faces.items()))
-        lines.append(f"{name}: {len(recs)} pairs, decoded in {report.seconds:.1f} s; face crop: {faces or '-'}")
+        crop = f"; face crop: {faces or '-'}" if "video" in modalities else ""
+        lines.append(f"{name}: {len(recs)} pairs, decoded in {report.seconds:.1f} s{crop}")
         if report.failed:
             bad = {p.path for p in report.failed}
-            lines.append(f"{name}: {len(bad)} clips failed to decode and are left out:")
+            lines.append(f"{name}: {len(bad)} files failed to decode; their pairs are left out:")
             lines.extend(f"  {p.path}: {p.reason}" for p in report.failed)
-            ds = make(name, [r for r in recs if str(r.video_path) not in bad])
+            ds = make(name, [r for r in recs if str(r.video_path) not in bad and str(r.audio_path) not in bad])
         if len(ds) == 0:
             raise SetupError(f"the {name} split has no usable pairs")
         datasets[name] = ds

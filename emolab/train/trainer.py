@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from emolab.data.features import BatchFeaturizer
 from emolab.data.ravdess import class_names
 from emolab.models.fusion import FusionModel, forward_batch
 from emolab.models.wavlm import WavLMAudioEncoder
@@ -48,6 +49,16 @@ _INPUT_KEYS = {
     "video": ("video", "video_valid"),
     "audiovisual": ("audio", "audio_length", "video", "video_valid"),
 }
+
+
+def _featurizer_for(loaders: Mapping[str, DataLoader], *, channels_last: bool) -> BatchFeaturizer | None:
+    """The featuriser of raw datasets (from the training set, which holds the noise source), else None."""
+    datasets = [getattr(loader, "dataset", None) for loader in loaders.values()]
+    raw = [d for d in datasets if getattr(d, "raw", False)]
+    if not raw:
+        return None
+    train = getattr(loaders.get("train"), "dataset", None)
+    return BatchFeaturizer.for_dataset(train if train in raw else raw[0], channels_last=channels_last)
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,9 @@ class EmotionTrainer:
         if use_amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.featurizer = _featurizer_for(self.loaders, channels_last=self.device.type == "cuda")
+        if self.device.type == "cuda" and self.modality != "audio":
+            self.model.to(memory_format=torch.channels_last)  # the ResNets read channels-last frames faster
         core: nn.Module = _BatchForward(self.model)
         self._core = torch.compile(core) if cfg.compile else core
         self._train_module: nn.Module = self._core
@@ -193,6 +207,8 @@ class EmotionTrainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _inputs(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
+        if self.featurizer is not None:  # raw batches: uint8/int16 + augmentation parameters -> model inputs
+            batch = self.featurizer(batch, self.device)
         inputs = {
             k: batch[k].to(self.device, non_blocking=True)
             for k in _INPUT_KEYS[self.modality]

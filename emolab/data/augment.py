@@ -1,0 +1,222 @@
+"""Video augmentation (SPEC §2.1): blur, brightness attenuation, Gaussian noise.
+
+Every random choice of a clip is drawn up front into a
+:class:`VideoAugmentParams` (the Gaussian noise as a seed), so the same
+augmentation can be applied in two places with the same result:
+
+* per clip, in a DataLoader worker (:meth:`VideoAugment.__call__`), the plain
+  path that notebooks and ``dataset[i]`` use;
+* per batch, on the training device (:func:`apply_video_batch`), the fast path
+  where workers only ship ``uint8`` frames and the parameters
+  (:mod:`emolab.data.features`).
+
+Both run the same code (a clip is a batch of one), so they agree up to float
+rounding; :mod:`tests.test_features` checks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+
+__all__ = [
+    "VideoAugmentConfig",
+    "VideoAugmentParams",
+    "gaussian_blur",
+    "attenuate_brightness",
+    "add_gaussian_noise",
+    "seeded_normal",
+    "draw_seed",
+    "VideoAugment",
+    "apply_video_batch",
+]
+
+_SEED_HIGH = 2**62  # seeds drawn for torch generators (fit in int64)
+
+
+def draw_seed(rng: np.random.Generator) -> int:
+    """A seed for a torch generator, drawn from ``rng``."""
+    return int(rng.integers(_SEED_HIGH))
+
+
+def seeded_normal(shape: tuple[int, ...], seed: int, *, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard normal samples of ``shape`` from a torch generator seeded with ``seed``.
+
+    The same seed gives the same samples on the same device type (CPU and CUDA
+    generators differ, so the samples differ between them; the distribution is
+    the same).
+    """
+    device = torch.device(device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return torch.randn(shape, generator=gen, device=device, dtype=dtype)
+
+
+def _check_range(name: str, lo_hi: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
+    if len(lo_hi) != 2:
+        raise ValueError(f"VideoAugmentConfig.{name} must be a (low, high) pair, got {lo_hi}")
+    a, b = float(lo_hi[0]), float(lo_hi[1])
+    if not lo <= a <= b <= hi:
+        raise ValueError(f"VideoAugmentConfig.{name} must satisfy {lo} <= low <= high <= {hi}, got {lo_hi}")
+    return a, b
+
+
+@dataclass
+class VideoAugmentConfig:
+    """Training-time video augmentation (SPEC §2.1); each op has its own probability."""
+
+    p_blur: float = 0.5  # probability of a Gaussian blur
+    blur_kernels: tuple[int, ...] = (3, 5, 7)  # kernel side, drawn uniformly (odd)
+    p_brightness: float = 0.5  # probability of brightness attenuation
+    brightness: tuple[float, float] = (0.2, 0.6)  # attenuation factor range: pixels * (1 - f)
+    p_noise: float = 0.5  # probability of additive Gaussian noise
+    noise_scale: tuple[float, float] = (0.01, 0.05)  # noise std range, [0, 1] pixel units
+
+    def __post_init__(self) -> None:
+        for name in ("p_blur", "p_brightness", "p_noise"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"VideoAugmentConfig.{name} must be in [0, 1], got {v}")
+        self.blur_kernels = tuple(self.blur_kernels)
+        if not self.blur_kernels:
+            raise ValueError("VideoAugmentConfig.blur_kernels must not be empty")
+        for k in self.blur_kernels:
+            if int(k) != k or k < 1 or k % 2 == 0:
+                raise ValueError(f"VideoAugmentConfig.blur_kernels must be odd positive ints, got {k}")
+        self.blur_kernels = tuple(int(k) for k in self.blur_kernels)
+        self.brightness = _check_range("brightness", self.brightness, 0.0, 1.0)
+        self.noise_scale = _check_range("noise_scale", self.noise_scale, 0.0, 1.0)
+
+
+@dataclass
+class VideoAugmentParams:
+    """One draw of :class:`VideoAugment`'s parameters; None means the op is skipped.
+
+    ``noise_seed`` seeds the torch generator of the Gaussian noise samples.
+    """
+
+    blur_kernel: int | None = None
+    brightness: float | None = None
+    noise_scale: float | None = None
+    noise_seed: int = 0
+
+    def as_tensors(self) -> dict[str, Tensor]:
+        """The parameters as scalar tensors (0 for a skipped op), as a DataLoader batch carries them."""
+        return {
+            "blur_kernel": torch.tensor(self.blur_kernel or 0, dtype=torch.int64),
+            "brightness": torch.tensor(self.brightness or 0.0, dtype=torch.float32),
+            "noise_scale": torch.tensor(self.noise_scale or 0.0, dtype=torch.float32),
+            "noise_seed": torch.tensor(self.noise_seed, dtype=torch.int64),
+        }
+
+
+def gaussian_blur(video: Tensor, kernel_size: int) -> Tensor:
+    """Gaussian blur with a square ``kernel_size`` kernel on every frame.
+
+    Sigma follows OpenCV's rule for a given kernel, ``0.3 * ((k - 1) / 2 - 1) + 0.8``
+    (torchvision's default). ``video`` is float of shape `(..., 3, H, W)`.
+    """
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd positive int, got {kernel_size}")
+    if kernel_size == 1:
+        return video
+    return TF.gaussian_blur(video, kernel_size=[kernel_size, kernel_size])
+
+
+def attenuate_brightness(video: Tensor, factor: float) -> Tensor:
+    """Darken by ``factor``: pixels are multiplied by ``1 - factor``.
+
+    ``factor=0.2`` makes the clip 20 % darker, ``0.6`` 60 % darker (SPEC's
+    "attenuation by a factor in 0.2-0.6"). ``video`` is float in [0, 1].
+    """
+    if not 0.0 <= factor <= 1.0:
+        raise ValueError(f"brightness attenuation factor must be in [0, 1], got {factor}")
+    return video * (1.0 - factor)
+
+
+def add_gaussian_noise(video: Tensor, scale: float, rng: np.random.Generator | int) -> Tensor:
+    """Add i.i.d. Gaussian noise of std ``scale`` ([0, 1] pixel units), clamped to [0, 1].
+
+    Noise samples differ per pixel and frame. ``rng`` is a numpy generator
+    (a seed is drawn from it) or the seed itself (see :func:`seeded_normal`).
+    """
+    if scale < 0:
+        raise ValueError(f"noise scale must be >= 0, got {scale}")
+    seed = rng if isinstance(rng, (int, np.integer)) else draw_seed(rng)
+    noise = seeded_normal(tuple(video.shape), int(seed), device=video.device, dtype=video.dtype)
+    return (video + noise * scale).clamp_(0.0, 1.0)
+
+
+def apply_video_batch(video: Tensor, params: dict[str, Tensor]) -> Tensor:
+    """Apply per-clip parameters to a batch of [0, 1] clips ``(B, T, 3, H, W)``.
+
+    Args:
+        video: float tensor on any device.
+        params: :meth:`VideoAugmentParams.as_tensors` batched: ``(B,)`` tensors
+            ``blur_kernel`` (0 = none), ``brightness`` (0 = none),
+            ``noise_scale`` (0 = none), ``noise_seed``. Keep them on the CPU:
+            the decisions per clip are then made without a host-device sync.
+
+    Returns:
+        A new tensor of the shape of ``video``; order as in :class:`VideoAugment`
+        (blur, brightness, noise).
+    """
+    out = video.clone()
+    kernels = params["blur_kernel"].cpu()
+    for k in sorted({int(k) for k in kernels.tolist() if int(k) > 1}):
+        idx = torch.nonzero(kernels == k).flatten().tolist()
+        out[idx] = gaussian_blur(out[idx], k)
+    factor = params["brightness"].to(device=out.device, dtype=out.dtype, non_blocking=True)
+    out = out * (1.0 - factor).view(-1, *([1] * (out.dim() - 1)))
+    scales, seeds = params["noise_scale"].cpu().tolist(), params["noise_seed"].cpu().tolist()
+    for i, (scale, seed) in enumerate(zip(scales, seeds)):
+        if scale > 0:
+            out[i] = add_gaussian_noise(out[i], float(scale), int(seed))
+    return out
+
+
+class VideoAugment:
+    """Random blur, brightness attenuation and noise (in that order) for a [0, 1] clip.
+
+    Each op is applied with its probability, with the same parameters for every
+    frame of the clip. Every call draws the same number of values from ``rng``,
+    so results depend only on the generator state.
+
+    Args:
+        config: the policy; defaults to :class:`VideoAugmentConfig()`.
+    """
+
+    def __init__(self, config: VideoAugmentConfig | None = None) -> None:
+        self.config = config if config is not None else VideoAugmentConfig()
+
+    def __repr__(self) -> str:
+        return f"VideoAugment({self.config})"
+
+    def sample(self, rng: np.random.Generator) -> VideoAugmentParams:
+        """Draw which ops apply, their parameters and the noise seed."""
+        cfg = self.config
+        u = rng.random(3)
+        kernel = cfg.blur_kernels[int(rng.integers(len(cfg.blur_kernels)))]
+        factor = float(rng.uniform(*cfg.brightness))
+        scale = float(rng.uniform(*cfg.noise_scale))
+        seed = draw_seed(rng)
+        return VideoAugmentParams(
+            blur_kernel=kernel if u[0] < cfg.p_blur else None,
+            brightness=factor if u[1] < cfg.p_brightness else None,
+            noise_scale=scale if u[2] < cfg.p_noise else None,
+            noise_seed=seed,
+        )
+
+    def apply(self, video: Tensor, params: VideoAugmentParams) -> Tensor:
+        """Apply given parameters to ``video`` of shape `(T, 3, H, W)` (a batch of one)."""
+        batched = {k: v.unsqueeze(0) for k, v in params.as_tensors().items()}
+        return apply_video_batch(video.unsqueeze(0), batched)[0]
+
+    def __call__(self, video: Tensor, rng: np.random.Generator) -> Tensor:
+        """Augment a float [0, 1] video of shape `(T, 3, H, W)`; returns the same shape."""
+        return self.apply(video, self.sample(rng))
