@@ -198,6 +198,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download_ravdess(args: argparse.Namespace) -> int:
+    """``emolab download-ravdess``: fetch, verify and extract the Zenodo archives (see :mod:`emolab.download`)."""
+    from emolab.download import DownloadError, run_from_args
+
+    try:
+        return run_from_args(args)
+    except (ValueError, DownloadError) as e:
+        raise CLIError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from emolab import __version__
 
@@ -246,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "download-ravdess", help="download the RAVDESS archives from Zenodo (or a mirror), verify and extract them"
+    )
+    from emolab.download import add_arguments as _add_download_arguments  # light: standard library only
+
+    _add_download_arguments(p)
+    p.set_defaults(func=cmd_download_ravdess)
 
     p = sub.add_parser("notebooks", help="run the notebooks headless (papermill), grids, refresh committed outputs")
     nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
