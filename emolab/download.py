@@ -435,8 +435,9 @@ def report_pairs(out: Path, channels: Sequence[int]) -> dict[int, int]:
 
 
 def download_ravdess(out: Path, *, actors: Sequence[int] | None = None, song: bool = False,
-                     base_url: str | None = None, keep: bool = False, progress: bool = True) -> int:
-    """Fetch, verify and extract the speech (and song) archives into ``out``.
+                     base_url: str | None = None, keep: bool = False, progress: bool = True,
+                     speech: bool = True) -> int:
+    """Fetch, verify and extract the speech and/or song archives into ``out``.
 
     Returns 0 when every archive is in place, 1 when some failed (each reported on
     stderr; the others are still extracted). Raises :class:`DownloadError` offline.
@@ -444,13 +445,15 @@ def download_ravdess(out: Path, *, actors: Sequence[int] | None = None, song: bo
     out = Path(out)
     selected = tuple(sorted(set(actors))) if actors else ALL_ACTORS
     audio_actors = None if selected == ALL_ACTORS else selected
-    archives, source = catalogue(archive_names(selected, speech=True, song=song), base_url, out)
+    if not (speech or song):
+        raise ValueError("nothing to download: choose --speech and/or --song")
+    archives, source = catalogue(archive_names(selected, speech=speech, song=song), base_url, out)
     print(f"{len(archives)} archives into {out}; checksums from {source}")
     problems: list[str] = []
     for archive in archives:
         subset = audio_actors if archive.name.startswith("Audio_") else None
         problems += fetch_and_extract(archive, out, actors=subset, keep=keep, progress=progress)
-    report_pairs(out, (1, 2) if song else (1,))
+    report_pairs(out, tuple(vc for vc, wanted in ((1, speech), (2, song)) if wanted))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
@@ -462,8 +465,8 @@ def download_ravdess(out: Path, *, actors: Sequence[int] | None = None, song: bo
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``download-ravdess`` flags."""
     p.add_argument("--out", required=True, metavar="DIR", help="folder to extract into, e.g. data/ravdess")
-    p.add_argument("--speech", action="store_true", help="the speech archives (always fetched; the default)")
-    p.add_argument("--song", action="store_true", help="also the song archives (actor 18 has none)")
+    p.add_argument("--speech", action="store_true", help="the speech archives (the default when --song is not given)")
+    p.add_argument("--song", action="store_true", help="the song archives (actor 18 has none); with --speech: both")
     p.add_argument("--actors", default=None, metavar="LIST",
                    help="actors, e.g. 1-4,7 (default: all 24): which Video_*_Actor_NN.zip to fetch; the "
                         "all-actor audio archives are fetched whole and only these actors' files extracted")
@@ -479,5 +482,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     actors = parse_actors(args.actors) if args.actors is not None else None
     if args.base_url and urllib.parse.urlsplit(args.base_url).scheme not in ("http", "https"):
         raise ValueError(f"--base_url must be an http:// or https:// URL, got {args.base_url!r}")
+    speech = args.speech or not args.song  # neither flag: speech, as the README's corpus
     return download_ravdess(Path(args.out), actors=actors, song=args.song, base_url=args.base_url,
-                            keep=args.keep_archives)
+                            keep=args.keep_archives, speech=speech)

@@ -378,3 +378,19 @@ def test_offline_is_one_clear_line(tmp_path, capsys):
     assert f"cannot reach {base}/record.json" in err
     assert ("no network? use --base_url with a mirror or download the archives by hand from "
             f"https://zenodo.org/records/1188976 and extract them under {out}") in err
+
+
+def test_speech_and_song_flags_select_channels(monkeypatch, tmp_path):
+    import argparse
+
+    real = dl.download_ravdess
+    seen = []
+    monkeypatch.setattr(dl, "download_ravdess", lambda out, **kw: seen.append((kw["speech"], kw["song"])) or 0)
+    p = argparse.ArgumentParser()
+    dl.add_arguments(p)
+    for flags in ([], ["--song"], ["--speech", "--song"], ["--speech"]):
+        dl.run_from_args(p.parse_args(["--out", str(tmp_path), *flags]))
+    assert seen == [(True, False), (False, True), (True, True), (True, False)]
+    assert dl.archive_names((1,), speech=False, song=True) == ["Audio_Song_Actors_01-24.zip", "Video_Song_Actor_01.zip"]
+    with pytest.raises(ValueError, match="nothing to download"):
+        real(tmp_path, speech=False, song=False)
