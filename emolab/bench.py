@@ -122,56 +122,78 @@ def make_clips(out: Path, n: int, size: tuple[int, int], seconds: float, fps: fl
         write_recording(out, cfg, actor=1 + j // 60, emotion=e, intensity=i, statement=s, repetition=r)
 
 
-def time_epoch(loader: DataLoader) -> tuple[float, int]:
-    """Seconds and clips of one pass over ``loader``, checking the batch shapes."""
+def time_epoch(loader: DataLoader, featurize: Any = None) -> tuple[float, int]:
+    """Seconds and clips of one pass over ``loader`` to ready batches (featurised when raw), checking the shapes."""
     t0 = time.perf_counter()
     n = 0
     for batch in loader:
+        if featurize is not None:
+            batch = featurize(batch)
         assert batch["video"].shape[1:] == (8, 3, 112, 112) and batch["audio"].shape[1:] == (1, 64, 301)
         n += batch["video"].shape[0]
     return time.perf_counter() - t0, n
 
 
+def emolab_loader(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, workers: int,
+                  raw: bool = True) -> tuple[Any, DataLoader, Any]:
+    """The dataset, loader and featuriser of emolab's data path (raw: the trainer's; else the plain one)."""
+    from emolab.data import DataConfig, RavdessMelDataset, make_loader
+    from emolab.data.features import BatchFeaturizer
+
+    ds = RavdessMelDataset(pairs, config=DataConfig(cache_dir=str(cache_dir)), raw=raw)
+    loader = make_loader(ds, batch_size, num_workers=workers, shuffle=True)
+    return ds, loader, BatchFeaturizer.for_dataset(ds, channels_last=False) if raw else None
+
+
 def measure_data(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, workers: int,
                  warm_epochs: int) -> dict[str, Any]:
-    """Naive, cold and warm clips/s over ``pairs``; leaves the warm cache in ``cache_dir``."""
+    """Naive, cold and warm clips/s over ``pairs``; leaves the warm cache in ``cache_dir``.
+
+    emolab's figures use the trainer's path: workers read ``uint8`` frames and
+    ``int16`` audio, the batch is featurised in this process (log-Mel,
+    normalisation). ``warm_plain_clips_per_s`` is the plain path (float tensors
+    made in the workers, what ``dataset[i]`` gives) over the same cache.
+    """
     import numpy as np
     from torch.utils.data import DataLoader
-
-    from emolab.data import DataConfig, RavdessMelDataset, make_loader
 
     res: dict[str, Any] = {"clips": len(pairs)}
     naive = DataLoader(NaiveDataset(pairs), batch_size=batch_size, num_workers=workers)
     t, n = time_epoch(naive)
     res["naive_clips_per_s"] = n / t
-    ds = RavdessMelDataset(pairs, config=DataConfig(cache_dir=str(cache_dir)))
-    loader = make_loader(ds, batch_size, num_workers=workers, shuffle=True)
-    t, n = time_epoch(loader)
+    ds, loader, featurize = emolab_loader(pairs, cache_dir, batch_size=batch_size, workers=workers)
+    t, n = time_epoch(loader, featurize)
     res["cold_clips_per_s"] = n / t
     warm = []
     for epoch in range(1, max(1, warm_epochs) + 1):
         ds.set_epoch(epoch)
-        t, n = time_epoch(loader)
+        t, n = time_epoch(loader, featurize)
         warm.append(n / t)
     res["warm_clips_per_s"] = float(np.median(warm))
-    res["cache_bytes"] = ds.cache.disk_bytes()
+    del loader
+    plain_ds, plain, _ = emolab_loader(pairs, cache_dir, batch_size=batch_size, workers=workers, raw=False)
+    time_epoch(plain)  # worker start-up and their memory caches
+    plain_ds.set_epoch(1)
+    t, n = time_epoch(plain)
+    res["warm_plain_clips_per_s"] = n / t
+    del plain
+    res["cache_bytes"] = ds.cache.disk_bytes(None)
+    res["cache_frame_bytes"] = ds.cache.disk_bytes("frames")
+    res["cache_audio_bytes"] = ds.cache.disk_bytes("audio")
     res["cache_bytes_per_clip"] = res["cache_bytes"] / len(pairs)
     return res
 
 
 def measure_growth(pairs: Sequence[Any], base: int, root: Path, *, batch_size: int, workers: int) -> list[dict[str, Any]]:
     """Cold and warm epoch time and cache size for 1x, 2x and 4x ``base`` clips (fresh cache each)."""
-    from emolab.data import DataConfig, RavdessMelDataset, make_loader
-
     rows = []
     for scale in (1, 2, 4):
         n = base * scale
-        ds = RavdessMelDataset(pairs[:n], config=DataConfig(cache_dir=str(root / f"growth_{n}")))
-        loader = make_loader(ds, batch_size, num_workers=workers, shuffle=True)
-        cold, _ = time_epoch(loader)
+        ds, loader, featurize = emolab_loader(pairs[:n], root / f"growth_{n}", batch_size=batch_size, workers=workers)
+        cold, _ = time_epoch(loader, featurize)
         ds.set_epoch(1)
-        warm, _ = time_epoch(loader)
-        size = ds.cache.disk_bytes()
+        warm, _ = time_epoch(loader, featurize)
+        size = ds.cache.disk_bytes(None)
         rows.append({"scale": scale, "clips": n, "cold_s": cold, "warm_s": warm,
                      "cache_bytes": size, "cache_bytes_per_clip": size / n})
         del loader
@@ -265,7 +287,9 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
     """Compute-bound and end-to-end training samples/s of one fusion mode, with its peak memory."""
     import torch
 
-    from emolab.data import DataConfig, RavdessMelDataset, make_loader
+    from emolab.data import AudioNoise, DataConfig, RavdessMelDataset, make_loader
+    from emolab.data.datasets import model_modalities
+    from emolab.data.features import BatchFeaturizer
     from emolab.models import build_model, forward_batch
     from emolab.train.optim import make_loss
 
@@ -294,10 +318,14 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
         compute = cfg.steps * cfg.batch_size / (time.perf_counter() - t0)
         del batch
 
-        # End to end: the real loader over the warm cache, enough samples for 1 + steps batches.
+        # End to end: the trainer's data path over the warm cache (augmented training set, raw
+        # uint8/int16 batches featurised on the device, only the modalities the model reads),
+        # enough samples for 1 + steps batches.
         need = (cfg.steps + 1) * cfg.batch_size
         served = [pairs[i % len(pairs)] for i in range(need)]
-        ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)))
+        ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True, raw=True,
+                               modalities=model_modalities(mode), audio_noise=AudioNoise(None))
+        featurize = BatchFeaturizer.for_dataset(ds, channels_last=device.type == "cuda")
         loader = make_loader(ds, cfg.batch_size, num_workers=cfg.workers, shuffle=True, drop_last=True)
         it = iter(loader)
         t_first = time.perf_counter()
@@ -308,6 +336,7 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
         _sync(device)
         t0 = time.perf_counter()
         for b in it:
+            b = featurize(b, device)
             b = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
             step(b)
             done += b["label"].shape[0]
@@ -411,8 +440,11 @@ def format_table(res: dict[str, Any]) -> str:
                       ("emolab cold (first epoch, fills cache)", "cold_clips_per_s"),
                       ("emolab warm (cached)", "warm_clips_per_s")):
         lines.append(f"{name:<42}{d[key]:>10.2f}{d[key] / d['naive_clips_per_s']:>10.1f}")
+    if "warm_plain_clips_per_s" in d:
+        name = "emolab warm, plain (floats made in workers)"
+        lines.append(f"{name:<42}{d['warm_plain_clips_per_s']:>10.2f}{d['warm_plain_clips_per_s'] / d['naive_clips_per_s']:>10.1f}")
     lines.append(f"cache: {d['cache_bytes_per_clip'] / 1024:.0f} KiB per clip "
-                 f"(8x3x112x112 frames = {FRAME_BYTES / 1024:.0f} KiB)")
+                 f"(8x3x112x112 frames = {FRAME_BYTES / 1024:.0f} KiB, 3 s of int16 audio = 94 KiB)")
     cuda = any("cuda_max_allocated_mb" in r for r in res["train"].values())
     lines += ["", f"{'training (samples/s)':<12}{'compute':>10}{'end-to-end':>12}{'ratio':>8}"
                   f"{'RSS peak MB':>13}{'RSS +MB':>9}" + (f"{'CUDA MB':>9}" if cuda else "")]
@@ -432,15 +464,9 @@ def format_table(res: dict[str, Any]) -> str:
 
 def write_json(obj: dict[str, Any], out: Path) -> None:
     """Write ``obj`` to ``out`` atomically (temporary file in the same folder, then rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from emolab.fileio import atomic_write_json
+
+    atomic_write_json(obj, out)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

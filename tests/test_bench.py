@@ -32,8 +32,11 @@ def test_bench_json_structure(tmp_path: Path, capsys) -> None:
     for key in ("cpu", "cores", "gpu", "torch"):
         assert key in written["machine"]
     data = written["data"]
-    for key in ("naive_clips_per_s", "cold_clips_per_s", "warm_clips_per_s", "cache_bytes_per_clip"):
+    for key in ("naive_clips_per_s", "cold_clips_per_s", "warm_clips_per_s", "warm_plain_clips_per_s",
+                "cache_bytes_per_clip", "cache_frame_bytes", "cache_audio_bytes"):
         assert _positive(data[key]), key
+    assert data["cache_bytes"] == data["cache_frame_bytes"] + data["cache_audio_bytes"]
+    assert data["cache_audio_bytes"] >= 4 * 2 * 16000  # 1 s of int16 audio per clip at least
     assert set(written["train"]) == {"audio", "gated"}
     for mode, r in written["train"].items():
         for key in ("compute_samples_per_s", "end_to_end_samples_per_s", "ratio", "rss_peak_mb"):

@@ -477,8 +477,8 @@ def mix_batch(waves: Tensor, noise: Tensor, snr_db: Tensor) -> Tensor:
     unchanged; a silent wave stays silent. No host-device synchronisation.
     """
     dims = tuple(range(1, waves.dim()))
-    e_sig = waves.double().pow(2).sum(dim=dims)
-    e_noise = noise.double().pow(2).sum(dim=dims)
-    ratio = 10.0 ** (snr_db.double() / 10.0)
-    scale = torch.where(e_noise > 0, torch.sqrt(e_sig / (e_noise.clamp_min(1e-300) * ratio)), 0.0)
-    return waves + scale.to(waves.dtype).view(-1, *([1] * (waves.dim() - 1))) * noise
+    e_sig = torch.linalg.vector_norm(waves, dim=dims) ** 2
+    e_noise = torch.linalg.vector_norm(noise, dim=dims) ** 2
+    ratio = 10.0 ** (snr_db.to(waves.dtype) / 10.0)
+    scale = torch.where(e_noise > 0, torch.sqrt(e_sig / (e_noise.clamp_min(1e-30) * ratio)), 0.0)
+    return waves + scale.view(-1, *([1] * (waves.dim() - 1))) * noise
