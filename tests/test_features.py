@@ -151,3 +151,15 @@ def test_raw_loader_with_workers_matches_in_process(pairs, cache_dir):
     b = feat(next(iter(make_loader(raw, 4, num_workers=2))))
     torch.testing.assert_close(a["video"], b["video"], rtol=0, atol=0)
     torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_featurizer_on_cuda_matches_cpu(pairs, cache_dir):
+    raw = RavdessMelDataset(pairs[:4], config=DataConfig(face_crop="none"), raw=True)
+    b = _batch(raw, range(4))
+    feat = BatchFeaturizer.for_dataset(raw)
+    cpu, gpu = feat(b), feat(b, "cuda")
+    assert gpu["video"].is_cuda and gpu["audio"].is_cuda
+    assert gpu["video"].is_contiguous(memory_format=torch.channels_last) or gpu["video"].stride()[2] == 1
+    torch.testing.assert_close(gpu["video"].cpu(), cpu["video"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(gpu["audio"].cpu(), cpu["audio"], rtol=1e-4, atol=1e-2)
