@@ -208,6 +208,29 @@ def cmd_download_ravdess(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    """``emolab cv``: every fold x seed of a k-fold protocol, resumable, summarised (see :mod:`emolab.sweeps`)."""
+    from emolab.sweeps import SweepError, run_from_args
+    from emolab.train.run import SetupError
+
+    try:
+        return run_from_args(args)
+    except (SweepError, SetupError) as e:
+        raise CLIError(str(e)) from None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``emolab search``: Optuna over cross-validated runs (see :mod:`emolab.search`)."""
+    from emolab.search import run_from_args
+    from emolab.sweeps import SweepError
+    from emolab.train.run import SetupError
+
+    try:
+        return run_from_args(args)
+    except (SweepError, SetupError) as e:
+        raise CLIError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from emolab import __version__
 
@@ -265,6 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download_arguments(p)
     p.set_defaults(func=cmd_download_ravdess)
 
+    from emolab import search as _search, sweeps as _sweeps  # light: no torch at import
+
+    p = sub.add_parser(
+        "cv", allow_abbrev=False, help="k-fold cross-validation: every fold x seed of six_fold/luna5, mean ± std",
+        description="Train every fold x seed of a protocol into a resumable sweep folder; other flags are "
+        "emolab train flags (e.g. --data_root, --epochs, --batch_size).",
+    )
+    _sweeps.add_arguments(p)
+    p.set_defaults(func=cmd_cv, train_args=[])
+
+    p = sub.add_parser(
+        "search", allow_abbrev=False, help="Optuna hyperparameter search over cross-validated runs",
+        description="Optuna search (mean best validation macro-F1 over folds x seeds); other flags are "
+        "emolab train flags.",
+    )
+    _search.add_arguments(p)
+    p.set_defaults(func=cmd_search, train_args=[])
+
     p = sub.add_parser("notebooks", help="run the notebooks headless (papermill), grids, refresh committed outputs")
     nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     nsub.add_parser("list", help="list the numbered notebooks").set_defaults(func=cmd_notebooks)
@@ -291,8 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if getattr(args, "func", None) is cmd_train:
-        args.train_args = extra  # every flag after `train` belongs to the train CLI
+    if getattr(args, "func", None) in (cmd_train, cmd_cv, cmd_search):
+        args.train_args = extra  # flags the command does not know belong to the train CLI
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):

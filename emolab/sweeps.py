@@ -1,0 +1,489 @@
+"""Cross-validation sweeps: every fold × seed of a speaker-independent protocol, resumable.
+
+``emolab cv --protocol six_fold --fusion gated --seeds 0,1,2 --out runs/cv-gated [train flags]``, or::
+
+    from emolab.sweeps import run_cv
+    res = run_cv(base_cfg, protocol="six_fold", seeds=(0, 1, 2), out="runs/cv-gated")
+    res.headline()  # 'gated, six_fold, 3 seeds × 6 folds: accuracy xx.x ± x.x %, macro-F1 xx.x ± x.x %'
+    res.table()     # one row per run (pandas)
+
+Sweep folder: ``sweep.json`` (the settings; a rerun with other settings is
+refused), ``runs/fold{F}-seed{S}/`` (run folders, see :mod:`emolab.train.run`),
+``logs/`` (run output with ``jobs > 1``), ``results.csv`` and ``results.json``.
+
+Numbers are each run's ``test_metrics.json``: the best-validation checkpoint on
+the fold's test actors. The headline is mean ± std over all fold × seed runs
+(``ddof=0``, as numpy and scikit-learn's ``cross_val_score(...).std()``; papers
+report mean ± std over folds); ``results.json`` adds the seed view (mean over
+folds per seed, then mean ± std over seeds) and per-fold means.
+
+A rerun skips finished runs (``test_metrics.json``), continues interrupted ones
+from ``last.pt`` and restarts runs that never finished epoch 1. With ``jobs > 1``
+each run is a subprocess (``python -m emolab.sweeps``) with ``cpu_count // jobs``
+torch threads (and ``OMP_NUM_THREADS``); with device ``auto``/``cuda`` and G
+visible GPUs, job slot ``i`` gets ``CUDA_VISIBLE_DEVICES`` = visible GPU ``i % G``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from emolab.fileio import atomic_write, atomic_write_json
+
+if TYPE_CHECKING:  # torch stays out of `emolab --help`
+    import pandas as pd
+
+    from emolab.train.callbacks import Callback
+    from emolab.train.config import TrainConfig
+
+__all__ = ["CVResult", "CVRun", "SweepError", "base_config_from_flags", "check_corpus", "parse_int_list", "resolve_plan",
+           "run_cv", "run_state", "summarise", "train_one", "write_results"]
+
+#: Train flags the sweep sets itself (per fold and seed, or from its own flags).
+OWNED_TRAIN_FLAGS = ("split_mode", "fold", "protocol", "seed", "train_actors", "val_actors", "test_actors",
+                     "train_ratio", "val_ratio", "output_dir", "run_name", "resume", "fusion")
+#: Config fields that do not change results; they may differ between reruns (like ``--resume``).
+NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
+                "output_dir", "run_name", "seed", "split", "publish_best")
+METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
+
+
+class SweepError(ValueError):
+    """Bad sweep input (protocol, folds, seeds, flags, folder) or a failed run: a message, not a traceback."""
+
+
+def parse_int_list(text: str | Sequence[int], what: str) -> tuple[int, ...]:
+    """``"0,1,2"`` or ``"0-2"`` (or a sequence of ints) → ``(0, 1, 2)``; sorted, unique, non-negative."""
+    if not isinstance(text, str):
+        out = list(text)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in out):
+            raise SweepError(f"{what} must be integers, got {out!r}")
+    else:
+        out = []
+        for part in text.replace(" ", "").split(","):
+            lo, sep, hi = part.partition("-")
+            try:
+                out.extend(range(int(lo), int(hi) + 1) if sep and lo else [int(part)])
+            except ValueError:
+                raise SweepError(f"{what} must be integers like 0,1,2 or 0-2, got {text!r}") from None
+    if not out or any(v < 0 for v in out):
+        raise SweepError(f"{what} must be non-negative integers (at least one), got {text!r}")
+    return tuple(sorted(set(out)))
+
+
+@dataclass
+class CVRun:
+    """One fold × seed run and its test metrics (best checkpoint)."""
+
+    fold: int
+    seed: int
+    run_dir: Path
+    test_actors: tuple[int, ...]
+    accuracy: float = float("nan")
+    macro_f1: float = float("nan")
+    best_val_f1: float = float("nan")
+    best_epoch: int = 0
+    status: str = "planned"  # trained, resumed, restarted, skipped (already finished)
+
+    @property
+    def name(self) -> str:
+        return f"fold{self.fold}-seed{self.seed}"
+
+    def load(self) -> CVRun:
+        m = json.loads((self.run_dir / "test_metrics.json").read_text())
+        self.accuracy, self.macro_f1 = float(m["accuracy"]), float(m["macro_f1"])
+        self.best_val_f1, self.best_epoch = float(m["best_val_f1"]), int(m["best_epoch"])
+        return self
+
+    def record(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "test_actors": list(self.test_actors), "run_dir": str(self.run_dir)}
+
+
+def _pm(stats: dict[str, Any]) -> str:
+    return ", ".join(f"{label} {100 * stats[k]['mean']:.1f} ± {100 * stats[k]['std']:.1f} %" for k, label in METRICS)
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    import numpy as np
+
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=0)), "n": int(a.size)}
+
+
+def summarise(runs: Sequence[CVRun]) -> dict[str, Any]:
+    """Mean ± std (ddof 0) of accuracy and macro-F1: over all runs, over seeds (of per-seed fold means), per fold."""
+    folds, seeds = sorted({r.fold for r in runs}), sorted({r.seed for r in runs})
+
+    def means(attr: str, value: int) -> dict[str, float]:
+        return {k: _mean_std([getattr(r, k) for r in runs if getattr(r, attr) == value])["mean"] for k, _ in METRICS}
+
+    per_seed = {str(s): means("seed", s) for s in seeds}
+    return {"ddof": 0, "folds": folds, "seeds": seeds,
+            "all_runs": {k: _mean_std([getattr(r, k) for r in runs]) for k, _ in METRICS},
+            "over_seeds": {k: _mean_std([v[k] for v in per_seed.values()]) for k, _ in METRICS},
+            "per_seed": per_seed, "per_fold": {str(f): means("fold", f) for f in folds}}
+
+
+@dataclass
+class CVResult:
+    """A sweep's settings, runs (in plan order) and summary (:func:`summarise`)."""
+
+    out: Path
+    settings: dict[str, Any]
+    runs: list[CVRun]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def headline(self) -> str:
+        """``gated, six_fold, 3 seeds × 6 folds: accuracy xx.x ± x.x %, macro-F1 xx.x ± x.x %``."""
+        n_seeds, n_folds = len(self.summary["seeds"]), len(self.summary["folds"])
+        return (f"{self.settings['fusion']}, {self.settings['protocol']}, {n_seeds} seed{'s' * (n_seeds != 1)} × "
+                f"{n_folds} fold{'s' * (n_folds != 1)}: {_pm(self.summary['all_runs'])}")
+
+    def table(self) -> pd.DataFrame:
+        """One row per run: fold, seed, test actors, accuracy, macro-F1, best val macro-F1, ..."""
+        import pandas as pd
+
+        return pd.DataFrame([r.record() for r in self.runs])
+
+    def format(self) -> str:
+        """The per-run table, the per-seed view and the headline (mean ± std over all runs)."""
+        from emolab.data.splits import _fmt_ids
+
+        lines = [f"{'fold':>4} {'seed':>4}  {'test actors':<14} {'acc %':>6} {'F1 %':>6} {'val F1 %':>8}"]
+        for r in self.runs:
+            lines.append(f"{r.fold:>4} {r.seed:>4}  {_fmt_ids(r.test_actors):<14} {100 * r.accuracy:>6.1f} "
+                         f"{100 * r.macro_f1:>6.1f} {100 * r.best_val_f1:>8.1f}")
+        if len(self.summary["seeds"]) > 1:
+            lines.append("over seeds (mean over folds per seed, then mean ± std over seeds): "
+                         + _pm(self.summary["over_seeds"]))
+        lines.append(self.headline() + f" (mean ± std over {len(self.runs)} fold × seed runs)")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings, "headline": self.headline(), "summary": self.summary,
+                "runs": [r.record() for r in self.runs]}
+
+
+# ------------------------------------------------------------------ settings and plan
+def sweep_settings(base: TrainConfig, protocol: str, folds: Sequence[int], seeds: Sequence[int]) -> dict[str, Any]:
+    """What must match for a rerun to continue a sweep folder (fields that change no result are left out)."""
+    train = {k: v for k, v in base.to_dict().items() if k not in NOT_SETTINGS}
+    train["data"] = {k: v for k, v in train["data"].items() if k != "cache_dir"}
+    settings = {"protocol": protocol, "fusion": base.model.fusion, "folds": list(folds), "seeds": list(seeds),
+                "train": train}
+    return json.loads(json.dumps(settings))  # as read back from sweep.json
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def _claim_folder(out: Path, settings: dict[str, Any]) -> None:
+    path = out / "sweep.json"
+    diffs = _diff(json.loads(path.read_text()).get("settings"), settings) if path.is_file() else []
+    if diffs:
+        raise SweepError(f"{out} holds a sweep with other settings ({'; '.join(diffs[:6])}"
+                         + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+                         + "): choose a new --out, or delete the folder to start over")
+    if not path.is_file():
+        atomic_write_json({"settings": settings, "created": time.strftime("%Y-%m-%d %H:%M:%S")}, path)
+
+
+def resolve_plan(protocol: str, folds: Sequence[int] | None, seeds: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """Checked ``(folds, seeds)``: a known protocol, folds in range (``None``: all), non-negative seeds."""
+    from emolab.data.splits import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise SweepError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    n = len(PROTOCOLS[protocol])
+    folds = parse_int_list(range(n) if folds is None else folds, "folds")
+    if [f for f in folds if f >= n]:
+        raise SweepError(f"folds {[f for f in folds if f >= n]} out of range: {protocol} has folds 0-{n - 1}")
+    return folds, parse_int_list(seeds, "seeds")
+
+
+def check_corpus(base: TrainConfig, protocol: str, folds: Sequence[int]) -> None:
+    """Raise :class:`SweepError` when a fold's train, val or test actors are missing from the corpus."""
+    from emolab.data.ravdess import pair_corpus
+    from emolab.data.splits import PROTOCOLS, _fmt_ids, fold_actors
+
+    try:
+        pairs = pair_corpus(base.data_root, vocal_channel=base.vocal_channel, check="size").pairs
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise SweepError(f"data_root: {err}") from None
+    present = {p.actor for p in pairs}
+    if not present:
+        raise SweepError(f"no RAVDESS pairs under {base.data_root!r}")
+    usable = [f for f in range(len(PROTOCOLS[protocol])) if all(set(a) & present for a in fold_actors(protocol, f))]
+    for f in folds:
+        roles = dict(zip(("train", "val", "test"), fold_actors(protocol, f)))
+        missing = [f"{role} actors {_fmt_ids(ids)}" for role, ids in roles.items() if not set(ids) & present]
+        if missing:
+            raise SweepError(
+                f"{protocol} fold {f} needs {' and '.join(missing)}, none of which is in the corpus at "
+                f"{base.data_root} (actors {_fmt_ids(sorted(present))}); folds this corpus supports: "
+                f"{','.join(map(str, usable)) or 'none'}"
+            )
+
+
+def plan(base: TrainConfig, protocol: str, folds: Sequence[int], seeds: Sequence[int], out: Path) -> list[tuple[CVRun, TrainConfig]]:
+    """The runs of a sweep, fold-major, each with its TrainConfig."""
+    from emolab.data.splits import SplitConfig, fold_actors
+
+    return [(CVRun(f, s, out / "runs" / f"fold{f}-seed{s}", fold_actors(protocol, f)[2]),
+             dataclasses.replace(base, split=SplitConfig(mode="kfold", protocol=protocol, fold=f, seed=s), seed=s,
+                                 output_dir=str(out), run_name=f"fold{f}-seed{s}", publish_best=False))
+            for f in folds for s in seeds]
+
+
+# ------------------------------------------------------------------ one run
+def run_state(run_dir: Path) -> str:
+    """``done`` (test_metrics.json), ``resume`` (last.pt), ``restart`` (never finished epoch 1) or ``new``."""
+    if (run_dir / "test_metrics.json").is_file():
+        return "done"
+    if (run_dir / "last.pt").is_file():
+        return "resume"
+    return "restart" if run_dir.exists() else "new"
+
+
+def train_one(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> str:
+    """Train, resume or restart the run ``cfg`` names (``output_dir/runs/run_name``); returns what it did."""
+    from emolab.train.run import RESUME_OVERRIDABLE, resume_training, run_training
+
+    run_dir = Path(cfg.output_dir) / "runs" / str(cfg.run_name)
+    state = run_state(run_dir)
+    if state == "resume":
+        resume_training(run_dir, overrides={k: getattr(cfg, k) for k in RESUME_OVERRIDABLE}, callbacks=callbacks)
+        return "resumed"
+    if state == "restart":
+        shutil.rmtree(run_dir)
+    run_training(cfg, callbacks=callbacks)
+    return {"new": "trained", "restart": "restarted"}.get(state, state)
+
+
+def _child_main() -> int:
+    """``python -m emolab.sweeps`` with a TrainConfig dict on stdin: one run of a parallel sweep.
+
+    Torch takes its thread count from ``OMP_NUM_THREADS``, set by the parent."""
+    from emolab.train.config import TrainConfig
+    from emolab.train.run import SetupError
+
+    try:
+        print(f"sweep run: {train_one(TrainConfig.from_dict(json.load(sys.stdin)))}", flush=True)
+        return 0
+    except SetupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _slots(jobs: int, device: str) -> list[dict[str, str]]:
+    """Environment of each parallel job slot: torch threads, and a GPU round robin when CUDA is used."""
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = str(max(1, cpus // jobs))
+    env = [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(jobs)]
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = [g for g in visible.split(",") if g.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
+        for i, e in enumerate(env):
+            e["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+    return env
+
+
+def _run_parallel(todo: list[tuple[CVRun, TrainConfig]], jobs: int, out: Path, say: Callable[[str], None],
+                  finished: Callable[[CVRun], None]) -> None:
+    slots, queue, failed = _slots(jobs, todo[0][1].device), list(todo), []
+    free, running = list(range(jobs)), {}
+    (out / "logs").mkdir(exist_ok=True)
+    try:
+        while queue or running:
+            queue = [] if failed else queue
+            while queue and free:
+                (run, cfg), slot = queue.pop(0), free.pop(0)
+                log = out / "logs" / f"{run.name}.log"
+                with open(log, "a") as fh:
+                    proc = subprocess.Popen([sys.executable, "-m", "emolab.sweeps"], stdin=subprocess.PIPE, stdout=fh,
+                                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **slots[slot]})
+                proc.stdin.write(json.dumps(dataclasses.replace(cfg, progress=False).to_dict()))  # type: ignore[union-attr]
+                proc.stdin.close()  # type: ignore[union-attr]
+                running[slot] = (proc, run, log)
+                gpu = slots[slot].get("CUDA_VISIBLE_DEVICES")
+                say(f"{run.name}: started (job {slot}{f', GPU {gpu}' if gpu else ''}; log {log})")
+            time.sleep(0.2)
+            for slot, (proc, run, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[slot]
+                free.append(slot)
+                if proc.returncode != 0:
+                    failed.append(f"{run.name} (exit {proc.returncode}; see {log})")
+                    continue
+                lines = log.read_text().splitlines()
+                run.status = next((x[11:] for x in reversed(lines) if x.startswith("sweep run: ")), "trained")
+                finished(run)
+    finally:
+        for proc, _, _ in running.values():
+            proc.terminate()
+        for proc, _, _ in running.values():
+            proc.wait()
+    if failed:
+        raise SweepError("runs failed: " + "; ".join(failed) + ". Rerun the same command to continue the sweep.")
+
+
+# ------------------------------------------------------------------ the sweep
+def write_results(res: CVResult, *, complete: bool) -> None:
+    """``results.json`` and ``results.csv`` (one row per run, then ``mean`` and ``std`` rows), atomically."""
+    import pandas as pd
+
+    atomic_write_json({**res.to_dict(), "complete": complete}, res.out / "results.json")
+    a = res.summary["all_runs"]
+    stats = pd.DataFrame([{"row": k, "accuracy": a["accuracy"][k], "macro_f1": a["macro_f1"][k]} for k in ("mean", "std")])
+    runs = res.table().assign(row="run", test_actors=lambda t: t.test_actors.map(lambda ids: " ".join(map(str, ids))))
+    table = pd.concat([runs, stats], ignore_index=True).astype({"fold": "Int64", "seed": "Int64", "best_epoch": "Int64"})
+    table = table[["row", "fold", "seed", "test_actors", "accuracy", "macro_f1", "best_val_f1", "best_epoch", "run_dir"]]
+    atomic_write(res.out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
+
+
+def run_cv(
+    base: TrainConfig,
+    *,
+    out: str | os.PathLike[str],
+    protocol: str = "six_fold",
+    folds: Sequence[int] | None = None,
+    seeds: Sequence[int] = (0,),
+    jobs: int = 1,
+    callbacks: Sequence[Callback] = (),
+    on_run_end: Callable[[CVRun, list[CVRun]], None] | None = None,
+    verbose: bool = True,
+) -> CVResult:
+    """Train every fold × seed of ``protocol`` with ``base`` (its split, seed and output fields are set per run).
+
+    Args:
+        base: the training settings shared by every run.
+        out: the sweep folder (created; a folder of another sweep is refused).
+        protocol: a key of :data:`emolab.data.splits.PROTOCOLS`.
+        folds: fold indices (default: all of the protocol's).
+        seeds: seeds; each run seeds model init, data order and augmentation with its own.
+        jobs: runs in parallel (subprocesses; see the module docstring); 1 trains in this process.
+        callbacks: extra trainer callbacks of in-process runs (``jobs == 1``).
+        on_run_end: called as ``on_run_end(run, finished)`` after each run finishes (or is found
+            finished), ``finished`` being the finished runs in plan order; raising stops the sweep.
+        verbose: print progress and the final table.
+
+    Returns:
+        A :class:`CVResult`; ``results.csv``/``results.json`` hold the same numbers.
+
+    Raises:
+        SweepError: unknown protocol, fold out of range, missing actors, another sweep's folder.
+        emolab.train.SetupError: a run cannot start.
+    """
+    folds, seeds = resolve_plan(protocol, folds, seeds)
+    if callbacks and jobs > 1:
+        raise SweepError("trainer callbacks run in this process only: use jobs=1")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise SweepError(f"jobs must be a positive integer, got {jobs!r}")
+    out = Path(out)
+    settings = sweep_settings(base, protocol, folds, seeds)
+    check_corpus(base, protocol, folds)
+    out.mkdir(parents=True, exist_ok=True)
+    _claim_folder(out, settings)
+    say = print if verbose else (lambda _msg: None)
+    planned = plan(base, protocol, folds, seeds, out)
+    res = CVResult(out, settings, [])
+
+    def finished(run: CVRun) -> None:
+        run.load()
+        say(f"{run.name}: {run.status}; test accuracy {run.accuracy:.3f}, macro-F1 {run.macro_f1:.3f}")
+        names = {r.name for r in res.runs} | {run.name}
+        res.runs = [r for r, _ in planned if r.name in names]
+        res.summary = summarise(res.runs)
+        write_results(res, complete=len(res.runs) == len(planned))
+        if on_run_end is not None:
+            on_run_end(run, list(res.runs))
+
+    todo = []
+    for run, cfg in planned:
+        if run_state(run.run_dir) == "done":
+            run.status = "skipped"
+            finished(run)
+        else:
+            todo.append((run, cfg))
+    say(f"sweep {out}: {protocol}, {len(folds)} folds × {len(seeds)} seeds = {len(planned)} runs; "
+        f"{len(planned) - len(todo)} already finished, {len(todo)} to train"
+        + (f" in {jobs} parallel jobs" if jobs > 1 and todo else ""))
+    try:
+        if jobs > 1 and todo:
+            _run_parallel(todo, jobs, out, say, finished)
+        for run, cfg in todo if jobs == 1 else []:
+            say(f"== {run.name} ({protocol} fold {run.fold}, seed {run.seed}) ==")
+            run.status = train_one(cfg, callbacks)
+            finished(run)
+    except KeyboardInterrupt:
+        say(f"sweep interrupted: run the same command again to continue it (finished runs are kept in {out})")
+        raise
+    say(res.format())
+    say(f"results: {out / 'results.csv'}, {out / 'results.json'}")
+    return res
+
+
+# ------------------------------------------------------------------ command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``emolab cv`` (every other flag goes to the train parser)."""
+    p.add_argument("--protocol", required=True, help="six_fold (6 × 4 test actors) or luna5 (Luna-Jiménez et al.)")
+    p.add_argument("--fusion", required=True, help="model (audio, video, late, concat, gated, xattn, ...)")
+    p.add_argument("--seeds", default="0", help="seeds, e.g. 0,1,2 or 0-2 (default 0)")
+    p.add_argument("--folds", default=None, help="fold indices, e.g. 0,2 (default: all folds of the protocol)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs in parallel (subprocesses; CPU threads split between them, GPUs round robin)")
+    p.add_argument("--out", required=True, help="sweep folder (a rerun continues it)")
+
+
+def base_config_from_flags(train_args: Sequence[str], *, fusion: str, prog: str,
+                           owned: Sequence[str] = OWNED_TRAIN_FLAGS) -> TrainConfig:
+    """A TrainConfig from pass-through ``emolab train`` flags; flags the sweep sets itself are refused."""
+    from emolab.models.registry import resolve_model_name
+    from emolab.train.cli import _explicit_dests, build_parser, config_from_args
+
+    try:
+        resolve_model_name(fusion)
+    except ValueError as err:
+        raise SweepError(f"--fusion: {err}") from None
+    parser = build_parser(prog)
+    argv = [*train_args, "--fusion", fusion]
+    args = parser.parse_args(argv)  # unknown flags: argparse error, exit 2
+    clash = sorted((_explicit_dests(parser, train_args)) & set(owned))
+    if clash:
+        raise SweepError(
+            f"{', '.join('--' + c for c in clash)}: set by {prog} itself (per fold and seed: --split_mode kfold, "
+            "--protocol, --fold, --seed, --output_dir, --run_name); use --protocol, --folds, --seeds and --out"
+        )
+    try:
+        return config_from_args(args)
+    except ValueError as err:
+        raise SweepError(str(err)) from None
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """``emolab cv``: the sweep, its table and headline; exit code 0."""
+    base = base_config_from_flags(getattr(args, "train_args", []), fusion=args.fusion, prog="emolab cv")
+    folds = None if args.folds is None else parse_int_list(args.folds, "--folds")
+    run_cv(base, out=args.out, protocol=args.protocol, folds=folds, seeds=parse_int_list(args.seeds, "--seeds"),
+           jobs=args.jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main())
