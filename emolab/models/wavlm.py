@@ -17,6 +17,14 @@ Either way, ``audio_length`` is turned into a frame mask with the backbone's
 ``_get_feat_extract_output_lengths`` and used for the masked time mean of
 ``encode`` (and by fusion for the cross-attention key-padding mask).
 
+Cached features. While the backbone is entirely frozen, a trainer may feed
+the encoder the backbone's stored outputs instead of waveforms
+(:mod:`emolab.train.feature_cache`): :meth:`WavLMAudioEncoder.set_input_kind`
+``("features")`` makes ``encode_sequence``/``encode``/``forward`` take
+``(B, Ta, hidden)`` features and skip the backbone; ``"wave"`` (the default)
+runs it. The mode is explicit, never guessed from shapes, and refuses an
+unfrozen backbone.
+
 Counts (SPEC §3.3, ``WavLMConfig()`` = wavlm-base shape, 8 classes): total
 94,978,680; trainable 596,744 with the backbone frozen; 14,773,552 with the
 last 2 encoder layers unfrozen, 28,950,360 with the last 4.
@@ -135,9 +143,12 @@ class WavLMAudioEncoder(nn.Module):
     Attributes:
         backbone: the ``WavLMModel``. head: the classifier.
         embedding_dim, sequence_dim: ``config.hidden_size``.
+        input_kind: ``"wave"`` (inputs are waveforms) or ``"features"``
+            (inputs are cached backbone outputs); see :meth:`set_input_kind`.
     """
 
     input_modality = "audio"
+    input_kind: str = "wave"
 
     def __init__(
         self,
@@ -249,6 +260,23 @@ class WavLMAudioEncoder(nn.Module):
         """Validity mask of shape ``(B, num_frames)`` for the ``encode_sequence`` output."""
         return ensure_nonempty(lengths_to_mask(self.frame_lengths(audio_length), num_frames))
 
+    def set_input_kind(self, kind: str) -> None:
+        """Take waveforms (``"wave"``, the default) or cached backbone outputs (``"features"``).
+
+        With ``"features"``, the input of ``encode_sequence``/``encode``/``forward``
+        is the backbone's ``last_hidden_state`` of shape ``(B, Ta, hidden)``
+        (as :meth:`backbone_sequence` returns it) and the backbone is skipped.
+
+        Raises:
+            ValueError: an unknown kind, or ``"features"`` while some backbone
+                parameter is trainable (stored features would be stale).
+        """
+        if kind not in ("wave", "features"):
+            raise ValueError(f"WavLMAudioEncoder: input kind must be 'wave' or 'features', got {kind!r}")
+        if kind == "features" and not self.backbone_frozen:
+            raise ValueError("WavLMAudioEncoder: cached features need an entirely frozen backbone")
+        self.input_kind = kind
+
     # ----------------------------------------------------------------- forward
     def _waveform(self, wave: Tensor) -> Tensor:
         if wave.dim() == 3 and wave.shape[1] == 1:
@@ -259,18 +287,41 @@ class WavLMAudioEncoder(nn.Module):
             )
         return wave
 
+    def _features(self, features: Tensor) -> Tensor:
+        if features.dim() != 3 or features.shape[-1] != self.sequence_dim or not features.is_floating_point():
+            raise ValueError(
+                f"WavLMAudioEncoder (input_kind='features') expects cached backbone outputs of shape "
+                f"(B, Ta, {self.sequence_dim}), got {features.dtype} {tuple(features.shape)}"
+            )
+        if not self.backbone_frozen:
+            raise ValueError("WavLMAudioEncoder: cached features need an entirely frozen backbone")
+        return features.to(self.head[0].weight.dtype)
+
     def encode_sequence(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
         """Backbone hidden states.
 
-        Runs under ``torch.no_grad()`` while the backbone is fully frozen.
+        Runs under ``torch.no_grad()`` while the backbone is fully frozen. In
+        ``input_kind == "features"`` mode ``wave`` is already that output
+        (cached) and is returned as is (in the head's dtype).
 
         Args:
-            wave: waveform of shape ``(B, 1, N)`` or ``(B, N)`` at 16 kHz.
+            wave: waveform of shape ``(B, 1, N)`` or ``(B, N)`` at 16 kHz
+                (features mode: ``(B, Ta, hidden)``).
             audio_length: valid samples, shape ``(B,)``; passed to the backbone
                 as ``attention_mask`` when ``backbone_attention_mask`` is on.
 
         Returns:
             Tensor of shape ``(B, Ta, hidden)`` (``Ta = 149`` for 48000 samples).
+        """
+        if self.input_kind == "features":
+            return self._features(wave)
+        return self.backbone_sequence(wave, audio_length=audio_length)
+
+    def backbone_sequence(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
+        """Run the backbone on a waveform ``(B, 1, N)`` or ``(B, N)``: ``last_hidden_state`` ``(B, Ta, hidden)``.
+
+        What ``encode_sequence`` computes in ``"wave"`` mode, whatever the mode
+        (the feature cache fills its entries with it).
         """
         wave = self._waveform(wave)
         attention_mask = None

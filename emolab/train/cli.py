@@ -71,6 +71,10 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
     g.add_argument("--cache_dir", default=dc.cache_dir,
                    help="frame cache folder (default $EMOLAB_CACHE_DIR or ~/.cache/emolab; '' = memory only)")
     g.add_argument("--no_augment", dest="augment", action="store_false", help="no training augmentation")
+    g.add_argument("--no_feature_cache", dest="feature_cache", action="store_false",
+                   help="run a frozen WavLM backbone every step instead of caching its (eval-mode) outputs")
+    g.add_argument("--feature_cache_variants", type=int, default=d.feature_cache_variants, metavar="K",
+                   help="fixed noisy variants per training clip in the WavLM feature cache (0: clean only)")
     g.add_argument("--num_workers", type=int, default=d.num_workers, help="DataLoader workers, -1 automatic")
     g.add_argument("--shuffle_labels_seed", type=int, default=None,
                    help="sanity check: shuffle emotion labels across pairs with this seed (expect chance)")
@@ -208,6 +212,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         num_workers=args.num_workers,
         vocal_channel=args.vocal_channel,
         augment=args.augment,
+        feature_cache=args.feature_cache,
+        feature_cache_variants=args.feature_cache_variants,
         audio_ckpt=args.audio_ckpt,
         video_ckpt=args.video_ckpt,
         shuffle_labels_seed=args.shuffle_labels_seed,

@@ -168,6 +168,15 @@ class TrainConfig:
         num_workers: DataLoader workers; -1 is automatic (SPEC §4).
         vocal_channel: 1 speech, 2 song.
         augment: training-split augmentations (video and audio noise).
+        feature_cache: in stages where the WavLM backbone is entirely frozen,
+            compute its outputs once (eval mode, float16, on disk under
+            ``<cache_dir>/wavlm``) and train on them instead of running it every
+            step (:mod:`emolab.train.feature_cache`). Not bit-identical to
+            running it: the cached features have no backbone dropout/LayerDrop/
+            time masking; ``--no_feature_cache`` turns it off.
+        feature_cache_variants: fixed noisy variants per training clip kept by
+            the feature cache so that noise augmentation survives (``0``: cached
+            stages train on clean audio); at most 64.
         audio_ckpt, video_ckpt: warm-start checkpoints loaded into
             ``audio_model`` / ``video_model`` (or into the unimodal model)
             after it is built; ``{"model": state_dict}`` or a raw state dict.
@@ -203,6 +212,8 @@ class TrainConfig:
     num_workers: int = -1
     vocal_channel: int = 1
     augment: bool = True
+    feature_cache: bool = True
+    feature_cache_variants: int = 0
     audio_ckpt: str | None = None
     video_ckpt: str | None = None
     shuffle_labels_seed: int | None = None
@@ -229,6 +240,11 @@ class TrainConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < -1:
             raise ValueError(f"num_workers must be >= 0, or -1 for automatic, got {self.num_workers!r}")
+        if not isinstance(self.feature_cache, bool):
+            raise ValueError(f"feature_cache must be True or False, got {self.feature_cache!r}")
+        _int_at_least("feature_cache_variants", self.feature_cache_variants, 0)
+        if self.feature_cache_variants > 64:
+            raise ValueError(f"feature_cache_variants must be at most 64, got {self.feature_cache_variants}")
         if self.vocal_channel not in (1, 2):
             raise ValueError(f"vocal_channel must be 1 (speech) or 2 (song), got {self.vocal_channel!r}")
         if self.model.num_classes != self.data.num_classes:

@@ -6,7 +6,9 @@ each it sets up parameters, Adam groups and the optional cosine schedule
 by epoch. Early stopping, checkpoints, history, printing and W&B are
 callbacks (:mod:`emolab.train.callbacks`). At the end it loads the *best*
 checkpoint (highest validation macro-F1, not the last epoch) and evaluates
-it on the test split.
+it on the test split. In stages where a WavLM backbone is entirely frozen its
+outputs are computed once and read from the feature cache
+(:mod:`emolab.train.feature_cache`, ``TrainConfig.feature_cache``).
 
 GPU: mixed precision (bf16 where supported, else fp16 with a grad scaler),
 non-blocking copies from pinned memory, optional ``torch.compile``; DDP under
@@ -39,6 +41,7 @@ from emolab.train.callbacks import Callback
 from emolab.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from emolab.train.config import TrainConfig
 from emolab.train.distributed import DistContext, resolve_device
+from emolab.train.feature_cache import WavLMFeatureCache
 from emolab.train.metrics import Predictions, classification_metrics, epoch_metrics
 from emolab.train.optim import Stage, configure_stage, make_loss, make_optimizer, make_scheduler, plan_stages
 
@@ -176,6 +179,10 @@ class EmotionTrainer:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.featurizer = _featurizer_for(self.loaders, channels_last=self.device.type == "cuda")
+        # frozen-WavLM stages read cached backbone features (emolab.train.feature_cache)
+        self.feature_cache = WavLMFeatureCache(
+            enabled=cfg.feature_cache, variants=cfg.feature_cache_variants, batch_size=cfg.batch_size
+        )
         if self.device.type == "cuda" and self.modality != "audio":
             self.model.to(memory_format=torch.channels_last)  # the ResNets read channels-last frames faster
         core: nn.Module = _BatchForward(self.model)
@@ -209,6 +216,8 @@ class EmotionTrainer:
     def _inputs(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
         if self.featurizer is not None:  # raw batches: uint8/int16 + augmentation parameters -> model inputs
             batch = self.featurizer(batch, self.device)
+        if "audio_features" in batch:  # a frozen-WavLM stage: cached backbone outputs stand in for the audio
+            batch = {**batch, "audio": batch["audio_features"]}
         inputs = {
             k: batch[k].to(self.device, non_blocking=True)
             for k in _INPUT_KEYS[self.modality]
@@ -258,6 +267,8 @@ class EmotionTrainer:
             if self.scheduler is not None and state.get("scheduler") is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
         self._wrap()
+        # after freezing and DDP's weight broadcast: cached features iff the WavLM backbone is frozen
+        self.feature_cache.begin_stage(self)
         self._call("on_stage_start", stage)
 
     # ------------------------------------------------------------------ epochs
@@ -421,6 +432,7 @@ class EmotionTrainer:
                 record = self._run_epoch()
                 self._call("on_epoch_end", record)
         metrics = self.test()
+        self.feature_cache.release(self)  # leave the model and datasets on waveforms
         self._call("on_fit_end", metrics)
         return metrics
 
