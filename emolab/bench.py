@@ -14,7 +14,9 @@ Figures, measured side by side on generated RAVDESS-like clips (1280x720,
 * memory: peak RSS of the training process per mode (the peak is reset per mode
   through ``/proc/self/clear_refs``; loader workers are not included) and
   ``torch.cuda.max_memory_allocated`` on CUDA;
-* growth: cold and warm epoch time and cache size for 1x, 2x, 4x the clips.
+* growth: cold and warm epoch time and cache size for 1x, 2x, 4x the clips;
+* wavlm_cache: a WavLM stage-1 epoch (frozen backbone) with and without the
+  feature cache (:mod:`emolab.bench_wavlm`), and the one-off fill.
 
 Tests never assert timings; they check the structure on a tiny configuration.
 """
@@ -368,12 +370,15 @@ class BenchConfig:
     steps: int = 8
     modes: tuple[str, ...] = DEFAULT_MODES
     device: str | None = None  # None: cuda when available, else cpu
+    wavlm: str = "base"  # feature-cache figure: "base" (wavlm-base sized), "small", or "none"
+    wavlm_clips: int = 16
     quick: bool = False
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> BenchConfig:
         """The ``--quick`` sizes: 8 clips, 2 warm epochs, growth on 2/4/8 clips, 1 warm-up + 2 timed steps."""
-        base = {"clips": 8, "growth_base": 2, "warm_epochs": 2, "warmup": 1, "steps": 2, "quick": True}
+        base = {"clips": 8, "growth_base": 2, "warm_epochs": 2, "warmup": 1, "steps": 2, "quick": True,
+                "wavlm": "small", "wavlm_clips": 8}
         return cls(**{**base, **overrides})
 
 
@@ -413,6 +418,13 @@ def run_bench(cfg: BenchConfig, *, data: Path | None = None, log: Any = None) ->
         for mode in cfg.modes:
             print(f"training: {mode} ...", file=log)
             train[mode] = measure_mode(mode, pairs[: cfg.clips], root / "cache", tb)
+        wavlm = None
+        if cfg.wavlm != "none":
+            from emolab.bench_wavlm import measure_wavlm_cache
+
+            print(f"WavLM feature cache ({cfg.wavlm}) ...", file=log)
+            wavlm = measure_wavlm_cache(cfg.wavlm_clips, wavlm=cfg.wavlm, batch_size=cfg.batch_size,
+                                        device=cfg.device, epochs=1 if cfg.quick else 2, workdir=root / "wavlm")
     settings = asdict(cfg)
     settings["size"] = f"{cfg.size[0]}x{cfg.size[1]}"
     settings["modes"] = list(cfg.modes)
@@ -422,6 +434,7 @@ def run_bench(cfg: BenchConfig, *, data: Path | None = None, log: Any = None) ->
         "data": data_res,
         "train": train,
         "growth": growth,
+        "wavlm_cache": wavlm,
         "elapsed_s": time.perf_counter() - t_start,
     }
 
@@ -458,6 +471,12 @@ def format_table(res: dict[str, Any]) -> str:
     for g in res["growth"]:
         lines.append(f"{str(g['scale']) + 'x':<8}{g['clips']:>6}{g['cold_s']:>9.2f}{g['warm_s']:>9.2f}"
                      f"{g['cache_bytes'] / 2**20:>11.2f}{g['cache_bytes_per_clip'] / 1024:>10.0f}")
+    w = res.get("wavlm_cache")
+    if w:
+        lines += ["", f"WavLM stage-1 epoch, {w['wavlm']}, {w['clips']} clips: {w['epoch_s_plain']:.2f} s with the "
+                      f"backbone every step, {w['epoch_s_cached']:.3f} s from the feature cache "
+                      f"({w['speedup']:.0f}x) after a {w['fill_s']:.2f} s fill; "
+                      f"{w['cache_bytes'] / 2**20:.1f} MiB"]
     lines.append(f"\ntotal {res['elapsed_s']:.1f} s")
     return "\n".join(lines)
 
@@ -487,13 +506,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm_epochs", type=int, default=None, help="warm data epochs (median)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--data", default=None, help="use this corpus instead of generating clips")
+    p.add_argument("--wavlm", choices=("base", "small", "none"), default=None,
+                   help="WavLM feature-cache figure: a random wavlm-base-sized backbone (default), a small one "
+                        "(--quick), or none")
+    p.add_argument("--wavlm_clips", type=int, default=None, help="clips of the WavLM figure (default 16, quick 8)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """A :class:`BenchConfig` from the parsed flags (``ValueError`` on bad values)."""
     over: dict[str, Any] = {}
     for name in ("clips", "growth_base", "seconds", "fps", "batch_size", "workers", "warmup", "steps",
-                 "warm_epochs", "device"):
+                 "warm_epochs", "device", "wavlm", "wavlm_clips"):
         if getattr(args, name) is not None:
             over[name] = getattr(args, name)
     if args.size:
@@ -502,7 +525,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         over["size"] = parse_size(args.size)
     if args.modes:
         over["modes"] = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    for name in ("clips", "growth_base", "batch_size", "steps"):
+    for name in ("clips", "growth_base", "batch_size", "steps", "wavlm_clips"):
         if name in over and over[name] < 1:
             raise ValueError(f"--{name} must be >= 1")
     return BenchConfig.quick_config(**over) if args.quick else BenchConfig(**over)

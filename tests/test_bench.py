@@ -12,7 +12,8 @@ import pytest
 from emolab.cli import main
 
 TINY = ["--size", "96x64", "--seconds", "1", "--fps", "10", "--clips", "4", "--growth_base", "1",
-        "--batch_size", "2", "--warmup", "1", "--steps", "1", "--warm_epochs", "1", "--workers", "0"]
+        "--batch_size", "2", "--warmup", "1", "--steps", "1", "--warm_epochs", "1", "--workers", "0",
+        "--wavlm", "none"]
 
 
 def _positive(x: object) -> bool:
@@ -21,7 +22,8 @@ def _positive(x: object) -> bool:
 
 def test_bench_json_structure(tmp_path: Path, capsys) -> None:
     out = tmp_path / "results" / "bench.json"
-    assert main(["bench", *TINY, "--modes", "audio,gated", "--json", "--out", str(out)]) == 0
+    assert main(["bench", *TINY, "--modes", "audio,gated", "--json", "--out", str(out),
+                 "--wavlm", "small", "--wavlm_clips", "2"]) == 0
     captured = capsys.readouterr()
     printed = json.loads(captured.out)  # stdout holds only the JSON object
     written = json.loads(out.read_text())
@@ -48,6 +50,10 @@ def test_bench_json_structure(tmp_path: Path, capsys) -> None:
         assert _positive(g["cold_s"]) and _positive(g["warm_s"])
         assert g["cache_bytes_per_clip"] >= 8 * 3 * 112 * 112  # the uint8 frames at least
     assert written["config"]["modes"] == ["audio", "gated"] and written["config"]["device"] == "cpu"
+    w = written["wavlm_cache"]
+    assert w["clips"] == 2 and w["entries_computed"] == 2 and w["cache_bytes"] > 0
+    assert _positive(w["epoch_s_plain"]) and _positive(w["epoch_s_cached"]) and _positive(w["fill_s"])
+    assert "WavLM stage-1 epoch" in captured.err
 
 
 def test_bench_table_to_stdout(tmp_path: Path, capsys) -> None:

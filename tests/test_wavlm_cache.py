@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +37,6 @@ from emolab.train.feature_cache import (
     backbone_fingerprint,
     backbone_tag,
     fill_features,
-    measure_wavlm_cache,
 )
 from tests.test_models_wavlm import tiny_config
 
@@ -411,6 +409,8 @@ def test_cli_flags_and_config_checks() -> None:
 
 
 def test_measure_wavlm_cache_structure(tmp_path) -> None:
+    from emolab.bench_wavlm import measure_wavlm_cache
+
     threads = torch.get_num_threads()
     res = measure_wavlm_cache(4, wavlm=tiny_config(), batch_size=2, seconds=SECONDS, variants=1,
                               num_threads=threads + 1, workdir=tmp_path)

@@ -1,0 +1,210 @@
+"""WavLM feature-cache benchmark: one stage-1 epoch with and without :mod:`emolab.train.feature_cache`.
+
+``emolab bench`` runs :func:`measure_wavlm_cache` (``--wavlm small|base|none``);
+it can be called on its own::
+
+    from emolab.bench_wavlm import measure_wavlm_cache
+    measure_wavlm_cache(16, wavlm="base", batch_size=8, epochs=3, num_threads=1)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+
+from emolab.data.feature_cache import FeatureStore
+
+if TYPE_CHECKING:
+    from transformers import WavLMConfig
+
+__all__ = ["measure_wavlm_cache"]
+
+
+def _small_config() -> WavLMConfig:
+    from transformers import WavLMConfig
+
+    # a quarter of wavlm-base's width, 4 of its 12 layers, the same conv front end (Ta = 149 for 3 s)
+    return WavLMConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768)
+
+
+def _bench_clips(root: Path, n: int, seconds: float) -> list[Any]:
+    """``n`` RAVDESS-named WAVs (synthetic speech of the demo generator) and a noise file; audio-only pairs."""
+    import soundfile as sf
+
+    from emolab.data.demo import DemoConfig, synthesize_noise, synthesize_recording
+    from emolab.data.ravdess import PairRecord
+
+    cfg = DemoConfig(actors=1, seconds=seconds, seed=0)
+    keys = [(e, i, s, r) for e in range(1, 9) for i in ((1,) if e == 1 else (1, 2)) for s in (1, 2) for r in (1, 2)]
+    pairs = []
+    for j in range(n):
+        actor = 1 + j // len(keys)
+        e, i, s, r = keys[j % len(keys)]
+        clip = synthesize_recording(cfg, actor=actor, emotion=e, intensity=i, statement=s, repetition=r, video=False)
+        stem = f"01-{e:02d}-{i:02d}-{s:02d}-{r:02d}-{actor:02d}"
+        wav = root / f"Actor_{actor:02d}" / f"03-{stem}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav, clip.audio, cfg.sample_rate, subtype="PCM_16")
+        pairs.append(PairRecord(wav.with_name(f"02-{stem}.mp4"), wav, e, i, s, r, actor))
+    (root / "Noise").mkdir(exist_ok=True)
+    sf.write(root / "Noise" / "noise.wav", synthesize_noise(8.0, cfg.sample_rate, 0), cfg.sample_rate, subtype="PCM_16")
+    return pairs
+
+
+def measure_wavlm_cache(
+    n_clips: int = 16,
+    *,
+    wavlm: str | WavLMConfig | dict[str, Any] = "small",
+    batch_size: int = 8,
+    device: str = "cpu",
+    variants: int = 0,
+    epochs: int = 1,
+    num_workers: int = 0,
+    seconds: float = 3.0,
+    num_threads: int | None = None,
+    workdir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Time a WavLM stage-1 epoch (frozen backbone, head trains) over ``n_clips`` clips, without and with the cache.
+
+    The clips are synthetic 3 s speech WAVs (the demo generator), augmented
+    with noise like a training split; their audio is decoded into the frame
+    cache first, so the timings compare the model side only. Steps: the plain
+    epoch (backbone forward every step), the one-off fill, the cached epoch
+    (median over ``epochs`` each), and a second stage start over a warm cache
+    (fingerprint + entry checks, no forward).
+
+    Args:
+        n_clips: training clips.
+        wavlm: ``"small"`` (a 4-layer, 192-wide random WavLM: fast), ``"base"``
+            (a random ``WavLMConfig()``: wavlm-base's architecture and cost,
+            no download), a ``WavLMConfig``/dict, or a Hub name / local folder of
+            pretrained weights, loaded only if available offline.
+        batch_size, device, num_workers: as in training.
+        variants: noisy variants per clip to fill (the fill time grows with ``1 + variants``).
+        epochs: timed epochs per mode (the median is reported).
+        seconds: clip length of the generated audio.
+        num_threads: ``torch.set_num_threads`` during the measurement (restored
+            after); ``None`` keeps the current setting. On a small shared CPU
+            one thread can be much faster than oversubscribed ones.
+        workdir: where clips and the cache go (default: a temporary folder, removed).
+        log: progress messages (e.g. ``print``).
+
+    Returns:
+        ``{"clips", "batch_size", "device", "wavlm", "backbone_params", "variants",
+        "threads", "epoch_s_plain", "fill_s", "epoch_s_cached", "speedup", "warm_start_s",
+        "break_even_epochs", "cache_bytes", "entries_computed"}``; ``speedup`` is
+        plain / cached epoch time, ``break_even_epochs`` the epochs after which
+        fill + cached epochs cost less than plain ones.
+    """
+    import tempfile
+
+    from transformers import WavLMConfig, WavLMModel
+
+    from emolab.data.datasets import DataConfig, RavdessWavLMDataset, make_loader, warm_cache
+    from emolab.models.registry import ModelConfig, build_model, count_parameters
+    from emolab.train.config import TrainConfig
+    from emolab.train.trainer import EmotionTrainer, RunPaths
+
+    say = log or (lambda _msg: None)
+    tmp = tempfile.TemporaryDirectory(prefix="emolab-wavlm-cache-") if workdir is None else None
+    threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    work = Path(tmp.name if tmp is not None else workdir)  # type: ignore[arg-type]
+    try:
+        if isinstance(wavlm, str) and wavlm in ("small", "base"):
+            config: Any = _small_config() if wavlm == "small" else WavLMConfig()
+            name = f"{wavlm} (random init)"
+        elif isinstance(wavlm, (WavLMConfig, dict)):
+            config, name = wavlm, "given config (random init)"
+        else:
+            try:
+                pretrained = WavLMModel.from_pretrained(str(wavlm), local_files_only=True)
+            except OSError as err:
+                raise RuntimeError(f"measure_wavlm_cache: {wavlm!r} is not available offline ({err})") from None
+            config, name = None, str(wavlm)
+        torch.manual_seed(0)
+        model_cfg = ModelConfig(fusion="audio", use_wavlm=True, wavlm_config=config)
+        model = build_model("audio", use_wavlm=True, wavlm_config=config if config is not None else pretrained.config)
+        if config is None:
+            model.backbone.load_state_dict(pretrained.state_dict())
+        say(f"generating {n_clips} clips of {seconds:g} s")
+        pairs = _bench_clips(work / "data", n_clips, seconds)
+        data_cfg = DataConfig(cache_dir=str(work / "cache"), face_crop="none", clip_seconds=seconds)
+        ds = RavdessWavLMDataset(pairs, augment=True, config=data_cfg, data_root=work / "data", seed=0,
+                                 raw=True, modalities=("audio",))
+        warm_cache(ds, num_workers=0, progress=False)
+        loaders = {"train": make_loader(ds, batch_size, shuffle=True, num_workers=num_workers, seed=0)}
+        paths = RunPaths(work / "run", work, "audio")
+
+        def trainer(cache: bool) -> EmotionTrainer:
+            cfg = TrainConfig(data_root=str(work / "data"), model=model_cfg, data=data_cfg, epochs=epochs,
+                              batch_size=batch_size, device=device, progress=False, num_workers=num_workers,
+                              feature_cache=cache, feature_cache_variants=variants)
+            t = EmotionTrainer(model, cfg, loaders, paths)
+            t.log = say  # type: ignore[method-assign]  # the fill summary goes to ``log``
+            return t
+
+        def sync() -> None:
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize()
+
+        def timed_epochs(t: EmotionTrainer) -> float:
+            times = []
+            for e in range(epochs):
+                sync()
+                t0 = time.perf_counter()
+                t.train_epoch(e)
+                sync()
+                times.append(time.perf_counter() - t0)
+            return float(np.median(times))
+
+        plain = trainer(False)
+        plain._begin_stage(plain.stages[0])
+        say("timing the plain epoch (backbone forward every step)")
+        epoch_plain = timed_epochs(plain)
+
+        cached = trainer(True)
+        say("filling the feature cache")
+        sync()
+        t0 = time.perf_counter()
+        cached._begin_stage(cached.stages[0])
+        sync()
+        fill_s = time.perf_counter() - t0
+        computed = cached.feature_cache.last_fill.computed if cached.feature_cache.last_fill else 0
+        say("timing the cached epoch")
+        epoch_cached = timed_epochs(cached)
+        cached.feature_cache.release(cached)
+        again = trainer(True)  # a new run over the warm cache: fingerprint + entry checks, no forward
+        t0 = time.perf_counter()
+        again._begin_stage(again.stages[0])
+        warm_s = time.perf_counter() - t0
+        assert again.feature_cache.last_fill is not None and again.feature_cache.last_fill.computed == 0
+        again.feature_cache.release(again)
+        gain = epoch_plain - epoch_cached
+        return {
+            "clips": n_clips,
+            "batch_size": batch_size,
+            "device": str(cached.device),
+            "wavlm": name,
+            "backbone_params": count_parameters(model.backbone),
+            "variants": variants,
+            "threads": torch.get_num_threads(),
+            "epoch_s_plain": epoch_plain,
+            "fill_s": fill_s,
+            "epoch_s_cached": epoch_cached,
+            "speedup": epoch_plain / epoch_cached if epoch_cached > 0 else float("inf"),
+            "warm_start_s": warm_s,
+            "break_even_epochs": fill_s / gain if gain > 0 else float("inf"),
+            "cache_bytes": FeatureStore(work / "cache").disk_bytes(),
+            "entries_computed": computed,
+        }
+    finally:
+        torch.set_num_threads(threads)
+        if tmp is not None:
+            tmp.cleanup()
