@@ -38,7 +38,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from emolab.data.audio import AudioNoise, log_mel
-from emolab.data.datasets import DataConfig, RavdessMelDataset, collate_skip_failed, make_loader, resolve_noise_path
+from emolab.data.datasets import (
+    DataConfig,
+    RavdessAVDataset,
+    RavdessMelDataset,
+    RavdessWavLMDataset,
+    collate_skip_failed,
+    make_loader,
+    resolve_noise_path,
+)
 from emolab.data.ravdess import class_names, pair_corpus
 from emolab.data.splits import SplitConfig, make_split
 from emolab.data.video import probe_video
@@ -252,19 +260,22 @@ def load_or_train(
 
 
 class NoisyAtSNR(Dataset):
-    """A Mel dataset whose audio gets noise mixed in at exactly ``snr_db`` (None: clean).
+    """A test dataset whose audio gets noise mixed in at exactly ``snr_db`` (None: clean).
+
+    The noise goes into the waveform; a Mel dataset then yields the log-Mel of the
+    noisy wave, a waveform (WavLM) dataset the noisy wave itself.
 
     The noise excerpt of item ``i`` is drawn from ``default_rng([seed, i, level])``,
     so every level and item is reproducible whatever the batch order.
 
     Args:
-        dataset: a non-augmented :class:`RavdessMelDataset`.
+        dataset: a non-augmented :class:`RavdessMelDataset` (or :class:`RavdessWavLMDataset`).
         noise: the noise source (file or Gaussian).
         snr_db: the SNR in dB, or None for clean audio.
         seed: base seed of the noise excerpts.
     """
 
-    def __init__(self, dataset: RavdessMelDataset, noise: AudioNoise, snr_db: float | None, seed: int = 0):
+    def __init__(self, dataset: RavdessAVDataset, noise: AudioNoise, snr_db: float | None, seed: int = 0):
         self.dataset, self.noise, self.snr_db, self.seed = dataset, noise, snr_db, int(seed)
 
     def __len__(self) -> int:
@@ -278,25 +289,27 @@ class NoisyAtSNR(Dataset):
         level = int(round(self.snr_db * 10)) + 10_000
         noisy = self.noise.mix(wave, self.snr_db, np.random.default_rng([self.seed, int(index), level]))
         c = self.dataset.config
-        item["audio"] = log_mel(noisy, sample_rate=c.sample_rate, n_mels=c.n_mels)
+        mel = self.dataset.audio_kind == "mel"
+        item["audio"] = log_mel(noisy, sample_rate=c.sample_rate, n_mels=c.n_mels) if mel else noisy
         return item
 
 
-def test_dataset(cfg: TrainConfig, *, max_items: int | None = None) -> RavdessMelDataset:
-    """The test split of ``cfg`` as a non-augmented Mel dataset (its first ``max_items`` pairs).
+def test_dataset(cfg: TrainConfig, *, max_items: int | None = None) -> RavdessAVDataset:
+    """The test split of ``cfg`` as a non-augmented dataset (its first ``max_items`` pairs).
+
+    A :class:`RavdessMelDataset`, or a :class:`RavdessWavLMDataset` for a WavLM config.
 
     Raises:
-        ValueError: a WavLM config (notebooks 04-05 read log-Mel models), or an empty test split.
+        ValueError: an empty test split.
     """
-    if cfg.model.use_wavlm:
-        raise ValueError("test_dataset: WavLM models are not supported here (log-Mel models only)")
     pairs = pair_corpus(cfg.data_root, vocal_channel=cfg.vocal_channel, check="size").pairs
     recs = list(dict(make_split(pairs, cfg.split).items())["test"])
     if max_items is not None:
         recs = recs[:max_items]
     if not recs:
         raise ValueError(f"the test split of {cfg.data_root} is empty")
-    return RavdessMelDataset(recs, augment=False, config=cfg.data, data_root=cfg.data_root, seed=cfg.seed)
+    dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
+    return dataset_cls(recs, augment=False, config=cfg.data, data_root=cfg.data_root, seed=cfg.seed)
 
 
 @dataclass

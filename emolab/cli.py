@@ -115,10 +115,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from emolab import notebooks as nbs
 
-    print("\n== running the notebooks headless (smoke settings; 05 on the model just trained) ==")
+    print("\n== running the notebooks headless (smoke settings; 05 and 06 on the model just trained) ==")
     out = Path(args.output_dir) / "notebooks"
     names = [str(p) for p in nbs.list_notebooks()]
-    gates = [n for n in names if Path(n).name.startswith("05_")]
+    gates = [n for n in names if Path(n).name.startswith(("05_", "06_"))]  # they take `checkpoint`
     common = {"data_root": str(data_root)}
     summary = nbs.run_grid([n for n in names if n not in gates], {}, {**common, "SMOKE": True}, out)
     if gates:
@@ -196,6 +196,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CLIError(str(e)) from None
     return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    """``emolab robustness``: trained runs under test-time corruptions (see :mod:`emolab.robustness`)."""
+    from emolab.robustness import InputError, run_from_args
+
+    try:
+        return run_from_args(args)
+    except InputError as e:
+        raise CLIError(str(e)) from None
 
 
 def cmd_download_ravdess(args: argparse.Namespace) -> int:
@@ -279,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "robustness", help="evaluate trained runs under audio noise, video blur/darkness/occlusion, a missing modality"
+    )
+    from emolab.robustness import add_arguments as _add_robustness_arguments  # light: torch inside functions
+
+    _add_robustness_arguments(p)
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser(
         "download-ravdess", help="download the RAVDESS archives from Zenodo (or a mirror), verify and extract them"

@@ -14,12 +14,14 @@ throughout, so frame strips, spectrograms and attention maps line up.
 * attention (notebook 04): :func:`attention_maps`, :func:`attention_over_media`, with time axes
   from :func:`video_frame_times` and :func:`audio_step_times`
 * gates (notebook 05): :func:`gate_histograms`, :func:`gate_by_snr`, :func:`gate_stats`
+* robustness (notebook 06, ``emolab robustness``): :func:`robustness_curves`
 """
 
 from emolab.viz.attention import attention_maps, attention_over_media, audio_step_times, video_frame_times
 from emolab.viz.corpus import balance_plot, pairs_heatmap, split_composition
 from emolab.viz.gates import gate_by_snr, gate_histograms, gate_stats, snr_order
 from emolab.viz.media import as_display_frames, as_mel_image, augmentation_panel, frame_strip, log_mel_image
+from emolab.viz.robustness import robustness_curves
 from emolab.viz.training import confusion_matrix_plot, history_records, learning_curves
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "learning_curves",
     "log_mel_image",
     "pairs_heatmap",
+    "robustness_curves",
     "snr_order",
     "split_composition",
     "video_frame_times",
