@@ -9,8 +9,9 @@ Figures, measured side by side on generated RAVDESS-like clips (1280x720,
   emolab warm (cached, median over epochs);
 * train: samples/s of forward + backward + Adam step per fusion mode (AudioCNN,
   ResNet18 on 8 frames of 112 px), on an in-memory random batch of the real
-  shapes (the compute bound) and fed by the real loader over the warm cache
-  (end to end); their ratio says whether the loader starves the model;
+  shapes (the compute bound) and fed by the trainer's data path over the warm
+  cache (end to end), the two alternating in blocks; their ratio says whether
+  the loader starves the model;
 * memory: peak RSS of the training process per mode (the peak is reset per mode
   through ``/proc/self/clear_refs``; loader workers are not included) and
   ``torch.cuda.max_memory_allocated`` on CUDA;
@@ -309,20 +310,8 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
             loss.backward()
             opt.step()
 
-        batch = synthetic_batch(cfg.batch_size, device)
-        for _ in range(cfg.warmup):
-            step(batch)
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(cfg.steps):
-            step(batch)
-        _sync(device)
-        compute = cfg.steps * cfg.batch_size / (time.perf_counter() - t0)
-        del batch
-
         # End to end: the trainer's data path over the warm cache (augmented training set, raw
-        # uint8/int16 batches featurised on the device, only the modalities the model reads),
-        # enough samples for 1 + steps batches.
+        # uint8/int16 batches featurised on the device, only the modalities the model reads).
         need = (cfg.steps + 1) * cfg.batch_size
         served = [pairs[i % len(pairs)] for i in range(need)]
         ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True, raw=True,
@@ -334,17 +323,30 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
         first = next(it)  # worker start-up and first fetch: not timed
         first_s = time.perf_counter() - t_first
         del first
-        done = 0
-        _sync(device)
-        t0 = time.perf_counter()
-        for b in it:
-            b = featurize(b, device)
-            b = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
-            step(b)
-            done += b["label"].shape[0]
-        _sync(device)
-        end_to_end = done / (time.perf_counter() - t0)
-        del it, loader
+
+        def loader_step() -> None:
+            b = featurize(next(it), device)
+            step({k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()})
+
+        batch = synthetic_batch(cfg.batch_size, device)
+        for _ in range(cfg.warmup):
+            step(batch)
+        # Compute-bound and end-to-end steps alternate in blocks, so that drift of the machine's
+        # speed (frequency, other processes) affects both figures alike.
+        spent = {"compute": 0.0, "end_to_end": 0.0}
+        blocks = min(4, cfg.steps)
+        sizes = [cfg.steps // blocks + (i < cfg.steps % blocks) for i in range(blocks)]
+        for size in sizes:
+            for name, fn in (("compute", lambda: step(batch)), ("end_to_end", loader_step)):
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(size):
+                    fn()
+                _sync(device)
+                spent[name] += time.perf_counter() - t0
+        compute = cfg.steps * cfg.batch_size / spent["compute"]
+        end_to_end = cfg.steps * cfg.batch_size / spent["end_to_end"]
+        del batch, it, loader
     return {
         "compute_samples_per_s": compute,
         "end_to_end_samples_per_s": end_to_end,

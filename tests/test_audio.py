@@ -343,3 +343,15 @@ def test_audio_noise_is_picklable(noise_file, clean):
     torch.testing.assert_close(
         copy(clean, np.random.default_rng(3)), noise(clean, np.random.default_rng(3))
     )
+
+
+@pytest.mark.parametrize("n_mels, length", [(64, 48000), (40, 16000), (64, 12345)])
+def test_log_mel_matches_torchaudio(n_mels, length):
+    gen = torch.Generator().manual_seed(0)
+    wave = torch.randn(3, 1, length, generator=gen) * torch.linspace(0, 1, length) ** 2  # loud and near-silent parts
+    wave[1] = 0.0  # silence: -100 dB everywhere
+    ours = A.log_mel(wave, n_mels=n_mels)
+    ref = A.reference_log_mel(wave, n_mels=n_mels)
+    assert ours.shape == ref.shape == (3, 1, n_mels, length // 160 + 1)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-3)
+    assert torch.all(ours[1] == -100.0)
