@@ -346,7 +346,6 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
                 spent[name] += time.perf_counter() - t0
         compute = cfg.steps * cfg.batch_size / spent["compute"]
         end_to_end = cfg.steps * cfg.batch_size / spent["end_to_end"]
-        del batch, it, loader
     return {
         "compute_samples_per_s": compute,
         "end_to_end_samples_per_s": end_to_end,
