@@ -2,8 +2,9 @@
 
 Reading is done with :mod:`soundfile` (``torchaudio.load`` needs torchcodec),
 resampling with :func:`torchaudio.functional.resample`, the log-Mel image with
-torchaudio's ``MelSpectrogram`` + ``AmplitudeToDB`` and noise mixing with
-:func:`torchaudio.functional.add_noise`.
+:class:`LogMel` (torchaudio's ``MelSpectrogram`` + ``AmplitudeToDB``, computed
+faster) and noise mixing with :func:`mix_batch` (the formula of
+:func:`torchaudio.functional.add_noise`, per clip of a batch).
 
 Typical use::
 
@@ -272,10 +273,11 @@ def _fit_noise(noise: Tensor, length: int) -> Tensor:
 def mix_at_snr(wave: Tensor, noise: Tensor, snr_db: float) -> Tensor:
     """Add ``noise`` scaled so that the signal-to-noise ratio is ``snr_db`` dB.
 
-    Uses :func:`torchaudio.functional.add_noise`; power is measured over the whole
-    wave (padding included). ``noise`` is cropped (from its start) or tiled to the
-    wave length and broadcast over the wave's leading dims. A silent noise leaves
-    the wave unchanged; a silent wave stays silent.
+    Power is measured over the whole wave (padding included), per row of the
+    leading dims, as :func:`torchaudio.functional.add_noise` does (this is
+    :func:`mix_batch` on one clip). ``noise`` is cropped (from its start) or
+    tiled to the wave length and broadcast over the wave's leading dims. A
+    silent noise leaves the wave unchanged; a silent wave stays silent.
 
     Args:
         wave: tensor of shape `(..., N)`, e.g. `(1, N)`.
@@ -285,12 +287,12 @@ def mix_at_snr(wave: Tensor, noise: Tensor, snr_db: float) -> Tensor:
     Returns:
         tensor of the shape of ``wave``.
     """
-    noise = _fit_noise(noise.to(device=wave.device, dtype=wave.dtype), wave.shape[-1])
-    noise = torch.broadcast_to(noise, wave.shape)
-    if not bool((noise.abs().sum(dim=-1) > 0).all()):
-        return wave.clone()
-    snr = torch.full(wave.shape[:-1], float(snr_db), dtype=wave.dtype, device=wave.device)
-    return AF.add_noise(wave, noise, snr)
+    n = wave.shape[-1]
+    noise = _fit_noise(noise.to(device=wave.device, dtype=wave.dtype), n)
+    noise = torch.broadcast_to(noise, wave.shape).reshape(-1, n)
+    rows = wave.reshape(-1, n)
+    snr = torch.full((rows.shape[0],), float(snr_db), dtype=wave.dtype, device=wave.device)
+    return mix_batch(rows, noise, snr).reshape(wave.shape)
 
 
 def measure_snr(clean: Tensor, noisy: Tensor) -> float:

@@ -23,7 +23,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -107,6 +107,15 @@ class ClipAudio:
         return self.samples.nbytes
 
 
+def _read_frames(z: Any) -> ClipFrames:
+    box = tuple(int(v) for v in z["box"]) if z["box"].size == 4 else None
+    return ClipFrames(frames=z["frames"], valid=z["valid"], face=str(z["face"]), box=box)
+
+
+def _read_audio(z: Any) -> ClipAudio:
+    return ClipAudio(z["samples"], float(z["scale"]), int(z["length"]))
+
+
 class FrameCache:
     """Memory + disk cache of :class:`~emolab.data.video.ClipFrames` and :class:`ClipAudio`.
 
@@ -151,25 +160,27 @@ class FrameCache:
         return self._get(self.key(path, settings))
 
     def _get(self, key: str) -> ClipFrames | None:
-        clip = self._memory.get(key)
-        if clip is not None:
+        return self._lookup(key, "frames", _read_frames)
+
+    def _lookup(self, key: str, kind: str, read: Callable[[Any], Any]) -> Any:
+        """The entry from memory, else from disk (``read`` parses the open ``.npz``), else ``None``."""
+        entry = self._memory.get(key)
+        if entry is not None:
             self._memory.move_to_end(key)
             self.hits_memory += 1
-            return clip
+            return entry
         if self.directory is None:
             return None
-        f = self._disk_path(key)
         try:
-            with np.load(f, allow_pickle=False) as z:
-                box = tuple(int(v) for v in z["box"]) if z["box"].size == 4 else None
-                clip = ClipFrames(frames=z["frames"], valid=z["valid"], face=str(z["face"]), box=box)
+            with np.load(self._disk_path(key, kind), allow_pickle=False) as z:
+                entry = read(z)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return None  # a damaged entry is a miss; it is rewritten atomically
         self.hits_disk += 1
-        self._remember(key, clip)
-        return clip
+        self._remember(key, entry)
+        return entry
 
     @staticmethod
     def _size(entry: ClipFrames | ClipAudio) -> int:
@@ -229,23 +240,9 @@ class FrameCache:
     ) -> ClipAudio:
         """The cached audio clip, or ``compute()`` stored (atomically) and returned."""
         key = self.key(path, settings)
-        entry = self._memory.get(key)
-        if isinstance(entry, ClipAudio):
-            self._memory.move_to_end(key)
-            self.hits_memory += 1
+        entry = self._lookup(key, "audio", _read_audio)
+        if entry is not None:
             return entry
-        if self.directory is not None:
-            try:
-                with np.load(self._disk_path(key, "audio"), allow_pickle=False) as z:
-                    entry = ClipAudio(z["samples"], float(z["scale"]), int(z["length"]))
-            except FileNotFoundError:
-                entry = None
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-                entry = None  # a damaged entry is a miss; it is rewritten atomically
-            if entry is not None:
-                self.hits_disk += 1
-                self._remember(key, entry)
-                return entry
         self.misses += 1
         entry = compute()
         self._remember(key, entry)
