@@ -163,3 +163,27 @@ def test_featurizer_on_cuda_matches_cpu(pairs, cache_dir):
     assert gpu["video"].is_contiguous(memory_format=torch.channels_last) or gpu["video"].stride()[2] == 1
     torch.testing.assert_close(gpu["video"].cpu(), cpu["video"], rtol=0, atol=1e-5)
     torch.testing.assert_close(gpu["audio"].cpu(), cpu["audio"], rtol=1e-4, atol=1e-2)
+
+
+def test_packed_raw_batches_featurize_like_unpacked(pairs, cache_dir, demo_root):
+    from emolab.data.features import collate_raw, unpack_augment
+
+    raw = RavdessMelDataset(pairs[:5], config=DataConfig(face_crop="none"), raw=True, augment=True, seed=4,
+                            audio_noise=AudioNoise(demo_root / "Noise" / "noise.wav"))
+    items = [raw[i] for i in range(5)] + [None]  # a failed sample is dropped and counted
+    loose, packed = collate_skip_failed(items), collate_raw(items)
+    assert packed["num_skipped"] == 1 and packed["aug_f"].shape == (5, 3) and packed["aug_i"].shape == (5, 4)
+    assert "video_aug" not in packed and "audio_aug" not in packed
+    assert torch.equal(packed["meta"]["index"], torch.arange(5)) and packed["meta"]["actor"] == [p.actor for p in pairs[:5]]
+    video, audio = unpack_augment(packed)
+    for got, want in ((video, loose["video_aug"]), (audio, loose["audio_aug"])):
+        assert set(got) == set(want)
+        for k in want:
+            torch.testing.assert_close(got[k], want[k].to(got[k].dtype), rtol=0, atol=0, equal_nan=True)
+    feat = BatchFeaturizer.for_dataset(raw)
+    a, b = feat(loose), feat(packed)
+    torch.testing.assert_close(a["video"], b["video"], rtol=0, atol=0)
+    torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0)
+    assert make_loader(raw, 2, num_workers=0).collate_fn is collate_raw
+    # an unaugmented raw batch has nothing to pack
+    assert "aug_f" not in collate_raw([RavdessMelDataset(pairs[:1], raw=True)[0]])

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from emolab.data.audio import AudioNoise, AudioReadError, load_audio, log_mel
 from emolab.data.cache import AudioSettings, ClipAudio, FrameCache, FrameSettings, default_cache_dir
+from emolab.data.features import collate_raw
 from emolab.data.feature_cache import (
     CachedFeatures,
     FeatureStore,
@@ -462,7 +463,8 @@ def make_loader(
     ``num_workers=-1`` resolves by :func:`resolve_num_workers`; with workers,
     ``persistent_workers=True`` and ``prefetch_factor=2``. Pinned memory is on
     when CUDA is available unless given. Shuffling uses a generator seeded by
-    ``seed``. Failed samples are dropped by :func:`collate_skip_failed`.
+    ``seed``. Failed samples are dropped by :func:`collate_skip_failed`, or for a
+    raw dataset by :func:`~emolab.data.features.collate_raw` (fewer tensors per batch).
     """
     workers = resolve_num_workers(num_workers, data_root)
     if pin_memory is None:
@@ -481,7 +483,7 @@ def make_loader(
         pin_memory=pin_memory,
         drop_last=drop_last,
         generator=generator,
-        collate_fn=collate_skip_failed,
+        collate_fn=collate_raw if getattr(dataset, "raw", False) else collate_skip_failed,
         **kwargs,
     )
 

@@ -38,10 +38,62 @@ from emolab.data.audio import AudioNoise, log_mel
 from emolab.data.augment import apply_video_batch
 from emolab.data.video import normalize
 
-__all__ = ["BatchFeaturizer", "RAW_KEYS"]
+__all__ = ["BatchFeaturizer", "RAW_KEYS", "collate_raw", "unpack_augment"]
 
 #: Keys of a raw batch that featurisation consumes.
-RAW_KEYS = ("video_u8", "video_aug", "audio_i16", "audio_scale", "audio_aug")
+RAW_KEYS = ("video_u8", "video_aug", "audio_i16", "audio_scale", "audio_aug", "aug_f", "aug_i")
+
+# Columns of the packed augmentation parameters of a raw loader batch (see collate_raw).
+_AUG_F = (("video_aug", "brightness", 0.0), ("video_aug", "noise_scale", 0.0), ("audio_aug", "snr_db", float("nan")))
+_AUG_I = (("video_aug", "blur_kernel", 0), ("video_aug", "noise_seed", 0), ("audio_aug", "start", 0),
+          ("audio_aug", "seed", 0))
+
+
+def collate_raw(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Collate raw samples into few tensors, for a cheap hand-over from DataLoader workers.
+
+    Like :func:`~emolab.data.datasets.collate_skip_failed` (failed samples are
+    dropped, ``num_skipped`` counts them), but the per-clip augmentation
+    parameters become two tensors, ``aug_f`` float32 ``(B, 3)`` and ``aug_i``
+    int64 ``(B, 4)`` (:func:`unpack_augment` restores them; a missing op is a
+    no-op), and ``meta`` keeps ``index`` as a tensor and the other fields as
+    lists. Every tensor of a batch crosses the process boundary as its own
+    shared-memory segment, so fewer tensors is what makes the hand-over cheap.
+    """
+    good = [s for s in samples if s is not None]
+    if not good:
+        return None
+    rows_f, rows_i = [], []
+    augmented = any("video_aug" in s or "audio_aug" in s for s in good)
+    metas = []
+    plain = []
+    for s in good:
+        s = dict(s)
+        params = {name: s.pop(name, {}) for name in ("video_aug", "audio_aug")}
+        if augmented:
+            rows_f.append([float(params[g].get(k, d)) for g, k, d in _AUG_F])
+            rows_i.append([int(params[g].get(k, d)) for g, k, d in _AUG_I])
+        metas.append(s.pop("meta"))
+        plain.append(s)
+    batch = torch.utils.data.default_collate(plain)
+    batch["meta"] = {k: [m[k] for m in metas] for k in metas[0]}
+    batch["meta"]["index"] = torch.tensor(batch["meta"]["index"], dtype=torch.int64)
+    if augmented:
+        batch["aug_f"] = torch.tensor(rows_f, dtype=torch.float32)
+        batch["aug_i"] = torch.tensor(rows_i, dtype=torch.int64)
+    batch["num_skipped"] = len(samples) - len(good)
+    return batch
+
+
+def unpack_augment(batch: Mapping[str, Any]) -> tuple[dict[str, Tensor] | None, dict[str, Tensor] | None]:
+    """The ``(video_aug, audio_aug)`` parameter dicts of a batch, packed (:func:`collate_raw`) or not."""
+    if "aug_f" not in batch:
+        return batch.get("video_aug"), batch.get("audio_aug")
+    out: dict[str, dict[str, Tensor]] = {"video_aug": {}, "audio_aug": {}}
+    for cols, packed in ((_AUG_F, batch["aug_f"]), (_AUG_I, batch["aug_i"])):
+        for j, (group, key, _default) in enumerate(cols):
+            out[group][key] = packed[:, j]
+    return out["video_aug"], out["audio_aug"]
 
 
 class BatchFeaturizer:
@@ -117,12 +169,15 @@ class BatchFeaturizer:
         callers need not know which kind of dataset fed them.
         """
         out = {k: v for k, v in batch.items() if k not in RAW_KEYS}
+        video_aug, audio_aug = unpack_augment(batch)
+        if audio_aug is not None and self.audio_noise is None and bool(torch.isnan(audio_aug["snr_db"]).all()):
+            audio_aug = None  # nothing to mix (e.g. a packed batch of a dataset without audio noise)
         if "video_u8" in batch:
             frames = batch["video_u8"].to(device or "cpu", non_blocking=True)
-            out["video"] = self.video(frames, batch.get("video_aug"))
+            out["video"] = self.video(frames, video_aug)
         if "audio_i16" in batch:
             samples = batch["audio_i16"].to(device or "cpu", non_blocking=True)
-            wave = self.wave(samples, batch["audio_scale"], batch.get("audio_aug"))
+            wave = self.wave(samples, batch["audio_scale"], audio_aug)
             if self.audio_kind == "mel":
                 out["audio"] = log_mel(wave, sample_rate=self.sample_rate, n_mels=self.n_mels)
             else:
