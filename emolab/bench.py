@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import re
@@ -279,7 +280,9 @@ class TrainBench:
 
     batch_size: int = 8
     warmup: int = 2
-    steps: int = 8
+    steps: int = 8  # at least; fast modes take more, to fill min_seconds per measure
+    min_seconds: float = 2.0
+    max_steps: int = 400
     workers: int = 2
     device: str = "cpu"
     modes: tuple[str, ...] = DEFAULT_MODES
@@ -310,9 +313,20 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
             loss.backward()
             opt.step()
 
+        batch = synthetic_batch(cfg.batch_size, device)
+        for _ in range(cfg.warmup):
+            step(batch)
+        _sync(device)
+        t0 = time.perf_counter()
+        step(batch)
+        _sync(device)
+        per_step = time.perf_counter() - t0
+        # enough steps for min_seconds per measure (a fast model's 8 steps are too short to time)
+        steps = max(cfg.steps, min(cfg.max_steps, math.ceil(cfg.min_seconds / max(per_step, 1e-6))))
+
         # End to end: the trainer's data path over the warm cache (augmented training set, raw
         # uint8/int16 batches featurised on the device, only the modalities the model reads).
-        need = (cfg.steps + 1) * cfg.batch_size
+        need = (steps + 1) * cfg.batch_size
         served = [pairs[i % len(pairs)] for i in range(need)]
         ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True, raw=True,
                                modalities=model_modalities(mode), audio_noise=AudioNoise(None))
@@ -328,14 +342,11 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
             b = featurize(next(it), device)
             step({k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()})
 
-        batch = synthetic_batch(cfg.batch_size, device)
-        for _ in range(cfg.warmup):
-            step(batch)
         # Compute-bound and end-to-end steps alternate in blocks, so that drift of the machine's
         # speed (frequency, other processes) affects both figures alike.
         spent = {"compute": 0.0, "end_to_end": 0.0}
-        blocks = min(4, cfg.steps)
-        sizes = [cfg.steps // blocks + (i < cfg.steps % blocks) for i in range(blocks)]
+        blocks = min(4, steps)
+        sizes = [steps // blocks + (i < steps % blocks) for i in range(blocks)]
         for size in sizes:
             for name, fn in (("compute", lambda: step(batch)), ("end_to_end", loader_step)):
                 _sync(device)
@@ -344,12 +355,13 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
                     fn()
                 _sync(device)
                 spent[name] += time.perf_counter() - t0
-        compute = cfg.steps * cfg.batch_size / spent["compute"]
-        end_to_end = cfg.steps * cfg.batch_size / spent["end_to_end"]
+        compute = steps * cfg.batch_size / spent["compute"]
+        end_to_end = steps * cfg.batch_size / spent["end_to_end"]
     return {
         "compute_samples_per_s": compute,
         "end_to_end_samples_per_s": end_to_end,
         "ratio": end_to_end / compute,
+        "steps": steps,
         "first_batch_s": first_s,
         **mem.as_dict(),
     }
@@ -371,6 +383,7 @@ class BenchConfig:
     steps: int = 8
     modes: tuple[str, ...] = DEFAULT_MODES
     device: str | None = None  # None: cuda when available, else cpu
+    min_seconds: float = 2.0  # per training measure: fast modes take more than `steps`
     wavlm: str = "base"  # feature-cache figure: "base" (wavlm-base sized), "small", or "none"
     wavlm_clips: int = 16
     quick: bool = False
@@ -379,7 +392,7 @@ class BenchConfig:
     def quick_config(cls, **overrides: Any) -> BenchConfig:
         """The ``--quick`` sizes: 8 clips, 2 warm epochs, growth on 2/4/8 clips, 1 warm-up + 2 timed steps."""
         base = {"clips": 8, "growth_base": 2, "warm_epochs": 2, "warmup": 1, "steps": 2, "quick": True,
-                "wavlm": "small", "wavlm_clips": 8}
+                "min_seconds": 0.5, "wavlm": "small", "wavlm_clips": 8}
         return cls(**{**base, **overrides})
 
 
@@ -414,7 +427,7 @@ def run_bench(cfg: BenchConfig, *, data: Path | None = None, log: Any = None) ->
         print("cost growth ...", file=log)
         growth = measure_growth(pairs, cfg.growth_base, root, batch_size=cfg.batch_size, workers=cfg.workers)
         tb = TrainBench(batch_size=cfg.batch_size, warmup=cfg.warmup, steps=cfg.steps, workers=cfg.workers,
-                        device=cfg.device, modes=cfg.modes)
+                        device=cfg.device, modes=cfg.modes, min_seconds=cfg.min_seconds)
         train: dict[str, Any] = {}
         for mode in cfg.modes:
             print(f"training: {mode} ...", file=log)
@@ -505,6 +518,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed training steps per mode")
     p.add_argument("--steps", type=int, default=None, help="timed training steps per mode (each measure)")
     p.add_argument("--warm_epochs", type=int, default=None, help="warm data epochs (median)")
+    p.add_argument("--min_seconds", type=float, default=None,
+                   help="least time per training measure; fast modes run more steps (default 2, quick 0.5)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--data", default=None, help="use this corpus instead of generating clips")
     p.add_argument("--wavlm", choices=("base", "small", "none"), default=None,
@@ -517,7 +532,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """A :class:`BenchConfig` from the parsed flags (``ValueError`` on bad values)."""
     over: dict[str, Any] = {}
     for name in ("clips", "growth_base", "seconds", "fps", "batch_size", "workers", "warmup", "steps",
-                 "warm_epochs", "device", "wavlm", "wavlm_clips"):
+                 "warm_epochs", "device", "wavlm", "wavlm_clips", "min_seconds"):
         if getattr(args, name) is not None:
             over[name] = getattr(args, name)
     if args.size:

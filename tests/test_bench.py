@@ -13,7 +13,7 @@ from emolab.cli import main
 
 TINY = ["--size", "96x64", "--seconds", "1", "--fps", "10", "--clips", "4", "--growth_base", "1",
         "--batch_size", "2", "--warmup", "1", "--steps", "1", "--warm_epochs", "1", "--workers", "0",
-        "--wavlm", "none"]
+        "--wavlm", "none", "--min_seconds", "0"]
 
 
 def _positive(x: object) -> bool:
@@ -43,7 +43,7 @@ def test_bench_json_structure(tmp_path: Path, capsys) -> None:
     for mode, r in written["train"].items():
         for key in ("compute_samples_per_s", "end_to_end_samples_per_s", "ratio", "rss_peak_mb"):
             assert _positive(r[key]), (mode, key)
-        assert r["rss_delta_mb"] >= 0
+        assert r["rss_delta_mb"] >= 0 and r["steps"] >= 1
     assert [g["scale"] for g in written["growth"]] == [1, 2, 4]
     assert [g["clips"] for g in written["growth"]] == [1, 2, 4]
     for g in written["growth"]:
