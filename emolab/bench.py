@@ -326,7 +326,7 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
 
         # End to end: the trainer's data path over the warm cache (augmented training set, raw
         # uint8/int16 batches featurised on the device, only the modalities the model reads).
-        need = (steps + 1) * cfg.batch_size
+        need = (steps + 2) * cfg.batch_size
         served = [pairs[i % len(pairs)] for i in range(need)]
         ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True, raw=True,
                                modalities=model_modalities(mode), audio_noise=AudioNoise(None))
@@ -342,6 +342,11 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
             b = featurize(next(it), device)
             step({k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()})
 
+        # Untimed again after the workers fork: the first writes to the model's pages after a fork
+        # copy them (copy-on-write), which would otherwise land in the first timed block.
+        for _ in range(max(1, cfg.warmup)):
+            step(batch)
+        loader_step()
         # Compute-bound and end-to-end steps alternate in blocks, so that drift of the machine's
         # speed (frequency, other processes) affects both figures alike.
         spent = {"compute": 0.0, "end_to_end": 0.0}
