@@ -166,9 +166,12 @@ def apply_video_batch(video: Tensor, params: dict[str, Tensor]) -> Tensor:
         A new tensor of the shape of ``video``; order as in :class:`VideoAugment`
         (blur, brightness, noise).
     """
-    out = video.clone()
+    out = video
     kernels = params["blur_kernel"].cpu()
-    for k in sorted({int(k) for k in kernels.tolist() if int(k) > 1}):
+    blurs = sorted({int(k) for k in kernels.tolist() if int(k) > 1})
+    if blurs:
+        out = video.clone()  # blurred clips are written in place; the input stays as it was
+    for k in blurs:
         idx = torch.nonzero(kernels == k).flatten().tolist()
         out[idx] = gaussian_blur(out[idx], k)
     factor = params["brightness"].to(device=out.device, dtype=out.dtype, non_blocking=True)

@@ -116,6 +116,15 @@ def _read_audio(z: Any) -> ClipAudio:
     return ClipAudio(z["samples"], float(z["scale"]), int(z["length"]))
 
 
+def _frame_arrays(clip: ClipFrames) -> dict[str, np.ndarray]:
+    box = np.asarray(clip.box if clip.box is not None else (), dtype=np.int64)
+    return {"frames": clip.frames, "valid": clip.valid, "face": np.str_(clip.face), "box": box}
+
+
+def _audio_arrays(entry: ClipAudio) -> dict[str, np.ndarray]:
+    return {"samples": entry.samples, "scale": np.float64(entry.scale), "length": np.int64(entry.length)}
+
+
 class FrameCache:
     """Memory + disk cache of :class:`~emolab.data.video.ClipFrames` and :class:`ClipAudio`.
 
@@ -205,16 +214,29 @@ class FrameCache:
         self._put(self.key(path, settings), clip)
 
     def _put(self, key: str, clip: ClipFrames) -> None:
-        self._remember(key, clip)
+        self._store(key, "frames", clip, _frame_arrays)
+
+    def _store(self, key: str, kind: str, entry: Any, arrays: Callable[[Any], dict[str, np.ndarray]]) -> None:
+        """Remember ``entry`` and write ``arrays(entry)`` atomically (temporary file, then rename)."""
+        self._remember(key, entry)
         if self.directory is None:
             return
-        box = np.asarray(clip.box if clip.box is not None else (), dtype=np.int64)
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-                np.savez(fh, frames=clip.frames, valid=clip.valid, face=np.str_(clip.face), box=box)
+                np.savez(fh, **arrays(entry))
 
-        atomic_write(self._disk_path(key), write)
+        atomic_write(self._disk_path(key, kind), write)
+
+    def _cached(self, key: str, kind: str, read: Callable[[Any], Any], compute: Callable[[], Any],
+                arrays: Callable[[Any], dict[str, np.ndarray]]) -> Any:
+        entry = self._lookup(key, kind, read)
+        if entry is not None:
+            return entry
+        self.misses += 1
+        entry = compute()
+        self._store(key, kind, entry, arrays)
+        return entry
 
     def get_or_compute(
         self,
@@ -223,14 +245,7 @@ class FrameCache:
         compute: Callable[[], ClipFrames],
     ) -> ClipFrames:
         """The cached clip, or ``compute()`` stored and returned."""
-        key = self.key(path, settings)
-        clip = self._get(key)
-        if clip is not None:
-            return clip
-        self.misses += 1
-        clip = compute()
-        self._put(key, clip)
-        return clip
+        return self._cached(self.key(path, settings), "frames", _read_frames, compute, _frame_arrays)
 
     def audio(
         self,
@@ -239,20 +254,7 @@ class FrameCache:
         compute: Callable[[], ClipAudio],
     ) -> ClipAudio:
         """The cached audio clip, or ``compute()`` stored (atomically) and returned."""
-        key = self.key(path, settings)
-        entry = self._lookup(key, "audio", _read_audio)
-        if entry is not None:
-            return entry
-        self.misses += 1
-        entry = compute()
-        self._remember(key, entry)
-        if self.directory is not None:
-            def write(tmp: str) -> None:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, samples=entry.samples, scale=np.float64(entry.scale), length=np.int64(entry.length))
-
-            atomic_write(self._disk_path(key, "audio"), write)
-        return entry
+        return self._cached(self.key(path, settings), "audio", _read_audio, compute, _audio_arrays)
 
     def disk_bytes(self, kind: str | None = "frames") -> int:
         """Total size of the disk entries of ``kind`` (``"frames"``, ``"audio"``; None: both)."""
