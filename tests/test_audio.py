@@ -286,6 +286,39 @@ def test_no_path_is_gaussian_without_warning():
         assert AudioNoise().source == "gaussian"
 
 
+def test_gaussian_noise_is_excerpts_of_the_fixed_white_noise(clean):
+    from emolab.data.audio import GAUSSIAN_NOISE_SAMPLES, gaussian_noise
+
+    bank = gaussian_noise()
+    assert bank.shape == (1, GAUSSIAN_NOISE_SAMPLES) and gaussian_noise() is bank
+    assert float(bank.mean()) == pytest.approx(0.0, abs=0.01) and float(bank.std()) == pytest.approx(1.0, abs=0.01)
+    noise = AudioNoise()
+    starts = set()
+    for seed in range(4):
+        start, _ = noise.sample_excerpt(48000, np.random.default_rng(seed))
+        assert 0 <= start <= GAUSSIAN_NOISE_SAMPLES - 48000
+        starts.add(start)
+        excerpt = noise.sample_noise(48000, np.random.default_rng(seed))
+        torch.testing.assert_close(excerpt, bank[:, start:start + 48000], rtol=0, atol=0)
+        out = noise.mix(clean, 10.0, np.random.default_rng(seed))
+        assert measure_snr(clean, out) == pytest.approx(10.0, abs=0.05)
+    assert len(starts) == 4
+    # batched: the same excerpts; a start past the end wraps around
+    got = noise.excerpts(1000, torch.tensor([5, GAUSSIAN_NOISE_SAMPLES - 10]))
+    torch.testing.assert_close(got[0, 0], bank[0, 5:1005], rtol=0, atol=0)
+    torch.testing.assert_close(got[1, 0], torch.cat([bank[0, -10:], bank[0, :990]]), rtol=0, atol=0)
+
+
+def test_gaussian_audio_noise_pickles_without_its_samples(clean):
+    import pickle
+
+    noise = AudioNoise()
+    blob = pickle.dumps(noise)
+    assert len(blob) < 100_000  # the 4 MiB of noise are made again, not shipped
+    copy = pickle.loads(blob)
+    torch.testing.assert_close(copy(clean, np.random.default_rng(1)), noise(clean, np.random.default_rng(1)))
+
+
 def test_corrupt_noise_file_raises(tmp_path):
     bad = tmp_path / "noise.wav"
     bad.write_text("not audio")

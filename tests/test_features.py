@@ -163,6 +163,75 @@ def test_featurizer_on_cuda_matches_cpu(pairs, cache_dir):
     assert gpu["video"].is_contiguous(memory_format=torch.channels_last) or gpu["video"].stride()[2] == 1
     torch.testing.assert_close(gpu["video"].cpu(), cpu["video"], rtol=0, atol=1e-5)
     torch.testing.assert_close(gpu["audio"].cpu(), cpu["audio"], rtol=1e-4, atol=1e-2)
+    # Gaussian audio noise is the same fixed noise on both devices
+    noisy = RavdessMelDataset(pairs[:4], config=DataConfig(face_crop="none"), raw=True, augment=True, seed=1,
+                              audio_noise=AudioNoise(None), modalities=("audio",))
+    b = _batch(noisy, range(4))
+    feat = BatchFeaturizer.for_dataset(noisy)
+    torch.testing.assert_close(feat(b, "cuda")["audio"].cpu(), feat(b)["audio"], rtol=1e-4, atol=1e-2)
+
+
+def _raw_audio_batches(pairs, demo_root, n=6, **kwargs):
+    ds = RavdessMelDataset(pairs[:n], config=DataConfig(face_crop="none"), raw=True, modalities=("audio",),
+                           audio_noise=AudioNoise(demo_root / "Noise" / "noise.wav"), **kwargs)
+    return ds, [_batch(ds, range(i, min(i + 3, n))) for i in range(0, n, 3)]
+
+
+def test_clean_log_mel_memory_gives_the_computed_log_mel(pairs, cache_dir, demo_root):
+    ds, batches = _raw_audio_batches(pairs, demo_root, augment=True, seed=7)
+    assert all(len(b["audio_key"]) == len(b["audio_i16"]) for b in batches)
+    fresh = BatchFeaturizer.for_dataset(ds)
+    fresh.mel_memory_bytes = 0
+    remembering = BatchFeaturizer.for_dataset(ds)
+    snr = torch.cat([b["aug_f"][:, 2] if "aug_f" in b else b["audio_aug"]["snr_db"] for b in batches])
+    assert bool(torch.isnan(snr).any()) and not bool(torch.isnan(snr).all())  # clean and noisy clips
+    for epoch in range(2):  # the second pass takes the clean clips' log-Mels from memory
+        for b in batches:
+            torch.testing.assert_close(remembering(b)["audio"], fresh(b)["audio"], rtol=1e-5, atol=1e-4)
+    assert len(remembering._mel_memory) == int(torch.isnan(snr).sum())  # clean clips only
+    # an evaluation set (no augmentation): every clip remembered, then all served from memory
+    ev, ev_batches = _raw_audio_batches(pairs, demo_root)
+    feat = BatchFeaturizer.for_dataset(ev)
+    first = [feat(b)["audio"] for b in ev_batches]
+    assert len(feat._mel_memory) == 6
+    for b, want in zip(ev_batches, first):
+        torch.testing.assert_close(feat(b)["audio"], want, rtol=0, atol=0)
+    # the bound holds: room for two log-Mels keeps the two most recent
+    small = BatchFeaturizer.for_dataset(ev)
+    small.mel_memory_bytes = 2 * first[0][0].numel() * 4
+    for b in ev_batches:
+        small(b)
+    assert list(small._mel_memory) == list(ev_batches[-1]["audio_key"][-2:])
+
+
+def test_one_segment_batches_unpickle_to_the_plain_batch(pairs, cache_dir, demo_root):
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  (registers the tensor reductions)
+
+    from emolab.data.handover import OneSegment, stack_batch
+
+    columns = {"a": [torch.arange(6, dtype=torch.int16).view(2, 3)] * 3, "b": torch.tensor([0.5, 1.5]),
+               "meta": {"index": torch.tensor([4, 5, 6]), "name": ["x", "y", "z"]}, "n": 2,
+               "flag": [torch.tensor(True), torch.tensor(False), torch.tensor(True)]}
+    plain = stack_batch(columns, one_segment=False)
+    packed = stack_batch(columns, one_segment=True)
+    assert isinstance(packed, OneSegment) and packed.buffer.is_shared()
+    got = ForkingPickler.loads(ForkingPickler.dumps(packed))
+    assert isinstance(got, dict) and set(got) == set(plain) and got["meta"]["name"] == ["x", "y", "z"] and got["n"] == 2
+    for key in ("a", "b", "flag"):
+        assert got[key].dtype == plain[key].dtype and torch.equal(got[key], plain[key])
+    assert torch.equal(got["meta"]["index"], plain["meta"]["index"])
+    storages = {got[k].untyped_storage().data_ptr() for k in ("a", "b", "flag")}
+    assert len(storages) == 1  # one segment
+    # a raw loader's batches from workers are the in-process ones, key by key
+    ds, _ = _raw_audio_batches(pairs, demo_root, augment=True, seed=3)
+    a = next(iter(make_loader(ds, 3, num_workers=0)))
+    b = next(iter(make_loader(ds, 3, num_workers=1)))
+    assert set(a) == set(b) and a["audio_key"] == b["audio_key"]
+    for k in ("audio_i16", "audio_scale", "audio_length", "label", "aug_f", "aug_i"):
+        assert a[k].dtype == b[k].dtype, k
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, equal_nan=True)
 
 
 def test_packed_raw_batches_featurize_like_unpacked(pairs, cache_dir, demo_root):

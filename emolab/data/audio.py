@@ -348,13 +348,34 @@ class AudioNoiseConfig:
         return max(0.0, 1.0 - self.p_clean - self.p_moderate)
 
 
+#: Length of the white Gaussian noise that stands in for a noise file (65.5 s at 16 kHz).
+GAUSSIAN_NOISE_SAMPLES = 1 << 20
+_GAUSSIAN_SEED = 0
+_gaussian: Tensor | None = None
+
+
+def gaussian_noise() -> Tensor:
+    """The fixed white Gaussian noise ``(1, GAUSSIAN_NOISE_SAMPLES)`` (unit variance, seed 0) of :class:`AudioNoise`.
+
+    Made once per process on the CPU; the same samples on every machine and
+    device, so CPU and CUDA featurisation mix the same noise.
+    """
+    global _gaussian
+    if _gaussian is None:
+        _gaussian = seeded_normal((1, GAUSSIAN_NOISE_SAMPLES), _GAUSSIAN_SEED)
+    return _gaussian
+
+
 class AudioNoise:
     """Noise augmentation of SPEC §2.2 for time-domain waves (Mel and WavLM branches).
 
     With probability ``p_clean`` the wave is returned unchanged; with ``p_moderate``
     it is mixed at an SNR drawn uniformly from ``moderate_snrs``; otherwise at
     ``heavy_snr``. The noise is a random excerpt of the noise file (tiled if the
-    file is shorter than the wave) or, without a file, white Gaussian noise.
+    file is shorter than the wave) or, without a file, a random excerpt of a
+    fixed 65.5 s of white Gaussian noise (:func:`gaussian_noise`): a window of
+    it is white Gaussian noise, and taking one costs a copy where drawing it
+    cost a random generator's pass per clip.
 
     Args:
         noise_path: noise audio file (e.g. ``data/Noise/noise.wav``); None means
@@ -367,6 +388,7 @@ class AudioNoise:
     Attributes:
         source: ``"file"`` or ``"gaussian"``.
         noise: the noise file as a tensor of shape `(1, N)`, or None.
+        samples: what excerpts are cut from: ``noise``, or :func:`gaussian_noise`.
     """
 
     def __init__(
@@ -387,8 +409,21 @@ class AudioNoise:
             )
         elif self.noise_path is not None:
             self.noise = load_noise(self.noise_path, sample_rate)
-        self._device_noise: dict[str, Tensor] = {}  # the noise file moved to each device once
+        self._device_noise: dict[str, Tensor] = {}  # the noise moved to each device once
         self.source = "file" if self.noise is not None else "gaussian"
+        self.samples = self.noise if self.noise is not None else gaussian_noise()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_device_noise"] = {}  # device copies stay in their process
+        if self.noise is None:
+            state["samples"] = None  # the fixed Gaussian noise is made again, not shipped
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.samples is None:
+            self.samples = gaussian_noise()
 
     def __repr__(self) -> str:
         where = f", path={str(self.noise_path)!r}" if self.noise is not None else ""
@@ -405,11 +440,12 @@ class AudioNoise:
         return float(cfg.heavy_snr)
 
     def sample_excerpt(self, length: int, rng: np.random.Generator) -> tuple[int, int]:
-        """Draw where the noise excerpt starts in the file and the Gaussian seed: ``(start, seed)``.
+        """Draw where the noise excerpt starts and a seed: ``(start, seed)``.
 
-        Both are always drawn, so the number of draws does not depend on the source.
+        The seed picks a clip's noisy feature-cache variant
+        (:func:`~emolab.data.feature_cache.choose_variant`); mixing uses ``start``.
         """
-        n = self.noise.shape[-1] if self.noise is not None else length
+        n = self.samples.shape[-1]
         start = int(rng.integers(n - length + 1)) if n >= length else int(rng.integers(n))
         return start, int(rng.integers(2**62))
 
@@ -424,30 +460,33 @@ class AudioNoise:
         start, seed = self.sample_excerpt(length, rng)
         return self.excerpts(length, torch.tensor([start]), torch.tensor([seed]))[0]
 
-    def excerpts(self, length: int, start: Tensor, seed: Tensor, device: torch.device | str = "cpu") -> Tensor:
-        """Noise excerpts ``(B, 1, length)``: windows of the file starting at ``start``
-        (wrapping around, i.e. tiled when the file is shorter), or Gaussian noise from ``seed``."""
+    def excerpts(self, length: int, start: Tensor, seed: Tensor | None = None,
+                 device: torch.device | str = "cpu") -> Tensor:
+        """Noise excerpts ``(B, 1, length)``: windows of :attr:`samples` starting at ``start``
+        (wrapping around, i.e. tiled when the noise is shorter). ``seed`` is not used."""
         device = torch.device(device)
-        if self.noise is None:
-            return torch.stack([seeded_normal((1, length), int(s), device=device) for s in seed.tolist()])
         noise = self._noise_on(device)
         n = noise.shape[-1]
-        idx = (start.to(device).view(-1, 1) + torch.arange(length, device=device)) % n
+        starts = start.tolist()  # CPU parameters: slicing needs no host-device synchronisation
+        if n >= length and all(0 <= s <= n - length for s in starts):
+            return torch.stack([noise[:, s:s + length] for s in starts])
+        idx = (start.to(device, non_blocking=True).view(-1, 1) + torch.arange(length, device=device)) % n
         return noise[0][idx].unsqueeze(1)
 
     def _noise_on(self, device: torch.device) -> Tensor:
         cached = self._device_noise.get(str(device))
         if cached is None:
-            cached = self._device_noise[str(device)] = self.noise.to(device)
+            cached = self._device_noise[str(device)] = self.samples.to(device)
         return cached
 
-    def apply_batch(self, waves: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def apply_batch(self, waves: Tensor, params: dict[str, Tensor], *, inplace: bool = False) -> Tensor:
         """Mix per-clip noise into a batch ``(B, 1, N)``.
 
         Args:
             waves: float waves on any device.
             params: :meth:`AudioNoiseParams.as_tensors` batched (``snr_db`` NaN
                 for clean clips, ``start``, ``seed``), best kept on the CPU.
+            inplace: mix into ``waves`` itself instead of a copy.
         """
         snr = params["snr_db"].cpu()
         noisy = ~torch.isnan(snr)
@@ -455,8 +494,12 @@ class AudioNoise:
             return waves
         idx = torch.nonzero(noisy).flatten()
         noise = self.excerpts(waves.shape[-1], params["start"][idx], params["seed"][idx], waves.device)
-        out = waves.clone()
-        out[idx.tolist()] = mix_batch(waves[idx.tolist()], noise, snr[idx].to(waves.device))
+        out = waves if inplace else waves.clone()
+        if bool(noisy.all()):
+            out.copy_(mix_batch(waves, noise, snr.to(waves.device, non_blocking=True)))
+        else:
+            rows = idx.to(waves.device, non_blocking=True)  # no host-device synchronisation
+            out[rows] = mix_batch(waves[rows], noise, snr[idx].to(waves.device, non_blocking=True))
         return out
 
     def mix(self, wave: Tensor, snr_db: float | None, rng: np.random.Generator) -> Tensor:

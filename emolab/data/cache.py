@@ -143,6 +143,7 @@ class FrameCache:
         self.memory_bytes = int(memory_bytes)
         self._memory: OrderedDict[str, ClipFrames | ClipAudio] = OrderedDict()
         self._memory_used = 0
+        self._resolved: dict[str | os.PathLike[str], Path] = {}
         self.hits_memory = 0
         self.hits_disk = 0
         self.misses = 0
@@ -155,7 +156,9 @@ class FrameCache:
 
     def key(self, path: str | os.PathLike[str], settings: FrameSettings | AudioSettings) -> str:
         """Hex digest of the file identity and the settings."""
-        p = Path(path).resolve()
+        p = self._resolved.get(path)
+        if p is None:  # resolving walks every path component: once per path and process
+            p = self._resolved[path] = Path(path).resolve()
         st = p.stat()
         ident = f"{p}|{st.st_size}|{st.st_mtime_ns}|{settings.tag()}"
         return hashlib.sha1(ident.encode()).hexdigest()
@@ -252,9 +255,14 @@ class FrameCache:
         path: str | os.PathLike[str],
         settings: AudioSettings,
         compute: Callable[[], ClipAudio],
+        *,
+        key: str | None = None,
     ) -> ClipAudio:
-        """The cached audio clip, or ``compute()`` stored (atomically) and returned."""
-        return self._cached(self.key(path, settings), "audio", _read_audio, compute, _audio_arrays)
+        """The cached audio clip, or ``compute()`` stored (atomically) and returned.
+
+        ``key``: :meth:`key` of ``(path, settings)`` when the caller has it already.
+        """
+        return self._cached(key or self.key(path, settings), "audio", _read_audio, compute, _audio_arrays)
 
     def disk_bytes(self, kind: str | None = "frames") -> int:
         """Total size of the disk entries of ``kind`` (``"frames"``, ``"audio"``; None: both)."""

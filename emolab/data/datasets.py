@@ -268,8 +268,13 @@ class RavdessAVDataset(Dataset):
         """Audio samples per clip after padding (48000 for 3 s at 16 kHz)."""
         return round(self.config.sample_rate * self.config.clip_seconds)
 
-    def audio_clip(self, index: int) -> ClipAudio:
-        """The cached (read and resampled once) padded 16 kHz audio of pair ``index``."""
+    def audio_key(self, index: int) -> str:
+        """The cache key of pair ``index``'s audio: its file identity and the audio settings."""
+        c = self.config
+        return self.cache.key(self.pairs[index].audio_path, AudioSettings(c.sample_rate, c.clip_seconds))
+
+    def audio_clip(self, index: int, key: str | None = None) -> ClipAudio:
+        """The cached (read and resampled once) padded 16 kHz audio of pair ``index`` (``key``: its :meth:`audio_key`)."""
         c = self.config
         path = self.pairs[index].audio_path
 
@@ -277,7 +282,7 @@ class RavdessAVDataset(Dataset):
             wave, length = load_audio(path, c.sample_rate, c.clip_seconds, return_length=True)
             return ClipAudio.from_wave(wave.numpy(), length)
 
-        return self.cache.audio(path, AudioSettings(c.sample_rate, c.clip_seconds), compute)
+        return self.cache.audio(path, AudioSettings(c.sample_rate, c.clip_seconds), compute, key=key)
 
     def load_wave(self, index: int) -> tuple[torch.Tensor, int]:
         """The padded waveform ``(1, N)`` and its valid length, before augmentation (from the cache)."""
@@ -338,7 +343,8 @@ class RavdessAVDataset(Dataset):
             if "audio" in self.modalities and self.feature_switch.enabled:
                 features = self.cached_features(index, audio_params)
             elif "audio" in self.modalities:
-                sound = self.audio_clip(index)
+                audio_key = self.audio_key(index)
+                sound = self.audio_clip(index, audio_key)
         except (VideoReadError, AudioReadError, OSError) as e:
             path = rec.audio_path if isinstance(e, AudioReadError) else rec.video_path
             self.failures.append(Problem(str(path), str(e)))
@@ -360,6 +366,7 @@ class RavdessAVDataset(Dataset):
             if self.raw:
                 item["audio_i16"] = torch.from_numpy(sound.samples)
                 item["audio_scale"] = torch.tensor(sound.scale, dtype=torch.float32)
+                item["audio_key"] = audio_key  # identifies the clip for the featuriser's clean log-Mel memory
                 if audio_params is not None:
                     item["audio_aug"] = audio_params.as_tensors()
             else:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from emolab.data.audio import AudioNoise, AudioNoiseParams
+from emolab.data.audio import GAUSSIAN_NOISE_SAMPLES, AudioNoise, AudioNoiseParams
 from emolab.data.cache import AudioSettings
 from emolab.fileio import atomic_write
 
@@ -80,7 +80,8 @@ def noise_tag(noise: AudioNoise | None) -> str:
     """What noisy variants depend on: the noise source (file identity or Gaussian), its rate and the policy."""
     if noise is None:
         return ""
-    source = clip_identity(noise.noise_path) if noise.noise is not None and noise.noise_path is not None else "gaussian"
+    source = (clip_identity(noise.noise_path) if noise.noise is not None and noise.noise_path is not None
+              else f"gaussian{GAUSSIAN_NOISE_SAMPLES}")  # the fixed Gaussian noise of emolab.data.audio
     c = noise.config
     policy = f"{c.p_clean:g},{c.p_moderate:g},{','.join(f'{s:g}' for s in c.moderate_snrs)},{c.heavy_snr:g}"
     return f"{source}|{noise.sample_rate}|{policy}"

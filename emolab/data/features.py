@@ -28,6 +28,7 @@ decisions come from the CPU copies of the parameters.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,12 +37,13 @@ from torch import Tensor
 
 from emolab.data.audio import AudioNoise, log_mel
 from emolab.data.augment import apply_video_batch
+from emolab.data.handover import OneSegment, stack_batch
 from emolab.data.video import normalize
 
 __all__ = ["BatchFeaturizer", "RAW_KEYS", "collate_raw", "unpack_augment"]
 
 #: Keys of a raw batch that featurisation consumes.
-RAW_KEYS = ("video_u8", "video_aug", "audio_i16", "audio_scale", "audio_aug", "aug_f", "aug_i")
+RAW_KEYS = ("video_u8", "video_aug", "audio_i16", "audio_scale", "audio_aug", "audio_key", "aug_f", "aug_i")
 
 # Columns of the packed augmentation parameters of a raw loader batch (see collate_raw).
 _AUG_F = (("video_aug", "brightness", 0.0), ("video_aug", "noise_scale", 0.0), ("audio_aug", "snr_db", float("nan")))
@@ -49,7 +51,7 @@ _AUG_I = (("video_aug", "blur_kernel", 0), ("video_aug", "noise_seed", 0), ("aud
           ("audio_aug", "seed", 0))
 
 
-def collate_raw(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+def collate_raw(samples: list[dict[str, Any] | None]) -> dict[str, Any] | OneSegment | None:
     """Collate raw samples into few tensors, for a cheap hand-over from DataLoader workers.
 
     Like :func:`~emolab.data.datasets.collate_skip_failed` (failed samples are
@@ -57,16 +59,17 @@ def collate_raw(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     parameters become two tensors, ``aug_f`` float32 ``(B, 3)`` and ``aug_i``
     int64 ``(B, 4)`` (:func:`unpack_augment` restores them; a missing op is a
     no-op), and ``meta`` keeps ``index`` as a tensor and the other fields as
-    lists. Every tensor of a batch crosses the process boundary as its own
-    shared-memory segment, so fewer tensors is what makes the hand-over cheap.
+    lists. Inside a DataLoader worker every tensor of the batch is stacked into
+    one shared-memory segment (:mod:`emolab.data.handover`), which the training
+    process receives in one piece and sees as the same plain dict.
     """
     good = [s for s in samples if s is not None]
     if not good:
         return None
     rows_f, rows_i = [], []
     augmented = any("video_aug" in s or "audio_aug" in s for s in good)
+    columns: dict[str, Any] = {}
     metas = []
-    plain = []
     for s in good:
         s = dict(s)
         params = {name: s.pop(name, {}) for name in ("video_aug", "audio_aug")}
@@ -74,15 +77,19 @@ def collate_raw(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
             rows_f.append([float(params[g].get(k, d)) for g, k, d in _AUG_F])
             rows_i.append([int(params[g].get(k, d)) for g, k, d in _AUG_I])
         metas.append(s.pop("meta"))
-        plain.append(s)
-    batch = torch.utils.data.default_collate(plain)
-    batch["meta"] = {k: [m[k] for m in metas] for k in metas[0]}
-    batch["meta"]["index"] = torch.tensor(batch["meta"]["index"], dtype=torch.int64)
+        for k, v in s.items():
+            columns.setdefault(k, []).append(v)
+    for k, col in columns.items():  # numbers (label, audio_length) become tensors, as default_collate makes them
+        if isinstance(col[0], (bool, int, float)):
+            columns[k] = torch.as_tensor(col)
+    meta: dict[str, Any] = {k: [m[k] for m in metas] for k in metas[0]}
+    meta["index"] = torch.tensor(meta["index"], dtype=torch.int64)
+    columns["meta"] = meta
     if augmented:
-        batch["aug_f"] = torch.tensor(rows_f, dtype=torch.float32)
-        batch["aug_i"] = torch.tensor(rows_i, dtype=torch.int64)
-    batch["num_skipped"] = len(samples) - len(good)
-    return batch
+        columns["aug_f"] = torch.tensor(rows_f, dtype=torch.float32)
+        columns["aug_i"] = torch.tensor(rows_i, dtype=torch.int64)
+    columns["num_skipped"] = len(samples) - len(good)
+    return stack_batch(columns, one_segment=torch.utils.data.get_worker_info() is not None)
 
 
 def unpack_augment(batch: Mapping[str, Any]) -> tuple[dict[str, Tensor] | None, dict[str, Tensor] | None]:
@@ -105,6 +112,14 @@ class BatchFeaturizer:
         audio_noise: the noise source of the training set; needed when batches
             carry ``audio_aug``.
         channels_last: keep the video channels-last (default) or make it contiguous.
+        mel_memory_bytes: bound of the memory of clean log-Mels (0 turns it off).
+
+    On the CPU the log-Mel is the largest part of featurising an audio batch,
+    and a clip drawn clean (every evaluation clip, about half of the training
+    clips) always gives the same one. Batches carry each clip's ``audio_key``
+    (the audio cache key: file identity and settings), so the featuriser keeps
+    the log-Mels of clean clips in an LRU memory and computes only the others.
+    On CUDA it computes every log-Mel (cheap there; device memory is not spent).
     """
 
     def __init__(
@@ -115,6 +130,7 @@ class BatchFeaturizer:
         n_mels: int = 64,
         audio_noise: AudioNoise | None = None,
         channels_last: bool = True,
+        mel_memory_bytes: int = 256 << 20,
     ) -> None:
         if audio_kind not in ("mel", "wave"):
             raise ValueError(f"audio_kind must be 'mel' or 'wave', got {audio_kind!r}")
@@ -123,6 +139,9 @@ class BatchFeaturizer:
         self.n_mels = n_mels
         self.audio_noise = audio_noise
         self.channels_last = channels_last
+        self.mel_memory_bytes = int(mel_memory_bytes)
+        self._mel_memory: OrderedDict[str, Tensor] = OrderedDict()
+        self._mel_memory_used = 0
 
     @classmethod
     def for_dataset(cls, dataset: Any, *, channels_last: bool = True) -> BatchFeaturizer:
@@ -155,12 +174,54 @@ class BatchFeaturizer:
         if samples.dtype != torch.int16:
             raise ValueError(f"expected int16 audio samples, got {samples.dtype}")
         factor = scale.to(device=samples.device, dtype=torch.float32, non_blocking=True) / 32767.0
-        wave = samples.float() * factor.view(-1, *([1] * (samples.dim() - 1)))
+        wave = samples * factor.view(-1, *([1] * (samples.dim() - 1)))  # int16 * float32 -> float32, one pass
         if params is not None:
             if self.audio_noise is None:
                 raise ValueError("the batch carries audio augmentation parameters but the featurizer has no noise source")
-            wave = self.audio_noise.apply_batch(wave, dict(params))
+            wave = self.audio_noise.apply_batch(wave, dict(params), inplace=True)  # `wave` is ours
         return wave
+
+    def log_mel(self, samples: Tensor, scale: Tensor, params: Mapping[str, Tensor] | None = None,
+                keys: list[str] | None = None) -> Tensor:
+        """int16 ``(B, 1, N)`` -> log-Mel ``(B, 1, n_mels, F)``, clean clips' from memory where ``keys`` name them."""
+        use_memory = keys is not None and self.mel_memory_bytes > 0 and samples.device.type == "cpu"
+        if not use_memory:
+            return log_mel(self.wave(samples, scale, params), sample_rate=self.sample_rate, n_mels=self.n_mels)
+        assert keys is not None
+        clean = [True] * len(keys) if params is None else torch.isnan(params["snr_db"].cpu()).tolist()
+        memory = self._mel_memory
+        hits = {i: memory[k] for i, k in enumerate(keys) if clean[i] and k in memory}
+        if len(hits) == len(keys):
+            for k in keys:
+                memory.move_to_end(k)
+            return torch.stack([hits[i] for i in range(len(keys))])
+        todo = [i for i in range(len(keys)) if i not in hits]
+        if hits:
+            rows = torch.tensor(todo)
+            samples, scale = samples[rows], scale[rows]
+            params = None if params is None else {k: v[rows] for k, v in params.items()}
+        mel = log_mel(self.wave(samples, scale, params), sample_rate=self.sample_rate, n_mels=self.n_mels)
+        for j, i in enumerate(todo):
+            if clean[i]:
+                self._remember_mel(keys[i], mel[j])
+        if not hits:
+            return mel
+        out = mel.new_empty((len(keys), *mel.shape[1:]))
+        out[rows] = mel
+        for i, m in hits.items():
+            out[i] = m
+            memory.move_to_end(keys[i])
+        return out
+
+    def _remember_mel(self, key: str, mel: Tensor) -> None:
+        size = mel.numel() * mel.element_size()
+        if size > self.mel_memory_bytes or key in self._mel_memory:
+            return
+        self._mel_memory[key] = mel.clone()
+        self._mel_memory_used += size
+        while self._mel_memory_used > self.mel_memory_bytes:
+            _, old = self._mel_memory.popitem(last=False)
+            self._mel_memory_used -= old.numel() * old.element_size()
 
     def __call__(self, batch: Mapping[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
         """A copy of ``batch`` with ``video``/``audio`` built from its raw keys (moved to ``device``).
@@ -177,9 +238,8 @@ class BatchFeaturizer:
             out["video"] = self.video(frames, video_aug)
         if "audio_i16" in batch:
             samples = batch["audio_i16"].to(device or "cpu", non_blocking=True)
-            wave = self.wave(samples, batch["audio_scale"], audio_aug)
             if self.audio_kind == "mel":
-                out["audio"] = log_mel(wave, sample_rate=self.sample_rate, n_mels=self.n_mels)
+                out["audio"] = self.log_mel(samples, batch["audio_scale"], audio_aug, batch.get("audio_key"))
             else:
-                out["audio"] = wave
+                out["audio"] = self.wave(samples, batch["audio_scale"], audio_aug)
         return out
