@@ -43,10 +43,9 @@ from emolab.data.datasets import (
     RavdessAVDataset,
     RavdessMelDataset,
     RavdessWavLMDataset,
-    collate_skip_failed,
-    make_loader,
     resolve_noise_path,
 )
+from emolab.data.loaders import collate_skip_failed, make_loader
 from emolab.data.ravdess import class_names, pair_corpus
 from emolab.data.splits import SplitConfig, make_split
 from emolab.data.video import probe_video

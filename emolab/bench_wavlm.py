@@ -105,7 +105,8 @@ def measure_wavlm_cache(
 
     from transformers import WavLMConfig, WavLMModel
 
-    from emolab.data.datasets import DataConfig, RavdessWavLMDataset, make_loader, warm_cache
+    from emolab.data.datasets import DataConfig, RavdessWavLMDataset
+    from emolab.data.loaders import make_loader, warm_cache
     from emolab.models.registry import ModelConfig, build_model, count_parameters
     from emolab.train.config import TrainConfig
     from emolab.train.trainer import EmotionTrainer, RunPaths

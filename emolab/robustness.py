@@ -280,7 +280,7 @@ def _predict(model: nn.Module, dataset: CorruptedTestSet, batch_size: int, devic
     import numpy as np
     import torch
 
-    from emolab.data.datasets import make_loader
+    from emolab.data.loaders import make_loader
     from emolab.models.fusion import forward_batch
 
     parts: dict[str, list] = {"index": [], "label": [], "pred": [], "nll": [], "gate": []}

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import emolab.data.datasets as ds
+import emolab.data.loaders as loaders
 from emolab.data import (
     DataConfig,
     RavdessMelDataset,
@@ -157,15 +158,15 @@ def test_num_workers_policy(monkeypatch):
     assert resolve_num_workers(3) == 3 and resolve_num_workers(0) == 0
     with pytest.raises(ValueError):
         resolve_num_workers(-2)
-    monkeypatch.setattr(ds.platform, "system", lambda: "Windows")
+    monkeypatch.setattr(loaders.platform, "system", lambda: "Windows")
     assert resolve_num_workers(-1) == 0
-    monkeypatch.setattr(ds.platform, "system", lambda: "Linux")
-    monkeypatch.setattr(ds, "_is_wsl", lambda: True)
+    monkeypatch.setattr(loaders.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(loaders, "_is_wsl", lambda: True)
     assert resolve_num_workers(-1, "/mnt/c/data") == 0
     assert resolve_num_workers(-1, "/home/me/data") == 2
-    monkeypatch.setattr(ds, "_is_wsl", lambda: False)
+    monkeypatch.setattr(loaders, "_is_wsl", lambda: False)
     for cpus, want in ((1, 2), (2, 2), (8, 4), (32, 8)):
-        monkeypatch.setattr(ds.os, "cpu_count", lambda c=cpus: c)
+        monkeypatch.setattr(loaders.os, "cpu_count", lambda c=cpus: c)
         assert resolve_num_workers(-1) == want
 
 

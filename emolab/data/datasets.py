@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import warnings
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from emolab.data.audio import AudioNoise, AudioReadError, load_audio, log_mel
 from emolab.data.cache import AudioSettings, ClipAudio, FrameCache, FrameSettings, default_cache_dir
-from emolab.data.features import collate_raw
 from emolab.data.feature_cache import (
     CachedFeatures,
     FeatureStore,
@@ -41,6 +38,13 @@ from emolab.data.feature_cache import (
     choose_variant,
     clip_identity,
     noise_tag,
+)
+from emolab.data.loaders import (  # the loaders lived here first; their names stay importable from this module
+    FramePassReport,
+    collate_skip_failed,
+    make_loader,
+    resolve_num_workers,
+    warm_cache,
 )
 from emolab.data.ravdess import PairRecord, Problem
 from emolab.data.video import (
@@ -408,159 +412,17 @@ class RavdessWavLMDataset(RavdessAVDataset):
     def __init__(self, pairs: Sequence[PairRecord], **kwargs: Any):
         super().__init__(pairs, audio="wave", **kwargs)
 
-
-def collate_skip_failed(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-    """Collate samples, dropping those that failed to load.
-
-    Returns the batch with an extra ``num_skipped`` int, or ``None`` when every
-    sample of the batch failed.
-    """
-    good = [s for s in samples if s is not None]
-    if not good:
-        return None
-    batch = torch.utils.data.default_collate(good)
-    batch["num_skipped"] = len(samples) - len(good)
-    return batch
-
-
-def _is_wsl() -> bool:
-    if platform.system() != "Linux":
-        return False
-    if "microsoft" in platform.release().lower():
-        return True
-    try:
-        return "microsoft" in Path("/proc/version").read_text().lower()
-    except OSError:
-        return False
-
-
-def resolve_num_workers(num_workers: int, data_root: str | os.PathLike[str] | None = None) -> int:
-    """DataLoader workers; ``-1`` means auto (SPEC §4).
-
-    Auto: Windows 0; WSL with the data under ``/mnt/*`` 0 (the 9P bridge is
-    slow and worker start-up dominates); WSL on the Linux filesystem 2; native
-    Linux (and macOS) ``min(8, max(2, cpu_count // 2))``.
-    """
-    if num_workers >= 0:
-        return num_workers
-    if num_workers != -1:
-        raise ValueError(f"num_workers must be >= 0 or -1 (auto), got {num_workers}")
-    if platform.system() == "Windows":
-        return 0
-    if _is_wsl():
-        root = str(Path(data_root).resolve()) if data_root is not None else os.getcwd()
-        return 0 if root.startswith("/mnt/") else 2
-    return min(8, max(2, (os.cpu_count() or 1) // 2))
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    num_workers: int = -1,
-    data_root: str | os.PathLike[str] | None = None,
-    pin_memory: bool | None = None,
-    seed: int = 0,
-    drop_last: bool = False,
-    sampler: torch.utils.data.Sampler | None = None,
-) -> DataLoader:
-    """A DataLoader with emolab's defaults.
-
-    ``num_workers=-1`` resolves by :func:`resolve_num_workers`; with workers,
-    ``persistent_workers=True`` and ``prefetch_factor=2``. Pinned memory is on
-    when CUDA is available unless given. Shuffling uses a generator seeded by
-    ``seed``. Failed samples are dropped by :func:`collate_skip_failed`, or for a
-    raw dataset by :func:`~emolab.data.features.collate_raw` (fewer tensors per batch).
-    """
-    workers = resolve_num_workers(num_workers, data_root)
-    if pin_memory is None:
-        pin_memory = torch.cuda.is_available()
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    kwargs: dict[str, Any] = {}
-    if workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=2)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle if sampler is None else False,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        drop_last=drop_last,
-        generator=generator,
-        collate_fn=collate_raw if getattr(dataset, "raw", False) else collate_skip_failed,
-        **kwargs,
-    )
-
-
-@dataclass
-class FramePassReport:
-    """What the cold decode pass found."""
-
-    clips: int = 0
-    failed: list[Problem] = field(default_factory=list)
-    faces: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-class _DecodeOnce(Dataset):
-    """Fills the cache with what ``dataset`` reads: frames and/or audio (by its ``modalities``)."""
-
-    def __init__(self, dataset: RavdessAVDataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[int, str | None, str | None, str]:
-        ds, face = self.dataset, ""
-        try:
-            if "video" in ds.modalities:
-                face = ds.frames(index).face
-        except (VideoReadError, OSError) as e:
-            return index, str(ds.pairs[index].video_path), str(e), ""
-        try:
-            if "audio" in ds.modalities:
-                ds.audio_clip(index)
-        except (AudioReadError, OSError) as e:
-            return index, str(ds.pairs[index].audio_path), str(e), face
-        return index, None, None, face
-
-
-def warm_cache(
-    dataset: RavdessAVDataset,
-    *,
-    num_workers: int = -1,
-    progress: bool = True,
-) -> FramePassReport:
-    """Decode every clip of ``dataset`` once into its cache (frames and audio it reads), in parallel.
-
-    This is the cold pass; later epochs read the cache. Files that fail to
-    decode are returned in the report (file and problem), so the caller can
-    leave their pairs out before training.
-    """
-    import time
-
-    t0 = time.perf_counter()
-    # Workers fill the shared disk cache; a memory-only cache must be filled here.
-    workers = resolve_num_workers(num_workers) if dataset.cache.directory is not None else 0
-    loader = DataLoader(_DecodeOnce(dataset), batch_size=None, num_workers=workers, collate_fn=_identity)
-    report = FramePassReport(clips=len(dataset))
-    it = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(loader, total=len(dataset), desc="decoding clips (once)", unit="clip")
-    for _index, path, error, face in it:
-        if error is not None:
-            report.failed.append(Problem(path, error))
-        if face:  # the video decoded (its audio may still have failed)
-            report.faces[face] += 1
-    report.seconds = time.perf_counter() - t0
-    return report
+__all__ = [
+    "DataConfig",
+    "FramePassReport",
+    "MODALITIES",
+    "RavdessAVDataset",
+    "RavdessMelDataset",
+    "RavdessWavLMDataset",
+    "collate_skip_failed",
+    "make_loader",
+    "model_modalities",
+    "resolve_noise_path",
+    "resolve_num_workers",
+    "warm_cache",
+]

@@ -27,7 +27,8 @@ import numpy as np
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset, make_loader, model_modalities, warm_cache
+from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset, model_modalities
+from emolab.data.loaders import make_loader, warm_cache
 from emolab.data.ravdess import PairRecord, pair_corpus
 from emolab.data.splits import Split, make_split
 from emolab.models.registry import build_model_from_config, count_parameters
