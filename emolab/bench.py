@@ -286,7 +286,7 @@ class TrainBench:
     steps: int = 8  # at least; fast modes take more, to fill min_seconds per measure
     min_seconds: float = 2.0
     max_steps: int = 400
-    workers: int = 2
+    workers: int = -1  # loader workers of the end-to-end figure; -1: the trainer's auto policy
     device: str = "cpu"
     modes: tuple[str, ...] = DEFAULT_MODES
     extra: dict[str, Any] = field(default_factory=dict)
@@ -335,6 +335,7 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
                                modalities=model_modalities(mode), audio_noise=AudioNoise(None))
         featurize = BatchFeaturizer.for_dataset(ds, channels_last=device.type == "cuda")
         loader = make_loader(ds, cfg.batch_size, num_workers=cfg.workers, shuffle=True, drop_last=True)
+        loader_workers = loader.num_workers
         it = iter(loader)
         t_first = time.perf_counter()
         first = next(it)  # worker start-up and first fetch: not timed
@@ -371,6 +372,7 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
         "ratio": end_to_end / compute,
         "steps": steps,
         "first_batch_s": first_s,
+        "loader_workers": loader_workers,
         **mem.as_dict(),
     }
 
@@ -385,7 +387,8 @@ class BenchConfig:
     seconds: float = 3.5
     fps: float = 30.0
     batch_size: int = 8
-    workers: int = 2
+    workers: int = 2  # data pipeline figures
+    train_workers: int = -1  # end-to-end training figures; -1: as the trainer (resolve_num_workers)
     warm_epochs: int = 3
     warmup: int = 2
     steps: int = 8
@@ -434,7 +437,7 @@ def run_bench(cfg: BenchConfig, *, data: Path | None = None, log: Any = None) ->
                                 workers=cfg.workers, warm_epochs=cfg.warm_epochs)
         print("cost growth ...", file=log)
         growth = measure_growth(pairs, cfg.growth_base, root, batch_size=cfg.batch_size, workers=cfg.workers)
-        tb = TrainBench(batch_size=cfg.batch_size, warmup=cfg.warmup, steps=cfg.steps, workers=cfg.workers,
+        tb = TrainBench(batch_size=cfg.batch_size, warmup=cfg.warmup, steps=cfg.steps, workers=cfg.train_workers,
                         device=cfg.device, modes=cfg.modes, min_seconds=cfg.min_seconds)
         train: dict[str, Any] = {}
         for mode in cfg.modes:
@@ -466,7 +469,7 @@ def format_table(res: dict[str, Any]) -> str:
     m, c, d = res["machine"], res["config"], res["data"]
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores, GPU {m['gpu'] or 'none'}, torch {m['torch']}; device {c['device']}",
-        f"clips {c['size']} {c['seconds']} s @ {c['fps']} fps, batch {c['batch_size']}, {c['workers']} workers"
+        f"clips {c['size']} {c['seconds']} s @ {c['fps']} fps, batch {c['batch_size']}, {c['workers']} data workers"
         f"{' (quick)' if c['quick'] else ''}",
         "",
         f"{'data pipeline (' + str(d['clips']) + ' clips)':<42}{'clips/s':>10}{'x naive':>10}",
@@ -481,11 +484,12 @@ def format_table(res: dict[str, Any]) -> str:
     lines.append(f"cache: {d['cache_bytes_per_clip'] / 1024:.0f} KiB per clip "
                  f"(8x3x112x112 frames = {FRAME_BYTES / 1024:.0f} KiB, 3 s of int16 audio = 94 KiB)")
     cuda = any("cuda_max_allocated_mb" in r for r in res["train"].values())
-    lines += ["", f"{'training (samples/s)':<12}{'compute':>10}{'end-to-end':>12}{'ratio':>8}"
+    lines += ["", f"{'training (samples/s)':<12}{'compute':>10}{'end-to-end':>12}{'ratio':>8}{'workers':>9}"
                   f"{'RSS peak MB':>13}{'RSS +MB':>9}" + (f"{'CUDA MB':>9}" if cuda else "")]
     for mode, r in res["train"].items():
         row = (f"{mode:<12}{r['compute_samples_per_s']:>10.2f}{r['end_to_end_samples_per_s']:>12.2f}"
-               f"{r['ratio']:>8.2f}{r['rss_peak_mb']:>13.0f}{r['rss_delta_mb']:>9.0f}")
+               f"{r['ratio']:>8.2f}{r.get('loader_workers', c['workers']):>9}"
+               f"{r['rss_peak_mb']:>13.0f}{r['rss_delta_mb']:>9.0f}")
         if cuda:
             row += f"{r.get('cuda_max_allocated_mb', float('nan')):>9.0f}"
         lines.append(row)
@@ -522,7 +526,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=None, help="generated clip length (default 3.5)")
     p.add_argument("--fps", type=float, default=None, help="generated frame rate (default 30)")
     p.add_argument("--batch_size", type=int, default=None, help="default 8")
-    p.add_argument("--workers", type=int, default=None, help="loader workers (default 2)")
+    p.add_argument("--workers", type=int, default=None, help="loader workers of the data figures (default 2)")
+    p.add_argument("--train_workers", type=int, default=None,
+                   help="loader workers of the end-to-end training figures (default -1: the trainer's auto policy)")
     p.add_argument("--warmup", type=int, default=None, help="untimed training steps per mode")
     p.add_argument("--steps", type=int, default=None, help="timed training steps per mode (each measure)")
     p.add_argument("--warm_epochs", type=int, default=None, help="warm data epochs (median)")
@@ -539,7 +545,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """A :class:`BenchConfig` from the parsed flags (``ValueError`` on bad values)."""
     over: dict[str, Any] = {}
-    for name in ("clips", "growth_base", "seconds", "fps", "batch_size", "workers", "warmup", "steps",
+    for name in ("clips", "growth_base", "seconds", "fps", "batch_size", "workers", "train_workers", "warmup", "steps",
                  "warm_epochs", "device", "wavlm", "wavlm_clips", "min_seconds"):
         if getattr(args, name) is not None:
             over[name] = getattr(args, name)

@@ -170,6 +170,19 @@ def test_num_workers_policy(monkeypatch):
         assert resolve_num_workers(-1) == want
 
 
+def test_auto_workers_load_audio_only_log_mel_in_process(pairs, cache_dir):
+    from emolab.data.loaders import loads_in_process
+
+    audio = RavdessMelDataset(pairs[:2], raw=True, modalities=("audio",))
+    assert loads_in_process(audio) and resolve_num_workers(-1, dataset=audio) == 0
+    assert make_loader(audio, 2).num_workers == 0 and make_loader(audio, 2, num_workers=2).num_workers == 2
+    auto = resolve_num_workers(-1)
+    for other in (RavdessMelDataset(pairs[:2], raw=True),  # reads frames too
+                  RavdessMelDataset(pairs[:2], modalities=("audio",)),  # plain: log-Mel made in the workers
+                  RavdessWavLMDataset(pairs[:2], raw=True, modalities=("audio",))):  # waves / WavLM features
+        assert not loads_in_process(other) and resolve_num_workers(-1, dataset=other) == auto
+
+
 def test_loader_worker_settings(pairs, cache_dir):
     loader = make_loader(RavdessMelDataset(pairs[:2]), batch_size=1, num_workers=2, shuffle=True, seed=1)
     assert loader.persistent_workers and loader.prefetch_factor == 2 and loader.num_workers == 2

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FramePassReport", "collate_skip_failed", "make_loader", "resolve_num_workers", "warm_cache"]
+__all__ = ["FramePassReport", "collate_skip_failed", "loads_in_process", "make_loader", "resolve_num_workers", "warm_cache"]
 
 
 def collate_skip_failed(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -57,17 +57,37 @@ def _is_wsl() -> bool:
         return False
 
 
-def resolve_num_workers(num_workers: int, data_root: str | os.PathLike[str] | None = None) -> int:
+def loads_in_process(dataset: Any) -> bool:
+    """Whether auto workers leave ``dataset`` to the training process: a raw log-Mel dataset that reads audio only.
+
+    Its items are cache reads and a few random draws (about 0.1 ms each, 1 ms
+    a batch of 8), which costs less than handing a batch over from a worker
+    process, and worker processes take CPU time from the model's threads. On 2
+    cores the audio CNN trains at 0.87 of its compute bound with 2 workers and
+    at 0.95 or more in-process (``benchmarks/README.md``). Its cache should be
+    warm (:func:`warm_cache`; the trainer warms it): a cold one is filled
+    serially, about 5 ms a clip.
+    """
+    return (getattr(dataset, "raw", False) and getattr(dataset, "audio_kind", None) == "mel"
+            and tuple(getattr(dataset, "modalities", ())) == ("audio",))
+
+
+def resolve_num_workers(num_workers: int, data_root: str | os.PathLike[str] | None = None,
+                        dataset: Any = None) -> int:
     """DataLoader workers; ``-1`` means auto (SPEC §4).
 
     Auto: Windows 0; WSL with the data under ``/mnt/*`` 0 (the 9P bridge is
     slow and worker start-up dominates); WSL on the Linux filesystem 2; native
-    Linux (and macOS) ``min(8, max(2, cpu_count // 2))``.
+    Linux (and macOS) ``min(8, max(2, cpu_count // 2))``. One refinement: 0 for
+    a ``dataset`` that :func:`loads_in_process` (the trainer's audio-only log-Mel
+    data), which a worker would only slow down.
     """
     if num_workers >= 0:
         return num_workers
     if num_workers != -1:
         raise ValueError(f"num_workers must be >= 0 or -1 (auto), got {num_workers}")
+    if dataset is not None and loads_in_process(dataset):
+        return 0
     if platform.system() == "Windows":
         return 0
     if _is_wsl():
@@ -90,13 +110,13 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader with emolab's defaults.
 
-    ``num_workers=-1`` resolves by :func:`resolve_num_workers`; with workers,
+    ``num_workers=-1`` resolves by :func:`resolve_num_workers` (given the dataset); with workers,
     ``persistent_workers=True`` and ``prefetch_factor=2``. Pinned memory is on
     when CUDA is available unless given. Shuffling uses a generator seeded by
     ``seed``. Failed samples are dropped by :func:`collate_skip_failed`, or for a
     raw dataset by :func:`~emolab.data.features.collate_raw` (fewer tensors per batch).
     """
-    workers = resolve_num_workers(num_workers, data_root)
+    workers = resolve_num_workers(num_workers, data_root, dataset)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     generator = torch.Generator()
