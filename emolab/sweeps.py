@@ -7,8 +7,10 @@
     res.headline()  # 'gated, six_fold, 3 seeds × 6 folds: accuracy xx.x ± x.x %, macro-F1 xx.x ± x.x %'
     res.table()     # one row per run (pandas)
 
-Sweep folder: ``sweep.json`` (the settings; a rerun with other settings is
-refused), ``runs/fold{F}-seed{S}/`` (run folders, see :mod:`emolab.train.run`),
+Sweep folder: ``sweep.json`` (the settings; a rerun with other training
+settings is refused, while folds and seeds may change: a rerun with more seeds
+trains only the new runs, and the results cover the runs of the command),
+``runs/fold{F}-seed{S}/`` (run folders, see :mod:`emolab.train.run`),
 ``logs/`` (run output with ``jobs > 1``), ``results.csv`` and ``results.json``.
 
 Numbers are each run's ``test_metrics.json``: the best-validation checkpoint on
@@ -190,15 +192,33 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
+_PLAN_KEYS = ("folds", "seeds")  # may differ between runs of one sweep folder
+
+
 def _claim_folder(out: Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``out/sweep.json``, or check them against the recorded ones.
+
+    Folds and seeds may differ: a rerun with more trains only the runs not
+    finished yet, one with fewer reports those. ``sweep.json`` keeps the union.
+    """
     path = out / "sweep.json"
-    diffs = _diff(json.loads(path.read_text()).get("settings"), settings) if path.is_file() else []
+    saved = json.loads(path.read_text()) if path.is_file() else None
+
+    def fixed(st: dict[str, Any] | None) -> dict[str, Any]:
+        return {k: v for k, v in (st or {}).items() if k not in _PLAN_KEYS}
+
+    diffs = _diff(fixed(saved.get("settings")), fixed(settings)) if saved is not None else []
     if diffs:
         raise SweepError(f"{out} holds a sweep with other settings ({'; '.join(diffs[:6])}"
                          + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
                          + "): choose a new --out, or delete the folder to start over")
-    if not path.is_file():
+    if saved is None:
         atomic_write_json({"settings": settings, "created": time.strftime("%Y-%m-%d %H:%M:%S")}, path)
+        return
+    merged = {k: sorted(set(saved["settings"].get(k, [])) | set(settings[k])) for k in _PLAN_KEYS}
+    if any(merged[k] != saved["settings"].get(k) for k in _PLAN_KEYS):
+        saved["settings"].update(merged)
+        atomic_write_json(saved, path)
 
 
 def resolve_plan(protocol: str, folds: Sequence[int] | None, seeds: Sequence[int]) -> tuple[tuple[int, ...], ...]:

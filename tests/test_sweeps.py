@@ -141,8 +141,12 @@ def test_every_fold_and_seed_once_and_the_summary(cv_corpus, cache, tmp_path, ca
     # other settings into the same folder are refused, naming what changed
     with pytest.raises(SweepError, match=r"other settings \(train\.epochs: 1 -> 2\)"):
         run_cv(tiny_config(cv_corpus, cache, epochs=2), out=out, protocol="six_fold", folds=(0, 2), seeds=(0, 1))
-    with pytest.raises(SweepError, match=r"seeds: \[0, 1\] -> \[0\]"):
-        run_cv(tiny_config(cv_corpus, cache), out=out, protocol="six_fold", folds=(0, 2), seeds=(0,))
+    # fewer seeds or folds: the finished runs of the command, nothing trained; sweep.json keeps every one
+    fewer = run_cv(tiny_config(cv_corpus, cache), out=out, protocol="six_fold", folds=(2,), seeds=(1,), verbose=False)
+    assert [(r.name, r.status) for r in fewer.runs] == [("fold2-seed1", "skipped")]
+    assert fewer.headline().startswith("audio, six_fold, 1 seed × 1 fold:")
+    saved = json.loads((out / "sweep.json").read_text())["settings"]
+    assert (saved["folds"], saved["seeds"]) == ([0, 2], [0, 1])
 
 
 class _InterruptSecondRun(Callback):
