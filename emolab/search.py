@@ -11,7 +11,8 @@ validation macro-F1** over those runs. Test metrics are recorded on the trial
 * Storage: ``sqlite:///OUT/study.db`` by default; ``--storage`` takes any
   Optuna RDB URL (``postgresql://...`` lets several machines share a study;
   SQLite files should stay on one machine). The study is loaded if it exists,
-  so a rerun continues it: ``--trials N`` more trials. Its settings (protocol,
+  so a rerun continues it: ``--trials N`` more trials (``--max_trials N``: until
+  the study holds N finished ones, complete or pruned). Its settings (protocol,
   folds, seeds, train flags, space) are stored in the study; a rerun with other
   settings is refused.
 * Pruning: after each run, the running mean of best validation macro-F1 over the
@@ -207,6 +208,7 @@ def run_search(
     seeds: Sequence[int] = (0,),
     trials: int | None = 20,
     timeout: float | None = None,
+    max_trials: int | None = None,
     storage: str | None = None,
     study_name: str | None = None,
     space: SearchSpace | None = None,
@@ -216,6 +218,10 @@ def run_search(
     verbose: bool = True,
 ) -> SearchResult:
     """Run ``trials`` more trials (or until ``timeout`` seconds) of the study; see the module docstring.
+
+    ``max_trials``: also stop once the study holds that many finished (complete
+    or pruned) trials, counting those of earlier runs; ``trials=None`` with it
+    means "until then".
 
     Args:
         base: the training settings; the space's fields are sampled over it.
@@ -273,7 +279,20 @@ def run_search(
         trial.set_user_attr("test_macro_f1", a["macro_f1"]["mean"])
         return sum(r.best_val_f1 for r in res.runs) / len(res.runs)
 
-    study.optimize(objective, n_trials=trials, timeout=timeout)
+    callbacks = []
+    if max_trials is not None:
+        from optuna.study import MaxTrialsCallback
+        from optuna.trial import TrialState
+
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)
+        done = len(study.get_trials(deepcopy=False, states=finished))
+        if verbose:
+            print(f"study {study_name!r}: {done} of {max_trials} trials finished", flush=True)
+        callbacks.append(MaxTrialsCallback(max_trials, states=finished))
+        if done >= max_trials:
+            trials = 0
+    if trials != 0:
+        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=callbacks)
     summary = summarise_study(study)
     write_summary(summary, out)
     if verbose:
@@ -370,7 +389,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``emolab search`` (every other flag goes to the train parser)."""
     p.add_argument("--protocol", default=None, help="six_fold or luna5 (required unless --summary)")
     p.add_argument("--fusion", default="xattn", help="model (default xattn; xattn_* are sampled for xattn only)")
-    p.add_argument("--trials", type=int, default=20, help="trials this run adds to the study (default 20)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="trials this run adds to the study (default 20; with --max_trials, no limit)")
+    p.add_argument("--max_trials", type=int, default=None,
+                   help="stop once the study holds this many finished trials (counting earlier runs)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///OUT/study.db)")
     p.add_argument("--study", default=None, help="study name (default {fusion}-{protocol})")
@@ -403,6 +425,8 @@ def run_from_args(args: argparse.Namespace) -> int:
             raise SweepError("--summary needs --storage URL or --out DIR (with its study.db)")
         if args.storage is None and not (Path(args.out) / "study.db").is_file():
             raise SweepError(f"no study database {Path(args.out) / 'study.db'}")
+        if args.storage and args.storage.startswith("sqlite:///") and not Path(args.storage[10:]).is_file():
+            raise SweepError(f"no study database {args.storage[10:]}")  # opening it would create an empty one
         storage = args.storage or f"sqlite:///{Path(args.out).resolve() / 'study.db'}"
         summary = load_summary(storage, args.study)
         if args.out:
@@ -411,8 +435,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 0
     if args.protocol is None or args.out is None:
         raise SweepError("--protocol and --out are required (or --summary)")
-    if args.trials is not None and args.trials < 1:
-        raise SweepError(f"--trials must be a positive integer, got {args.trials}")
+    for name in ("trials", "max_trials"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise SweepError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    trials = args.trials if args.trials is not None else (None if args.max_trials is not None else 20)
     space = _space_from_arg(args.space)
     sampled = [f.name for f in dataclasses.fields(space) if getattr(space, f.name) is not None]
     from emolab.train.cli import _explicit_dests, build_parser
@@ -426,8 +452,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         )
     base = base_config_from_flags(train_args, fusion=args.fusion, prog="emolab search")
     run_search(base, out=args.out, protocol=args.protocol, folds=None if args.folds is None else
-               parse_int_list(args.folds, "--folds"), seeds=parse_int_list(args.seeds, "--seeds"), trials=args.trials,
-               timeout=args.timeout, storage=args.storage, study_name=args.study, space=space,
+               parse_int_list(args.folds, "--folds"), seeds=parse_int_list(args.seeds, "--seeds"), trials=trials,
+               timeout=args.timeout, max_trials=args.max_trials, storage=args.storage, study_name=args.study, space=space,
                pruner=optuna.pruners.NopPruner() if args.no_pruning else None,
                sampler=optuna.samplers.TPESampler(seed=args.sampler_seed) if args.sampler_seed is not None else None,
                jobs=args.jobs)

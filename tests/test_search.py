@@ -85,6 +85,9 @@ def test_two_trials_in_sqlite_then_the_study_continues(cv_corpus, cache, tmp_pat
     best = max(study.get_trials(), key=lambda t: t.value)
     assert f"best: trial {best.number} (trial_{best.number:04d}), mean val macro-F1 {best.value:.4f}" in text
     assert len(json.loads((out / "study_summary.json").read_text())["trials"]) == 3
+    # --max_trials counts the study's finished trials: 3 already, so nothing is trained
+    run_search(_xattn(cv_corpus, cache), trials=None, max_trials=3, **{**common, "verbose": True})
+    assert len(study.get_trials()) == 3 and "3 of 3 trials finished" in capsys.readouterr().out
     # other settings for the same study are refused
     with pytest.raises(SweepError, match=r"other settings \(seeds: \[0\] -> \[0, 1\]\)"):
         run_search(_xattn(cv_corpus, cache), trials=1, **{**common, "seeds": (0, 1)})
@@ -185,6 +188,8 @@ def _cfg(fusion: str) -> TrainConfig:
         (["--protocol", "six_fold", "--fold", "1"], "--fold: set by emolab search itself"),
         (["--out", "x"], "--protocol and --out are required"),
         (["--summary"], "--summary needs --storage URL or --out DIR"),
+        (["--summary", "--storage", "sqlite:///{tmp}/none.db"], "no study database"),
+        (["--protocol", "six_fold", "--max_trials", "0"], "--max_trials must be a positive integer"),
     ],
 )
 def test_cli_errors(args, message, cv_corpus, cache, tmp_path, capsys) -> None:
@@ -192,7 +197,8 @@ def test_cli_errors(args, message, cv_corpus, cache, tmp_path, capsys) -> None:
     if "--out" not in args and "--summary" not in args:
         argv += ["--out", str(tmp_path / "s")]
     if "--summary" in args:
-        argv = ["search", "--summary"]
+        argv = ["search", *(a.replace("{tmp}", str(tmp_path)) for a in args)]
     assert emolab_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("emolab search: error: ") and message in err
+    assert not (tmp_path / "none.db").exists()  # a summary never creates a database
