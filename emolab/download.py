@@ -14,8 +14,12 @@ Per archive:
    file and is reported (name, expected, got); the other archives go on.
 3. Extract into ``DIR/<archive stem>/`` (the demo corpus's layout). A member with
    an absolute path, a ``..`` component, or a symlink pointing outside DIR refuses
-   the whole archive; files are written to a temporary name and renamed; an
-   existing file is kept (and reported) unless identical.
+   the whole archive, as does a member compressed more than 100× (a zip bomb;
+   WAV and MP4 hardly compress); files are written to a temporary name and
+   renamed; an existing file is kept (and reported) unless identical.
+   Before a download and before an extraction the free space is checked (what
+   is left to write plus 256 MiB); short of it, the archive is reported and
+   skipped.
 4. A marker ``DIR/.emolab_download/NAME.done.json`` makes re-runs skip the archive;
    the zip is deleted unless ``--keep_archives``.
 
@@ -53,6 +57,9 @@ ALL_ACTORS = tuple(range(1, 25))
 NO_SONG_ACTORS = frozenset({18})
 CHUNK = 1 << 20
 TIMEOUT = 60.0
+MAX_RATIO = 100  # a member compressed more than this (and over MAX_RATIO_FROM bytes) refuses the archive
+MAX_RATIO_FROM = 1 << 20
+SPARE_BYTES = 256 << 20  # free space left over after a download or an extraction
 
 # (bytes, MD5) published in record 1188976 (v1.0.0), for when the metadata lacks them;
 # the video archives' MD5s come from the metadata only.
@@ -301,11 +308,27 @@ def plan_extraction(zf: zipfile.ZipFile, dest: Path, root: Path, actors: Sequenc
             else:
                 skipped.append(f"symlink {info.filename!r} -> {link!r}")
                 continue
+        if problem is None and info.file_size > MAX_RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            problem = (f"it expands {info.compress_size} bytes to {info.file_size} "
+                       f"({info.file_size // max(info.compress_size, 1)}x; more than {MAX_RATIO}x looks like a zip bomb)")
         if problem:
             problems.append(f"{info.filename!r}: {problem}")
         elif not info.is_dir() and rel.strip("/") and _wanted(rel, actors):
             plan.append((info, dest / rel))
     return plan, problems, skipped
+
+
+def free_space_problem(where: Path, needed: int, what: str) -> str | None:
+    """A message when the file system of ``where`` has less than ``needed`` + :data:`SPARE_BYTES` free."""
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free >= needed + SPARE_BYTES:
+        return None
+    gib = 1 << 30
+    return (f"{what} needs {needed / gib:.2f} GiB (+{SPARE_BYTES >> 20} MiB spare) on {probe}, "
+            f"which has {free / gib:.2f} GiB free; free some space and run again")
 
 
 def _same(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> bool:
@@ -347,6 +370,10 @@ def extract_archive(path: Path, dest: Path, root: Path, *, actors: Sequence[int]
         plan, problems, skipped = plan_extraction(zf, dest, root, actors)
         if problems:
             return 0, [f"refused {path.name}: member {p}; nothing extracted from it" for p in problems]
+        to_write = sum(info.file_size for info, target in plan if not os.path.lexists(target))
+        short = free_space_problem(dest, to_write, f"extracting {path.name}")
+        if short:
+            return 0, [short]
         for note in skipped:
             print(f"note: {path.name}: skipped {note} (emolab does not create symlinks)")
         done, kept = 0, []
@@ -393,6 +420,11 @@ def fetch_and_extract(archive: Archive, out: Path, *, actors: Sequence[int] | No
     path = state / archive.name
     if not path.exists():
         part = state / f"{archive.name}.part"
+        if archive.size is not None:
+            left = archive.size - (part.stat().st_size if part.exists() else 0)
+            short = free_space_problem(state, max(left, 0), f"downloading {archive.name}")
+            if short:
+                return [short]
         try:
             download(archive.url, part, size=archive.size, progress=progress)
         except urllib.error.HTTPError as e:

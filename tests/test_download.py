@@ -24,11 +24,14 @@ EMOTIONS = (1, 2)  # two recordings per actor: 4 pairs in all
 AUDIO = "Audio_Speech_Actors_01-24.zip"
 
 
-def _zip(members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
+def _zip(members: dict[str, bytes], symlinks: dict[str, str] | None = None,
+         compression: int = zipfile.ZIP_STORED) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in members.items():
-            zf.writestr(zipfile.ZipInfo(name, (2018, 3, 1, 0, 0, 0)), data)
+            info = zipfile.ZipInfo(name, (2018, 3, 1, 0, 0, 0))
+            info.compress_type = compression
+            zf.writestr(info, data)
         for name, target in (symlinks or {}).items():
             info = zipfile.ZipInfo(name, (2018, 3, 1, 0, 0, 0))
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
@@ -278,6 +281,35 @@ def test_malicious_archive_is_refused(tmp_path, mirror, archives, capsys):
     assert not (out / "Video_Speech_Actor_02").exists()  # nothing from the refused archive at all
     assert (out / dl.STATE_DIR / evil).exists() and not (out / dl.STATE_DIR / f"{evil}.done.json").exists()
     assert pairs(out) == 2  # the other archives were extracted
+
+
+def test_zip_bomb_is_refused(tmp_path, mirror, archives, capsys):
+    bomb = "Video_Speech_Actor_02.zip"
+    mirror.publish({**archives, bomb: _zip({"Actor_02/02-01-01-01-01-01-02.mp4": bytes(8 << 20)},
+                                                compression=zipfile.ZIP_DEFLATED)})  # 8 MiB of zeros
+    assert run(tmp_path / "d", mirror, "--actors", "1-2") == 1
+    err = capsys.readouterr().err
+    assert f"refused {bomb}: member 'Actor_02/02-01-01-01-01-01-02.mp4': it expands" in err and "zip bomb" in err
+    assert not (tmp_path / "d" / "Video_Speech_Actor_02").exists() and pairs(tmp_path / "d") == 2
+
+
+def test_short_of_free_space_skips_the_archive(tmp_path, mirror, archives, capsys, monkeypatch):
+    mirror.publish(archives)
+    real = dl.shutil.disk_usage
+    free = {"bytes": 0}
+    monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: real(p)._replace(free=free["bytes"]))
+    assert run(tmp_path / "d", mirror, "--actors", "1") == 1
+    err = capsys.readouterr().err
+    assert "downloading Audio_Speech_Actors_01-24.zip needs" in err and "GiB free; free some space" in err
+    assert not list((tmp_path / "d" / dl.STATE_DIR).glob("*.part"))  # nothing downloaded
+    # an extraction checks too, against the members' declared sizes
+    zpath = tmp_path / "Video_Speech_Actor_01.zip"
+    zpath.write_bytes(archives["Video_Speech_Actor_01.zip"])
+    count, problems = dl.extract_archive(zpath, tmp_path / "x" / "Video_Speech_Actor_01", tmp_path / "x", progress=False)
+    assert count == 0 and problems[0].startswith("extracting Video_Speech_Actor_01.zip needs")
+    assert not (tmp_path / "x").exists()
+    free["bytes"] = 1 << 50
+    assert run(tmp_path / "d", mirror, "--actors", "1") == 0 and pairs(tmp_path / "d") > 0
 
 
 def test_symlink_inside_is_skipped(tmp_path, mirror, archives, capsys):
