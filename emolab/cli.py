@@ -6,10 +6,11 @@ Heavy imports happen inside the commands so that ``emolab --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 DEFAULT_DEMO_DIR = Path("data/demo")
 
@@ -187,58 +188,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_main(args.train_args, prog="emolab train")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``emolab bench``: data, training, memory and growth figures (see :mod:`emolab.bench`)."""
-    from emolab.bench import run_from_args
+def _delegate(module: str, *errors: str) -> Callable[[argparse.Namespace], int]:
+    """A command that runs ``module.run_from_args`` (imported when called; its exit code when it returns an
+    int, else 0) and turns the named exceptions (``"module:Name"``) into a :class:`CLIError`: one line, exit 2."""
 
-    try:
-        run_from_args(args)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-    return 0
+    def command(args: argparse.Namespace) -> int:
+        run_from_args = importlib.import_module(module).run_from_args
+        caught = tuple(getattr(importlib.import_module(m), name) for m, name in (e.split(":") for e in errors))
+        try:
+            code = run_from_args(args)
+        except caught as e:
+            raise CLIError(str(e)) from None
+        return code if isinstance(code, int) else 0
 
-
-def cmd_robustness(args: argparse.Namespace) -> int:
-    """``emolab robustness``: trained runs under test-time corruptions (see :mod:`emolab.robustness`)."""
-    from emolab.robustness import InputError, run_from_args
-
-    try:
-        return run_from_args(args)
-    except InputError as e:
-        raise CLIError(str(e)) from None
+    command.__doc__ = f"``emolab``'s command of :mod:`{module}`."
+    return command
 
 
-def cmd_download_ravdess(args: argparse.Namespace) -> int:
-    """``emolab download-ravdess``: fetch, verify and extract the Zenodo archives (see :mod:`emolab.download`)."""
-    from emolab.download import DownloadError, run_from_args
-
-    try:
-        return run_from_args(args)
-    except (ValueError, DownloadError) as e:
-        raise CLIError(str(e)) from None
-
-
-def cmd_cv(args: argparse.Namespace) -> int:
-    """``emolab cv``: every fold x seed of a k-fold protocol, resumable, summarised (see :mod:`emolab.sweeps`)."""
-    from emolab.sweeps import SweepError, run_from_args
-    from emolab.train.run import SetupError
-
-    try:
-        return run_from_args(args)
-    except (SweepError, SetupError) as e:
-        raise CLIError(str(e)) from None
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    """``emolab search``: Optuna over cross-validated runs (see :mod:`emolab.search`)."""
-    from emolab.search import run_from_args
-    from emolab.sweeps import SweepError
-    from emolab.train.run import SetupError
-
-    try:
-        return run_from_args(args)
-    except (SweepError, SetupError) as e:
-        raise CLIError(str(e)) from None
+_SETUP = ("emolab.sweeps:SweepError", "emolab.train.run:SetupError")
+#: data, training, memory and growth figures
+cmd_bench = _delegate("emolab.bench", "builtins:ValueError")
+#: trained runs under test-time corruptions
+cmd_robustness = _delegate("emolab.robustness", "emolab.robustness:InputError")
+#: fetch, verify and extract the Zenodo archives
+cmd_download_ravdess = _delegate("emolab.download", "builtins:ValueError", "emolab.download:DownloadError")
+#: every fold x seed of a k-fold protocol, resumable, summarised
+cmd_cv = _delegate("emolab.sweeps", *_SETUP)
+#: Optuna over cross-validated runs
+cmd_search = _delegate("emolab.search", *_SETUP)
+#: what the cache folder holds; pruning it
+cmd_cache = _delegate("emolab.cachetool", "emolab.cachetool:CacheError")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _search.add_arguments(p)
     p.set_defaults(func=cmd_search, train_args=[])
+
+    from emolab import cachetool as _cachetool
+
+    p = sub.add_parser("cache", help="what the cache folder holds (info), or remove unused entries (prune)",
+                       description="Frames, audio and WavLM features of the cache folder: counts, sizes, last use; "
+                       "prune removes entries (they are recomputed when needed).")
+    _cachetool.add_arguments(p)
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("notebooks", help="run the notebooks headless (papermill), grids, refresh committed outputs")
     nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)

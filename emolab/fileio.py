@@ -44,3 +44,14 @@ def atomic_write_json(obj: Any, path: PathLike, *, sort_keys: bool = False) -> P
             f.write("\n")
 
     return atomic_write(path, write)
+
+
+def mark_used(path: PathLike) -> None:
+    """Set a cache entry's modification time to now: it was just read (``emolab cache prune --older_than``).
+
+    Best effort: a read-only cache folder (or a file removed meanwhile) is left as it is.
+    """
+    try:
+        os.utime(path)
+    except OSError:
+        pass

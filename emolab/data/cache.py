@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from emolab.data.video import ClipFrames
-from emolab.fileio import atomic_write
+from emolab.fileio import atomic_write, mark_used
 
 #: Bump when the preprocessing changes in a way that invalidates old entries.
 CACHE_VERSION = 1
@@ -184,13 +184,15 @@ class FrameCache:
         if self.directory is None:
             return None
         try:
-            with np.load(self._disk_path(key, kind), allow_pickle=False) as z:
+            path = self._disk_path(key, kind)
+            with np.load(path, allow_pickle=False) as z:
                 entry = read(z)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return None  # a damaged entry is a miss; it is rewritten atomically
         self.hits_disk += 1
+        mark_used(path)  # once per process and entry: later reads are memory hits
         self._remember(key, entry)
         return entry
 

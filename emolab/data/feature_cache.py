@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ import torch
 
 from emolab.data.audio import GAUSSIAN_NOISE_SAMPLES, AudioNoise, AudioNoiseParams
 from emolab.data.cache import AudioSettings
-from emolab.fileio import atomic_write
+from emolab.fileio import atomic_write, atomic_write_json, mark_used
 
 __all__ = [
     "CachedFeatures",
@@ -158,10 +159,11 @@ class FeatureStore:
     def path(self, backbone: str, key: str) -> Path:
         return self.root / backbone[:16] / key[:2] / f"{key}.npz"
 
-    def get(self, backbone: str, key: str) -> CachedFeatures | None:
-        """The entry, or ``None`` when it is missing or damaged."""
+    def get(self, backbone: str, key: str, *, touch: bool = True) -> CachedFeatures | None:
+        """The entry, or ``None`` when it is missing or damaged; ``touch`` marks it used (see :mod:`emolab.cachetool`)."""
+        path = self.path(backbone, key)
         try:
-            with np.load(self.path(backbone, key), allow_pickle=False) as z:
+            with np.load(path, allow_pickle=False) as z:
                 features, length = z["features"], int(z["length"])
         except FileNotFoundError:
             return None
@@ -169,7 +171,16 @@ class FeatureStore:
             return None  # damaged: a miss, rewritten atomically by the next fill
         if features.ndim != 2 or features.dtype != np.float16 or features.shape[0] == 0:
             return None
+        if touch:
+            mark_used(path)
         return CachedFeatures(features, length)
+
+    def describe(self, backbone: str, info: dict) -> Path:
+        """Write ``backbone.json`` (which backbone a tag is, for ``emolab cache info``) unless it is there."""
+        path = self.root / backbone[:16] / "backbone.json"
+        if not path.is_file():
+            atomic_write_json({"tag": backbone, **info, "created": time.strftime("%Y-%m-%d %H:%M:%S")}, path)
+        return path
 
     def put(self, backbone: str, key: str, features: np.ndarray, length: int) -> Path:
         """Store an entry atomically (features are stored as float16)."""

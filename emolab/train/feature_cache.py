@@ -325,6 +325,11 @@ class WavLMFeatureCache:
             world_size=dist.world_size,
         )
         dist.barrier()  # every rank's share is on disk
+        if dist.is_main:
+            c = encoder.backbone.config
+            FeatureStore(datasets[0].cache.directory).describe(tag, {
+                "name_or_path": getattr(c, "_name_or_path", "") or "(random init)",
+                "hidden_size": c.hidden_size, "layers": c.num_hidden_layers, "precision": precision})
         self.last_fill = report
         self._serve(encoder, datasets, tag)
         augmenting = any(_variant_count(ds, 1) for ds in datasets)
