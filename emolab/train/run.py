@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset, model_modalities
-from emolab.data.loaders import make_loader, warm_cache
+from emolab.data.loaders import loads_in_process, make_loader, warm_cache
 from emolab.data.ravdess import PairRecord, pair_corpus
 from emolab.data.splits import Split, make_split
 from emolab.models.registry import build_model_from_config, count_parameters
@@ -187,6 +187,11 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
             pin_memory=ctx.device.type == "cuda",
             seed=cfg.seed,
         )
+    workers = sorted({loader.num_workers for loader in loaders.values()})
+    lines.append(f"loader workers: {', '.join(map(str, workers))}"
+                 + (" (in-process: audio-only log-Mel data reads the cache faster than a worker hands it over)"
+                    if workers == [0] and cfg.num_workers == -1 and any(loads_in_process(d) for d in datasets.values())
+                    else ""))
     return DataBundle(split, datasets, loaders, lines)
 
 
