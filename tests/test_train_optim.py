@@ -231,3 +231,33 @@ def test_late_fusion_trains_with_nll_end_to_end() -> None:
     loss.backward()
     assert math.isfinite(loss.item())
     assert model.audio_model.head.weight.grad is not None and model.video_model.head.weight.grad is not None
+
+
+def test_frozen_batchnorm_runs_in_eval_mode_and_keeps_its_statistics() -> None:
+    from emolab.train.optim import frozen_batchnorm_to_eval
+
+    cfg = _cfg("gated", two_stage_training=True, stage1_epochs=1, fusion_unfreeze_video_blocks=1, epochs=2)
+    model = _build(cfg)
+    s1, s2 = plan_stages(cfg)
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    configure_stage(model, cfg, s1)
+    model.train()
+    switched = frozen_batchnorm_to_eval(model)
+    assert set(switched) == set(bns)  # stage 1: both encoders frozen, every BatchNorm in them
+    assert all(not m.training for m in bns.values()) and model.training and model.fusion_parameters()
+    before = {n: m.running_mean.clone() for n, m in bns.items()}
+    batch = {"video": torch.randn(2, 8, 3, 112, 112), "audio": torch.randn(2, 1, 64, 301)}
+    from emolab.models import forward_batch
+
+    forward_batch(model, batch)
+    assert all(torch.equal(before[n], m.running_mean) for n, m in bns.items())  # statistics untouched
+    # stage 2 unfreezes the audio model and the video model's layer4: their BatchNorms train again
+    configure_stage(model, cfg, s2)
+    model.train()
+    switched = set(frozen_batchnorm_to_eval(model))
+    training = {n for n, m in bns.items() if m.training}
+    assert training == {n for n in bns if n.startswith(("audio_model.", "video_model.backbone.layer4."))}
+    assert switched == set(bns) - training and switched
+    forward_batch(model, batch)
+    changed = {n for n, m in bns.items() if not torch.equal(before[n], m.running_mean)}
+    assert changed == training

@@ -28,6 +28,7 @@ from emolab.train import (
     load_warm_start,
 )
 from emolab.train.callbacks import WandbLogger, format_epoch
+from emolab.train.optim import plan_stages
 
 
 @pytest.fixture(autouse=True)
@@ -292,3 +293,15 @@ def test_predictions_drop_distributed_padding() -> None:
     p = Predictions.concat([a, b])
     assert p.index.tolist() == [0, 1, 2, 3, 4] and p.label.tolist() == [1, 0, 1, 3, 2]
     assert len(p) == 5
+
+
+@pytest.mark.parametrize("frozen_bn_eval", [True, False])
+def test_stage1_frozen_encoders_keep_batchnorm_statistics(tmp_path, frozen_bn_eval) -> None:
+    cfg = _cfg(optim=OptimConfig(two_stage_training=True, stage1_epochs=1, frozen_bn_eval=frozen_bn_eval), epochs=2)
+    trainer = _trainer(tmp_path, cfg, callbacks=[])
+    bns = {n: m for n, m in trainer.model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    before = {n: m.running_mean.clone() for n, m in bns.items()}
+    trainer._begin_stage(plan_stages(cfg)[0])
+    trainer.train_epoch(0)
+    kept = [torch.equal(before[n], m.running_mean) for n, m in bns.items()]
+    assert all(kept) if frozen_bn_eval else not any(kept)

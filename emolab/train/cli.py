@@ -128,6 +128,9 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
                    help="stage 2: keep the Mel audio model frozen")
     g.add_argument("--use_cosine_annealing", action="store_true", help="cosine LR over each stage, eta_min 1e-5")
     g.add_argument("--cosine_stage2_only", action="store_true", help="two-stage: cosine in stage 2 only")
+    g.add_argument("--no_frozen_bn_eval", dest="frozen_bn_eval", action="store_false", default=o.frozen_bn_eval,
+                   help="frozen BatchNorm layers use batch statistics and update their running ones "
+                        "(default: frozen ones run in eval mode)")
     g.add_argument("--early_stopping_patience", type=int, default=d.early_stopping_patience, help="0 disables")
     g.add_argument("--audio_ckpt", default=None, help="warm start for the audio model (e.g. outputs/best_audio.pt)")
     g.add_argument("--video_ckpt", default=None, help="warm start for the video model (e.g. outputs/best_video.pt)")
@@ -198,6 +201,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         fusion_unfreeze_audio=args.fusion_unfreeze_audio,
         use_cosine_annealing=args.use_cosine_annealing,
         cosine_stage2_only=args.cosine_stage2_only,
+        frozen_bn_eval=args.frozen_bn_eval,
     )
     return TrainConfig(
         data_root=args.data_root,

@@ -86,6 +86,13 @@ class OptimConfig:
         cosine_stage2_only: with two-stage training, constant LR in stage 1 and
             cosine in stage 2.
         eta_min: the cosine floor (1e-5 as in the seed).
+        frozen_bn_eval: BatchNorm layers whose parameters are frozen (the
+            encoders of stage 1, the frozen ResNet stages of stage 2) run in eval
+            mode while the rest trains: they normalise with their running
+            statistics and do not update them, so a frozen encoder gives the same
+            features in training and evaluation. ``False``: they normalise with
+            batch statistics and update the running ones (PyTorch's plain
+            ``model.train()``).
     """
 
     lr: float = 1e-4
@@ -104,6 +111,7 @@ class OptimConfig:
     use_cosine_annealing: bool = False
     cosine_stage2_only: bool = False
     eta_min: float = 1e-5
+    frozen_bn_eval: bool = True
 
     def __post_init__(self) -> None:
         for name in ("lr", "backbone_lr", "audio_backbone_lr", "video_backbone_lr"):

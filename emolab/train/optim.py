@@ -104,6 +104,28 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+def frozen_batchnorm_to_eval(model: nn.Module) -> list[str]:
+    """Put every BatchNorm layer whose parameters are all frozen in eval mode; call after ``model.train()``.
+
+    Such a layer then normalises with its running statistics and leaves them
+    alone, so a frozen encoder computes the same function in training and in
+    evaluation. Layers without affine parameters follow their parent module.
+    Returns the names of the layers switched.
+    """
+    switched = []
+    frozen = {name: not any(p.requires_grad for p in m.parameters()) and any(True for _ in m.parameters())
+              for name, m in model.named_modules()}
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm) or not m.training:
+            continue
+        own = list(m.parameters())
+        parent = name.rpartition(".")[0]
+        if (own and not any(p.requires_grad for p in own)) or (not own and frozen.get(parent, False)):
+            m.eval()
+            switched.append(name)
+    return switched
+
+
 def _unfreeze_stage2(model: FusionModel, o: OptimConfig) -> None:
     audio, video = model.audio_model, model.video_model
     if isinstance(audio, WavLMAudioEncoder):

@@ -43,7 +43,15 @@ from emolab.train.config import TrainConfig
 from emolab.train.distributed import DistContext, resolve_device
 from emolab.train.feature_cache import WavLMFeatureCache
 from emolab.train.metrics import Predictions, classification_metrics, epoch_metrics
-from emolab.train.optim import Stage, configure_stage, make_loss, make_optimizer, make_scheduler, plan_stages
+from emolab.train.optim import (
+    Stage,
+    configure_stage,
+    frozen_batchnorm_to_eval,
+    make_loss,
+    make_optimizer,
+    make_scheduler,
+    plan_stages,
+)
 
 __all__ = ["EmotionTrainer", "RunPaths"]
 
@@ -267,6 +275,13 @@ class EmotionTrainer:
             if self.scheduler is not None and state.get("scheduler") is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
         self._wrap()
+        if self.cfg.optim.frozen_bn_eval:
+            self.model.train()
+            frozen = frozen_batchnorm_to_eval(self.model)
+            if frozen:
+                tops = sorted({n.split(".")[0] for n in frozen})
+                self.log(f"frozen BatchNorm layers run in eval mode: {len(frozen)} in {', '.join(tops)} "
+                         "(--no_frozen_bn_eval to update their statistics)")
         # after freezing and DDP's weight broadcast: cached features iff the WavLM backbone is frozen
         self.feature_cache.begin_stage(self)
         self._call("on_stage_start", stage)
@@ -277,6 +292,8 @@ class EmotionTrainer:
         loader = self.loaders["train"]
         _set_epoch(loader, epoch)
         self.model.train()
+        if self.cfg.optim.frozen_bn_eval:
+            frozen_batchnorm_to_eval(self.model)  # frozen encoders keep their statistics (OptimConfig.frozen_bn_eval)
         assert self.optimizer is not None
         parts: list[tuple[Tensor, ...]] = []
         skipped = 0
