@@ -208,6 +208,20 @@ def test_determinism_overwrite_and_seed(corpus, tmp_path):
     assert not demo.is_generated(tmp_path, cfg)
 
 
+def test_regenerating_with_fewer_actors_removes_the_others(tmp_path):
+    cfg = dict(seed=0, noise=False, speech=True, **{**TINY, "seconds": 0.6})
+    generate_demo_corpus(tmp_path, DemoConfig(actors=[1, 2], **cfg), workers=0, progress=False)
+    mine = tmp_path / "Video_Speech_Actor_02" / "Actor_02" / "notes.txt"  # not the generator's: kept
+    mine.write_text("mine")
+    summary = generate_demo_corpus(tmp_path, DemoConfig(actors=[1], **cfg), workers=0, progress=False)
+    actors = {fields(p)[6] for p in corpus_files(tmp_path) if p.suffix in (".wav", ".mp4")}
+    assert actors == {1} and summary.removed == 180 and "removed 180 files" in summary.describe()
+    assert not (tmp_path / "Audio_Speech_Actors_01-24" / "Actor_02").exists() and mine.read_text() == "mine"
+    assert demo.is_generated(tmp_path, DemoConfig(actors=[1], **cfg))
+    # the same config again removes nothing
+    assert generate_demo_corpus(tmp_path, DemoConfig(actors=[1], **cfg), workers=0, progress=False).removed == 0
+
+
 def test_synthesize_recording_matches_files(corpus):
     root, summary = corpus
     clip = synthesize_recording(summary.config, actor=1, emotion=6, intensity=2, statement=2, repetition=1)

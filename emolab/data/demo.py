@@ -236,6 +236,8 @@ class DemoSummary:
         noise_path: the noise WAV, or None when ``noise=False``.
         seconds: wall time taken.
         config: the config used.
+        removed: files of the corpus generated there before (another config)
+            that this one does not have, removed.
     """
 
     root: Path
@@ -243,6 +245,7 @@ class DemoSummary:
     noise_path: Path | None
     seconds: float
     config: DemoConfig = field(repr=False)
+    removed: int = 0
 
     @property
     def total(self) -> int:
@@ -254,6 +257,8 @@ class DemoSummary:
         c = self.config
         kinds = ", ".join(f"{n} {k}" for k, n in self.counts.items())
         noise = f"; noise {self.noise_path}" if self.noise_path else ""
+        if self.removed:
+            noise += f"; removed {self.removed} files of the previous demo config"
         return (
             f"demo corpus at {self.root}: {self.total} files ({kinds}) from {len(c.actor_ids)} actor"
             f"{'s' if len(c.actor_ids) != 1 else ''}, "
@@ -530,6 +535,33 @@ def is_generated(out: str | os.PathLike, config: DemoConfig | None = None) -> bo
     return all(p.is_file() for k in keys for p in _paths(root, k).values())
 
 
+def _previous_files(root: Path) -> set[Path]:
+    """The files of the demo corpus whose manifest is at ``root`` (empty when there is none or it is unreadable)."""
+    try:
+        cfg = dict(json.loads((root / MANIFEST_NAME).read_text())["config"])
+        cfg["size"] = tuple(cfg["size"])
+        old = DemoConfig(**cfg)
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    files = {p for k in _keys(old) for p in _paths(root, k).values()}
+    return files | ({root / "Noise" / "noise.wav"} if old.noise else set())
+
+
+def _remove_stale(root: Path, config: DemoConfig) -> int:
+    """Remove the files of the previous demo config under ``root`` that ``config`` does not write."""
+    wanted = {p for k in _keys(config) for p in _paths(root, k).values()}
+    wanted |= {root / "Noise" / "noise.wav"} if config.noise else set()
+    removed = 0
+    for path in sorted(_previous_files(root) - wanted):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed += 1
+            for folder in (path.parent, path.parent.parent):  # Actor_NN, then Video_*_Actor_NN
+                if folder != root and folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+    return removed
+
+
 def _init_worker() -> None:
     cv2.setNumThreads(1)
 
@@ -558,7 +590,10 @@ def generate_demo_corpus(
     """Write the demo corpus under ``out`` in RAVDESS's layout and naming.
 
     Existing files of the same names are overwritten (with identical content
-    for the same config); other files under ``out`` are left alone. Each file
+    for the same config). Files of a corpus generated there before with
+    another config (its manifest says which) that this config does not write
+    are removed, so the folder holds exactly this corpus; other files under
+    ``out`` are left alone. Each file
     is written under a temporary name and renamed, so an interrupted run never
     leaves a half-written file with a RAVDESS name.
 
@@ -580,6 +615,7 @@ def generate_demo_corpus(
     t0 = time.perf_counter()
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    removed = _remove_stale(root, config)  # e.g. actors 5-24 when regenerating with 4 actors
     (root / MANIFEST_NAME).unlink(missing_ok=True)  # a manifest marks a finished run only
     keys = _keys(config)
     noise_path = root / "Noise" / "noise.wav" if config.noise else None
@@ -593,4 +629,4 @@ def generate_demo_corpus(
     tmp = _tmp(root / MANIFEST_NAME)
     tmp.write_text(json.dumps(_manifest(config, counts), indent=2) + "\n")
     os.replace(tmp, root / MANIFEST_NAME)
-    return DemoSummary(root, counts, noise_path, time.perf_counter() - t0, config)
+    return DemoSummary(root, counts, noise_path, time.perf_counter() - t0, config, removed)
