@@ -82,7 +82,7 @@ def test_pickle_keeps_disk_drops_memory(tmp_path, media):
     cache = FrameCache(tmp_path / "c")
     cache.put(media, s, clip(5))
     copy = pickle.loads(pickle.dumps(cache))
-    assert copy._memory_used == 0 and copy.directory == cache.directory
+    assert copy._memory.used_bytes == 0 and len(copy._memory) == 0 and copy.directory == cache.directory
     assert copy.get(media, s) is not None and copy.hits_disk == 1
 
 
@@ -91,3 +91,24 @@ def test_settings_validation():
         FrameSettings(0, 112, True)
     with pytest.raises(ValueError, match="size"):
         FrameSettings(8, 4, True)
+
+
+def test_byte_lru_bound_order_and_pickling():
+    from emolab.lru import ByteLRU
+
+    lru = ByteLRU(10, len)
+    for k, v in (("a", "xxx"), ("b", "yyyy"), ("c", "zz")):
+        lru.put(k, v)
+    assert list(lru) == ["a", "b", "c"] and lru.used_bytes == 9
+    assert lru.get("a") == "xxx" and list(lru) == ["b", "c", "a"]  # a read makes it the most recent
+    lru.put("d", "wwww")  # 13 bytes: b (least recent) goes
+    assert list(lru) == ["c", "a", "d"] and lru.used_bytes == 9 and lru.get("b") is None
+    lru.put("a", "v")  # replacing a value counts its new size
+    assert lru.used_bytes == 7 and list(lru) == ["c", "d", "a"]
+    lru.put("big", "x" * 11)  # larger than the bound: not kept, nothing evicted
+    assert "big" not in lru and len(lru) == 3
+    copy = pickle.loads(pickle.dumps(lru))
+    assert len(copy) == 0 and copy.max_bytes == 10 and copy.used_bytes == 0
+    off = ByteLRU(0, len)
+    off.put("a", "")  # a bound of 0 keeps nothing, not even an empty value
+    assert len(off) == 0

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +28,7 @@ import numpy as np
 
 from emolab.data.video import ClipFrames
 from emolab.fileio import atomic_write, mark_used
+from emolab.lru import ByteLRU
 
 #: Bump when the preprocessing changes in a way that invalidates old entries.
 CACHE_VERSION = 1
@@ -125,6 +125,12 @@ def _audio_arrays(entry: ClipAudio) -> dict[str, np.ndarray]:
     return {"samples": entry.samples, "scale": np.float64(entry.scale), "length": np.int64(entry.length)}
 
 
+def _entry_bytes(entry: ClipFrames | ClipAudio) -> int:
+    if isinstance(entry, ClipAudio):
+        return entry.nbytes
+    return entry.frames.nbytes + entry.valid.nbytes
+
+
 class FrameCache:
     """Memory + disk cache of :class:`~emolab.data.video.ClipFrames` and :class:`ClipAudio`.
 
@@ -140,19 +146,16 @@ class FrameCache:
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, memory_bytes: int = 1 << 30):
         self.directory = Path(directory) if directory is not None else None
-        self.memory_bytes = int(memory_bytes)
-        self._memory: OrderedDict[str, ClipFrames | ClipAudio] = OrderedDict()
-        self._memory_used = 0
+        self._memory: ByteLRU[ClipFrames | ClipAudio] = ByteLRU(memory_bytes, _entry_bytes)
         self._resolved: dict[str | os.PathLike[str], Path] = {}
         self.hits_memory = 0
         self.hits_disk = 0
         self.misses = 0
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_memory"] = OrderedDict()  # workers start empty; they share the disk
-        state["_memory_used"] = 0
-        return state
+    @property
+    def memory_bytes(self) -> int:
+        """Bound of the in-process memory (workers start empty: a pickled ByteLRU arrives empty)."""
+        return self._memory.max_bytes
 
     def key(self, path: str | os.PathLike[str], settings: FrameSettings | AudioSettings) -> str:
         """Hex digest of the file identity and the settings."""
@@ -178,7 +181,6 @@ class FrameCache:
         """The entry from memory, else from disk (``read`` parses the open ``.npz``), else ``None``."""
         entry = self._memory.get(key)
         if entry is not None:
-            self._memory.move_to_end(key)
             self.hits_memory += 1
             return entry
         if self.directory is None:
@@ -196,23 +198,8 @@ class FrameCache:
         self._remember(key, entry)
         return entry
 
-    @staticmethod
-    def _size(entry: ClipFrames | ClipAudio) -> int:
-        if isinstance(entry, ClipAudio):
-            return entry.nbytes
-        return entry.frames.nbytes + entry.valid.nbytes
-
     def _remember(self, key: str, entry: ClipFrames | ClipAudio) -> None:
-        if self.memory_bytes <= 0:
-            return
-        size = self._size(entry)
-        if size > self.memory_bytes:
-            return
-        self._memory[key] = entry
-        self._memory_used += size
-        while self._memory_used > self.memory_bytes:
-            _, old = self._memory.popitem(last=False)
-            self._memory_used -= self._size(old)
+        self._memory.put(key, entry)
 
     def put(self, path: str | os.PathLike[str], settings: FrameSettings, clip: ClipFrames) -> None:
         """Store a clip (atomically on disk: temporary file, then rename)."""
@@ -277,4 +264,3 @@ class FrameCache:
 
     def clear_memory(self) -> None:
         self._memory.clear()
-        self._memory_used = 0

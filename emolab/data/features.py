@@ -28,7 +28,6 @@ decisions come from the CPU copies of the parameters.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +38,7 @@ from emolab.data.audio import AudioNoise, log_mel
 from emolab.data.augment import apply_video_batch
 from emolab.data.handover import OneSegment, stack_batch
 from emolab.data.video import normalize
+from emolab.lru import ByteLRU
 
 __all__ = ["BatchFeaturizer", "RAW_KEYS", "collate_raw", "unpack_augment"]
 
@@ -103,6 +103,10 @@ def unpack_augment(batch: Mapping[str, Any]) -> tuple[dict[str, Tensor] | None, 
     return out["video_aug"], out["audio_aug"]
 
 
+def _tensor_bytes(t: Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
 class BatchFeaturizer:
     """Turn a raw batch into model inputs on ``device``.
 
@@ -139,9 +143,7 @@ class BatchFeaturizer:
         self.n_mels = n_mels
         self.audio_noise = audio_noise
         self.channels_last = channels_last
-        self.mel_memory_bytes = int(mel_memory_bytes)
-        self._mel_memory: OrderedDict[str, Tensor] = OrderedDict()
-        self._mel_memory_used = 0
+        self._mel_memory: ByteLRU[Tensor] = ByteLRU(mel_memory_bytes, _tensor_bytes)
 
     @classmethod
     def for_dataset(cls, dataset: Any, *, channels_last: bool = True) -> BatchFeaturizer:
@@ -190,10 +192,8 @@ class BatchFeaturizer:
         assert keys is not None
         clean = [True] * len(keys) if params is None else torch.isnan(params["snr_db"].cpu()).tolist()
         memory = self._mel_memory
-        hits = {i: memory[k] for i, k in enumerate(keys) if clean[i] and k in memory}
+        hits = {i: m for i, k in enumerate(keys) if clean[i] and (m := memory.get(k)) is not None}
         if len(hits) == len(keys):
-            for k in keys:
-                memory.move_to_end(k)
             return torch.stack([hits[i] for i in range(len(keys))])
         todo = [i for i in range(len(keys)) if i not in hits]
         if hits:
@@ -203,25 +203,23 @@ class BatchFeaturizer:
         mel = log_mel(self.wave(samples, scale, params), sample_rate=self.sample_rate, n_mels=self.n_mels)
         for j, i in enumerate(todo):
             if clean[i]:
-                self._remember_mel(keys[i], mel[j])
+                memory.put(keys[i], mel[j].clone())  # a copy: not a view keeping the batch alive
         if not hits:
             return mel
         out = mel.new_empty((len(keys), *mel.shape[1:]))
         out[rows] = mel
         for i, m in hits.items():
             out[i] = m
-            memory.move_to_end(keys[i])
         return out
 
-    def _remember_mel(self, key: str, mel: Tensor) -> None:
-        size = mel.numel() * mel.element_size()
-        if size > self.mel_memory_bytes or key in self._mel_memory:
-            return
-        self._mel_memory[key] = mel.clone()
-        self._mel_memory_used += size
-        while self._mel_memory_used > self.mel_memory_bytes:
-            _, old = self._mel_memory.popitem(last=False)
-            self._mel_memory_used -= old.numel() * old.element_size()
+    @property
+    def mel_memory_bytes(self) -> int:
+        """Bound of the memory of clean log-Mels (0: off)."""
+        return self._mel_memory.max_bytes
+
+    @mel_memory_bytes.setter
+    def mel_memory_bytes(self, value: int) -> None:
+        self._mel_memory = ByteLRU(value, _tensor_bytes)
 
     def __call__(self, batch: Mapping[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
         """A copy of ``batch`` with ``video``/``audio`` built from its raw keys (moved to ``device``).
