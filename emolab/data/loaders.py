@@ -64,7 +64,7 @@ def loads_in_process(dataset: Any) -> bool:
     a batch of 8), which costs less than handing a batch over from a worker
     process, and worker processes take CPU time from the model's threads. On 2
     cores the audio CNN trains at 0.87 of its compute bound with 2 workers and
-    at 0.95 or more in-process (``benchmarks/README.md``). Its cache should be
+    at 0.93 in-process (``benchmarks/README.md``). Its cache should be
     warm (:func:`warm_cache`; the trainer warms it): a cold one is filled
     serially, about 5 ms a clip.
     """
