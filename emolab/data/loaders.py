@@ -60,7 +60,7 @@ def _is_wsl() -> bool:
 def loads_in_process(dataset: Any) -> bool:
     """Whether auto workers leave ``dataset`` to the training process: a raw log-Mel dataset that reads audio only.
 
-    Its items are cache reads and a few random draws (about 0.1 ms each, 1 ms
+    Its items are cache reads and a few random draws (0.1–0.2 ms each, 1.1–1.5 ms
     a batch of 8), which costs less than handing a batch over from a worker
     process, and worker processes take CPU time from the model's threads. On 2
     cores the audio CNN trains at 0.87 of its compute bound with 2 workers and
