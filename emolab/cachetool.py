@@ -86,17 +86,22 @@ def _group(kind: str, tag: str | None, folder: Path) -> CacheGroup:
     return g
 
 
-def cache_groups(directory: str | os.PathLike[str]) -> list[CacheGroup]:
-    """Frames, audio and each WavLM backbone tag of a cache folder, with counts, sizes and last use."""
+def _folders(directory: str | os.PathLike[str]) -> list[tuple[str, str | None, Path]]:
+    """``(kind, tag, folder)`` of frames, audio and each WavLM backbone tag of a cache folder."""
     root = Path(directory)
     if not root.is_dir():
         raise CacheError(f"no cache folder at {root}")
-    groups = [_group(k, None, root / k) for k in ("frames", "audio")]
+    folders: list[tuple[str, str | None, Path]] = [(k, None, root / k) for k in ("frames", "audio")]
     wavlm = root / "wavlm"
     if wavlm.is_dir():
-        groups += [_group("wavlm", d.name, Path(d.path)) for d in sorted(os.scandir(wavlm), key=lambda d: d.name)
-                   if d.is_dir(follow_symlinks=False)]
-    return groups
+        folders += [("wavlm", d.name, Path(d.path)) for d in sorted(os.scandir(wavlm), key=lambda d: d.name)
+                    if d.is_dir(follow_symlinks=False)]
+    return folders
+
+
+def cache_groups(directory: str | os.PathLike[str]) -> list[CacheGroup]:
+    """Frames, audio and each WavLM backbone tag of a cache folder, with counts, sizes and last use."""
+    return [_group(kind, tag, folder) for kind, tag, folder in _folders(directory)]
 
 
 def prune(directory: str | os.PathLike[str], *, kinds: Sequence[str] = KINDS, tags: Sequence[str] = (),
@@ -116,10 +121,10 @@ def prune(directory: str | os.PathLike[str], *, kinds: Sequence[str] = KINDS, ta
         raise CacheError(f"--older_than must be >= 0 days, got {older_than_days}")
     cutoff = None if older_than_days is None else (now or time.time()) - older_than_days * _DAY
     files = size = 0
-    for g in cache_groups(directory):
-        if g.kind not in kinds or (g.kind == "wavlm" and tags and not any(g.tag.startswith(t) for t in tags)):
+    for kind, tag, folder in _folders(directory):
+        if kind not in kinds or (kind == "wavlm" and tags and not any(tag.startswith(t) for t in tags)):
             continue
-        for e in list(_entries(g.folder)):
+        for e in list(_entries(folder)):
             st = e.stat(follow_symlinks=False)
             if cutoff is not None and st.st_mtime >= cutoff:
                 continue
@@ -130,8 +135,8 @@ def prune(directory: str | os.PathLike[str], *, kinds: Sequence[str] = KINDS, ta
                     os.unlink(e.path)
                 except FileNotFoundError:
                     pass  # removed meanwhile (another prune, or a run rewriting it)
-        if not dry_run and g.kind == "wavlm" and not any(_entries(g.folder)):
-            shutil.rmtree(g.folder, ignore_errors=True)  # the tag's folder, backbone.json included
+        if not dry_run and kind == "wavlm" and not any(_entries(folder)):
+            shutil.rmtree(folder, ignore_errors=True)  # the tag's folder, backbone.json included
     return files, size
 
 
