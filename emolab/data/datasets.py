@@ -272,10 +272,14 @@ class RavdessAVDataset(Dataset):
         """Audio samples per clip after padding (48000 for 3 s at 16 kHz)."""
         return round(self.config.sample_rate * self.config.clip_seconds)
 
+    @property
+    def audio_settings(self) -> AudioSettings:
+        """What the cached audio depends on: sample rate and clip length."""
+        return AudioSettings(self.config.sample_rate, self.config.clip_seconds)
+
     def audio_key(self, index: int) -> str:
         """The cache key of pair ``index``'s audio: its file identity and the audio settings."""
-        c = self.config
-        return self.cache.key(self.pairs[index].audio_path, AudioSettings(c.sample_rate, c.clip_seconds))
+        return self.cache.key(self.pairs[index].audio_path, self.audio_settings)
 
     def audio_clip(self, index: int, key: str | None = None) -> ClipAudio:
         """The cached (read and resampled once) padded 16 kHz audio of pair ``index`` (``key``: its :meth:`audio_key`)."""
@@ -286,7 +290,7 @@ class RavdessAVDataset(Dataset):
             wave, length = load_audio(path, c.sample_rate, c.clip_seconds, return_length=True)
             return ClipAudio.from_wave(wave.numpy(), length)
 
-        return self.cache.audio(path, AudioSettings(c.sample_rate, c.clip_seconds), compute, key=key)
+        return self.cache.audio(path, self.audio_settings, compute, key=key)
 
     def load_wave(self, index: int) -> tuple[torch.Tensor, int]:
         """The padded waveform ``(1, N)`` and its valid length, before augmentation (from the cache)."""
@@ -302,10 +306,8 @@ class RavdessAVDataset(Dataset):
 
     def feature_key(self, index: int, backbone: str, variant: int = 0) -> str:
         """The feature-cache key of pair ``index``'s audio for a backbone tag and variant (0: clean)."""
-        c = self.config
         ident = clip_identity(self.pairs[index].audio_path)
-        settings = AudioSettings(c.sample_rate, c.clip_seconds)
-        return FeatureStore.key(ident, settings, backbone, variant, self.noise_tag if variant else "")
+        return FeatureStore.key(ident, self.audio_settings, backbone, variant, self.noise_tag if variant else "")
 
     def cached_features(self, index: int, audio_params: Any = None) -> CachedFeatures:
         """The cached backbone features that stand in for pair ``index``'s audio while the switch is on.

@@ -535,6 +535,12 @@ def is_generated(out: str | os.PathLike, config: DemoConfig | None = None) -> bo
     return all(p.is_file() for k in keys for p in _paths(root, k).values())
 
 
+def _corpus_files(root: Path, config: DemoConfig) -> set[Path]:
+    """Every file ``config`` writes under ``root`` (recordings, and the noise file)."""
+    files = {p for k in _keys(config) for p in _paths(root, k).values()}
+    return files | ({root / "Noise" / "noise.wav"} if config.noise else set())
+
+
 def _previous_files(root: Path) -> set[Path]:
     """The files of the demo corpus whose manifest is at ``root`` (empty when there is none or it is unreadable)."""
     try:
@@ -543,16 +549,13 @@ def _previous_files(root: Path) -> set[Path]:
         old = DemoConfig(**cfg)
     except (OSError, ValueError, KeyError, TypeError):
         return set()
-    files = {p for k in _keys(old) for p in _paths(root, k).values()}
-    return files | ({root / "Noise" / "noise.wav"} if old.noise else set())
+    return _corpus_files(root, old)
 
 
 def _remove_stale(root: Path, config: DemoConfig) -> int:
     """Remove the files of the previous demo config under ``root`` that ``config`` does not write."""
-    wanted = {p for k in _keys(config) for p in _paths(root, k).values()}
-    wanted |= {root / "Noise" / "noise.wav"} if config.noise else set()
     removed = 0
-    for path in sorted(_previous_files(root) - wanted):
+    for path in sorted(_previous_files(root) - _corpus_files(root, config)):
         if path.is_file() and not path.is_symlink():
             path.unlink()
             removed += 1

@@ -82,10 +82,6 @@ class OneSegment:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _unpack, (self.buffer, self.layout, self.rest)
 
-    def unpack(self) -> dict[str, Any]:
-        """The nested dict (as the receiving process sees it)."""
-        return _unpack(self.buffer, self.layout, self.rest)
-
 
 def stack_batch(columns: Mapping[str, Any], *, one_segment: bool) -> dict[str, Any] | OneSegment:
     """Stack a nested dict of columns into a batch.

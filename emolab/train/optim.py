@@ -113,14 +113,12 @@ def frozen_batchnorm_to_eval(model: nn.Module) -> list[str]:
     Returns the names of the layers switched.
     """
     switched = []
-    frozen = {name: not any(p.requires_grad for p in m.parameters()) and any(True for _ in m.parameters())
-              for name, m in model.named_modules()}
-    for name, m in model.named_modules():
+    modules = dict(model.named_modules())
+    for name, m in modules.items():
         if not isinstance(m, nn.modules.batchnorm._BatchNorm) or not m.training:
             continue
-        own = list(m.parameters())
-        parent = name.rpartition(".")[0]
-        if (own and not any(p.requires_grad for p in own)) or (not own and frozen.get(parent, False)):
+        params = list(m.parameters()) or list(modules[name.rpartition(".")[0]].parameters())
+        if params and not any(p.requires_grad for p in params):
             m.eval()
             switched.append(name)
     return switched
