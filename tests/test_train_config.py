@@ -28,6 +28,8 @@ def test_defaults_follow_the_seed() -> None:
     assert cfg.output_dir == "outputs"
     assert cfg.optim.wavlm_unfreeze_layers == 2  # the seed's stage 2 unfroze 2 layers
     assert cfg.optim.fusion_unfreeze_audio is True and cfg.optim.eta_min == 1e-5
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.epochs, cfg.batch_size) == (1e-3, 1e-4, 20, 16)
+    assert cfg.data.face_crop == "all"  # the seed crops faces in every split (tests/test_seed_flags.py: every flag)
 
 
 def test_json_round_trip(tmp_path) -> None:

@@ -142,7 +142,7 @@ def test_seed_commands_run(demo_root, frame_cache, tiny_wavlm, tmp_path, monkeyp
     assert r["dir"].parent == Path("outputs/runs") and r["dir"].name.startswith("audio-seed42-")
     # 6.3 WavLM stage 1 then stage 2 (the latter also through `emolab train`)
     r = run("--data_root %s --num_classes 8 --fusion audio --use_wavlm --wavlm_stage 1 --epochs 1" % demo_root)
-    assert r["history"][0]["lr_head"] == pytest.approx(1e-4)
+    assert r["history"][0]["lr_head"] == pytest.approx(1e-3)  # the seed's default --lr
     r = run("--data_root %s --num_classes 8 --fusion audio --use_wavlm --wavlm_stage 2 --backbone_lr 3e-5 "
             "--lr 3e-4 --epochs 1" % demo_root, entry=emolab_main)
     assert (r["history"][0]["stage"], r["history"][0]["lr_backbone"], r["history"][0]["lr_head"]) == (2, 3e-5, 3e-4)
@@ -153,7 +153,7 @@ def test_seed_commands_run(demo_root, frame_cache, tiny_wavlm, tmp_path, monkeyp
     # 6.2 gated fusion with WavLM (recommended baseline)
     r = run("--data_root %s --num_classes 8 --fusion gated --use_wavlm --use_cosine_annealing --weight_decay 1e-4 "
             "--early_stopping_patience 8 --epochs 2" % demo_root)
-    assert [h["lr_all"] for h in r["history"]] == pytest.approx([1e-4, (1e-4 + 1e-5) / 2])
+    assert [h["lr_all"] for h in r["history"]] == pytest.approx([1e-3, (1e-3 + 1e-5) / 2])  # default --lr 1e-3
     # 6.4 warm-start gated fusion, two stages, layered LRs
     r = run("--data_root %s --num_classes 8 --fusion gated --use_wavlm --audio_ckpt outputs/best_audio.pt "
             "--video_ckpt outputs/best_video.pt --two_stage_training --stage1_epochs 1 --lr 3e-4 "

@@ -65,7 +65,12 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
     g.add_argument("--frames", type=int, default=dc.num_frames, help="video frames sampled per clip")
     g.add_argument("--frame_size", type=int, default=dc.frame_size, help="frame side in pixels")
     g.add_argument("--face_crop", choices=("all", "train", "none"), default=dc.face_crop,
-                   help="crop faces in every split (all), only when augmenting (train, the seed's way), or never")
+                   help="crop faces in every split (all, the seed's behaviour), only in the augmented "
+                        "training split (train), or never (none)")
+    g.add_argument("--use_face_crop", dest="face_crop", action="store_const", const="all",
+                   help="the seed's flag: same as --face_crop all")
+    g.add_argument("--no_face_crop", dest="face_crop", action="store_const", const="none",
+                   help="the seed's flag: same as --face_crop none")
     g.add_argument("--clip_seconds", type=float, default=dc.clip_seconds, help="audio length after pad/truncate")
     g.add_argument("--audio_n_mels", type=int, default=dc.n_mels, help="Mel bins of the log-Mel features")
     g.add_argument("--cache_dir", default=dc.cache_dir,
@@ -81,10 +86,12 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
 
     g = p.add_argument_group("split")
     g.add_argument("--split_mode", choices=("actor", "stratified", "kfold"), default=s.mode,
-                   help="actor: speaker-independent (default); stratified: leaks speakers (the seed's default)")
-    g.add_argument("--train_actors", type=_actors, default=None, help="e.g. 1-18 (actor split)")
-    g.add_argument("--val_actors", type=_actors, default=None, help="e.g. 19,20,21")
-    g.add_argument("--test_actors", type=_actors, default=None, help="e.g. 22-24")
+                   help="actor: speaker-independent (default); stratified: leaks speakers (the seed's "
+                        "default, the one deliberate change of a seed default)")
+    g.add_argument("--train_actors", type=_actors, default=None,
+                   help="actor split, e.g. 1-18 (default: 1-18, scaled down on a corpus with fewer actors)")
+    g.add_argument("--val_actors", type=_actors, default=None, help="e.g. 19,20,21 (default: 19-21)")
+    g.add_argument("--test_actors", type=_actors, default=None, help="e.g. 22-24 (default: 22-24)")
     g.add_argument("--train_ratio", type=float, default=s.train_ratio, help="stratified split")
     g.add_argument("--val_ratio", type=float, default=s.val_ratio, help="stratified split (test = the rest)")
     g.add_argument("--protocol", choices=tuple(PROTOCOLS), default=s.protocol, help="kfold protocol")

@@ -95,8 +95,8 @@ class OptimConfig:
             ``model.train()``).
     """
 
-    lr: float = 1e-4
-    weight_decay: float = 0.0
+    lr: float = 1e-3  # lr, weight_decay and the rest: the seed's defaults (SPEC §4)
+    weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     wavlm_stage: int = 1
     backbone_lr: float = 3e-5
@@ -213,7 +213,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 16
     early_stopping_patience: int = 10
     seed: int = 42
