@@ -81,9 +81,10 @@ class DataConfig:
         num_frames: video frames sampled uniformly per clip.
         frame_size: frame side in pixels.
         face_crop: ``"all"`` crops to the face in every split, as preprocessing
-            (the default; emolab's choice so that train and test frames are
-            framed alike); ``"train"`` only in the augmented training split (the
-            seed project's behaviour); ``"none"`` never. Without a working face
+            (the default, and the seed project's behaviour: its code crops every
+            split, ``--use_face_crop``); ``"train"`` only in the augmented
+            training split (the seed's design note, not its code); ``"none"``
+            never (the seed's ``--no_face_crop``). Without a working face
             detector it acts as ``"none"``, with a warning.
         sample_rate: audio rate after resampling (Hz).
         clip_seconds: audio length after padding/truncation.

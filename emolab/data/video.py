@@ -504,7 +504,7 @@ def preprocess_clip(
     With ``face_crop``, the face is detected on the first sampled frame only and
     its square box (:func:`face_box_to_square`) crops every frame (SPEC §2.1);
     without a face, frames are centre-square cropped (``face="not_found"``).
-    Without ``face_crop`` (the seed's framing), whole frames are resized to
+    Without ``face_crop`` (the seed's ``--no_face_crop``), whole frames are resized to
     ``size x size`` and the aspect ratio is not kept. If ``face_crop`` is asked for
     but the detector is unavailable (OpenCV without ``CascadeClassifier``), a
     warning is given and whole frames are used (``face="off"``).
