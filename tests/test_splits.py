@@ -117,3 +117,56 @@ def test_composition_and_actor_list_parsing():
     assert parse_actor_list("1,2,5-8") == (1, 2, 5, 6, 7, 8)
     with pytest.raises(ValueError, match="cannot read actor list"):
         parse_actor_list("1,x")
+
+
+def _small_corpus(per_emotion: int) -> list[PairRecord]:
+    """One actor, ``per_emotion`` clips of each emotion."""
+    out, seen = [], Counter()
+    for p in corpus([1]):
+        if seen[p.emotion] < per_emotion:
+            seen[p.emotion] += 1
+            out.append(p)
+    return out
+
+
+def test_stratified_split_refuses_an_empty_split_and_names_the_counts():
+    pairs = _small_corpus(2)  # 2 per emotion: round(2 * 0.15) = 0 val clips of each
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpeakerLeakageWarning)
+        with pytest.raises(ValueError, match=r"leaves the val split empty \(train 8, val 0, test 8 of 16 pairs"):
+            stratified_split(pairs, 0.7, 0.15)
+        with pytest.raises(ValueError, match=r"pairs per emotion: neutral 2, calm 2,"):
+            make_split(pairs, SplitConfig(mode="stratified"))
+        with pytest.raises(ValueError, match=r"leaves the test split empty \(train 8, val 8, test 0"):
+            stratified_split(pairs, 0.5, 0.4)  # round(1.0) + round(0.8) = 2: nothing left for test
+        split = stratified_split(_small_corpus(7), 0.7, 0.15)  # 5/1/1 per emotion; neutral has 4 clips: 3/1/0
+    assert (len(split.train), len(split.val), len(split.test)) == (38, 8, 7)
+    with pytest.raises(ValueError, match="val_ratio must be in"):
+        SplitConfig(mode="stratified", val_ratio=0.0)  # an empty validation split by construction
+
+
+def test_training_refuses_an_empty_split_before_decoding(monkeypatch, tmp_path, capsys):
+    """`emolab train --split_mode stratified` on a tiny corpus: exit 2 with the counts, no run folder."""
+    from types import SimpleNamespace
+
+    import emolab.train.run as run_mod
+    from emolab.train.cli import main as train_main
+
+    pairs = _small_corpus(2)
+    fake = SimpleNamespace(pairs=pairs, report=SimpleNamespace(pairs=len(pairs), problems=0))
+    monkeypatch.setattr(run_mod, "pair_corpus", lambda *a, **k: fake)
+    argv = ["--data_root", str(tmp_path), "--split_mode", "stratified", "--output_dir", str(tmp_path / "out"),
+            "--no_pretrained_video", "--device", "cpu", "--no_progress", "--num_workers", "0"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpeakerLeakageWarning)
+        assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "split: stratified split" in err and "leaves the val split empty (train 8, val 0, test 8 of 16 pairs" in err
+    assert not (tmp_path / "out" / "runs").exists() or not any((tmp_path / "out" / "runs").iterdir())
+
+
+def test_inspect_reports_an_impossible_stratified_split():
+    from emolab.data.inspect import split_summaries
+
+    out = split_summaries(_small_corpus(2))
+    assert "leaves the val split empty" in out["stratified"]["error"]

@@ -39,7 +39,10 @@ def split_summaries(pairs: list[PairRecord], split_config: SplitConfig | None = 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SpeakerLeakageWarning)
         cfg = split_config if split_config and split_config.mode == "stratified" else SplitConfig()
-        out["stratified"] = _split_entry(stratified_split(pairs, cfg.train_ratio, cfg.val_ratio, cfg.seed))
+        try:
+            out["stratified"] = _split_entry(stratified_split(pairs, cfg.train_ratio, cfg.val_ratio, cfg.seed))
+        except ValueError as e:  # a corpus too small for the ratios
+            out["stratified"] = {"error": str(e)}
     for protocol, folds in PROTOCOLS.items():
         entries = []
         for k in range(len(folds)):

@@ -90,8 +90,11 @@ class SplitConfig:
             raise ValueError(f"split mode must be 'actor', 'stratified' or 'kfold', got {self.mode!r}")
         if not 0.0 < self.train_ratio < 1.0:
             raise ValueError(f"train_ratio must be in (0, 1), got {self.train_ratio}")
-        if not 0.0 <= self.val_ratio < 1.0:
-            raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
+        if not 0.0 < self.val_ratio < 1.0:
+            raise ValueError(
+                f"val_ratio must be in (0, 1), got {self.val_ratio} "
+                "(early stopping and the best checkpoint need a validation split)"
+            )
         if self.train_ratio + self.val_ratio >= 1.0 - 1e-9:
             raise ValueError(
                 f"train_ratio + val_ratio must be < 1 so that the test split is not empty "
@@ -261,6 +264,10 @@ def stratified_split(
 
     Speakers leak between splits; a :class:`SpeakerLeakageWarning` is issued
     unless ``warn=False``, and the split's ``notes`` carry the message.
+
+    Raises:
+        ValueError: a split would be empty (a small corpus: each emotion's
+            share rounds to zero); the message names the counts.
     """
     SplitConfig(mode="stratified", train_ratio=train_ratio, val_ratio=val_ratio)  # validates
     if warn:
@@ -286,8 +293,25 @@ def stratified_split(
         f"stratified split: train {train_ratio:g} / val {val_ratio:g} / "
         f"test {1 - train_ratio - val_ratio:g}, seed {seed}"
     )
+    _refuse_empty(parts, desc, {e: len(r) for e, r in by_emotion.items()})
     actors = {k: tuple(sorted({r.actor for r in v})) for k, v in parts.items()}
     return Split(parts["train"], parts["val"], parts["test"], desc, actors, [LEAKAGE_MESSAGE])
+
+
+def _refuse_empty(parts: dict[str, list[PairRecord]], desc: str, per_emotion: dict[int, int] | None = None) -> None:
+    """Raise ``ValueError`` naming the counts when a split has no pairs (never train on an empty val/test)."""
+    empty = [k for k, recs in parts.items() if not recs]
+    if not empty:
+        return
+    counts = ", ".join(f"{k} {len(recs)}" for k, recs in parts.items())
+    total = sum(len(recs) for recs in parts.values())
+    detail = ""
+    if per_emotion:
+        detail = "; pairs per emotion: " + ", ".join(f"{EMOTIONS[e - 1]} {n}" for e, n in sorted(per_emotion.items()))
+    raise ValueError(
+        f"{desc} leaves the {' and the '.join(empty)} split empty ({counts} of {total} pairs{detail}); "
+        "use a larger corpus, other ratios (--train_ratio, --val_ratio) or an actor split"
+    )
 
 
 def fold_actors(protocol: str, fold: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -309,13 +333,21 @@ def kfold_split(pairs: Sequence[PairRecord], protocol: str = "six_fold", fold: i
 
 
 def make_split(pairs: Sequence[PairRecord], config: SplitConfig | None = None) -> Split:
-    """Split ``pairs`` as ``config`` says (default: the actor split)."""
+    """Split ``pairs`` as ``config`` says (default: the actor split).
+
+    Raises:
+        ValueError: the split is impossible, or leaves train, val or test
+            without pairs (the message names the counts).
+    """
     config = config or SplitConfig()
     if config.mode == "actor":
-        return actor_split(pairs, config.train_actors, config.val_actors, config.test_actors)
-    if config.mode == "stratified":
-        return stratified_split(pairs, config.train_ratio, config.val_ratio, config.seed)
-    return kfold_split(pairs, config.protocol, config.fold)
+        split = actor_split(pairs, config.train_actors, config.val_actors, config.test_actors)
+    elif config.mode == "stratified":
+        split = stratified_split(pairs, config.train_ratio, config.val_ratio, config.seed)
+    else:
+        split = kfold_split(pairs, config.protocol, config.fold)
+    _refuse_empty(dict(split.items()), split.description)  # each mode checks already; a guard for new ones
+    return split
 
 
 def _fmt_ids(ids: Sequence[int]) -> str:
