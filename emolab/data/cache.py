@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from emolab.data.video import ClipFrames
+from emolab.data.video import RESIZE_MODES, ClipFrames
 from emolab.fileio import atomic_write, mark_used
 from emolab.lru import ByteLRU
 
@@ -50,20 +50,26 @@ class FrameSettings:
         num_frames: frames sampled uniformly over the clip.
         size: output side in pixels (frames are ``size x size``).
         face_crop: crop to the face found on the first sampled frame.
+        resize: ``"area"`` or ``"linear"`` interpolation (:func:`~emolab.data.video.resize_frames`).
     """
 
     num_frames: int = 8
     size: int = 112
     face_crop: bool = True
+    resize: str = "area"
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.size < 8:
             raise ValueError(f"size must be >= 8 pixels, got {self.size}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {sorted(RESIZE_MODES)}, got {self.resize!r}")
 
     def tag(self) -> str:
-        return f"v{CACHE_VERSION}-t{self.num_frames}-s{self.size}-f{int(self.face_crop)}"
+        # "area" adds nothing, so that entries written before `resize` existed stay valid
+        interp = "" if self.resize == "area" else f"-i{self.resize}"
+        return f"v{CACHE_VERSION}-t{self.num_frames}-s{self.size}-f{int(self.face_crop)}{interp}"
 
 
 @dataclass(frozen=True)

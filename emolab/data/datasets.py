@@ -60,6 +60,7 @@ from emolab.data.video import (
 log = logging.getLogger(__name__)
 
 FaceCropMode = Literal["all", "train", "none"]
+ResizeMode = Literal["area", "linear"]
 AudioKind = Literal["mel", "wave"]
 MODALITIES = ("audio", "video")
 
@@ -86,6 +87,9 @@ class DataConfig:
             training split (the seed's design note, not its code); ``"none"``
             never (the seed's ``--no_face_crop``). Without a working face
             detector it acts as ``"none"``, with a warning.
+        resize: frame interpolation to ``frame_size``: ``"area"`` (default,
+            ``cv2.INTER_AREA``) or ``"linear"`` (``cv2.INTER_LINEAR``, the seed
+            project's, to reproduce its tensors); part of the frame cache key.
         sample_rate: audio rate after resampling (Hz).
         clip_seconds: audio length after padding/truncation.
         n_mels: Mel bands of the log-Mel features.
@@ -101,6 +105,7 @@ class DataConfig:
     num_frames: int = 8
     frame_size: int = 112
     face_crop: FaceCropMode = "all"
+    resize: ResizeMode = "area"
     sample_rate: int = 16000
     clip_seconds: float = 3.0
     n_mels: int = 64
@@ -113,6 +118,8 @@ class DataConfig:
             raise ValueError(f"num_classes must be 8 or 4, got {self.num_classes}")
         if self.face_crop not in ("all", "train", "none"):
             raise ValueError(f"face_crop must be 'all', 'train' or 'none', got {self.face_crop!r}")
+        if self.resize not in ("area", "linear"):
+            raise ValueError(f"resize must be 'area' or 'linear', got {self.resize!r}")
         if self.num_frames < 1 or self.frame_size < 8:
             raise ValueError("num_frames must be >= 1 and frame_size >= 8")
         if self.sample_rate <= 0 or self.clip_seconds <= 0 or self.n_mels <= 0:
@@ -228,7 +235,7 @@ class RavdessAVDataset(Dataset):
                     stacklevel=2,
                 )
                 face, self.detector = False, None
-        self.frame_settings = FrameSettings(self.config.num_frames, self.config.frame_size, face)
+        self.frame_settings = FrameSettings(self.config.num_frames, self.config.frame_size, face, self.config.resize)
         self.video_augment = video_augment or (VideoAugment() if augment else None)
         self.audio_noise = audio_noise
         if augment and audio_noise is None:
@@ -264,7 +271,7 @@ class RavdessAVDataset(Dataset):
             rec.video_path,
             s,
             lambda: preprocess_clip(
-                rec.video_path, s.num_frames, s.size, face_crop=s.face_crop, detector=self.detector
+                rec.video_path, s.num_frames, s.size, face_crop=s.face_crop, detector=self.detector, resize=s.resize
             ),
         )
 

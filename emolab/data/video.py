@@ -53,6 +53,7 @@ __all__ = [
     "crop_frames",
     "center_square",
     "resize_frames",
+    "RESIZE_MODES",
     "ClipFrames",
     "preprocess_clip",
     "frames_to_float",
@@ -458,18 +459,28 @@ def center_square(frames: np.ndarray) -> np.ndarray:
     return crop_frames(frames, _center_square_box(frames.shape[1:3]))
 
 
-def resize_frames(frames: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
-    """Resize every frame of `(T, H, W, 3)` to `(T, size, size, 3)` with ``cv2.INTER_AREA``.
+#: ``resize`` names -> OpenCV interpolation: ``"area"`` (emolab's default: averages the
+#: source pixels, no aliasing when shrinking 720p to 112 px) or ``"linear"`` (the seed's
+#: ``cv2.resize`` default, bilinear from 4 source pixels: reproduces its tensors).
+RESIZE_MODES: dict[str, int] = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
-    The aspect ratio is not kept (crop to a square first to keep it).
+
+def resize_frames(frames: np.ndarray, size: int = FRAME_SIZE, resize: str = "area") -> np.ndarray:
+    """Resize every frame of `(T, H, W, 3)` to `(T, size, size, 3)`.
+
+    ``resize`` is ``"area"`` (``cv2.INTER_AREA``, the default) or ``"linear"``
+    (``cv2.INTER_LINEAR``, the seed project's). The aspect ratio is not kept
+    (crop to a square first to keep it).
     """
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {sorted(RESIZE_MODES)}, got {resize!r}")
     if frames.shape[1:3] == (size, size):
         return np.ascontiguousarray(frames)
     out = np.empty((frames.shape[0], size, size, frames.shape[3]), dtype=frames.dtype)
     for t, frame in enumerate(frames):
-        out[t] = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=cv2.INTER_AREA)
+        out[t] = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=RESIZE_MODES[resize])
     return out
 
 
@@ -498,6 +509,7 @@ def preprocess_clip(
     face_crop: bool = True,
     detector: FaceDetector | None = None,
     margin: float = 0.25,
+    resize: str = "area",
 ) -> ClipFrames:
     """Decode, sample, face-crop and resize a clip (the cacheable unit).
 
@@ -516,6 +528,7 @@ def preprocess_clip(
         face_crop: crop to the face.
         detector: face detector; defaults to :func:`default_face_detector`.
         margin: context around the face box (see :func:`face_box_to_square`).
+        resize: ``"area"`` or ``"linear"`` (the seed's), see :func:`resize_frames`.
 
     Returns:
         :class:`ClipFrames` with frames of shape `(T, size, size, 3)`.
@@ -540,7 +553,7 @@ def preprocess_clip(
             else:
                 face, box = "not_found", _center_square_box(frames.shape[1:3])
             frames = crop_frames(frames, box)
-    return ClipFrames(frames=resize_frames(frames, size), valid=valid, face=face, box=box)
+    return ClipFrames(frames=resize_frames(frames, size, resize), valid=valid, face=face, box=box)
 
 
 # --------------------------------------------------------------------------- tensors
@@ -586,6 +599,7 @@ def load_video_frames(
     face_crop: bool = True,
     detector: FaceDetector | None = None,
     rng: np.random.Generator | None = None,
+    resize: str = "area",
 ) -> Tensor:
     """Load a clip as the tensor the video models see (SPEC §2.1).
 
@@ -601,6 +615,7 @@ def load_video_frames(
         face_crop: crop to the face found on the first sampled frame.
         detector: face detector; defaults to :func:`default_face_detector`.
         rng: random generator, required when ``augment`` is set.
+        resize: ``"area"`` or ``"linear"`` (the seed's), see :func:`resize_frames`.
 
     Returns:
         float32 tensor of shape `(T, 3, size, size)`.
@@ -608,7 +623,7 @@ def load_video_frames(
     aug = VideoAugment() if augment is True else (augment or None)
     if aug is not None and rng is None:
         raise ValueError("load_video_frames(augment=...) needs an explicit rng (numpy Generator)")
-    clip = preprocess_clip(path, num_frames, size, face_crop=face_crop, detector=detector)
+    clip = preprocess_clip(path, num_frames, size, face_crop=face_crop, detector=detector, resize=resize)
     video = frames_to_float(clip.frames)
     if aug is not None:
         video = aug(video, rng)

@@ -67,10 +67,12 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
     g.add_argument("--face_crop", choices=("all", "train", "none"), default=dc.face_crop,
                    help="crop faces in every split (all, the seed's behaviour), only in the augmented "
                         "training split (train), or never (none)")
-    g.add_argument("--use_face_crop", dest="face_crop", action="store_const", const="all",
+    g.add_argument("--use_face_crop", dest="face_crop", action="store_const", const="all", default=argparse.SUPPRESS,
                    help="the seed's flag: same as --face_crop all")
-    g.add_argument("--no_face_crop", dest="face_crop", action="store_const", const="none",
+    g.add_argument("--no_face_crop", dest="face_crop", action="store_const", const="none", default=argparse.SUPPRESS,
                    help="the seed's flag: same as --face_crop none")
+    g.add_argument("--resize", choices=("area", "linear"), default=dc.resize,
+                   help="frame interpolation: area (cv2.INTER_AREA) or linear (cv2.INTER_LINEAR, the seed's)")
     g.add_argument("--clip_seconds", type=float, default=dc.clip_seconds, help="audio length after pad/truncate")
     g.add_argument("--audio_n_mels", type=int, default=dc.n_mels, help="Mel bins of the log-Mel features")
     g.add_argument("--cache_dir", default=dc.cache_dir,
@@ -177,6 +179,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         num_frames=args.frames,
         frame_size=args.frame_size,
         face_crop=args.face_crop,
+        resize=args.resize,
         n_mels=args.audio_n_mels,
         clip_seconds=args.clip_seconds,
         cache_dir=args.cache_dir,

@@ -1,0 +1,75 @@
+"""Inputs as the seed project made them: ``--resize linear`` (cv2.INTER_LINEAR) and the soxr resampler.
+
+References are independent of emolab's pipeline: ``cv2.resize`` called
+directly on the decoded frames, and ``soxr.resample`` as librosa calls it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from emolab.data import DataConfig, RavdessMelDataset
+from emolab.data.cache import FrameCache, FrameSettings
+from emolab.data.ravdess import PairRecord
+from emolab.data.video import read_sampled_frames, resize_frames
+from emolab.train.cli import build_parser, config_from_args
+from tests.media import sine, write_mp4, write_wav
+
+
+def _textured(n: int, h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
+    """Frames with fine detail, where bilinear and area interpolation differ."""
+    rng = np.random.default_rng(seed)
+    smooth = cv2.resize(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.stack([np.roll(smooth, 3 * i, axis=1) for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> PairRecord:
+    root = tmp_path_factory.mktemp("seed-inputs")
+    video = write_mp4(root / "02-01-05-01-01-01-01.mp4", _textured(6), crf=10)
+    audio = write_wav(root / "03-01-05-01-01-01-01.wav", sine(440.0, 1.0, 48000), 48000)
+    return PairRecord(video, audio, 5, 1, 1, 1, 1)
+
+
+def test_resize_frames_is_opencvs_interpolation() -> None:
+    frames = _textured(3, 200, 300, seed=1)
+    for name, flag in (("linear", cv2.INTER_LINEAR), ("area", cv2.INTER_AREA)):
+        want = np.stack([cv2.resize(f, (112, 112), interpolation=flag) for f in frames])
+        np.testing.assert_array_equal(resize_frames(frames, 112, name), want)
+    np.testing.assert_array_equal(resize_frames(frames, 112), resize_frames(frames, 112, "area"))  # the default
+    assert np.abs(resize_frames(frames, 112, "linear").astype(int) - resize_frames(frames, 112).astype(int)).max() > 10
+    with pytest.raises(ValueError, match="resize must be one of"):
+        resize_frames(frames, 112, "cubic")
+    with pytest.raises(ValueError, match="resize must be"):
+        DataConfig(resize="nearest")
+
+
+def test_dataset_frames_with_resize_linear_are_the_seeds(clip, tmp_path) -> None:
+    """Same cache folder for both: the interpolation is part of the key (no stale hit)."""
+    decoded, _ = read_sampled_frames(clip.video_path, 4)
+    expected = {
+        name: np.stack([cv2.resize(f, (64, 64), interpolation=flag) for f in decoded])
+        for name, flag in (("linear", cv2.INTER_LINEAR), ("area", cv2.INTER_AREA))
+    }
+    assert not np.array_equal(expected["linear"], expected["area"])
+    cache = str(tmp_path / "cache")
+    for name in ("area", "linear", "area"):
+        cfg = DataConfig(num_frames=4, frame_size=64, face_crop="none", resize=name, cache_dir=cache)
+        ds = RavdessMelDataset([clip], config=cfg, raw=True, modalities=("video",))
+        np.testing.assert_array_equal(ds[0]["video_u8"].numpy(), expected[name], err_msg=name)
+        assert ds.frame_settings.resize == name
+    keys = {FrameCache(None).key(clip.video_path, FrameSettings(4, 64, False, r)) for r in ("area", "linear")}
+    assert len(keys) == 2
+    assert FrameSettings(8, 112, True).tag() == "v1-t8-s112-f1"  # entries written before --resize stay valid
+
+
+def test_resize_flag() -> None:
+    parse = lambda argv: config_from_args(build_parser().parse_args(argv))  # noqa: E731
+    assert parse([]).data.resize == "area"
+    assert parse(["--resize", "linear"]).data.resize == "linear"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--resize", "cubic"])
