@@ -73,3 +73,66 @@ def test_resize_flag() -> None:
     assert parse(["--resize", "linear"]).data.resize == "linear"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--resize", "cubic"])
+
+
+def _librosa_load(path: Path, sr: int = 16000) -> np.ndarray:
+    """What the seed's ``librosa.load(path, sr=sr)`` returns, without librosa: soundfile float32,
+    mean over channels, ``soxr.resample(quality="soxr_hq")`` (librosa's default ``res_type``),
+    then ``fix_length`` to ``ceil(n * sr / sr_native)`` samples."""
+    import soundfile as sf
+    import soxr
+
+    y, sr_native = sf.read(str(path), dtype="float32", always_2d=True)
+    y = y.mean(axis=1)
+    n = int(np.ceil(len(y) * sr / sr_native))
+    y = soxr.resample(y, sr_native, sr, quality="soxr_hq")
+    return np.pad(y[:n], (0, max(0, n - len(y))))
+
+
+def _broadband(seconds: float = 1.0, sr: int = 48000, channels: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    x = 0.05 * rng.standard_normal((int(seconds * sr), channels)) + sine(440.0, seconds, sr, channels, amp=0.3)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_soxr_resampler_is_librosas(tmp_path, channels) -> None:
+    pytest.importorskip("soxr", reason="soxr is pinned in pyproject.toml; this environment lacks it")
+    from emolab.data.audio import load_audio
+
+    path = write_wav(tmp_path / "x.wav", _broadband(1.0, 48000, channels), 48000)
+    wave, length = load_audio(path, 16000, 3.0, return_length=True, resampler="soxr")
+    want = _librosa_load(path)
+    assert length == len(want) == 16000 and wave.shape == (1, 48000)
+    np.testing.assert_allclose(wave[0, :length].numpy(), want, rtol=0, atol=1e-7)
+    assert wave[0, length:].abs().max() == 0  # zero padding to 3 s
+    default = load_audio(path, 16000, 3.0)
+    assert (default - wave).abs().max() > 1e-3  # torchaudio, the default, is another filter
+
+
+def test_resampler_config_flag_and_cache_key(clip, tmp_path) -> None:
+    pytest.importorskip("soxr", reason="soxr is pinned in pyproject.toml; this environment lacks it")
+    parse = lambda argv: config_from_args(build_parser().parse_args(argv))  # noqa: E731
+    assert parse([]).data.resampler == "torchaudio"
+    assert parse(["--resampler", "soxr"]).data.resampler == "soxr"
+    with pytest.raises(ValueError, match="resampler must be"):
+        DataConfig(resampler="sinc")
+    cache = str(tmp_path / "cache")
+    waves = {}
+    for name in ("torchaudio", "soxr", "torchaudio"):
+        ds = RavdessMelDataset([clip], config=DataConfig(resampler=name, cache_dir=cache, face_crop="none"),
+                               modalities=("audio",))
+        wave, length = ds.load_wave(0)
+        waves.setdefault(name, wave)
+        np.testing.assert_array_equal(wave.numpy(), waves[name].numpy())  # no stale hit across resamplers
+    want = _librosa_load(clip.audio_path)
+    np.testing.assert_allclose(waves["soxr"][0, : len(want)].numpy(), want, atol=2e-4)  # int16 cache: 1/32767 steps
+    assert (waves["soxr"] - waves["torchaudio"]).abs().max() > 1e-4
+
+
+def test_soxr_missing_is_a_clear_error(monkeypatch) -> None:
+    import emolab.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "soxr_available", lambda: False)
+    with pytest.raises(ValueError, match=r"needs the soxr package \(pip install soxr"):
+        DataConfig(resampler="soxr")

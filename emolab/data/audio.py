@@ -1,7 +1,8 @@
 """Audio tensors for the Mel and WavLM branches (SPEC §2.2, §2.3).
 
 Reading is done with :mod:`soundfile` (``torchaudio.load`` needs torchcodec),
-resampling with :func:`torchaudio.functional.resample`, the log-Mel image with
+resampling with :func:`torchaudio.functional.resample` (or soxr, the seed's,
+with ``resampler="soxr"``), the log-Mel image with
 :class:`LogMel` (torchaudio's ``MelSpectrogram`` + ``AmplitudeToDB``, computed
 faster) and noise mixing with :func:`mix_batch` (the formula of
 :func:`torchaudio.functional.add_noise`, per clip of a batch).
@@ -44,6 +45,9 @@ __all__ = [
     "read_wav",
     "to_mono",
     "load_audio",
+    "resample",
+    "RESAMPLERS",
+    "soxr_available",
     "fit_length",
     "log_mel",
     "mel_frames",
@@ -137,12 +141,51 @@ def fit_length(wave: Tensor, num_samples: int) -> tuple[Tensor, int]:
     return torch.nn.functional.pad(wave, (0, num_samples - n)), n
 
 
-def _load_mono(path: PathLike, sample_rate: int) -> Tensor:
+#: Resamplers of :func:`resample`: ``"torchaudio"`` (emolab's default) or ``"soxr"`` (the seed's).
+RESAMPLERS: tuple[str, ...] = ("torchaudio", "soxr")
+
+
+def soxr_available() -> bool:
+    """Whether the ``soxr`` package (the seed project's resampler, via librosa) imports."""
+    try:
+        import soxr  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resample(wave: Tensor, orig_freq: int, new_freq: int, resampler: str = "torchaudio") -> Tensor:
+    """Resample `(C, N)` from ``orig_freq`` to ``new_freq`` Hz.
+
+    ``"torchaudio"``: :func:`torchaudio.functional.resample` (windowed sinc,
+    its defaults). ``"soxr"``: what the seed project's ``librosa.load(sr=...)``
+    does, ``soxr.resample(..., quality="soxr_hq")`` (librosa's default
+    ``res_type``) followed by librosa's ``fix_length`` to
+    ``ceil(N * new_freq / orig_freq)`` samples.
+    """
+    if resampler not in RESAMPLERS:
+        raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
+    if orig_freq == new_freq:
+        return wave
+    if resampler == "torchaudio":
+        return AF.resample(wave, orig_freq=orig_freq, new_freq=new_freq)
+    try:
+        import soxr
+    except ImportError:
+        raise RuntimeError("resampler 'soxr' needs the soxr package (pip install soxr==1.1.0)") from None
+    x = wave.detach().cpu().numpy()
+    n_out = int(np.ceil(x.shape[-1] * new_freq / orig_freq))
+    out = np.zeros((x.shape[0], n_out), dtype=x.dtype)
+    for c in range(x.shape[0]):
+        y = soxr.resample(np.ascontiguousarray(x[c]), orig_freq, new_freq, quality="soxr_hq")[:n_out]
+        out[c, : y.shape[-1]] = y
+    return torch.from_numpy(out)
+
+
+def _load_mono(path: PathLike, sample_rate: int, resampler: str = "torchaudio") -> Tensor:
     data, sr = read_wav(path)
     wave = to_mono(torch.from_numpy(data))
-    if sr != sample_rate:
-        wave = AF.resample(wave, orig_freq=sr, new_freq=sample_rate)
-    return wave
+    return resample(wave, sr, sample_rate, resampler)
 
 
 def load_audio(
@@ -151,17 +194,20 @@ def load_audio(
     seconds: float = CLIP_SECONDS,
     *,
     return_length: bool = False,
+    resampler: str = "torchaudio",
 ) -> Tensor | tuple[Tensor, int]:
     """Load a clip as mono at ``sample_rate``, padded with zeros or truncated to ``seconds``.
 
     Stereo (or more channels) is downmixed by the mean; any input rate is resampled
-    with :func:`torchaudio.functional.resample` (RAVDESS WAVs are 48 kHz).
+    (RAVDESS WAVs are 48 kHz) with :func:`resample`: torchaudio by default,
+    ``resampler="soxr"`` as the seed project did (librosa's soxr).
 
     Args:
         path: the audio file.
         sample_rate: output rate in Hz.
         seconds: output duration; ``N = round(sample_rate * seconds)`` samples.
         return_length: also return the number of samples before padding.
+        resampler: ``"torchaudio"`` or ``"soxr"`` (see :func:`resample`).
 
     Returns:
         float32 tensor of shape `(1, N)` (`(1, 48000)` by default), and with
@@ -172,7 +218,7 @@ def load_audio(
     """
     if sample_rate <= 0 or seconds <= 0:
         raise ValueError(f"sample_rate and seconds must be positive, got {sample_rate}, {seconds}")
-    wave, valid = fit_length(_load_mono(path, sample_rate), round(sample_rate * seconds))
+    wave, valid = fit_length(_load_mono(path, sample_rate, resampler), round(sample_rate * seconds))
     wave = wave.contiguous()
     return (wave, valid) if return_length else wave
 

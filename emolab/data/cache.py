@@ -74,13 +74,16 @@ class FrameSettings:
 
 @dataclass(frozen=True)
 class AudioSettings:
-    """The audio preprocessing a cached clip depends on: rate (Hz) and padded length (s)."""
+    """The audio preprocessing a cached clip depends on: rate (Hz), padded length (s) and resampler."""
 
     sample_rate: int = 16000
     seconds: float = 3.0
+    resampler: str = "torchaudio"
 
     def tag(self) -> str:
-        return f"a{CACHE_VERSION}-r{self.sample_rate}-s{self.seconds:g}"
+        # "torchaudio" adds nothing, so that entries written before `resampler` existed stay valid
+        resampler = "" if self.resampler == "torchaudio" else f"-{self.resampler}"
+        return f"a{CACHE_VERSION}-r{self.sample_rate}-s{self.seconds:g}{resampler}"
 
 
 @dataclass

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emolab.data.audio import AudioNoise, AudioReadError, load_audio, log_mel
+from emolab.data.audio import RESAMPLERS, AudioNoise, AudioReadError, load_audio, log_mel, soxr_available
 from emolab.data.cache import AudioSettings, ClipAudio, FrameCache, FrameSettings, default_cache_dir
 from emolab.data.feature_cache import (
     CachedFeatures,
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 FaceCropMode = Literal["all", "train", "none"]
 ResizeMode = Literal["area", "linear"]
+ResamplerName = Literal["torchaudio", "soxr"]
 AudioKind = Literal["mel", "wave"]
 MODALITIES = ("audio", "video")
 
@@ -91,6 +92,9 @@ class DataConfig:
             ``cv2.INTER_AREA``) or ``"linear"`` (``cv2.INTER_LINEAR``, the seed
             project's, to reproduce its tensors); part of the frame cache key.
         sample_rate: audio rate after resampling (Hz).
+        resampler: ``"torchaudio"`` (default, :func:`torchaudio.functional.resample`)
+            or ``"soxr"`` (the seed project's: librosa's ``soxr_hq``; needs the
+            ``soxr`` package); part of the audio cache key.
         clip_seconds: audio length after padding/truncation.
         n_mels: Mel bands of the log-Mel features.
         noise_path: noise file for audio augmentation; ``None`` looks for
@@ -107,6 +111,7 @@ class DataConfig:
     face_crop: FaceCropMode = "all"
     resize: ResizeMode = "area"
     sample_rate: int = 16000
+    resampler: ResamplerName = "torchaudio"
     clip_seconds: float = 3.0
     n_mels: int = 64
     noise_path: str | None = None
@@ -120,6 +125,10 @@ class DataConfig:
             raise ValueError(f"face_crop must be 'all', 'train' or 'none', got {self.face_crop!r}")
         if self.resize not in ("area", "linear"):
             raise ValueError(f"resize must be 'area' or 'linear', got {self.resize!r}")
+        if self.resampler not in RESAMPLERS:
+            raise ValueError(f"resampler must be 'torchaudio' or 'soxr', got {self.resampler!r}")
+        if self.resampler == "soxr" and not soxr_available():
+            raise ValueError("resampler 'soxr' needs the soxr package (pip install soxr==1.1.0, pinned by emolab)")
         if self.num_frames < 1 or self.frame_size < 8:
             raise ValueError("num_frames must be >= 1 and frame_size >= 8")
         if self.sample_rate <= 0 or self.clip_seconds <= 0 or self.n_mels <= 0:
@@ -282,8 +291,8 @@ class RavdessAVDataset(Dataset):
 
     @property
     def audio_settings(self) -> AudioSettings:
-        """What the cached audio depends on: sample rate and clip length."""
-        return AudioSettings(self.config.sample_rate, self.config.clip_seconds)
+        """What the cached audio depends on: sample rate, clip length and resampler."""
+        return AudioSettings(self.config.sample_rate, self.config.clip_seconds, self.config.resampler)
 
     def audio_key(self, index: int) -> str:
         """The cache key of pair ``index``'s audio: its file identity and the audio settings."""
@@ -295,7 +304,7 @@ class RavdessAVDataset(Dataset):
         path = self.pairs[index].audio_path
 
         def compute() -> ClipAudio:
-            wave, length = load_audio(path, c.sample_rate, c.clip_seconds, return_length=True)
+            wave, length = load_audio(path, c.sample_rate, c.clip_seconds, return_length=True, resampler=c.resampler)
             return ClipAudio.from_wave(wave.numpy(), length)
 
         return self.cache.audio(path, self.audio_settings, compute, key=key)

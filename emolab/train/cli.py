@@ -73,6 +73,8 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
                    help="the seed's flag: same as --face_crop none")
     g.add_argument("--resize", choices=("area", "linear"), default=dc.resize,
                    help="frame interpolation: area (cv2.INTER_AREA) or linear (cv2.INTER_LINEAR, the seed's)")
+    g.add_argument("--resampler", choices=("torchaudio", "soxr"), default=dc.resampler,
+                   help="48 -> 16 kHz resampling: torchaudio, or soxr (the seed's, librosa's soxr_hq)")
     g.add_argument("--clip_seconds", type=float, default=dc.clip_seconds, help="audio length after pad/truncate")
     g.add_argument("--audio_n_mels", type=int, default=dc.n_mels, help="Mel bins of the log-Mel features")
     g.add_argument("--cache_dir", default=dc.cache_dir,
@@ -180,6 +182,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         frame_size=args.frame_size,
         face_crop=args.face_crop,
         resize=args.resize,
+        resampler=args.resampler,
         n_mels=args.audio_n_mels,
         clip_seconds=args.clip_seconds,
         cache_dir=args.cache_dir,
