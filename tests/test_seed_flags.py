@@ -178,3 +178,13 @@ def test_face_crop_flags_map_onto_face_crop() -> None:
     assert _resolve(["--no_face_crop"]).data.face_crop == "none"
     assert _resolve(["--face_crop", "train", "--use_face_crop"]).data.face_crop == "all"  # the last one wins
     assert _resolve(["--no_face_crop", "--face_crop", "train"]).data.face_crop == "train"
+
+
+def test_the_split_default_is_said(tmp_path, capsys) -> None:
+    """A seed command without --split_mode gets emolab's actor split, and is told so."""
+    from emolab.train.cli import SPLIT_DEFAULT_NOTE, main
+
+    assert main(["--data_root", str(tmp_path / "missing"), "--output_dir", str(tmp_path)]) == 2  # no corpus there
+    assert SPLIT_DEFAULT_NOTE in capsys.readouterr().err and "'stratified'" in SPLIT_DEFAULT_NOTE
+    main(["--data_root", str(tmp_path / "missing"), "--split_mode", "actor", "--output_dir", str(tmp_path)])
+    assert SPLIT_DEFAULT_NOTE not in capsys.readouterr().err

@@ -38,6 +38,14 @@ _RESUME_FLAGS = {
 }
 
 
+#: Said when --split_mode is not given: the one seed default emolab changes on purpose.
+SPLIT_DEFAULT_NOTE = (
+    "note: --split_mode defaults to 'actor' (speaker-independent: train 1-18, val 19-21, test 22-24); "
+    "the seed project defaulted to 'stratified', which puts every actor in train and test "
+    "(add --split_mode stratified to reproduce it)"
+)
+
+
 def _actors(text: str) -> tuple[int, ...]:
     try:
         ids = parse_actor_list(text)
@@ -272,6 +280,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m emolab.train"
                 cfg = config_from_args(args)
             except ValueError as err:
                 parser.error(str(err))
+            if "split_mode" not in _explicit_dests(parser, argv):
+                print(SPLIT_DEFAULT_NOTE, file=sys.stderr)
             run_training(cfg)
     except SetupError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
