@@ -73,6 +73,10 @@ def test_resize_flag() -> None:
     assert parse(["--resize", "linear"]).data.resize == "linear"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--resize", "cubic"])
+    from emolab.train import TrainConfig
+
+    cfg = parse(["--resize", "linear"])
+    assert TrainConfig.from_dict(cfg.to_dict()).data.resize == "linear"  # config.json keeps it (e.g. for --resume)
 
 
 def _librosa_load(path: Path, sr: int = 16000) -> np.ndarray:
