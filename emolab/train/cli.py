@@ -1,7 +1,9 @@
 """``python -m emolab.train`` / ``emolab train``: flags (the seed project's names) → ``TrainConfig`` → run.
 
-Every flag of the seed's ``src/train.py`` keeps its name and meaning, so its
-recommended commands run with only the entry point changed::
+Every flag of the seed's ``src/train.py`` keeps its name, meaning and default
+(``tests/test_seed_flags.py``; the one exception is ``--split_mode``, ``actor``
+here, said on every run that leaves it out), so its recommended commands run
+with only the entry point changed::
 
     python -m emolab.train --data_root data --num_classes 8 --fusion gated --use_wavlm \\
         --use_cosine_annealing --weight_decay 1e-4 --early_stopping_patience 8
