@@ -21,7 +21,6 @@ from emolab.models import (
     count_parameters,
     forward_batch,
 )
-from emolab.models.layers import masked_mean
 from tests.test_models_wavlm import tiny_config
 
 B, T = 2, 3
@@ -77,7 +76,8 @@ def test_xattn_options_compute_the_written_out_network(attention: str, order: st
         else:
             g = torch.sigmoid(model.gate[2](torch.relu(model.gate[0](x))))
             expected = model.classifier(g * first + (1 - g) * second)
-            assert torch.allclose(out.gate, g, atol=1e-6)
+            audio_weight = g if order == "av" else 1 - g  # `gate` is always the audio weight
+            assert torch.allclose(out.gate, audio_weight, atol=1e-6)
     assert torch.allclose(out.logits, expected, atol=1e-5)
 
 

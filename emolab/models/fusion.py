@@ -73,9 +73,10 @@ class FusionOutput:
         probs: ``(B, C)`` probabilities (rows sum to 1). For ``late`` this is
             the seed's output ``(softmax(a) + softmax(v)) / 2``.
         gate: ``(B, 1)`` audio weight ``g`` of ``fused = g·a + (1−g)·v``, for
-            ``gated`` and xattn with the gated head when ``return_gate=True``
-            (with ``xattn_fuse_order="va"``, the seed's, the *video* weight of
-            ``fused = g·v + (1−g)·a``).
+            ``gated`` and xattn with the gated head when ``return_gate=True``.
+            Always the audio weight: with ``xattn_fuse_order="va"`` (the
+            seed's) the gate network outputs the video weight ``h`` of
+            ``fused = h·v + (1−h)·a``, and ``gate`` is ``1 − h``.
         attn_v2a: ``(B, heads, T, Ta)`` video-queries-audio attention weights
             (xattn with ``return_attn=True``).
         attn_a2v: ``(B, heads, Ta, T)`` audio-queries-video attention weights.
@@ -367,7 +368,8 @@ class FusionModel(nn.Module):
         else:
             g = self.gate(torch.cat([first, second], dim=-1))  # (B, 1), the weight of `first`
             logits = self.classifier(g * first + (1 - g) * second)
-            gate = g if return_gate else None
+            if return_gate:  # reported as the audio weight whatever the order
+                gate = g if self.xattn_fuse_order == "av" else 1 - g
         extra: dict[str, Any] = {"gate": gate}
         if return_attn:
             B = v.shape[0]
