@@ -251,3 +251,17 @@ def test_seed_wavlm_xattn_total_is_the_layout_before_dd6785f(full_wavlm_xattn: F
     assert count_parameters(model.audio_fallback_conv) == 24_704  # Conv1d(64→128, k=3), unused with WavLM
     assert count_parameters(model) == 106_548_552
     assert count_parameters(model) + 16_512 == 106_565_064  # the seed's dd6785f model, a_in_proj kept apart
+
+
+def test_configs_saved_before_the_options_keep_parallel_attention() -> None:
+    """A run folder written before ``xattn_attention`` existed attended in parallel; it loads that way."""
+    from emolab.train.config import TrainConfig
+
+    saved = TrainConfig(model=ModelConfig(fusion="xattn")).to_dict()
+    assert TrainConfig.from_dict(saved).model.xattn_attention == "sequential"  # saved today: as saved
+    for field in ("xattn_attention", "mel_sequence", "xattn_fuse_order", "xattn_head_dropout", "gate_bias_init",
+                  "wavlm_embedding"):
+        del saved["model"][field]
+    old = TrainConfig.from_dict(saved).model
+    assert old.xattn_attention == "parallel"
+    assert (old.mel_sequence, old.xattn_fuse_order, old.wavlm_embedding) == ("time", "av", "hidden")

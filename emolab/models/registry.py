@@ -27,6 +27,7 @@ from emolab.models.video import VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
 
 __all__ = [
+    "LEGACY_MODEL_DEFAULTS",
     "ModelConfig",
     "ModelRegistry",
     "available_models",
@@ -193,6 +194,12 @@ class ModelConfig:
     def canonical_fusion(self) -> str:
         """The registered name ``fusion`` resolves to (``xattn_gated`` → ``xattn``)."""
         return MODEL_REGISTRY.resolve(self.fusion)[0]
+
+
+#: Values of ModelConfig fields added after configs were first saved, as those models behaved: a saved
+#: config without the field gets this value, not today's default (xattn attended in parallel before
+#: ``xattn_attention`` existed and defaulted to the seed's sequential order).
+LEGACY_MODEL_DEFAULTS: dict[str, Any] = {"xattn_attention": "parallel"}
 
 
 def count_parameters(module: nn.Module, *, trainable: bool = False) -> int:
