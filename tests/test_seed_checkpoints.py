@@ -194,3 +194,20 @@ def test_convert_checkpoint_writes_a_run_that_emolab_loads(tmp_path, capsys, dem
     table = result.table
     assert (table["n"] == 2).all() and table["accuracy"].between(0, 1).all()
     assert table["mean_gate"].notna().all()  # the gated head's gate is reported
+
+
+def test_convert_checkpoint_keeps_the_wavlm_shape_in_the_config(tmp_path) -> None:
+    from emolab.analysis import load_model
+    from emolab.convert import ConvertError, convert_seed_checkpoint
+
+    name = "gated_wavlm"
+    torch.save({"model": case_state_dict(name)}, tmp_path / "best_gated.pt")
+    best = convert_seed_checkpoint(tmp_path / "best_gated.pt", tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    small = models_json()["small_wavlm_config"]
+    assert {k: config["model"]["wavlm_config"][k] for k in small} == small  # rebuilt offline, no download
+    assert config["model"]["wavlm_embedding"] == "head"
+    model, _ = load_model(best)
+    assert _max_err(model, name) < TOL
+    with pytest.raises(ConvertError, match="no such checkpoint"):
+        convert_seed_checkpoint(tmp_path / "nope.pt", tmp_path / "run2")
