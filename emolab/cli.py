@@ -218,6 +218,8 @@ cmd_cv = _delegate("emolab.sweeps", *_SETUP)
 cmd_search = _delegate("emolab.search", *_SETUP)
 #: what the cache folder holds; pruning it
 cmd_cache = _delegate("emolab.cachetool", "emolab.cachetool:CacheError")
+#: a seed-project checkpoint as an emolab run folder
+cmd_convert_checkpoint = _delegate("emolab.convert", "emolab.convert:ConvertError")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "prune removes entries (they are recomputed when needed).")
     _cachetool.add_arguments(p)
     p.set_defaults(func=cmd_cache)
+
+    from emolab import convert as _convert  # light: torch inside functions
+
+    p = sub.add_parser("convert-checkpoint", help="a seed-project checkpoint as an emolab run folder (config.json, "
+                       "best_*.pt) for robustness, the notebooks and the other commands that take a run")
+    _convert.add_arguments(p)
+    p.set_defaults(func=cmd_convert_checkpoint)
 
     p = sub.add_parser("notebooks", help="run the notebooks headless (papermill), grids, refresh committed outputs")
     nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -1,12 +1,13 @@
 """emolab.models: audio, video and audio-visual fusion networks (SPEC §3).
 
 Build models by their ``--fusion`` name with :func:`build_model`; run any of
-them on a DataLoader batch with :func:`forward_batch`.
+them on a DataLoader batch with :func:`forward_batch`; load a seed-project
+checkpoint with :func:`load_seed_checkpoint`.
 """
 
 from emolab.models.audio import AudioCNN, AudioNet, AudioResNet18, SpecAugment, mel_frames_from_samples
-from emolab.models.fusion import FUSION_MODES, XATTN_HEADS, FusionModel, FusionOutput, forward_batch
-from emolab.models.layers import CrossAttentionBlock, ModalityDropout, lengths_to_mask, masked_mean
+from emolab.models.fusion import FUSION_MODES, XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, FusionModel, FusionOutput, forward_batch
+from emolab.models.layers import CrossAttentionBlock, ModalityDropout, ReLUDropout, lengths_to_mask, masked_mean
 from emolab.models.registry import (
     ModelConfig,
     available_models,
@@ -16,11 +17,22 @@ from emolab.models.registry import (
     register_model,
     resolve_model_name,
 )
+from emolab.models.seed import (
+    SEED_MODEL_OPTIONS,
+    SeedLayoutError,
+    convert_seed_state_dict,
+    is_seed_state_dict,
+    load_seed_checkpoint,
+    seed_build_kwargs,
+)
 from emolab.models.video import VideoNet, load_resnet18
 from emolab.models.wavlm import WavLMAudioEncoder, load_wavlm_backbone
 
 __all__ = [
     "FUSION_MODES",
+    "SEED_MODEL_OPTIONS",
+    "XATTN_ATTENTION",
+    "XATTN_FUSE_ORDERS",
     "XATTN_HEADS",
     "AudioCNN",
     "AudioNet",
@@ -30,19 +42,25 @@ __all__ = [
     "FusionOutput",
     "ModalityDropout",
     "ModelConfig",
+    "ReLUDropout",
+    "SeedLayoutError",
     "SpecAugment",
     "VideoNet",
     "WavLMAudioEncoder",
     "available_models",
     "build_model",
     "build_model_from_config",
+    "convert_seed_state_dict",
     "count_parameters",
     "forward_batch",
+    "is_seed_state_dict",
     "lengths_to_mask",
     "load_resnet18",
+    "load_seed_checkpoint",
     "load_wavlm_backbone",
     "masked_mean",
     "mel_frames_from_samples",
     "register_model",
     "resolve_model_name",
+    "seed_build_kwargs",
 ]

@@ -289,6 +289,10 @@ class AudioNet(nn.Module):
         n_mels: Mel bins of the input (checked in ``forward``).
         hop_length: STFT hop used to turn ``audio_length`` samples into frames.
         spec_augment: apply :class:`SpecAugment` in training mode.
+        sequence: what :meth:`encode_sequence` returns: ``"time"`` (default,
+            one step per encoder time step, see the encoders) or ``"clip"``
+            (the seed's ``encode_sequence``: one step, the clip embedding
+            ``encode(x)``, so xattn attends over a single audio token).
 
     Attributes:
         embedding_dim: size of ``encode`` output (128).
@@ -307,8 +311,12 @@ class AudioNet(nn.Module):
         hop_length: int = 160,
         spec_augment: bool = True,
         embedding_dim: int = 128,
+        sequence: Literal["time", "clip"] = "time",
     ) -> None:
         super().__init__()
+        if sequence not in ("time", "clip"):
+            raise ValueError(f"AudioNet: sequence must be 'time' or 'clip', got {sequence!r}")
+        self.sequence = sequence
         if encoder == "cnn":
             if residual:
                 raise ValueError("AudioNet: residual=True applies to encoder='resnet18' only")
@@ -348,8 +356,10 @@ class AudioNet(nn.Module):
 
         Returns:
             Bool tensor of shape ``(B, Ta)``, ``True`` for steps that cover at
-            least one valid Mel frame.
+            least one valid Mel frame (all ``True`` with ``sequence="clip"``).
         """
+        if self.sequence == "clip":
+            return torch.ones(audio_length.shape[0], num_frames, dtype=torch.bool, device=audio_length.device)
         lengths = self.encoder.output_lengths(self.mel_lengths(audio_length))
         return ensure_nonempty(lengths_to_mask(lengths, num_frames))
 
@@ -375,8 +385,13 @@ class AudioNet(nn.Module):
 
         ``audio_length`` is accepted for a uniform signature and not needed
         here (the steps are computed the same either way); use
-        :meth:`frame_mask` to know which steps are valid.
+        :meth:`frame_mask` to know which steps are valid. With
+        ``sequence="clip"`` (the seed's) the output is ``encode(x)`` as one
+        step, shape ``(B, 1, sequence_dim)`` (pooled over the valid frames
+        when ``audio_length`` is given).
         """
+        if self.sequence == "clip":
+            return self.encode(x, audio_length=audio_length).unsqueeze(1)
         return self.encoder.forward_sequence(self._prepare(x))
 
     def forward(self, x: Tensor, *, audio_length: Tensor | None = None) -> Tensor:

@@ -33,12 +33,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emolab.models.audio import mel_frames_from_samples
-from emolab.models.layers import CrossAttentionBlock, ModalityDropout, ensure_nonempty, lengths_to_mask, masked_mean
+from emolab.models.layers import (
+    CrossAttentionBlock,
+    ModalityDropout,
+    ReLUDropout,
+    ensure_nonempty,
+    lengths_to_mask,
+    masked_mean,
+)
 
-__all__ = ["FUSION_MODES", "XATTN_HEADS", "FusionModel", "FusionOutput", "forward_batch"]
+__all__ = [
+    "FUSION_MODES",
+    "XATTN_ATTENTION",
+    "XATTN_FUSE_ORDERS",
+    "XATTN_HEADS",
+    "FusionModel",
+    "FusionOutput",
+    "forward_batch",
+]
 
 FUSION_MODES: tuple[str, ...] = ("late", "concat", "gated", "xattn")
 XATTN_HEADS: tuple[str, ...] = ("concat", "gated")
+#: ``sequential``: a2v attends to the video after its v2a update (the seed); ``parallel``: both to the inputs.
+XATTN_ATTENTION: tuple[str, ...] = ("sequential", "parallel")
+#: ``av``: heads see ``[a, v]`` and the gate weights audio; ``va``: ``[v, a]``, the gate weights video (the seed).
+XATTN_FUSE_ORDERS: tuple[str, ...] = ("av", "va")
 
 
 @dataclass
@@ -55,6 +74,9 @@ class FusionOutput:
             the seed's output ``(softmax(a) + softmax(v)) / 2``.
         gate: ``(B, 1)`` audio weight ``g`` of ``fused = g·a + (1−g)·v``, for
             ``gated`` and xattn with the gated head when ``return_gate=True``.
+            Always the audio weight: with ``xattn_fuse_order="va"`` (the
+            seed's) the gate network outputs the video weight ``h`` of
+            ``fused = h·v + (1−h)·a``, and ``gate`` is ``1 − h``.
         attn_v2a: ``(B, heads, T, Ta)`` video-queries-audio attention weights
             (xattn with ``return_attn=True``).
         attn_a2v: ``(B, heads, Ta, T)`` audio-queries-video attention weights.
@@ -109,6 +131,16 @@ class FusionModel(nn.Module):
         xattn_stochastic_depth: drop probability of each residual branch.
         n_mels: Mel bins, for the Conv1d fallback.
         hop_length: STFT hop, to turn ``audio_length`` into fallback frames.
+        xattn_attention: ``"sequential"`` (the seed: a2v attends to the video
+            after its v2a update) or ``"parallel"`` (both attend to the inputs).
+        xattn_fuse_order: ``"av"`` (heads see ``[a_emb, v_emb]``, the gate
+            weights audio) or ``"va"`` (the seed: ``[v_emb, a_emb]``, the gate
+            weights video).
+        xattn_head_dropout: dropout after the ReLU of the xattn heads (the
+            seed's 0.2; no parameters, same ``state_dict`` keys for any value).
+        gate_bias_init: initial bias of the last Linear of the gate (``gated``
+            and the xattn gated head); the seed's ``-1.0`` starts the gate at
+            ``sigmoid(-1) ≈ 0.27``. ``None``: PyTorch's default init.
     """
 
     input_modality = "audiovisual"
@@ -130,12 +162,24 @@ class FusionModel(nn.Module):
         xattn_stochastic_depth: float = 0.1,
         n_mels: int = 64,
         hop_length: int = 160,
+        xattn_attention: Literal["sequential", "parallel"] = "sequential",
+        xattn_fuse_order: Literal["av", "va"] = "av",
+        xattn_head_dropout: float = 0.2,
+        gate_bias_init: float | None = -1.0,
     ) -> None:
         super().__init__()
         if mode not in FUSION_MODES:
             raise ValueError(f"FusionModel: mode must be one of {FUSION_MODES}, got {mode!r}")
         if mode == "xattn" and xattn_head not in XATTN_HEADS:
             raise ValueError(f"FusionModel: xattn_head must be one of {XATTN_HEADS}, got {xattn_head!r}")
+        if xattn_attention not in XATTN_ATTENTION:
+            raise ValueError(f"FusionModel: xattn_attention must be one of {XATTN_ATTENTION}, got {xattn_attention!r}")
+        if xattn_fuse_order not in XATTN_FUSE_ORDERS:
+            raise ValueError(
+                f"FusionModel: xattn_fuse_order must be one of {XATTN_FUSE_ORDERS}, got {xattn_fuse_order!r}"
+            )
+        self.xattn_attention = xattn_attention
+        self.xattn_fuse_order = xattn_fuse_order
         self.audio_model = audio_model
         self.video_model = video_model
         self.mode = mode
@@ -174,11 +218,15 @@ class FusionModel(nn.Module):
             self.a2v = CrossAttentionBlock(d, xattn_heads, xattn_attn_dropout, xattn_stochastic_depth)
             if xattn_head == "concat":
                 self.classifier = nn.Sequential(
-                    nn.Linear(2 * d, common_dim), nn.ReLU(inplace=True), nn.Linear(common_dim, num_classes)
+                    nn.Linear(2 * d, common_dim), ReLUDropout(xattn_head_dropout), nn.Linear(common_dim, num_classes)
                 )
             else:
-                self.gate = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(inplace=True), nn.Linear(d, 1), nn.Sigmoid())
+                self.gate = nn.Sequential(
+                    nn.Linear(2 * d, d), ReLUDropout(xattn_head_dropout), nn.Linear(d, 1), nn.Sigmoid()
+                )
                 self.classifier = nn.Linear(d, num_classes)
+        if gate_bias_init is not None and hasattr(self, "gate"):
+            nn.init.constant_(self.gate[-2].bias, gate_bias_init)
 
     # ------------------------------------------------------------ parameters
     def fusion_parameters(self) -> list[nn.Parameter]:
@@ -215,8 +263,12 @@ class FusionModel(nn.Module):
         prefixes: list[str] = []
         if self.mode != "late":
             for owner in ("audio_model", "video_model"):
-                if isinstance(getattr(getattr(self, owner), "head", None), nn.Module):
-                    prefixes.append(f"{owner}.head.")
+                model = getattr(self, owner)
+                if isinstance(getattr(model, "head", None), nn.Module):
+                    used = tuple(getattr(model, "encode_head_prefixes", ()) if self.mode != "xattn" else ())
+                    prefixes.extend(
+                        f"{owner}.head.{n}" for n, _ in model.head.named_parameters() if not n.startswith(used)
+                    )
         if self.mode == "xattn":
             prefixes.append("audio_fallback_conv." if self.uses_audio_sequence else "audio_model.")
         return {n for n, _ in self.named_parameters() if n.startswith(tuple(prefixes))}
@@ -305,16 +357,19 @@ class FusionModel(nn.Module):
         v = self.video_proj(self.video_model.encode_sequence(video))  # (B, T, d)
         a, a_valid = self._audio_sequence(audio, audio_length)  # (B, Ta, d)
         v_out, w_v2a = self.v2a(v, a, key_valid=a_valid, need_weights=return_attn)  # (B, T, d)
-        a_out, w_a2v = self.a2v(a, v, key_valid=video_valid, need_weights=return_attn)  # (B, Ta, d)
+        v_keys = v_out if self.xattn_attention == "sequential" else v  # the seed: a2v sees the updated video
+        a_out, w_a2v = self.a2v(a, v_keys, key_valid=video_valid, need_weights=return_attn)  # (B, Ta, d)
         v_emb = masked_mean(v_out, video_valid)  # (B, d)
         a_emb = masked_mean(a_out, a_valid)  # (B, d)
+        first, second = (a_emb, v_emb) if self.xattn_fuse_order == "av" else (v_emb, a_emb)
         gate = None
         if self.xattn_head == "concat":
-            logits = self.classifier(torch.cat([a_emb, v_emb], dim=-1))
+            logits = self.classifier(torch.cat([first, second], dim=-1))
         else:
-            g = self.gate(torch.cat([a_emb, v_emb], dim=-1))  # (B, 1)
-            logits = self.classifier(g * a_emb + (1 - g) * v_emb)
-            gate = g if return_gate else None
+            g = self.gate(torch.cat([first, second], dim=-1))  # (B, 1), the weight of `first`
+            logits = self.classifier(g * first + (1 - g) * second)
+            if return_gate:  # reported as the audio weight whatever the order
+                gate = g if self.xattn_fuse_order == "av" else 1 - g
         extra: dict[str, Any] = {"gate": gate}
         if return_attn:
             B = v.shape[0]

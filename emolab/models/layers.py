@@ -20,6 +20,7 @@ from torchvision.ops import StochasticDepth
 __all__ = [
     "CrossAttentionBlock",
     "ModalityDropout",
+    "ReLUDropout",
     "lengths_to_mask",
     "masked_mean",
 ]
@@ -72,6 +73,21 @@ def masked_mean(x: Tensor, mask: Tensor | None, dim: int = 1) -> Tensor:
     shape = list(mask.shape) + [1] * (x.dim() - mask.dim())
     weights = mask.reshape(shape).to(x.dtype)
     return (x * weights).sum(dim=dim) / weights.sum(dim=dim).clamp(min=1.0)
+
+
+class ReLUDropout(nn.Sequential):
+    """``ReLU`` then ``Dropout(p)`` as one parameter-free step of a head.
+
+    Taking one slot of an ``nn.Sequential`` head, it leaves the indices (and so
+    the ``state_dict`` keys) of the head's Linear layers as they were without
+    dropout: ``Sequential(Linear, ReLUDropout(p), Linear)`` has keys ``0.*``
+    and ``2.*`` for any ``p``.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"ReLUDropout: p must be in [0, 1), got {p}")
+        super().__init__(nn.ReLU(inplace=True), nn.Dropout(p))
 
 
 class ModalityDropout(nn.Module):

@@ -22,11 +22,12 @@ from torch import nn
 from transformers import WavLMConfig
 
 from emolab.models.audio import AudioNet
-from emolab.models.fusion import XATTN_HEADS, FusionModel
+from emolab.models.fusion import XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, FusionModel
 from emolab.models.video import VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
 
 __all__ = [
+    "LEGACY_MODEL_DEFAULTS",
     "ModelConfig",
     "ModelRegistry",
     "available_models",
@@ -120,6 +121,7 @@ class ModelConfig:
     wavlm_config: WavLMConfig | dict[str, Any] | None = None  # random-init backbone, no download
     wavlm_freeze_backbone: bool = True  # stage 1: backbone frozen, head trainable
     wavlm_backbone_attention_mask: bool | None = None  # None: only for feat_extract_norm="layer"
+    wavlm_embedding: str = "hidden"  # concat/gated clip embedding: mean hidden state, or "head" (the seed: head[0] of it)
     # video branch
     pretrained_video: bool = False  # ImageNet weights for the ResNet18
     # fusion
@@ -131,6 +133,12 @@ class ModelConfig:
     xattn_heads: int = 4
     xattn_attn_dropout: float = 0.1
     xattn_stochastic_depth: float = 0.1
+    # seed fidelity (issue #12); `load_seed_checkpoint` sets the seed's values, the defaults are for new training
+    mel_sequence: str = "time"  # xattn audio steps of a Mel AudioNet: "time" (per step) or "clip" (the seed: 1 step)
+    xattn_attention: str = "sequential"  # "sequential" (the seed: a2v sees the v2a-updated video) or "parallel"
+    xattn_fuse_order: str = "av"  # heads see [a, v], gate weights audio; "va" (the seed): [v, a], gate weights video
+    xattn_head_dropout: float = 0.2  # Dropout after the ReLU of the xattn heads (the seed's 0.2; no parameters)
+    gate_bias_init: float | None = -1.0  # last bias of the gated/xattn gate (the seed: -1); None: PyTorch's init
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, for custom registered builders
 
     def __post_init__(self) -> None:
@@ -145,6 +153,18 @@ class ModelConfig:
             raise ValueError("ModelConfig: audio_residual=True needs use_resnet_audio=True")
         if self.xattn_head not in XATTN_HEADS:
             raise ValueError(f"ModelConfig: xattn_head must be one of {XATTN_HEADS}, got {self.xattn_head!r}")
+        for name, choices in (
+            ("mel_sequence", ("time", "clip")),
+            ("wavlm_embedding", ("hidden", "head")),
+            ("xattn_attention", XATTN_ATTENTION),
+            ("xattn_fuse_order", XATTN_FUSE_ORDERS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"ModelConfig: {name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.gate_bias_init is not None and (
+            isinstance(self.gate_bias_init, bool) or not isinstance(self.gate_bias_init, int | float)
+        ):
+            raise ValueError(f"ModelConfig: gate_bias_init must be a number or None, got {self.gate_bias_init!r}")
         for name in ("n_mels", "hop_length", "common_dim", "xattn_d_model", "xattn_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -154,7 +174,13 @@ class ModelConfig:
                 f"ModelConfig: xattn_d_model ({self.xattn_d_model}) must be divisible by "
                 f"xattn_heads ({self.xattn_heads})"
             )
-        for name in ("fusion_dropout", "modality_dropout", "xattn_attn_dropout", "xattn_stochastic_depth"):
+        for name in (
+            "fusion_dropout",
+            "modality_dropout",
+            "xattn_attn_dropout",
+            "xattn_stochastic_depth",
+            "xattn_head_dropout",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"ModelConfig: {name} must be in [0, 1), got {value!r}")
@@ -170,6 +196,12 @@ class ModelConfig:
         return MODEL_REGISTRY.resolve(self.fusion)[0]
 
 
+#: Values of ModelConfig fields added after configs were first saved, as those models behaved: a saved
+#: config without the field gets this value, not today's default (xattn attended in parallel before
+#: ``xattn_attention`` existed and defaulted to the seed's sequential order).
+LEGACY_MODEL_DEFAULTS: dict[str, Any] = {"xattn_attention": "parallel"}
+
+
 def count_parameters(module: nn.Module, *, trainable: bool = False) -> int:
     """``sum(p.numel())`` over ``module``'s parameters (only ``requires_grad`` ones if ``trainable``)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
@@ -183,6 +215,7 @@ def _build_audio_model(cfg: ModelConfig) -> nn.Module:
             config=cfg.wavlm_config,
             freeze_backbone=cfg.wavlm_freeze_backbone,
             backbone_attention_mask=cfg.wavlm_backbone_attention_mask,
+            embedding=cfg.wavlm_embedding,
         )
     return AudioNet(
         cfg.num_classes,
@@ -191,6 +224,7 @@ def _build_audio_model(cfg: ModelConfig) -> nn.Module:
         n_mels=cfg.n_mels,
         hop_length=cfg.hop_length,
         spec_augment=cfg.spec_augment,
+        sequence=cfg.mel_sequence,  # type: ignore[arg-type]
     )
 
 
@@ -215,6 +249,10 @@ def _fusion_builder(mode: str) -> Builder:
             xattn_stochastic_depth=cfg.xattn_stochastic_depth,
             n_mels=cfg.n_mels,
             hop_length=cfg.hop_length,
+            xattn_attention=cfg.xattn_attention,  # type: ignore[arg-type]
+            xattn_fuse_order=cfg.xattn_fuse_order,  # type: ignore[arg-type]
+            xattn_head_dropout=cfg.xattn_head_dropout,
+            gate_bias_init=cfg.gate_bias_init,
         )
 
     build.__name__ = f"build_{mode}"

@@ -139,10 +139,16 @@ class WavLMAudioEncoder(nn.Module):
         backbone_attention_mask: pass ``attention_mask`` to the backbone when
             ``audio_length`` is given. ``None`` (default): only for
             ``feat_extract_norm == "layer"`` configs (see module doc).
+        embedding: what :meth:`encode` returns (the clip embedding that
+            concat/gated fusion project): ``"hidden"`` (default, the mean of
+            the backbone's hidden states, ``(B, hidden)``) or ``"head"`` (the
+            seed's: the head's first Linear applied to that mean, no
+            activation, ``(B, head_hidden)``).
 
     Attributes:
         backbone: the ``WavLMModel``. head: the classifier.
-        embedding_dim, sequence_dim: ``config.hidden_size``.
+        embedding_dim: ``config.hidden_size`` (``head_hidden`` with
+            ``embedding="head"``). sequence_dim: ``config.hidden_size``.
         input_kind: ``"wave"`` (inputs are waveforms) or ``"features"``
             (inputs are cached backbone outputs); see :meth:`set_input_kind`.
     """
@@ -160,8 +166,12 @@ class WavLMAudioEncoder(nn.Module):
         head_hidden: int = 768,
         head_dropout: float = 0.2,
         backbone_attention_mask: bool | None = None,
+        embedding: str = "hidden",
     ) -> None:
         super().__init__()
+        if embedding not in ("hidden", "head"):
+            raise ValueError(f"WavLMAudioEncoder: embedding must be 'hidden' or 'head', got {embedding!r}")
+        self.embedding = embedding
         if config is not None:
             if isinstance(config, dict):
                 config = WavLMConfig(**config)
@@ -180,8 +190,10 @@ class WavLMAudioEncoder(nn.Module):
         if backbone_attention_mask is None:
             backbone_attention_mask = self.backbone.config.feat_extract_norm == "layer"
         self.backbone_attention_mask = backbone_attention_mask
-        self.embedding_dim = hidden
+        self.embedding_dim = head_hidden if embedding == "head" else hidden
         self.sequence_dim = hidden
+        #: head parameters ``encode`` uses (fusion trains them; the rest of the head is unused there)
+        self.encode_head_prefixes: tuple[str, ...] = ("0.",) if embedding == "head" else ()
         if freeze_backbone:
             self.freeze_backbone()
 
@@ -331,12 +343,21 @@ class WavLMAudioEncoder(nn.Module):
         with ctx:
             return self.backbone(wave, attention_mask=attention_mask).last_hidden_state
 
-    def encode(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
-        """Clip embedding of shape ``(B, hidden)``: mean over valid backbone frames."""
+    def pooled(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
+        """Mean over valid backbone frames, shape ``(B, hidden)``."""
         seq = self.encode_sequence(wave, audio_length=audio_length)
         mask = None if audio_length is None else self.frame_mask(audio_length.to(seq.device), seq.shape[1])
         return masked_mean(seq, mask)
 
+    def encode(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
+        """Clip embedding of shape ``(B, embedding_dim)``.
+
+        ``embedding="hidden"``: the mean over valid backbone frames ``(B, hidden)``;
+        ``"head"`` (the seed's): ``head[0]`` of that mean ``(B, head_hidden)``.
+        """
+        pooled = self.pooled(wave, audio_length=audio_length)
+        return self.head[0](pooled) if self.embedding == "head" else pooled
+
     def forward(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
         """Logits of shape ``(B, num_classes)`` for a waveform of shape ``(B, 1, N)`` or ``(B, N)``."""
-        return self.head(self.encode(wave, audio_length=audio_length))
+        return self.head(self.pooled(wave, audio_length=audio_length))

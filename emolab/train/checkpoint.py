@@ -79,17 +79,16 @@ def state_dict_from_checkpoint(obj: Any, source: str = "checkpoint") -> dict[str
     return sd
 
 
-def _fmt_keys(keys: list[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})" if keys else "none"
-
-
 def load_warm_start(module: nn.Module, path: PathLike, role: str = "model") -> dict[str, Any]:
     """Load a checkpoint into ``module`` strictly (e.g. ``best_audio.pt`` into ``model.audio_model``).
 
+    A file in the seed project's layout (its ``best_audio.pt``/``best_video.pt``)
+    is detected, converted (:mod:`emolab.models.seed`) and loaded; the
+    conversion is logged and printed.
+
     Args:
         module: where the weights go.
-        path: ``{"model": state_dict, ...}`` (as emolab saves) or a raw state dict.
+        path: ``{"model": state_dict, ...}`` (as emolab or the seed saves) or a raw state dict.
         role: the name used in messages (``"audio_model"``, ``"video_model"``).
 
     Returns:
@@ -98,26 +97,25 @@ def load_warm_start(module: nn.Module, path: PathLike, role: str = "model") -> d
     Raises:
         FileNotFoundError: no such file.
         WarmStartError: keys or shapes do not match; the message names the
-            file, the missing and the unexpected keys.
+            file, both layouts (emolab's, the seed's) and the missing and
+            unexpected keys of each.
     """
+    from emolab.models.seed import SeedLayoutError, load_state_dict_any_layout
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"warm-start checkpoint for {role} not found: {path}")
     obj = load_checkpoint(path)
     sd = state_dict_from_checkpoint(obj, str(path))
-    expected = set(module.state_dict())
-    missing = sorted(expected - set(sd))
-    unexpected = sorted(set(sd) - expected)
-    if missing or unexpected:
-        raise WarmStartError(
-            f"{path} does not fit {role} ({type(module).__name__}): missing keys {_fmt_keys(missing)}; "
-            f"unexpected keys {_fmt_keys(unexpected)}. Was it trained with the same encoder options "
-            "(--use_wavlm / --use_resnet_audio, --num_classes, --wavlm_name_or_path)?"
-        )
     try:
-        module.load_state_dict(sd, strict=True)
-    except RuntimeError as err:  # shape mismatches
-        raise WarmStartError(f"{path} does not fit {role} ({type(module).__name__}): {err}") from None
+        layout = load_state_dict_any_layout(module, sd, f"{path} ({role})")
+    except SeedLayoutError as err:
+        raise WarmStartError(
+            f"{path} does not fit {role} ({type(module).__name__}): {err}. The audio/video model options "
+            "(--use_wavlm / --use_resnet_audio, --num_classes) must be those the checkpoint was trained with"
+        ) from None
+    if layout == "seed":
+        print(f"warm start {role}: {path} is a seed-project checkpoint; keys converted to emolab's layout", flush=True)
     return {k: v for k, v in obj.items() if k != "model"} if isinstance(obj, Mapping) and "model" in obj else {}
 
 

@@ -123,6 +123,7 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
     g.add_argument("--xattn_heads", type=int, default=m.xattn_heads)
     g.add_argument("--xattn_attn_dropout", type=float, default=m.xattn_attn_dropout)
     g.add_argument("--xattn_stochastic_depth", type=float, default=m.xattn_stochastic_depth)
+    _add_model_fidelity_flags(p, m)
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d.epochs)
@@ -170,6 +171,43 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
     return p
 
 
+def _gate_bias(text: str) -> float | None:
+    if text.strip().lower() in ("none", "default"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+#: ModelConfig fields of the seed's xattn/gate behaviour (issue #12), set by the flags of the same name.
+MODEL_FIDELITY_FIELDS = (
+    "xattn_attention", "mel_sequence", "xattn_fuse_order", "xattn_head_dropout", "gate_bias_init", "wavlm_embedding"
+)
+
+
+def _add_model_fidelity_flags(p: argparse.ArgumentParser, m: ModelConfig) -> None:
+    """Flags selecting the seed's xattn/gate behaviour (``load_seed_checkpoint`` sets the seed's values)."""
+    g = p.add_argument_group("model: the seed's xattn and gate (README 'Seed checkpoints')")
+    g.add_argument("--xattn_attention", choices=("sequential", "parallel"), default=m.xattn_attention,
+                   help="sequential: a2v attends to the video after its v2a update (the seed); parallel: both "
+                        "attend to the inputs")
+    g.add_argument("--mel_sequence", choices=("time", "clip"), default=m.mel_sequence,
+                   help="xattn audio steps of a Mel model: one per time step, or clip (the seed: one step, "
+                        "the clip embedding)")
+    g.add_argument("--xattn_fuse_order", choices=("av", "va"), default=m.xattn_fuse_order,
+                   help="xattn heads: av = [audio, video], gate weights audio; va = [video, audio], gate weights "
+                        "video (the seed)")
+    g.add_argument("--xattn_head_dropout", type=float, default=m.xattn_head_dropout,
+                   help="dropout after the ReLU of the xattn heads (the seed's 0.2)")
+    g.add_argument("--gate_bias_init", type=_gate_bias, default=m.gate_bias_init, metavar="B",
+                   help="initial bias of the gate's last Linear, gated and xattn gated (the seed's -1; "
+                        "'none': PyTorch's default init)")
+    g.add_argument("--wavlm_embedding", choices=("hidden", "head"), default=m.wavlm_embedding,
+                   help="WavLM clip embedding for concat/gated: mean hidden state, or head = the head's first "
+                        "Linear of it (the seed)")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Map parsed flags onto :class:`TrainConfig` (raises ``ValueError`` on inconsistent values)."""
     model = ModelConfig(
@@ -185,6 +223,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         xattn_heads=args.xattn_heads,
         xattn_attn_dropout=args.xattn_attn_dropout,
         xattn_stochastic_depth=args.xattn_stochastic_depth,
+        **{name: getattr(args, name) for name in MODEL_FIDELITY_FIELDS},
     )
     data = DataConfig(
         num_classes=args.num_classes,

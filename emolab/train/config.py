@@ -31,7 +31,7 @@ from transformers import WavLMConfig
 
 from emolab.data.datasets import DataConfig
 from emolab.data.splits import SplitConfig
-from emolab.models.registry import ModelConfig
+from emolab.models.registry import LEGACY_MODEL_DEFAULTS, ModelConfig
 
 __all__ = ["OptimConfig", "TrainConfig", "UNIMODAL", "FUSION_WITH_HEAD"]
 
@@ -326,5 +326,7 @@ class TrainConfig:
                 bad = set(kwargs[name]) - sub_known
                 if bad:
                     raise ValueError(f"TrainConfig.{name}: unknown keys {sorted(bad)}")
+                if sub is ModelConfig:  # a config saved before a field existed keeps the behaviour it had
+                    kwargs[name] = {**LEGACY_MODEL_DEFAULTS, **kwargs[name]}
                 kwargs[name] = sub(**kwargs[name])
         return cls(**kwargs)
