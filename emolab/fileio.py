@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -16,23 +17,91 @@ from typing import Any, Callable
 PathLike = str | os.PathLike[str]
 
 
-def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
+#: Temporary files of :func:`atomic_write` are named ``.{name}.{pid}.{8 hex}.tmp``.
+TMP_PATTERN = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: folders cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: PathLike, write: Callable[[str], None], *, durable: bool = True) -> Path:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``.
 
     The parent folder is created if needed; the temporary file is removed if
-    ``write`` fails.
+    ``write`` fails. ``durable``: fsync the file before the rename and its
+    folder after, so a power cut leaves the old file or the new one, never an
+    empty or partial one (checkpoints, JSON). Cache entries pass ``False``:
+    a damaged entry is a miss that is recomputed, and an fsync per entry costs
+    more than the entry.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
     try:
         write(tmp)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
         raise
+    if durable:
+        _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_tmp(folder: PathLike, *, recursive: bool = False) -> list[Path]:
+    """Remove :func:`atomic_write` temporary files in ``folder`` whose writing process is gone.
+
+    A process killed while writing (kill -9, power cut) leaves its ``.tmp``
+    file behind; a live writer's file (same host, pid still running) is kept.
+    Returns the files removed (best effort: unreadable folders are skipped).
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        files = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+        for f in files:
+            m = TMP_PATTERN.match(f.name)
+            if m is None or _pid_alive(int(m.group(1))):
+                continue
+            try:
+                f.unlink()
+                removed.append(f)
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def atomic_write_json(obj: Any, path: PathLike, *, sort_keys: bool = False) -> Path:

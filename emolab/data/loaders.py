@@ -148,6 +148,12 @@ class FramePassReport:
     seconds: float = 0.0
 
 
+def strip_path(message: str, path: str | os.PathLike[str]) -> str:
+    """``message`` without a leading ``"{path}: "`` (read errors name their file; lists name it already)."""
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
 def _identity(x: Any) -> Any:
     return x
 
@@ -161,19 +167,19 @@ class _DecodeOnce(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[int, str | None, str | None, str]:
+    def __getitem__(self, index: int) -> tuple[int, str | None, str | None, str, str | None]:
         ds, face = self.dataset, ""
         try:
             if "video" in ds.modalities:
                 face = ds.frames(index).face
         except (VideoReadError, OSError) as e:
-            return index, str(ds.pairs[index].video_path), str(e), ""
+            return index, str(ds.pairs[index].video_path), str(e), "", ds.cache.write_error
         try:
             if "audio" in ds.modalities:
                 ds.audio_clip(index)
         except (AudioReadError, OSError) as e:
-            return index, str(ds.pairs[index].audio_path), str(e), face
-        return index, None, None, face
+            return index, str(ds.pairs[index].audio_path), str(e), face, ds.cache.write_error
+        return index, None, None, face, ds.cache.write_error
 
 
 def warm_cache(
@@ -189,8 +195,10 @@ def warm_cache(
     leave their pairs out before training.
     """
     t0 = time.perf_counter()
-    # Workers fill the shared disk cache; a memory-only cache must be filled here.
-    workers = resolve_num_workers(num_workers) if dataset.cache.directory is not None else 0
+    # Workers fill the shared disk cache; a memory-only cache (or one whose folder cannot be
+    # written: it warns once and goes memory-only) must be filled here.
+    cache = dataset.cache
+    workers = resolve_num_workers(num_workers) if cache.check_writable() else 0
     loader = DataLoader(_DecodeOnce(dataset), batch_size=None, num_workers=workers, collate_fn=_identity)
     report = FramePassReport(clips=len(dataset))
     it = loader
@@ -198,9 +206,11 @@ def warm_cache(
         from tqdm.auto import tqdm
 
         it = tqdm(loader, total=len(dataset), desc="decoding clips (once)", unit="clip")
-    for _index, path, error, face in it:
+    for _index, path, error, face, write_error in it:
+        if write_error is not None:  # a worker's write failed (disk full): one warning, here
+            cache.disable_writes(write_error)
         if error is not None:
-            report.failed.append(Problem(path, error))
+            report.failed.append(Problem(path, strip_path(error, path)))
         if face:  # the video decoded (its audio may still have failed)
             report.faces[face] += 1
     report.seconds = time.perf_counter() - t0

@@ -170,7 +170,9 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
             lines.extend(f"  {p.path}: {p.reason}" for p in report.failed)
             ds = make(name, [r for r in recs if str(r.video_path) not in bad and str(r.audio_path) not in bad])
         if len(ds) == 0:
-            raise SetupError(f"the {name} split has no usable pairs")
+            _say(ctx, "\n".join(lines))  # what was found so far, with each file's reason
+            raise SetupError(f"the {name} split has no usable pairs"
+                             + (" (every file failed to decode: see the lines above)" if report.failed else ""))
         datasets[name] = ds
 
     loaders = {}

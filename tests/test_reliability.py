@@ -1,0 +1,136 @@
+"""Faults of long runs on real data (issue 14): unwritable caches, damaged entries, odd paths, kills.
+
+Filesystem faults use tiny tmpfs mounts when running as root (skipped otherwise);
+kills and whole runs go through subprocesses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import emolab.data.cache as cache_mod
+from emolab.data import DataConfig, RavdessMelDataset, pair_corpus, warm_cache
+from emolab.data.cache import CacheWriteWarning, FrameCache, FrameSettings
+from emolab.data.video import ClipFrames
+from emolab.fileio import atomic_write, remove_stale_tmp
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "1m", ro: bool = False):
+    """A tiny tmpfs at ``path`` (root only; the test skips otherwise)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    opts = f"size={size}" + (",ro" if ro else "")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {res.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
+    environ = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "emolab", *args], capture_output=True, text=True,
+                          cwd=cwd, env=environ, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def pairs(demo_root):
+    return pair_corpus(demo_root).pairs
+
+
+TINY = DataConfig(num_frames=1, frame_size=32, clip_seconds=1.0)
+
+
+# ------------------------------------------------------------------ 1. a cache that cannot be written
+def _dataset(pairs, cache_dir):
+    from dataclasses import replace
+
+    return RavdessMelDataset(pairs, config=replace(TINY, cache_dir=str(cache_dir)))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_failing_cache_writes_never_drop_clips(pairs, tmp_path, monkeypatch, workers):
+    def full(path, write, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cache_mod, "atomic_write", full)  # the probe passes; every entry write fails
+    d = _dataset(pairs[:6], tmp_path / "cache")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = warm_cache(d, num_workers=workers, progress=False)
+    assert report.failed == []  # no clip left out for a cache reason
+    ours = [w for w in caught if issubclass(w.category, CacheWriteWarning)]
+    assert len(ours) == 1 and "No space left on device" in str(ours[0].message)
+    assert str(tmp_path / "cache") in str(ours[0].message)
+    assert d.cache.write_error == "No space left on device"
+    assert all(d[i] is not None for i in range(len(d)))
+
+
+def test_read_only_cache_folder_is_memory_only(pairs, tmp_path):
+    with tmpfs(tmp_path / "ro", ro=True) as ro:
+        d = _dataset(pairs[:4], ro)
+        with pytest.warns(CacheWriteWarning, match="Read-only file system"):
+            report = warm_cache(d, num_workers=2, progress=False)
+        assert report.failed == [] and d.cache.misses == 8  # frames and audio, filled in memory in this process
+        assert all(d[i] is not None for i in range(4))
+
+
+def test_full_cache_disk_train_uses_every_pair(demo_root, tmp_path):
+    with tmpfs(tmp_path / "full", size="200k") as full:
+        res = run_cli("train", "--data_root", str(demo_root), "--fusion", "gated", "--no_pretrained_video",
+                      "--epochs", "1", "--batch_size", "32", "--frames", "1", "--frame_size", "32",
+                      "--clip_seconds", "1", "--num_workers", "2", "--cache_dir", str(full),
+                      "--output_dir", str(tmp_path / "out"), "--no_progress")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.count("cannot be written") == 1, res.stderr[-3000:]
+    assert "failed to decode" not in res.stdout
+    assert json.loads(next((tmp_path / "out" / "runs").glob("*/test_metrics.json")).read_text())
+
+
+# ------------------------------------------------------------------ 3. empty entries; durable writes
+def test_empty_cache_entry_is_a_miss(tmp_path, pairs):
+    s = FrameSettings(1, 16, False)
+    cache = FrameCache(tmp_path / "c", memory_bytes=0)
+    clip = ClipFrames(frames=np.zeros((1, 16, 16, 3), np.uint8), valid=np.ones(1, bool), face="off", box=None)
+    cache.put(pairs[0].video_path, s, clip)
+    (entry,) = (tmp_path / "c").rglob("*.npz")
+    entry.write_bytes(b"")  # what a power cut can leave
+    assert FrameCache(tmp_path / "c").get(pairs[0].video_path, s) is None
+    again = cache.get_or_compute(pairs[0].video_path, s, lambda: clip)
+    assert again is clip and entry.stat().st_size > 0  # recomputed and rewritten
+
+
+def test_atomic_write_fsyncs_file_and_folder(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    atomic_write(tmp_path / "a.bin", lambda tmp: Path(tmp).write_bytes(b"x"))
+    assert len(synced) == 2 and synced[0].endswith(".tmp") and synced[1] == str(tmp_path)
+    assert (tmp_path / "a.bin").read_bytes() == b"x"
+
+
+def test_stale_tmp_files_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".last.pt.{int(dead.stdout)}.0123abcd.tmp"
+    live = tmp_path / f".last.pt.{os.getpid()}.0123abcd.tmp"
+    other = tmp_path / ".hidden.tmp"
+    for f in (stale, live, other):
+        f.write_bytes(b"x")
+    assert remove_stale_tmp(tmp_path) == [stale]
+    assert live.exists() and other.exists()
