@@ -335,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from emolab.fileio import tolerant_stdio
+
+    tolerant_stdio()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "func", None) in (cmd_train, cmd_cv, cmd_search):

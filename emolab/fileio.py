@@ -7,12 +7,14 @@ each other's partial files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 PathLike = str | os.PathLike[str]
 
@@ -113,6 +115,48 @@ def atomic_write_json(obj: Any, path: PathLike, *, sort_keys: bool = False) -> P
             f.write("\n")
 
     return atomic_write(path, write)
+
+
+def media_source(path: PathLike) -> str | BinaryIO:
+    """What to give soundfile or PyAV for ``path``: its name, or an open binary file if the name is not UTF-8.
+
+    Both libraries encode names as strict UTF-8, so a folder name holding other
+    bytes (``os.fsdecode`` keeps them as surrogates) fails there; an open file
+    works under any name. The caller closes a returned file (or lets the
+    container that reads it do so).
+    """
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return open(name, "rb")
+    return name
+
+
+@contextlib.contextmanager
+def open_media(path: PathLike) -> Iterator[str | BinaryIO]:
+    """:func:`media_source` as a context manager that closes the file it opened."""
+    src = media_source(path)
+    try:
+        yield src
+    finally:
+        if not isinstance(src, str):
+            src.close()
+
+
+def tolerant_stdio() -> None:
+    """Let stdout and stderr print file names that are not UTF-8 (their bytes are written as they are).
+
+    Called by the command-line entry points: a path under such a folder would
+    otherwise raise ``UnicodeEncodeError`` in ``print`` under a UTF-8 locale.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            try:
+                reconfigure(errors="surrogateescape")
+            except (ValueError, OSError):
+                pass
 
 
 def mark_used(path: PathLike) -> None:

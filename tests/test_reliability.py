@@ -46,7 +46,7 @@ def tmpfs(path: Path, size: str = "1m", ro: bool = False):
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
     environ = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "emolab", *args], capture_output=True, text=True,
-                          cwd=cwd, env=environ, timeout=timeout)
+                          errors="backslashreplace", cwd=cwd, env=environ, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +134,23 @@ def test_stale_tmp_files_are_removed(tmp_path):
         f.write_bytes(b"x")
     assert remove_stale_tmp(tmp_path) == [stale]
     assert live.exists() and other.exists()
+
+
+# ------------------------------------------------------------------ 2. folder names that are not UTF-8
+def test_non_utf8_folder_name_trains(demo_root, tmp_path):
+    import shutil
+
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/corpus-\xff\xfe")
+    for p in pair_corpus(demo_root).pairs:
+        if p.actor in (1, 2, 3, 4):
+            for f in (p.video_path, p.audio_path):
+                dst = Path(odd) / f"Actor_{p.actor:02d}" / f.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dst)
+    res = run_cli("train", "--data_root", odd, "--fusion", "audio", "--epochs", "1", "--batch_size", "32",
+                  "--clip_seconds", "1", "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"),
+                  "--output_dir", str(tmp_path / "out"), "--no_progress", env={"PYTHONIOENCODING": "utf-8:strict"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert list((tmp_path / "out" / "runs").glob("*/test_metrics.json"))
+    assert "corpus-" in res.stdout

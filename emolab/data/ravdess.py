@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal
 
+from emolab.fileio import open_media
+
 EMOTIONS: tuple[str, ...] = (
     "neutral",
     "calm",
@@ -318,7 +320,8 @@ def _check_file(path: Path, modality: int, level: CheckLevel) -> str | None:
         from emolab.data.probe import wav_data_shortfall
 
         try:
-            info = sf.info(str(path))
+            with open_media(path) as src:
+                info = sf.info(src)
         except Exception as e:  # soundfile raises several types for bad headers
             return f"not a readable WAV: {e}"
         if info.frames == 0:
@@ -330,7 +333,7 @@ def _check_file(path: Path, modality: int, level: CheckLevel) -> str | None:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with open_media(path) as src, av.open(src) as container:
             if not container.streams.video:
                 return "MP4 has no video stream"
     except Exception as e:  # PyAV raises av.error.* subclasses of several bases

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from emolab.fileio import media_source
 from emolab.data.augment import (  # re-exported: they used to live here
     VideoAugment,
     VideoAugmentConfig,
@@ -120,7 +121,7 @@ def _open(path: PathLike) -> tuple[Path, av.container.InputContainer, av.video.s
     if p.stat().st_size == 0:
         raise VideoReadError(f"{p}: video file is empty (0 bytes)")
     try:
-        container = av.open(str(p))
+        container = av.open(media_source(p))
     except _AV_ERRORS as e:
         raise VideoReadError(f"{p}: not a readable video file ({e})") from e
     if not container.streams.video:

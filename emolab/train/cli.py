@@ -21,6 +21,7 @@ from typing import Any
 from emolab.data.datasets import DataConfig
 from emolab.data.splits import PROTOCOLS, SplitConfig, parse_actor_list
 from emolab.models.registry import ModelConfig, available_models
+from emolab.fileio import tolerant_stdio
 from emolab.train.config import OptimConfig, TrainConfig
 from emolab.train.run import SetupError, resume_training, run_training
 
@@ -241,6 +242,7 @@ def _explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set
 def main(argv: Sequence[str] | None = None, prog: str = "python -m emolab.train") -> int:
     """Parse flags, train (or resume), print the test metrics; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    tolerant_stdio()
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:

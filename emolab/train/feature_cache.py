@@ -289,6 +289,8 @@ class WavLMFeatureCache:
             return "the datasets use different cache folders"
         if any("audio" not in ds.modalities for ds in datasets):
             return "the datasets do not read audio"
+        if datasets[0].cache.write_error is not None:
+            return f"cache folder {datasets[0].cache.directory} cannot be written: {datasets[0].cache.write_error}"
         return None
 
     def begin_stage(self, trainer: EmotionTrainer) -> None:
@@ -312,18 +314,23 @@ class WavLMFeatureCache:
         dist = trainer.dist
         if len(set(dist.all_gather_object(tag))) > 1:  # DDP ranks must hold one backbone (DDP broadcasts rank 0's)
             raise RuntimeError("feature cache: the WavLM backbone differs between DDP ranks")
-        report = fill_features(
-            encoder,
-            datasets,
-            tag=tag,
-            variants=self.variants,
-            device=trainer.device,
-            batch_size=self.batch_size,
-            autocast=trainer._autocast,
-            progress=bool(trainer.cfg.progress) and dist.is_main,
-            rank=dist.rank,
-            world_size=dist.world_size,
-        )
+        try:
+            report = fill_features(
+                encoder,
+                datasets,
+                tag=tag,
+                variants=self.variants,
+                device=trainer.device,
+                batch_size=self.batch_size,
+                autocast=trainer._autocast,
+                progress=bool(trainer.cfg.progress) and dist.is_main,
+                rank=dist.rank,
+                world_size=dist.world_size,
+            )
+        except OSError as err:  # the cache folder is full or read-only: a cache failure, not a data one
+            datasets[0].cache.disable_writes(err.strerror or str(err), warn=False)
+            self.begin_stage(trainer)  # now off, with the reason logged
+            return
         dist.barrier()  # every rank's share is on disk
         if dist.is_main:
             c = encoder.backbone.config
