@@ -250,9 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument(
         "--check",
-        choices=("none", "size", "header"),
+        choices=("none", "size", "header", "decode"),
         default="header",
-        help="how to check files: header (open every file, default), size (empty files only), none",
+        help="how to check files: header (open every file, default), decode (also decode every video, in "
+        "parallel: videos that decode only in part are listed with both frame counts), size (empty files only), none",
     )
     p.set_defaults(func=cmd_inspect)
 

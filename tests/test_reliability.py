@@ -154,3 +154,64 @@ def test_non_utf8_folder_name_trains(demo_root, tmp_path):
     assert "Traceback" not in res.stderr
     assert list((tmp_path / "out" / "runs").glob("*/test_metrics.json"))
     assert "corpus-" in res.stdout
+
+
+# ------------------------------------------------------------------ 4. videos that stop decoding half-way
+@pytest.fixture
+def small_root(demo_root, tmp_path):
+    """Actor 1's and 2's first 4 pairs, copied; the first video replaced by a faststart MP4 cut in half."""
+    import shutil
+
+    from tests.media import index_frames, truncate, write_mp4
+
+    root = tmp_path / "small"
+    chosen = [p for p in pair_corpus(demo_root).pairs if p.actor in (1, 2)][:8]
+    for p in chosen:
+        for f in (p.video_path, p.audio_path):
+            dst = root / f"Actor_{p.actor:02d}" / f.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst)
+    cut = root / "Actor_01" / chosen[0].video_path.name
+    full = write_mp4(tmp_path / "full.mp4", index_frames(30), faststart=True)
+    truncate(full, 0.5, cut)
+    return root, cut
+
+
+def test_inspect_check_decode_names_videos_that_decode_in_part(small_root):
+    root, cut = small_root
+    res = run_cli("inspect", "--data_root", str(root), "--check", "decode", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    info = json.loads(res.stdout)
+    assert info["pairs"] == 8  # kept: sampled from the frames that decode
+    (entry,) = info["incomplete"]
+    assert entry["path"] == str(cut)
+    decoded = int(entry["reason"].split()[1])
+    assert 0 < decoded < 27 and "of 30 declared frames" in entry["reason"]
+    text = run_cli("inspect", "--data_root", str(root), "--check", "header")
+    assert "decode only in part" not in text.stdout  # the header check does not decode
+    text = run_cli("inspect", "--data_root", str(root), "--check", "decode")
+    assert "Videos that decode only in part" in text.stdout and str(cut) in text.stdout
+
+
+def test_cache_fill_counts_videos_that_decode_in_part(small_root, tmp_path):
+    root, cut = small_root
+    d = _dataset(pair_corpus(root).pairs, tmp_path / "cache")
+    report = warm_cache(d, num_workers=0, progress=False)
+    assert report.failed == [] and [p.path for p in report.incomplete] == [str(cut)]
+    assert "of 30 declared frames" in report.incomplete[0].reason
+    again = warm_cache(_dataset(pair_corpus(root).pairs, tmp_path / "cache"), num_workers=0, progress=False)
+    assert again.incomplete == report.incomplete  # the counts are cached with the frames
+
+
+# ------------------------------------------------------------------ 10. symbolic link loops
+def test_symlink_loop_is_walked_once_and_named(small_root):
+    root, _ = small_root
+    before = pair_corpus(root).report
+    (root / "Actor_01" / "loop").symlink_to(root, target_is_directory=True)
+    res = pair_corpus(root)
+    assert res.report.media_files == before.media_files and len(res.pairs) == 8
+    assert res.report.duplicates == []
+    (loop,) = res.report.symlink_loops
+    assert loop.path == str(root / "Actor_01" / "loop") and f"loop back to {root}" in loop.reason
+    text = run_cli("inspect", "--data_root", str(root), "--check", "size")
+    assert "symbolic link" in text.stdout and str(root / "Actor_01" / "loop") in text.stdout

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from emolab.data.video import ClipFrames
+from emolab.data.video import ClipFrames, DecodeStats
 from emolab.fileio import atomic_write, mark_used
 from emolab.lru import ByteLRU
 
@@ -120,7 +120,11 @@ def _os_reason(err: OSError) -> str:
 
 def _read_frames(z: Any) -> ClipFrames:
     box = tuple(int(v) for v in z["box"]) if z["box"].size == 4 else None
-    return ClipFrames(frames=z["frames"], valid=z["valid"], face=str(z["face"]), box=box)
+    decode = None
+    if "decode" in z.files:  # entries written before the counts were recorded have none
+        declared, decoded, has_error = (int(v) for v in z["decode"])
+        decode = DecodeStats(declared, decoded, str(z["decode_error"]) if has_error else None)
+    return ClipFrames(frames=z["frames"], valid=z["valid"], face=str(z["face"]), box=box, decode=decode)
 
 
 def _read_audio(z: Any) -> ClipAudio:
@@ -129,7 +133,12 @@ def _read_audio(z: Any) -> ClipAudio:
 
 def _frame_arrays(clip: ClipFrames) -> dict[str, np.ndarray]:
     box = np.asarray(clip.box if clip.box is not None else (), dtype=np.int64)
-    return {"frames": clip.frames, "valid": clip.valid, "face": np.str_(clip.face), "box": box}
+    out = {"frames": clip.frames, "valid": clip.valid, "face": np.str_(clip.face), "box": box}
+    if clip.decode is not None:
+        d = clip.decode
+        out["decode"] = np.asarray([d.declared, d.decoded, d.error is not None], dtype=np.int64)
+        out["decode_error"] = np.str_(d.error or "")
+    return out
 
 
 def _audio_arrays(entry: ClipAudio) -> dict[str, np.ndarray]:

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from emolab.data.audio import AudioReadError
 from emolab.data.features import collate_raw
-from emolab.data.ravdess import Problem
-from emolab.data.video import VideoReadError
+from emolab.data.ravdess import Problem, strip_path
+from emolab.data.video import DecodeStats, VideoReadError
 
 if TYPE_CHECKING:
     from emolab.data.datasets import RavdessAVDataset
@@ -144,14 +144,11 @@ class FramePassReport:
 
     clips: int = 0
     failed: list[Problem] = field(default_factory=list)
+    #: videos that decode only in part (:attr:`~emolab.data.video.DecodeStats.incomplete`): kept, sampled
+    #: from the frames that decode, and listed
+    incomplete: list[Problem] = field(default_factory=list)
     faces: Counter = field(default_factory=Counter)
     seconds: float = 0.0
-
-
-def strip_path(message: str, path: str | os.PathLike[str]) -> str:
-    """``message`` without a leading ``"{path}: "`` (read errors name their file; lists name it already)."""
-    prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def _identity(x: Any) -> Any:
@@ -167,19 +164,20 @@ class _DecodeOnce(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[int, str | None, str | None, str, str | None]:
-        ds, face = self.dataset, ""
+    def __getitem__(self, index: int) -> tuple[int, str | None, str | None, str, str | None, DecodeStats | None]:
+        ds, face, stats = self.dataset, "", None
         try:
             if "video" in ds.modalities:
-                face = ds.frames(index).face
+                clip = ds.frames(index)
+                face, stats = clip.face, clip.decode
         except (VideoReadError, OSError) as e:
-            return index, str(ds.pairs[index].video_path), str(e), "", ds.cache.write_error
+            return index, str(ds.pairs[index].video_path), str(e), "", ds.cache.write_error, None
         try:
             if "audio" in ds.modalities:
                 ds.audio_clip(index)
         except (AudioReadError, OSError) as e:
-            return index, str(ds.pairs[index].audio_path), str(e), face, ds.cache.write_error
-        return index, None, None, face, ds.cache.write_error
+            return index, str(ds.pairs[index].audio_path), str(e), face, ds.cache.write_error, stats
+        return index, None, None, face, ds.cache.write_error, stats
 
 
 def warm_cache(
@@ -192,7 +190,11 @@ def warm_cache(
 
     This is the cold pass; later epochs read the cache. Files that fail to
     decode are returned in the report (file and problem), so the caller can
-    leave their pairs out before training.
+    leave their pairs out before training. Videos that decode only in part
+    (a decoder error mid-stream, or under 90% of the frames their container
+    declares) are kept, sampled from the frames that decode, and listed in
+    ``report.incomplete`` with both counts; the counts are cached with the
+    frames, so every run reports them.
     """
     t0 = time.perf_counter()
     # Workers fill the shared disk cache; a memory-only cache (or one whose folder cannot be
@@ -206,9 +208,11 @@ def warm_cache(
         from tqdm.auto import tqdm
 
         it = tqdm(loader, total=len(dataset), desc="decoding clips (once)", unit="clip")
-    for _index, path, error, face, write_error in it:
+    for index, path, error, face, write_error, stats in it:
         if write_error is not None:  # a worker's write failed (disk full): one warning, here
             cache.disable_writes(write_error)
+        if stats is not None and stats.incomplete:
+            report.incomplete.append(Problem(str(dataset.pairs[index].video_path), stats.describe()))
         if error is not None:
             report.failed.append(Problem(path, strip_path(error, path)))
         if face:  # the video decoded (its audio may still have failed)

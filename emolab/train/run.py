@@ -164,6 +164,10 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
         faces = ", ".join(f"{k} {v}" for k, v in sorted(report.faces.items()))
         crop = f"; face crop: {faces or '-'}" if "video" in modalities else ""
         lines.append(f"{name}: {len(recs)} pairs, decoded in {report.seconds:.1f} s{crop}")
+        if report.incomplete:
+            lines.append(f"{name}: {len(report.incomplete)} videos decode only in part; kept, sampled from "
+                         "the frames that decode:")
+            lines.extend(f"  {p.path}: {p.reason}" for p in report.incomplete)
         if report.failed:
             bad = {p.path for p in report.failed}
             lines.append(f"{name}: {len(bad)} files failed to decode; their pairs are left out:")
