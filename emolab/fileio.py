@@ -159,6 +159,42 @@ def tolerant_stdio() -> None:
                 pass
 
 
+def take_debug_flag(argv: list[str]) -> bool:
+    """Remove ``--debug`` from ``argv`` (anywhere); true if it was there or ``EMOLAB_DEBUG=1``.
+
+    With it, command-line errors show their traceback; the flag is passed on to
+    child processes as ``EMOLAB_DEBUG=1``.
+    """
+    found = "--debug" in argv
+    while "--debug" in argv:
+        argv.remove("--debug")
+    if found:
+        os.environ["EMOLAB_DEBUG"] = "1"
+    return found or os.environ.get("EMOLAB_DEBUG") == "1"
+
+
+def error_line(prog: str, err: BaseException, debug: bool) -> int:
+    """Print ``err`` as one line (``prog: error: ...``), or its traceback when ``debug``; returns exit code 2.
+
+    User errors (a bad file, a full disk, a wrong flag value) print their message;
+    anything else prints its type too, with a hint to rerun with ``--debug``.
+    """
+    if debug:
+        import traceback
+
+        traceback.print_exception(err)
+    if isinstance(err, OSError) and err.strerror:
+        text = f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    else:
+        text = str(err) or type(err).__name__
+    hint = "" if debug else " (rerun with --debug for the traceback)"
+    if not isinstance(err, (OSError, ValueError)) and type(err).__name__ not in ("CLIError", "SetupError",
+                                                                                  "SweepError", "CacheError"):
+        text = f"{type(err).__name__}: {text}{hint}"
+    print(f"{prog}: error: {text}", file=sys.stderr)
+    return 2
+
+
 def mark_used(path: PathLike) -> None:
     """Set a cache entry's modification time to now: it was just read (``emolab cache prune --older_than``).
 

@@ -215,3 +215,206 @@ def test_symlink_loop_is_walked_once_and_named(small_root):
     assert loop.path == str(root / "Actor_01" / "loop") and f"loop back to {root}" in loop.reason
     text = run_cli("inspect", "--data_root", str(root), "--check", "size")
     assert "symbolic link" in text.stdout and str(root / "Actor_01" / "loop") in text.stdout
+
+
+# ------------------------------------------------------------------ 5. --resume on a changed corpus
+def _cfg(root, out, cache, **kw):
+    from emolab.models.registry import ModelConfig
+    from emolab.train import OptimConfig, TrainConfig
+
+    return TrainConfig(data_root=str(root), model=kw.pop("model", ModelConfig(fusion="audio")),
+                       data=DataConfig(num_frames=1, frame_size=32, clip_seconds=1.0, cache_dir=str(cache)),
+                       optim=OptimConfig(lr=1e-3), batch_size=32, num_workers=0, output_dir=str(out),
+                       progress=False, device="cpu", seed=3, **kw)
+
+
+class _StopAfter:
+    def __new__(cls, epoch):
+        from emolab.train import Callback
+
+        class Stop(Callback):
+            def on_epoch_end(self, trainer, record):
+                if record["epoch"] == epoch:
+                    raise KeyboardInterrupt
+
+        return Stop()
+
+
+@pytest.fixture
+def corpus4(demo_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "corpus"
+    shutil.copytree(demo_root, root)
+    return root
+
+
+@pytest.fixture
+def stopped_run(corpus4, tmp_path, one_torch_thread):
+    """A run of 3 epochs interrupted after epoch 1 (last.pt at epoch 1)."""
+    from emolab.train import run_training
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_cfg(corpus4, tmp_path / "out", tmp_path / "cache", epochs=3), callbacks=[_StopAfter(1)])
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    return run_dir
+
+
+def test_resume_refuses_a_changed_corpus_and_keeps_config(stopped_run, corpus4, tmp_path, capsys):
+    import shutil
+
+    from emolab.train import SetupError, resume_training
+
+    record = json.loads((stopped_run / "provenance.json").read_text())
+    assert record["corpus_root"] == str(corpus4.resolve()) and record["torch_threads"] == 1
+    assert record["emolab_version"] and len(record["pairs_sha256"]) == 64
+    assert sum(record["pairs_count"].values()) == len(pair_corpus(corpus4).pairs)
+    config = (stopped_run / "config.json").read_bytes()
+    fewer = tmp_path / "fewer"
+    shutil.copytree(corpus4, fewer)
+    for f in (fewer).rglob("*-04.*"):  # actor 4's files
+        f.unlink()
+    with pytest.raises(SetupError, match=r"the pairs differ .*gone \(e\.g\. .*-04\.mp4\)"):
+        resume_training(stopped_run, overrides={"data_root": str(fewer)})
+    assert (stopped_run / "config.json").read_bytes() == config
+    # the same pairs under another root: a moved corpus resumes, with a note; config.json is not rewritten
+    moved = tmp_path / "moved"
+    corpus4.rename(moved)
+    import torch
+
+    torch.set_num_threads(2)  # another thread count: the run's own is taken back
+    res = resume_training(stopped_run, overrides={"data_root": str(moved)})
+    out = capsys.readouterr().out
+    assert "corpus moved from" in out and "torch threads: 1, as the run recorded" in out
+    assert len(res.history) == 3 and torch.get_num_threads() == 1
+    assert (stopped_run / "config.json").read_bytes() == config
+
+
+def test_resume_refuses_an_edited_config(stopped_run):
+    from emolab.train import SetupError, resume_training
+
+    cfg = json.loads((stopped_run / "config.json").read_text())
+    cfg["seed"] = 99
+    (stopped_run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SetupError, match="differs from the run's record in seed"):
+        resume_training(stopped_run)
+
+
+# ------------------------------------------------------------------ 8./9. one line for user errors; durable writes
+def test_bad_checkpoint_files_are_one_line(tmp_path, corpus4, capsys):
+    import torch
+
+    from emolab.train.cli import main as train_main
+
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, evil)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for path, what in ((text, "is a text file"), (evil, "could run code"), (empty, "is empty")):
+        rc = train_main(["--data_root", str(corpus4), "--fusion", "audio", "--audio_ckpt", str(path)])
+        err = capsys.readouterr().err
+        assert rc == 2 and what in err and str(path) in err, err
+        assert len(err.strip().splitlines()) == 1 and "weights_only=False" not in err
+    assert not marker.exists()
+
+
+def test_bad_resume_folders_are_one_line(stopped_run, tmp_path, capsys):
+    import shutil
+
+    from emolab.train.cli import main as train_main
+
+    last = stopped_run / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    assert train_main(["--resume", str(stopped_run)]) == 2
+    err = capsys.readouterr().err
+    assert "damaged or truncated" in err and len(err.strip().splitlines()) == 1
+    # another model's last.pt
+    cfg = json.loads((stopped_run / "config.json").read_text())
+    cfg["model"]["num_classes"] = cfg["data"]["num_classes"] = 4
+    other = tmp_path / "other" / "runs" / "x"
+    shutil.copytree(stopped_run, other)
+    (other / "config.json").write_text(json.dumps(cfg))
+    (other / "provenance.json").unlink()
+    (other / "last.pt").write_bytes(data)
+    assert train_main(["--resume", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "holds another model than config.json describes" in err and len(err.strip().splitlines()) == 1
+    # killed while writing the first last.pt: history and best exist, last.pt does not
+    last.unlink()
+    stale = stopped_run / f".last.pt.{_dead_pid()}.0123abcd.tmp"
+    stale.write_bytes(b"partial")
+    assert train_main(["--resume", str(stopped_run)]) == 2
+    err = capsys.readouterr().err
+    assert "history.jsonl records 1 epoch" in err and not stale.exists()
+
+
+def _dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
+def test_disk_full_while_writing_last_pt(corpus4, tmp_path, monkeypatch, capsys, one_torch_thread):
+    import emolab.train.callbacks as callbacks
+    from emolab.train import load_checkpoint
+    from emolab.train.cli import main as train_main
+
+    real, calls = callbacks.atomic_save, []
+
+    def save(obj, path):
+        calls.append(path)
+        if Path(path).name == "last.pt" and sum(Path(c).name == "last.pt" for c in calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(Path(path).parent / ".last.pt.1.ab.tmp"))
+        return real(obj, path)
+
+    monkeypatch.setattr(callbacks, "atomic_save", save)
+    rc = train_main(["--data_root", str(corpus4), "--fusion", "audio", "--epochs", "3", "--clip_seconds", "1",
+                     "--num_workers", "0", "--cache_dir", str(tmp_path / "cache"), "--output_dir",
+                     str(tmp_path / "out"), "--no_progress", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "No space left on device" in err and "--resume" in err, err
+    assert len(err.strip().splitlines()) == 1
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1  # the previous one is intact
+
+
+def test_atomic_save_on_a_full_filesystem(tmp_path):
+    import torch
+
+    from emolab.train.checkpoint import atomic_save, load_checkpoint
+
+    with tmpfs(tmp_path / "tiny", size="1m") as tiny:
+        atomic_save({"w": torch.zeros(1000)}, tiny / "last.pt")
+        with pytest.raises(OSError) as info:
+            atomic_save({"w": torch.zeros(1 << 19)}, tiny / "last.pt")  # 2 MB
+        assert info.value.errno == errno.ENOSPC
+        assert load_checkpoint(tiny / "last.pt")["w"].shape == (1000,)
+        assert [f.name for f in tiny.iterdir()] == ["last.pt"]
+
+
+def test_output_folder_checked_before_decoding(corpus4, tmp_path):
+    with tmpfs(tmp_path / "ro", ro=True) as ro:
+        res = run_cli("train", "--data_root", str(corpus4), "--fusion", "audio", "--output_dir", str(ro),
+                      "--cache_dir", str(tmp_path / "cache"), "--no_progress")
+    assert res.returncode == 2 and "cannot be written: Read-only file system" in res.stderr
+    assert "decoded" not in res.stdout and "Traceback" not in res.stderr
+    with tmpfs(tmp_path / "small", size="3m") as small:
+        res = run_cli("train", "--data_root", str(corpus4), "--fusion", "gated", "--no_pretrained_video",
+                      "--output_dir", str(small), "--cache_dir", str(tmp_path / "cache"), "--no_progress")
+    assert res.returncode == 2 and "MB free; this model's checkpoints need about" in res.stderr, res.stderr
+    assert "decoded" not in res.stdout and "Traceback" not in res.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    res = run_cli("train", "--data_root", str(tmp_path / "nope"), "--fusion", "audio")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "does not exist" in res.stderr
+    res = run_cli("train", "--data_root", str(tmp_path / "nope"), "--fusion", "audio", "--debug")
+    assert res.returncode == 2 and "Traceback" in res.stderr
