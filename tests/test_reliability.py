@@ -418,3 +418,88 @@ def test_debug_shows_the_traceback(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr and "does not exist" in res.stderr
     res = run_cli("train", "--data_root", str(tmp_path / "nope"), "--fusion", "audio", "--debug")
     assert res.returncode == 2 and "Traceback" in res.stderr
+
+
+# ------------------------------------------------------------------ 6./7. sweeps: threads, lock, children
+@pytest.fixture(scope="module")
+def cv_corpus(tmp_path_factory):
+    from tests.test_sweeps import make_cv_corpus
+
+    return make_cv_corpus(tmp_path_factory.mktemp("cv-corpus"))
+
+
+def test_sweep_threads_do_not_depend_on_jobs(cv_corpus, tmp_path, capsys):
+    import torch
+
+    from emolab.sweeps import SweepError, run_cv
+    from tests.test_sweeps import tiny_config, tiny_flags
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # what a plain process on 2 cores has
+    try:
+        one = run_cv(tiny_config(cv_corpus, tmp_path / "cache"), out=tmp_path / "one", protocol="luna5",
+                     folds=(3,), seeds=(1,), jobs=1)
+        assert torch.get_num_threads() == 2  # restored after the sweep
+    finally:
+        torch.set_num_threads(before)
+    assert "1 torch thread per run" in capsys.readouterr().out
+    res = run_cli("cv", "--protocol", "luna5", "--fusion", "audio", "--folds", "3", "--seeds", "1", "--jobs", "2",
+                  "--out", str(tmp_path / "two"), *tiny_flags(cv_corpus, tmp_path / "cache"),
+                  env={"OMP_NUM_THREADS": "2"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    for out in ("one", "two"):
+        assert json.loads((tmp_path / out / "sweep.json").read_text())["torch_threads"] == 1
+        assert json.loads((tmp_path / out / "runs" / "fold3-seed1" / "provenance.json").read_text())["torch_threads"] == 1
+    a = json.loads((tmp_path / "one" / "runs" / "fold3-seed1" / "history.jsonl").read_text().splitlines()[0])
+    b = json.loads((tmp_path / "two" / "runs" / "fold3-seed1" / "history.jsonl").read_text().splitlines()[0])
+    assert a["train_loss"] == b["train_loss"] and a["val_f1"] == b["val_f1"]
+    with pytest.raises(SweepError, match="--threads 1"):
+        run_cv(tiny_config(cv_corpus, tmp_path / "cache"), out=tmp_path / "one", protocol="luna5", folds=(3,),
+               seeds=(1,), threads=2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_killing_cv_stops_its_jobs_and_the_folder_is_locked(cv_corpus, tmp_path):
+    import re
+    import signal
+    import time
+
+    from tests.test_sweeps import tiny_flags
+
+    out = tmp_path / "sweep"
+    argv = ["cv", "--protocol", "luna5", "--fusion", "audio", "--folds", "3,4", "--jobs", "2", "--out", str(out),
+            *tiny_flags(cv_corpus, tmp_path / "cache")]
+    argv[argv.index("--epochs") + 1] = "50"  # long enough to be killed while training
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen([sys.executable, "-m", "emolab", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env)
+    pids, lines = [], []
+    deadline = time.monotonic() + 120
+    while len(pids) < 2 and time.monotonic() < deadline:
+        line = parent.stdout.readline()
+        lines.append(line)
+        m = re.search(r"started \(job \d, pid (\d+)", line)
+        if m:
+            pids.append(int(m.group(1)))
+    try:
+        assert len(pids) == 2, "".join(lines)
+        second = run_cli(*argv)  # the same command meanwhile: refused, nothing trained twice
+        assert second.returncode == 2 and "is in use by another process" in second.stderr, second.stderr
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in pids)  # the jobs died with the parent
+    finally:
+        for p in pids:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+    assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == ["fold3-seed0", "fold4-seed0"]
