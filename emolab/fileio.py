@@ -69,28 +69,34 @@ def atomic_write(path: PathLike, write: Callable[[str], None], *, durable: bool 
     return path
 
 
-def remove_stale_tmp(folder: PathLike, *, recursive: bool = False) -> list[Path]:
-    """Remove :func:`atomic_write` temporary files in ``folder`` whose writing process is gone.
+def stale_tmp_files(folder: PathLike, *, recursive: bool = False) -> list[Path]:
+    """The :func:`atomic_write` temporary files in ``folder`` whose writing process is gone.
 
     A process killed while writing (kill -9, power cut) leaves its ``.tmp``
-    file behind; a live writer's file (same host, pid still running) is kept.
-    Returns the files removed (best effort: unreadable folders are skipped).
+    file behind; a live writer's file (its pid still running) is not listed.
+    Unreadable folders are skipped.
     """
     folder = Path(folder)
-    removed: list[Path] = []
+    out: list[Path] = []
     try:
-        files = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
-        for f in files:
+        for f in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
             m = TMP_PATTERN.match(f.name)
-            if m is None or _pid_alive(int(m.group(1))):
-                continue
-            try:
-                f.unlink()
-                removed.append(f)
-            except OSError:
-                pass
+            if m is not None and not _pid_alive(int(m.group(1))):
+                out.append(f)
     except OSError:
         pass
+    return sorted(out)
+
+
+def remove_stale_tmp(folder: PathLike, *, recursive: bool = False) -> list[Path]:
+    """Remove :func:`stale_tmp_files`; returns those removed (best effort)."""
+    removed: list[Path] = []
+    for f in stale_tmp_files(folder, recursive=recursive):
+        try:
+            f.unlink()
+            removed.append(f)
+        except OSError:
+            pass
     return removed
 
 

@@ -288,14 +288,14 @@ def run_state(run_dir: Path) -> str:
 def train_one(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> str:
     """Train, resume or restart the run ``cfg`` names (``output_dir/runs/run_name``); returns what it did.
 
-    Holds a lock on the run (``runs/.{name}.lock``) meanwhile: a second process is refused.
+    Holds a lock on the run (``.locks/{name}.lock``) meanwhile: a second process is refused.
     """
     from emolab.procs import FolderBusy, folder_lock
     from emolab.train.run import RESUME_OVERRIDABLE, SetupError, resume_training, run_training
 
     run_dir = Path(cfg.output_dir) / "runs" / str(cfg.run_name)
     try:
-        with folder_lock(run_dir.parent / f".{cfg.run_name}.lock", f"run {run_dir}"):
+        with folder_lock(Path(cfg.output_dir) / ".locks" / f"{cfg.run_name}.lock", f"run {run_dir}"):
             state = run_state(run_dir)
             if state == "resume":
                 resume_training(run_dir, overrides={k: getattr(cfg, k) for k in RESUME_OVERRIDABLE},

@@ -502,4 +502,24 @@ def test_killing_cv_stops_its_jobs_and_the_folder_is_locked(cv_corpus, tmp_path)
         for p in pids:
             with contextlib.suppress(OSError):
                 os.kill(p, signal.SIGKILL)
-    assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == ["fold3-seed0", "fold4-seed0"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["fold3-seed0", "fold4-seed0"]
+
+
+# ------------------------------------------------------------------ 9. cache info and prune: damaged entries, stale temporaries
+def test_cache_info_counts_damaged_entries_and_prune_removes_stale_tmp(pairs, tmp_path):
+    d = _dataset(pairs[:3], tmp_path / "cache")
+    warm_cache(d, num_workers=0, progress=False)
+    frames = sorted((tmp_path / "cache" / "frames").rglob("*.npz"))
+    frames[0].write_bytes(b"")
+    frames[1].write_bytes(frames[1].read_bytes()[:100])
+    stale = frames[2].parent / f".{frames[2].name}.{_dead_pid()}.0123abcd.tmp"
+    stale.write_bytes(b"x" * 1000)
+    res = run_cli("cache", "info", "--dir", str(tmp_path / "cache"), "--json")
+    groups = {g["kind"]: g for g in json.loads(res.stdout)["groups"]}
+    assert groups["frames"]["entries"] == 1 and groups["frames"]["damaged"] == 2
+    assert groups["frames"]["stale_tmp"] == 1 and groups["audio"]["entries"] == 3
+    text = run_cli("cache", "info", "--dir", str(tmp_path / "cache")).stdout
+    assert "2 damaged entries" in text and "1 temporary files of killed writers" in text
+    res = run_cli("cache", "prune", "--damaged", "--dir", str(tmp_path / "cache"))
+    assert res.returncode == 0 and "removed 3 entries" in res.stdout, res.stdout + res.stderr
+    assert not stale.exists() and frames[2].exists() and not frames[0].exists()

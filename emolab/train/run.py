@@ -271,6 +271,7 @@ def _check_output(folder: Path, model: nn.Module) -> None:
     replaced: 8 times the weights, plus 1 MB of JSON.
     """
     probe = folder / f".probe.{os.getpid()}.tmp"
+    remove_stale_tmp(folder)  # left by a process killed while writing (e.g. the published best checkpoint)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(probe, "wb") as fh:
