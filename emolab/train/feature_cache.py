@@ -52,7 +52,7 @@ from torch import nn
 
 from emolab.data.audio import AudioReadError
 from emolab.data.feature_cache import MAX_VARIANTS, FeatureStore, clip_identity, variant_params
-from emolab.data.ravdess import Problem
+from emolab.data.ravdess import Problem, strip_path
 from emolab.models.fusion import FusionModel
 from emolab.models.wavlm import WavLMAudioEncoder
 
@@ -144,7 +144,7 @@ def _jobs(datasets: Sequence[Any], tag: str, variants: int, report: FillReport) 
                     key = ds.feature_key(index, tag, v)
                 except OSError as err:  # the audio file is gone: the dataset skips the pair too
                     if v == 0:
-                        report.failed.append(Problem(str(ds.pairs[index].audio_path), str(err)))
+                        report.failed.append(Problem(str(ds.pairs[index].audio_path), err.strerror or str(err)))
                     break
                 if key not in seen:
                     seen.add(key)
@@ -209,7 +209,8 @@ def fill_features(
                     try:
                         wave, length = _wave(job)
                     except (AudioReadError, OSError) as err:
-                        report.failed.append(Problem(str(job.dataset.pairs[job.index].audio_path), str(err)))
+                        path = str(job.dataset.pairs[job.index].audio_path)
+                        report.failed.append(Problem(path, strip_path(str(err), path)))
                         continue
                     waves.append(wave)
                     lengths.append(length)
