@@ -150,12 +150,20 @@ def open_media(path: PathLike) -> Iterator[str | BinaryIO]:
             src.close()
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"warning: {message}\n"
+
+
 def tolerant_stdio() -> None:
-    """Let stdout and stderr print file names that are not UTF-8 (their bytes are written as they are).
+    """Let stdout and stderr print file names that are not UTF-8 (their bytes are written as they are),
+    and print warnings as one line (``warning: ...``, without the source line that raised them).
 
     Called by the command-line entry points: a path under such a folder would
     otherwise raise ``UnicodeEncodeError`` in ``print`` under a UTF-8 locale.
     """
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None and getattr(stream, "errors", None) == "strict":

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from emolab.fileio import media_source
 from emolab.data.augment import (  # re-exported: they used to live here
     VideoAugment,
     VideoAugmentConfig,
@@ -37,6 +36,7 @@ from emolab.data.augment import (  # re-exported: they used to live here
     attenuate_brightness,
     gaussian_blur,
 )
+from emolab.fileio import media_source
 
 __all__ = [
     "IMAGENET_MEAN",

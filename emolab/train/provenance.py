@@ -23,7 +23,7 @@ import torch
 from emolab import __version__
 from emolab.fileio import atomic_write_json
 
-__all__ = ["FILE", "compare", "pair_lines", "provenance", "read_provenance"]
+__all__ = ["FILE", "compare", "pair_lines", "provenance", "read_provenance", "write_provenance"]
 
 FILE = "provenance.json"
 
