@@ -523,3 +523,19 @@ def test_cache_info_counts_damaged_entries_and_prune_removes_stale_tmp(pairs, tm
     res = run_cli("cache", "prune", "--damaged", "--dir", str(tmp_path / "cache"))
     assert res.returncode == 0 and "removed 3 entries" in res.stdout, res.stdout + res.stderr
     assert not stale.exists() and frames[2].exists() and not frames[0].exists()
+
+
+def test_random_bytes_mid_stream_are_an_incomplete_decode(tmp_path):
+    from emolab.data.video import decode_stats, read_sampled_frames_stats
+    from tests.media import index_frames, write_mp4
+
+    path = write_mp4(tmp_path / "clip.mp4", index_frames(30), faststart=True)
+    assert not decode_stats(path).incomplete
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2
+    data[at:at + 4096] = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    stats = decode_stats(path)
+    assert stats.incomplete and stats.declared == 30 and stats.decoded < 30
+    frames, valid, again = read_sampled_frames_stats(path, 8)
+    assert again == stats and frames.shape[0] == 8  # kept: sampled from the frames that decode
