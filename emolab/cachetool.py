@@ -11,6 +11,10 @@ holds three kinds of entries, one ``.npz`` file each:
 
 An entry's modification time is when it was last read from disk (reads touch
 it), so ``prune --older_than DAYS`` removes what no run has used for that long.
+``info`` counts damaged entries (empty, or truncated: no zip directory at the
+end) apart from valid ones, and the temporary files of writers that were
+killed; ``prune`` always removes those temporary files, and ``--damaged``
+removes damaged entries (a run treats them as misses and rewrites them anyway).
 Entries are keyed by content, so a removed entry is recomputed (and stored again)
 the next time a run needs it: pruning costs time, never correctness.
 """
@@ -25,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
+
+from emolab.fileio import stale_tmp_files
 
 __all__ = ["CacheGroup", "cache_groups", "prune", "run_from_args"]
 
@@ -48,6 +54,8 @@ class CacheGroup:
     newest: float | None = None  # last use (modification time) of the most recently used entry
     oldest: float | None = None
     backbone: dict[str, Any] | None = None  # backbone.json of a WavLM tag
+    damaged: int = 0  # entries that are empty or truncated (not counted in ``entries``)
+    stale_tmp: int = 0  # temporary files left by killed writers
 
     @property
     def name(self) -> str:
@@ -55,7 +63,20 @@ class CacheGroup:
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "tag": self.tag, "folder": str(self.folder), "entries": self.entries,
-                "bytes": self.bytes, "newest": self.newest, "oldest": self.oldest, "backbone": self.backbone}
+                "bytes": self.bytes, "newest": self.newest, "oldest": self.oldest, "backbone": self.backbone,
+                "damaged": self.damaged, "stale_tmp": self.stale_tmp}
+
+
+def is_damaged(path: str | os.PathLike[str], size: int) -> bool:
+    """An ``.npz`` entry that is empty or truncated (its zip directory, at the end, is missing)."""
+    if size < 22:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-min(size, 1024), os.SEEK_END)
+            return b"PK\x05\x06" not in fh.read()
+    except OSError:
+        return True
 
 
 def _entries(folder: Path) -> Iterator[os.DirEntry]:
@@ -73,10 +94,14 @@ def _group(kind: str, tag: str | None, folder: Path) -> CacheGroup:
     g = CacheGroup(kind, tag, folder)
     for e in _entries(folder):
         st = e.stat(follow_symlinks=False)
+        if is_damaged(e.path, st.st_size):
+            g.damaged += 1
+            continue
         g.entries += 1
         g.bytes += st.st_size
         g.newest = st.st_mtime if g.newest is None else max(g.newest, st.st_mtime)
         g.oldest = st.st_mtime if g.oldest is None else min(g.oldest, st.st_mtime)
+    g.stale_tmp = len(stale_tmp_files(folder, recursive=True)) if folder.is_dir() else 0
     meta = folder / "backbone.json"
     if meta.is_file():
         try:
@@ -106,13 +131,17 @@ def cache_groups(directory: str | os.PathLike[str]) -> list[CacheGroup]:
 
 def prune(directory: str | os.PathLike[str], *, kinds: Sequence[str] = KINDS, tags: Sequence[str] = (),
           older_than_days: float | None = None, dry_run: bool = False,
-          now: float | None = None) -> tuple[int, int]:
+          now: float | None = None, damaged: bool = False) -> tuple[int, int]:
     """Remove entries; returns ``(files, bytes)`` removed (or that would be, with ``dry_run``).
+
+    Temporary files of killed writers (:func:`~emolab.fileio.stale_tmp_files`) in
+    the folders considered are always removed (and counted).
 
     Args:
         kinds: which kinds to consider (``frames``, ``audio``, ``wavlm``).
         tags: WavLM backbone tags (or prefixes of them) to consider; empty: all.
         older_than_days: only entries unused for longer than this; ``None``: every entry considered.
+        damaged: only damaged entries (empty or truncated).
     """
     bad = sorted(set(kinds) - set(KINDS))
     if bad:
@@ -124,9 +153,18 @@ def prune(directory: str | os.PathLike[str], *, kinds: Sequence[str] = KINDS, ta
     for kind, tag, folder in _folders(directory):
         if kind not in kinds or (kind == "wavlm" and tags and not any(tag.startswith(t) for t in tags)):
             continue
+        for tmp in stale_tmp_files(folder, recursive=True) if folder.is_dir() else []:
+            try:
+                files, size = files + 1, size + tmp.stat().st_size
+                if not dry_run:
+                    tmp.unlink()
+            except OSError:
+                pass
         for e in list(_entries(folder)):
             st = e.stat(follow_symlinks=False)
             if cutoff is not None and st.st_mtime >= cutoff:
+                continue
+            if damaged and not is_damaged(e.path, st.st_size):
                 continue
             files += 1
             size += st.st_size
@@ -154,6 +192,10 @@ def format_groups(groups: Sequence[CacheGroup], directory: Path) -> str:
                      f"{_when(g.oldest):<17}  {what}")
     total = sum(g.bytes for g in groups)
     lines.append(f"{'total':<26}{sum(g.entries for g in groups):>9}{total / 2**20:>10.1f}")
+    bad, tmp = sum(g.damaged for g in groups), sum(g.stale_tmp for g in groups)
+    if bad or tmp:
+        lines.append(f"not counted above: {bad} damaged entries (empty or truncated; recomputed when needed), "
+                     f"{tmp} temporary files of killed writers (`emolab cache prune --damaged` removes both)")
     return "\n".join(lines)
 
 
@@ -165,6 +207,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", default=None, help="prune: frames, audio and/or wavlm, comma-separated (default all)")
     p.add_argument("--wavlm_tag", action="append", default=[], help="prune: only this WavLM backbone tag (or prefix)")
     p.add_argument("--older_than", type=float, default=None, help="prune: only entries unused for this many days")
+    p.add_argument("--damaged", action="store_true", help="prune: only damaged entries (empty or truncated)")
     p.add_argument("--dry_run", action="store_true", help="prune: say what would be removed, remove nothing")
 
 
@@ -179,13 +222,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         else:
             print(format_groups(groups, directory))
         return 0
-    if args.kind is None and not args.wavlm_tag and args.older_than is None:
-        raise CacheError("say what to prune: --kind, --wavlm_tag and/or --older_than DAYS "
+    if args.kind is None and not args.wavlm_tag and args.older_than is None and not args.damaged:
+        raise CacheError("say what to prune: --kind, --wavlm_tag, --damaged and/or --older_than DAYS "
                          "(`make clean-cache` removes the whole folder)")
     kinds = tuple(k.strip() for k in args.kind.split(",") if k.strip()) if args.kind else (
         ("wavlm",) if args.wavlm_tag else KINDS)
     files, size = prune(directory, kinds=kinds, tags=args.wavlm_tag, older_than_days=args.older_than,
-                        dry_run=args.dry_run)
+                        dry_run=args.dry_run, damaged=args.damaged)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {files} entries, {size / 2**20:.1f} MiB, from {directory}")
     return 0

@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audio-visual emotion recognition on RAVDESS: data, models, training, notebooks.",
     )
     parser.add_argument("--version", action="version", version=f"emolab {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (any command; also anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the kit end to end (on the generated demo corpus unless --data_root)")
@@ -252,9 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument(
         "--check",
-        choices=("none", "size", "header"),
+        choices=("none", "size", "header", "decode"),
         default="header",
-        help="how to check files: header (open every file, default), size (empty files only), none",
+        help="how to check files: header (open every file, default), decode (also decode every video, in "
+        "parallel: videos that decode only in part are listed with both frame counts), size (empty files only), none",
     )
     p.set_defaults(func=cmd_inspect)
 
@@ -344,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from emolab.fileio import error_line, take_debug_flag, tolerant_stdio
+
+    tolerant_stdio()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = take_debug_flag(argv)  # anywhere on the line: errors show their traceback
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "func", None) in (cmd_train, cmd_cv, cmd_search):
@@ -355,12 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except CLIError as e:
-        print(f"emolab {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # one line, never a traceback (unless --debug)
+        return error_line(f"emolab {args.command}", e, debug)
 
 
 if __name__ == "__main__":

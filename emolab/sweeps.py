@@ -21,14 +21,21 @@ folds per seed, then mean ± std over seeds) and per-fold means.
 
 A rerun skips finished runs (``test_metrics.json``), continues interrupted ones
 from ``last.pt`` and restarts runs that never finished epoch 1. With ``jobs > 1``
-each run is a subprocess (``python -m emolab.sweeps``) with ``cpu_count // jobs``
-torch threads (and ``OMP_NUM_THREADS``); with device ``auto``/``cuda`` and G
-visible GPUs, job slot ``i`` gets ``CUDA_VISIBLE_DEVICES`` = visible GPU ``i % G``.
+each run is a subprocess (``python -m emolab.sweeps``); with device ``auto``/``cuda``
+and G visible GPUs, job slot ``i`` gets ``CUDA_VISIBLE_DEVICES`` = visible GPU ``i % G``.
+
+Every run of a sweep trains with the same torch thread count, whatever
+``--jobs`` and the machine: ``--threads`` (default 1; more cores go to more
+``--jobs``), recorded in ``sweep.json`` and taken from there by later commands
+(results depend on it: reductions split over threads round differently). A
+command holds a lock on the sweep folder (a second one is refused) and each
+run's folder; its training jobs die with it (``PR_SET_PDEATHSIG`` on Linux).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -38,7 +45,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from emolab.fileio import atomic_write, atomic_write_json
 
@@ -279,27 +286,44 @@ def run_state(run_dir: Path) -> str:
 
 
 def train_one(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> str:
-    """Train, resume or restart the run ``cfg`` names (``output_dir/runs/run_name``); returns what it did."""
-    from emolab.train.run import RESUME_OVERRIDABLE, resume_training, run_training
+    """Train, resume or restart the run ``cfg`` names (``output_dir/runs/run_name``); returns what it did.
+
+    Holds a lock on the run (``.locks/{name}.lock``) meanwhile: a second process is refused.
+    """
+    from emolab.procs import FolderBusy, folder_lock
+    from emolab.train.run import RESUME_OVERRIDABLE, SetupError, resume_training, run_training
 
     run_dir = Path(cfg.output_dir) / "runs" / str(cfg.run_name)
-    state = run_state(run_dir)
-    if state == "resume":
-        resume_training(run_dir, overrides={k: getattr(cfg, k) for k in RESUME_OVERRIDABLE}, callbacks=callbacks)
-        return "resumed"
-    if state == "restart":
-        shutil.rmtree(run_dir)
-    run_training(cfg, callbacks=callbacks)
-    return {"new": "trained", "restart": "restarted"}.get(state, state)
+    try:
+        with folder_lock(Path(cfg.output_dir) / ".locks" / f"{cfg.run_name}.lock", f"run {run_dir}"):
+            state = run_state(run_dir)
+            if state == "resume":
+                resume_training(run_dir, overrides={k: getattr(cfg, k) for k in RESUME_OVERRIDABLE},
+                                callbacks=callbacks)
+                return "resumed"
+            if state == "restart":
+                shutil.rmtree(run_dir)
+            run_training(cfg, callbacks=callbacks)
+            return {"new": "trained", "restart": "restarted"}.get(state, state)
+    except FolderBusy as err:
+        raise SetupError(str(err)) from None
 
 
 def _child_main() -> int:
     """``python -m emolab.sweeps`` with a TrainConfig dict on stdin: one run of a parallel sweep.
 
-    Torch takes its thread count from ``OMP_NUM_THREADS``, set by the parent."""
+    The torch thread count comes from ``EMOLAB_TORCH_THREADS`` (and ``OMP_NUM_THREADS``), set by the parent."""
+    import torch
+
+    from emolab.procs import parent_alive
     from emolab.train.config import TrainConfig
     from emolab.train.run import SetupError
 
+    parent = os.environ.get("EMOLAB_PARENT_PID")
+    if parent and not parent_alive(int(parent)):  # the parent died before PR_SET_PDEATHSIG took effect
+        return 3
+    if os.environ.get("EMOLAB_TORCH_THREADS"):
+        torch.set_num_threads(int(os.environ["EMOLAB_TORCH_THREADS"]))
     try:
         print(f"sweep run: {train_one(TrainConfig.from_dict(json.load(sys.stdin)))}", flush=True)
         return 0
@@ -308,13 +332,13 @@ def _child_main() -> int:
         return 2
 
 
-def _slots(jobs: int, device: str) -> list[dict[str, str]]:
+def _slots(jobs: int, device: str, threads: int) -> list[dict[str, str]]:
     """Environment of each parallel job slot: torch threads, and a GPU round robin when CUDA is used."""
     import torch
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = str(max(1, cpus // jobs))
-    env = [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(jobs)]
+    n = str(threads)
+    env = [{"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "EMOLAB_TORCH_THREADS": n,
+            "EMOLAB_PARENT_PID": str(os.getpid())} for _ in range(jobs)]
     if device in ("auto", "cuda") and torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = [g for g in visible.split(",") if g.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
@@ -324,8 +348,10 @@ def _slots(jobs: int, device: str) -> list[dict[str, str]]:
 
 
 def _run_parallel(todo: list[tuple[CVRun, TrainConfig]], jobs: int, out: Path, say: Callable[[str], None],
-                  finished: Callable[[CVRun], None]) -> None:
-    slots, queue, failed = _slots(jobs, todo[0][1].device), list(todo), []
+                  finished: Callable[[CVRun], None], threads: int) -> None:
+    from emolab.procs import die_with_parent
+
+    slots, queue, failed = _slots(jobs, todo[0][1].device, threads), list(todo), []
     free, running = list(range(jobs)), {}
     (out / "logs").mkdir(exist_ok=True)
     try:
@@ -336,12 +362,13 @@ def _run_parallel(todo: list[tuple[CVRun, TrainConfig]], jobs: int, out: Path, s
                 log = out / "logs" / f"{run.name}.log"
                 with open(log, "a") as fh:
                     proc = subprocess.Popen([sys.executable, "-m", "emolab.sweeps"], stdin=subprocess.PIPE, stdout=fh,
-                                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **slots[slot]})
+                                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **slots[slot]},
+                                            preexec_fn=die_with_parent if os.name == "posix" else None)
                 proc.stdin.write(json.dumps(dataclasses.replace(cfg, progress=False).to_dict()))  # type: ignore[union-attr]
                 proc.stdin.close()  # type: ignore[union-attr]
                 running[slot] = (proc, run, log)
                 gpu = slots[slot].get("CUDA_VISIBLE_DEVICES")
-                say(f"{run.name}: started (job {slot}{f', GPU {gpu}' if gpu else ''}; log {log})")
+                say(f"{run.name}: started (job {slot}, pid {proc.pid}{f', GPU {gpu}' if gpu else ''}; log {log})")
             time.sleep(0.2)
             for slot, (proc, run, log) in list(running.items()):
                 if proc.poll() is None:
@@ -388,6 +415,7 @@ def run_cv(
     callbacks: Sequence[Callback] = (),
     on_run_end: Callable[[CVRun, list[CVRun]], None] | None = None,
     verbose: bool = True,
+    threads: int | None = None,
 ) -> CVResult:
     """Train every fold × seed of ``protocol`` with ``base`` (its split, seed and output fields are set per run).
 
@@ -402,12 +430,15 @@ def run_cv(
         on_run_end: called as ``on_run_end(run, finished)`` after each run finishes (or is found
             finished), ``finished`` being the finished runs in plan order; raising stops the sweep.
         verbose: print progress and the final table.
+        threads: torch threads of every run, whatever ``jobs`` (default: the sweep
+            folder's recorded count, else 1); recorded in ``sweep.json``.
 
     Returns:
         A :class:`CVResult`; ``results.csv``/``results.json`` hold the same numbers.
 
     Raises:
-        SweepError: unknown protocol, fold out of range, missing actors, another sweep's folder.
+        SweepError: unknown protocol, fold out of range, missing actors, another sweep's folder,
+            a folder in use by another command, another thread count than the recorded one.
         emolab.train.SetupError: a run cannot start.
     """
     folds, seeds = resolve_plan(protocol, folds, seeds)
@@ -415,11 +446,52 @@ def run_cv(
         raise SweepError("trainer callbacks run in this process only: use jobs=1")
     if not isinstance(jobs, int) or jobs < 1:
         raise SweepError(f"jobs must be a positive integer, got {jobs!r}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise SweepError(f"threads must be a positive integer, got {threads!r}")
     out = Path(out)
     settings = sweep_settings(base, protocol, folds, seeds)
     check_corpus(base, protocol, folds)
     out.mkdir(parents=True, exist_ok=True)
-    _claim_folder(out, settings)
+    from emolab.procs import FolderBusy, folder_lock
+
+    try:
+        with folder_lock(out / ".sweep.lock", f"sweep folder {out}"):
+            _claim_folder(out, settings)
+            threads = _claim_threads(out, threads)
+            return _sweep(base, out, protocol, folds, seeds, jobs, callbacks, on_run_end, verbose, settings, threads)
+    except FolderBusy as err:
+        raise SweepError(str(err)) from None
+
+
+def _claim_threads(out: Path, threads: int | None) -> int:
+    """The sweep's torch thread count: recorded in ``sweep.json`` by the first command (default 1)."""
+    path = out / "sweep.json"
+    saved = json.loads(path.read_text())
+    recorded = saved.get("torch_threads")
+    if recorded is not None and threads is not None and threads != recorded:
+        raise SweepError(f"{out} was trained with --threads {recorded} (sweep.json); every run of a sweep uses "
+                         f"the same thread count: drop --threads {threads}, or choose a new --out")
+    if recorded is None:
+        saved["torch_threads"] = recorded = threads or 1
+        atomic_write_json(saved, path)
+    return int(recorded)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _sweep(base: TrainConfig, out: Path, protocol: str, folds: tuple[int, ...], seeds: tuple[int, ...], jobs: int,
+           callbacks: Sequence[Callback], on_run_end: Callable[[CVRun, list[CVRun]], None] | None, verbose: bool,
+           settings: dict[str, Any], threads: int) -> CVResult:
     say = print if verbose else (lambda _msg: None)
     planned = plan(base, protocol, folds, seeds, out)
     res = CVResult(out, settings, [])
@@ -443,14 +515,16 @@ def run_cv(
             todo.append((run, cfg))
     say(f"sweep {out}: {protocol}, {len(folds)} folds × {len(seeds)} seeds = {len(planned)} runs; "
         f"{len(planned) - len(todo)} already finished, {len(todo)} to train"
-        + (f" in {jobs} parallel jobs" if jobs > 1 and todo else ""))
+        + (f" in {jobs} parallel jobs" if jobs > 1 and todo else "")
+        + f"; {threads} torch thread{'s' if threads > 1 else ''} per run")
     try:
         if jobs > 1 and todo:
-            _run_parallel(todo, jobs, out, say, finished)
-        for run, cfg in todo if jobs == 1 else []:
-            say(f"== {run.name} ({protocol} fold {run.fold}, seed {run.seed}) ==")
-            run.status = train_one(cfg, callbacks)
-            finished(run)
+            _run_parallel(todo, jobs, out, say, finished, threads)
+        with _torch_threads(threads):
+            for run, cfg in todo if jobs == 1 else []:
+                say(f"== {run.name} ({protocol} fold {run.fold}, seed {run.seed}) ==")
+                run.status = train_one(cfg, callbacks)
+                finished(run)
     except KeyboardInterrupt:
         say(f"sweep interrupted: run the same command again to continue it (finished runs are kept in {out})")
         raise
@@ -467,7 +541,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0,1,2 or 0-2 (default 0)")
     p.add_argument("--folds", default=None, help="fold indices, e.g. 0,2 (default: all folds of the protocol)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs in parallel (subprocesses; CPU threads split between them, GPUs round robin)")
+                   help="runs in parallel (subprocesses; GPUs round robin)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of every run, whatever --jobs (default: the sweep's recorded count, else 1)")
     p.add_argument("--out", required=True, help="sweep folder (a rerun continues it)")
 
 
@@ -501,7 +577,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     base = base_config_from_flags(getattr(args, "train_args", []), fusion=args.fusion, prog="emolab cv")
     folds = None if args.folds is None else parse_int_list(args.folds, "--folds")
     run_cv(base, out=args.out, protocol=args.protocol, folds=folds, seeds=parse_int_list(args.seeds, "--seeds"),
-           jobs=args.jobs)
+           jobs=args.jobs, threads=args.threads)
     return 0
 
 

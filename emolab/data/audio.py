@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from emolab.data.augment import seeded_normal
 from emolab.data.probe import wav_data_shortfall
+from emolab.fileio import open_media
 
 __all__ = [
     "SAMPLE_RATE",
@@ -107,7 +108,8 @@ def read_wav(path: PathLike) -> tuple[np.ndarray, int]:
             f"only {present} are present)"
         )
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        with open_media(p) as src:
+            data, sr = sf.read(src, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError) as e:
         raise AudioReadError(f"{p}: not a readable audio file ({e})") from e
     if data.shape[0] == 0:

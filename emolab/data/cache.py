@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +28,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from emolab.data.video import RESIZE_MODES, ClipFrames
+from emolab.data.video import RESIZE_MODES, ClipFrames, DecodeStats
 from emolab.fileio import atomic_write, mark_used
 from emolab.lru import ByteLRU
+
+class CacheWriteWarning(UserWarning):
+    """The cache folder cannot be written (read-only, full, gone): the cache went memory-only."""
+
 
 #: Bump when the preprocessing changes in a way that invalidates old entries.
 CACHE_VERSION = 1
@@ -116,9 +122,18 @@ class ClipAudio:
         return self.samples.nbytes
 
 
+def _os_reason(err: OSError) -> str:
+    """``No space left on device`` rather than ``[Errno 28] No space left on device: '/long/tmp/path'``."""
+    return err.strerror or str(err)
+
+
 def _read_frames(z: Any) -> ClipFrames:
     box = tuple(int(v) for v in z["box"]) if z["box"].size == 4 else None
-    return ClipFrames(frames=z["frames"], valid=z["valid"], face=str(z["face"]), box=box)
+    decode = None
+    if "decode" in z.files:  # entries written before the counts were recorded have none
+        declared, decoded, has_error = (int(v) for v in z["decode"])
+        decode = DecodeStats(declared, decoded, str(z["decode_error"]) if has_error else None)
+    return ClipFrames(frames=z["frames"], valid=z["valid"], face=str(z["face"]), box=box, decode=decode)
 
 
 def _read_audio(z: Any) -> ClipAudio:
@@ -127,7 +142,12 @@ def _read_audio(z: Any) -> ClipAudio:
 
 def _frame_arrays(clip: ClipFrames) -> dict[str, np.ndarray]:
     box = np.asarray(clip.box if clip.box is not None else (), dtype=np.int64)
-    return {"frames": clip.frames, "valid": clip.valid, "face": np.str_(clip.face), "box": box}
+    out = {"frames": clip.frames, "valid": clip.valid, "face": np.str_(clip.face), "box": box}
+    if clip.decode is not None:
+        d = clip.decode
+        out["decode"] = np.asarray([d.declared, d.decoded, d.error is not None], dtype=np.int64)
+        out["decode_error"] = np.str_(d.error or "")
+    return out
 
 
 def _audio_arrays(entry: ClipAudio) -> dict[str, np.ndarray]:
@@ -151,6 +171,12 @@ class FrameCache:
             the OS page cache over them) are what they share.
 
     The object is picklable, so a dataset holding it can go to worker processes.
+
+    A cache failure is never a data failure: when an entry cannot be written
+    (read-only folder, full disk), the cache warns once, naming the folder and
+    the cause, stops writing (:attr:`write_error`) and keeps entries in memory;
+    existing disk entries are still read. A damaged entry (empty, truncated,
+    not a zip) is a miss, recomputed and rewritten.
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, memory_bytes: int = 1 << 30):
@@ -160,6 +186,43 @@ class FrameCache:
         self.hits_memory = 0
         self.hits_disk = 0
         self.misses = 0
+        #: why disk writes stopped (``None`` while they work)
+        self.write_error: str | None = None
+
+    def disable_writes(self, reason: str, *, warn: bool = True) -> None:
+        """Stop writing to disk (memory-only from now on); warn once naming the folder and ``reason``."""
+        if self.write_error is not None or self.directory is None:
+            return
+        self.write_error = reason
+        if warn:
+            warnings.warn(
+                f"cache folder {self.directory} cannot be written ({reason}); "
+                "caching in memory only for this run (no clip is left out)",
+                CacheWriteWarning,
+                stacklevel=2,
+            )
+
+    def check_writable(self) -> bool:
+        """Try to write a small file into the cache folder; on failure :meth:`disable_writes` (warns once).
+
+        Returns whether disk writes are on.
+        """
+        if self.directory is None or self.write_error is not None:
+            return self.directory is not None and self.write_error is None
+        probe = self.directory / f".probe.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as fh:
+                fh.write(b"\0" * 4096)
+            probe.unlink()
+        except OSError as err:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
+            self.disable_writes(_os_reason(err))
+            return False
+        return True
 
     @property
     def memory_bytes(self) -> int:
@@ -173,7 +236,8 @@ class FrameCache:
             p = self._resolved[path] = Path(path).resolve()
         st = p.stat()
         ident = f"{p}|{st.st_size}|{st.st_mtime_ns}|{settings.tag()}"
-        return hashlib.sha1(ident.encode()).hexdigest()
+        # surrogateescape: a folder name that is not UTF-8 hashes by its bytes (UTF-8 names: the same keys)
+        return hashlib.sha1(ident.encode("utf-8", "surrogateescape")).hexdigest()
 
     def _disk_path(self, key: str, kind: str = "frames") -> Path:
         assert self.directory is not None
@@ -200,8 +264,8 @@ class FrameCache:
                 entry = read(z)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            return None  # a damaged entry is a miss; it is rewritten atomically
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None  # a damaged (empty, truncated, not a zip) entry is a miss; it is rewritten atomically
         self.hits_disk += 1
         mark_used(path)  # once per process and entry: later reads are memory hits
         self._remember(key, entry)
@@ -218,16 +282,25 @@ class FrameCache:
         self._store(key, "frames", clip, _frame_arrays)
 
     def _store(self, key: str, kind: str, entry: Any, arrays: Callable[[Any], dict[str, np.ndarray]]) -> None:
-        """Remember ``entry`` and write ``arrays(entry)`` atomically (temporary file, then rename)."""
+        """Remember ``entry`` and write ``arrays(entry)`` atomically (temporary file, then rename).
+
+        A failed write turns disk writes off (:meth:`disable_writes`); the entry stays in memory.
+        """
         self._remember(key, entry)
-        if self.directory is None:
+        if self.directory is None or self.write_error is not None:
             return
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
                 np.savez(fh, **arrays(entry))
 
-        atomic_write(self._disk_path(key, kind), write)
+        try:
+            atomic_write(self._disk_path(key, kind), write, durable=False)
+        except OSError as err:
+            # in a loader worker the main process warns (warm_cache); here only the switch
+            from torch.utils.data import get_worker_info
+
+            self.disable_writes(_os_reason(err), warn=get_worker_info() is None)
 
     def _cached(self, key: str, kind: str, read: Callable[[Any], Any], compute: Callable[[], Any],
                 arrays: Callable[[Any], dict[str, np.ndarray]]) -> Any:

@@ -132,6 +132,8 @@ def format_inspection(info: dict[str, Any], *, max_list: int = 20) -> str:
     listing("Unreadable files", info["unreadable"])
     listing("Unpaired audio", info["unpaired_audio"])
     listing("Unpaired video", info["unpaired_video"])
+    listing("Videos that decode only in part (kept, sampled from the frames that decode)", info.get("incomplete", []))
+    listing("Folders reached again through a symbolic link (walked once)", info.get("symlink_loops", []))
     if info["duplicates"]:
         lines.append("")
         lines.append(f"Duplicate keys ({len(info['duplicates'])}):")

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from emolab.data.audio import AudioReadError
 from emolab.data.features import collate_raw
-from emolab.data.ravdess import Problem
-from emolab.data.video import VideoReadError
+from emolab.data.ravdess import Problem, strip_path
+from emolab.data.video import DecodeStats, VideoReadError
 
 if TYPE_CHECKING:
     from emolab.data.datasets import RavdessAVDataset
@@ -144,6 +144,9 @@ class FramePassReport:
 
     clips: int = 0
     failed: list[Problem] = field(default_factory=list)
+    #: videos that decode only in part (:attr:`~emolab.data.video.DecodeStats.incomplete`): kept, sampled
+    #: from the frames that decode, and listed
+    incomplete: list[Problem] = field(default_factory=list)
     faces: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
@@ -161,19 +164,20 @@ class _DecodeOnce(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[int, str | None, str | None, str]:
-        ds, face = self.dataset, ""
+    def __getitem__(self, index: int) -> tuple[int, str | None, str | None, str, str | None, DecodeStats | None]:
+        ds, face, stats = self.dataset, "", None
         try:
             if "video" in ds.modalities:
-                face = ds.frames(index).face
+                clip = ds.frames(index)
+                face, stats = clip.face, clip.decode
         except (VideoReadError, OSError) as e:
-            return index, str(ds.pairs[index].video_path), str(e), ""
+            return index, str(ds.pairs[index].video_path), str(e), "", ds.cache.write_error, None
         try:
             if "audio" in ds.modalities:
                 ds.audio_clip(index)
         except (AudioReadError, OSError) as e:
-            return index, str(ds.pairs[index].audio_path), str(e), face
-        return index, None, None, face
+            return index, str(ds.pairs[index].audio_path), str(e), face, ds.cache.write_error, stats
+        return index, None, None, face, ds.cache.write_error, stats
 
 
 def warm_cache(
@@ -186,11 +190,17 @@ def warm_cache(
 
     This is the cold pass; later epochs read the cache. Files that fail to
     decode are returned in the report (file and problem), so the caller can
-    leave their pairs out before training.
+    leave their pairs out before training. Videos that decode only in part
+    (a decoder error mid-stream, or under 90% of the frames their container
+    declares) are kept, sampled from the frames that decode, and listed in
+    ``report.incomplete`` with both counts; the counts are cached with the
+    frames, so every run reports them.
     """
     t0 = time.perf_counter()
-    # Workers fill the shared disk cache; a memory-only cache must be filled here.
-    workers = resolve_num_workers(num_workers) if dataset.cache.directory is not None else 0
+    # Workers fill the shared disk cache; a memory-only cache (or one whose folder cannot be
+    # written: it warns once and goes memory-only) must be filled here.
+    cache = dataset.cache
+    workers = resolve_num_workers(num_workers) if cache.check_writable() else 0
     loader = DataLoader(_DecodeOnce(dataset), batch_size=None, num_workers=workers, collate_fn=_identity)
     report = FramePassReport(clips=len(dataset))
     it = loader
@@ -198,9 +208,13 @@ def warm_cache(
         from tqdm.auto import tqdm
 
         it = tqdm(loader, total=len(dataset), desc="decoding clips (once)", unit="clip")
-    for _index, path, error, face in it:
+    for index, path, error, face, write_error, stats in it:
+        if write_error is not None:  # a worker's write failed (disk full): one warning, here
+            cache.disable_writes(write_error)
+        if stats is not None and stats.incomplete:
+            report.incomplete.append(Problem(str(dataset.pairs[index].video_path), stats.describe()))
         if error is not None:
-            report.failed.append(Problem(path, error))
+            report.failed.append(Problem(path, strip_path(error, path)))
         if face:  # the video decoded (its audio may still have failed)
             report.faces[face] += 1
     report.seconds = time.perf_counter() - t0

@@ -24,7 +24,9 @@ import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
+
+from emolab.fileio import open_media
 
 EMOTIONS: tuple[str, ...] = (
     "neutral",
@@ -207,6 +209,12 @@ class Problem:
     reason: str
 
 
+def strip_path(message: str, path: str | os.PathLike[str]) -> str:
+    """``message`` without a leading ``"{path}: "`` (read errors name their file; lists name it already)."""
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
 @dataclass
 class PairingReport:
     """Everything the pairing found besides the pairs themselves.
@@ -226,6 +234,10 @@ class PairingReport:
             duplicates the audio-only WAVs (counting both inflates results).
         other_vocal_channel: valid files of the other vocal channel.
         other_files: non-media files under the root (ignored).
+        incomplete: videos that decode only in part (``check="decode"``): kept,
+            sampled from the frames that decode; the reason gives both counts.
+        symlink_loops: folders reached again through a symbolic link (not
+            walked twice); the reason names the folder the link leads back to.
     """
 
     root: str
@@ -240,6 +252,8 @@ class PairingReport:
     audio_video_files: int = 0
     other_vocal_channel: int = 0
     other_files: int = 0
+    incomplete: list[Problem] = field(default_factory=list)
+    symlink_loops: list[Problem] = field(default_factory=list)
 
     @property
     def problems(self) -> int:
@@ -265,15 +279,21 @@ class PairingResult:
     report: PairingReport
 
 
-CheckLevel = Literal["none", "size", "header"]
+CheckLevel = Literal["none", "size", "header", "decode"]
+CHECK_LEVELS = ("none", "size", "header", "decode")
 
 
-def find_media_files(root: str | os.PathLike[str]) -> tuple[list[Path], int]:
+def find_media_files(
+    root: str | os.PathLike[str], *, loops: list[Problem] | None = None
+) -> tuple[list[Path], int]:
     """Find ``.wav`` and ``.mp4`` files under ``root`` at any depth.
 
     Files under a ``Noise/`` folder (the augmentation noise, ``data/Noise/noise.wav``)
     or a ``__MACOSX/`` folder (resource forks from zip files made on a Mac) are
-    not corpus files: they count as other files.
+    not corpus files: they count as other files. Symbolic links are followed,
+    but every folder is walked once (by device and inode): a link back to a
+    folder already walked (a loop, or a second way into the same folder) is
+    not entered, and appended to ``loops`` naming where it leads.
 
     Returns:
         The media files in sorted order, and the number of other files seen.
@@ -288,12 +308,31 @@ def find_media_files(root: str | os.PathLike[str]) -> tuple[list[Path], int]:
         raise NotADirectoryError(f"data root '{root}' is not a directory")
     media: list[Path] = []
     other = 0
+    st = root.stat()
+    visited: dict[tuple[int, int], Path] = {(st.st_dev, st.st_ino): root}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
-        aux = bool(_AUX_DIRS & set(Path(dirpath).relative_to(root).parts))
+        here = Path(dirpath)
+        for d in list(dirnames):
+            try:
+                st = (here / d).stat()
+            except OSError:
+                dirnames.remove(d)
+                continue
+            ident = (st.st_dev, st.st_ino)
+            seen = visited.get(ident)
+            if seen is None:
+                visited[ident] = here / d
+                continue
+            dirnames.remove(d)
+            if loops is not None:
+                link = here / d
+                kind = "symbolic link loop back to" if seen == root or seen in link.parents else "second way into"
+                loops.append(Problem(str(link), f"{kind} {seen} (walked once)"))
+        aux = bool(_AUX_DIRS & set(here.relative_to(root).parts))
         for fn in filenames:
             if not aux and Path(fn).suffix.lower() in MEDIA_SUFFIXES:
-                media.append(Path(dirpath) / fn)
+                media.append(here / fn)
             else:
                 other += 1
     media.sort()
@@ -312,13 +351,14 @@ def _check_file(path: Path, modality: int, level: CheckLevel) -> str | None:
         return "empty file (0 bytes)"
     if level == "size":
         return None
-    if modality == 3:
+    if modality == 3:  # "decode" reads WAVs as "header" does: the header and the data it declares
         import soundfile as sf
 
         from emolab.data.probe import wav_data_shortfall
 
         try:
-            info = sf.info(str(path))
+            with open_media(path) as src:
+                info = sf.info(src)
         except Exception as e:  # soundfile raises several types for bad headers
             return f"not a readable WAV: {e}"
         if info.frames == 0:
@@ -330,12 +370,59 @@ def _check_file(path: Path, modality: int, level: CheckLevel) -> str | None:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with open_media(path) as src, av.open(src) as container:
             if not container.streams.video:
                 return "MP4 has no video stream"
     except Exception as e:  # PyAV raises av.error.* subclasses of several bases
         return f"not a readable MP4: {e}"
     return None
+
+
+def _decode_one(path: Path) -> tuple[Path, Any, str | None]:
+    from emolab.data.video import VideoReadError, decode_stats
+
+    try:
+        return path, decode_stats(path), None
+    except VideoReadError as e:
+        return path, None, strip_path(str(e), path)
+
+
+def decode_check(
+    videos: list[Path], *, workers: int | None = None, progress: bool = False
+) -> list[tuple[Path, Any, str | None]]:
+    """Decode every video, in parallel over ``workers`` processes (default: the CPU cores).
+
+    Returns:
+        ``(path, DecodeStats or None, error or None)`` per video, in the order given.
+    """
+    if not videos:
+        return []
+    workers = min(len(videos), workers or os.cpu_count() or 1)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(videos), desc="decoding videos", unit="clip")
+    try:
+        if workers <= 1:
+            out = []
+            for v in videos:
+                out.append(_decode_one(v))
+                if bar is not None:
+                    bar.update()
+            return out
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            out = []
+            for res in pool.map(_decode_one, videos, chunksize=4):
+                out.append(res)
+                if bar is not None:
+                    bar.update()
+            return out
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def pair_corpus(
@@ -354,8 +441,11 @@ def pair_corpus(
         root: the data root.
         vocal_channel: 1 speech (default) or 2 song.
         check: ``"none"``; ``"size"`` flags empty files (cheap, the default);
-            ``"header"`` also opens every file's header (soundfile / PyAV).
-        progress: show a tqdm bar while checking headers.
+            ``"header"`` also opens every file's header (soundfile / PyAV);
+            ``"decode"`` also decodes every video (in parallel over the CPU
+            cores): a video whose frames all fail is unreadable, one that
+            decodes only in part is listed in ``report.incomplete``.
+        progress: show a tqdm bar while checking headers or decoding.
 
     Returns:
         The pairs and a :class:`PairingReport`. Nothing is dropped silently:
@@ -367,11 +457,13 @@ def pair_corpus(
     """
     if vocal_channel not in VOCAL_CHANNELS:
         raise ValueError(f"vocal_channel must be 1 (speech) or 2 (song), got {vocal_channel}")
-    if check not in ("none", "size", "header"):
-        raise ValueError(f"check must be 'none', 'size' or 'header', got {check!r}")
-    files, other = find_media_files(root)
+    if check not in CHECK_LEVELS:
+        raise ValueError(f"check must be one of {', '.join(map(repr, CHECK_LEVELS))}, got {check!r}")
+    loops: list[Problem] = []
+    files, other = find_media_files(root, loops=loops)
     report = PairingReport(root=str(root), vocal_channel=vocal_channel, media_files=len(files))
     report.other_files = other
+    report.symlink_loops = loops
 
     candidates: list[tuple[Path, RavdessName]] = []
     for path in files:
@@ -394,18 +486,34 @@ def pair_corpus(
             candidates.append((path, name))
 
     iterator: Iterable[tuple[Path, RavdessName]] = candidates
-    if progress and check == "header":
+    if progress and check in ("header", "decode"):
         from tqdm.auto import tqdm
 
         iterator = tqdm(candidates, desc="checking files", unit="file")
     by_key: dict[int, dict[tuple, list[Path]]] = {2: defaultdict(list), 3: defaultdict(list)}
     unreadable_keys: dict[tuple, str] = {}
+    passed: list[tuple[Path, RavdessName]] = []
     for path, name in iterator:
         why = _check_file(path, name.modality, check)
         if why is not None:
             report.unreadable.append(Problem(str(path), why))
             unreadable_keys[name.key] = str(path)
             continue
+        passed.append((path, name))
+    if check == "decode":
+        videos = [path for path, name in passed if name.modality == 2]
+        failed = {}
+        for path, stats, error in decode_check(videos, progress=progress):
+            if error is not None:
+                failed[path] = error
+            elif stats is not None and stats.incomplete:
+                report.incomplete.append(Problem(str(path), stats.describe()))
+        for path, name in passed:
+            if path in failed:
+                report.unreadable.append(Problem(str(path), failed[path]))
+                unreadable_keys[name.key] = str(path)
+        passed = [(p, n) for p, n in passed if p not in failed]
+    for path, name in passed:
         by_key[name.modality][name.key].append(path)
 
     chosen: dict[int, dict[tuple, Path]] = {2: {}, 3: {}}

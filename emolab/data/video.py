@@ -36,6 +36,7 @@ from emolab.data.augment import (  # re-exported: they used to live here
     attenuate_brightness,
     gaussian_blur,
 )
+from emolab.fileio import media_source
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -47,6 +48,9 @@ __all__ = [
     "probe_video",
     "sample_indices",
     "read_sampled_frames",
+    "read_sampled_frames_stats",
+    "decode_stats",
+    "DecodeStats",
     "FaceDetector",
     "default_face_detector",
     "face_box_to_square",
@@ -121,7 +125,7 @@ def _open(path: PathLike) -> tuple[Path, av.container.InputContainer, av.video.s
     if p.stat().st_size == 0:
         raise VideoReadError(f"{p}: video file is empty (0 bytes)")
     try:
-        container = av.open(str(p))
+        container = av.open(media_source(p))
     except _AV_ERRORS as e:
         raise VideoReadError(f"{p}: not a readable video file ({e})") from e
     if not container.streams.video:
@@ -232,7 +236,8 @@ def read_sampled_frames(path: PathLike, num_frames: int = NUM_FRAMES) -> tuple[n
     the pass (a few frames around each planned index and at the end) or, when
     those do not cover it, from a second decoding pass. Only kept frames are
     converted to RGB. A file whose decoding fails part-way is sampled from the
-    frames decoded before the failure.
+    frames decoded before the failure (:func:`read_sampled_frames_stats` also
+    returns the counts, so such a clip can be reported).
 
     Args:
         path: the video file.
@@ -247,6 +252,43 @@ def read_sampled_frames(path: PathLike, num_frames: int = NUM_FRAMES) -> tuple[n
         VideoReadError: the file is missing, empty, not a video, has no video
             stream, or no frame decodes.
     """
+    frames, valid, _ = read_sampled_frames_stats(path, num_frames)
+    return frames, valid
+
+
+@dataclass(frozen=True)
+class DecodeStats:
+    """How much of a clip decoded.
+
+    Attributes:
+        declared: frames the container declares (or duration x fps; 0 if unknown).
+        decoded: frames that decoded.
+        error: the decoder error that ended decoding early, if any.
+    """
+
+    declared: int
+    decoded: int
+    error: str | None = None
+
+    #: a clip that decodes fewer than this share of its declared frames is incomplete
+    #: (real RAVDESS MP4s often declare a frame or two more than decode: not a fault)
+    MIN_SHARE = 0.9
+
+    @property
+    def incomplete(self) -> bool:
+        """Decoding failed mid-stream, or fewer than :attr:`MIN_SHARE` of the declared frames decoded."""
+        return self.error is not None or (self.declared > 0 and self.decoded < self.MIN_SHARE * self.declared)
+
+    def describe(self) -> str:
+        """``"decodes 16 of 45 declared frames (decoder error: ...)"``."""
+        of = f" of {self.declared} declared" if self.declared else ""
+        return f"decodes {self.decoded}{of} frames" + (f" (decoder error: {self.error})" if self.error else "")
+
+
+def read_sampled_frames_stats(
+    path: PathLike, num_frames: int = NUM_FRAMES
+) -> tuple[np.ndarray, np.ndarray, DecodeStats]:
+    """:func:`read_sampled_frames` plus the :class:`DecodeStats` of the clip."""
     if num_frames <= 0:
         raise ValueError(f"num_frames must be positive, got {num_frames}")
     p, container, stream = _open(path)
@@ -278,7 +320,23 @@ def read_sampled_frames(path: PathLike, num_frames: int = NUM_FRAMES) -> tuple[n
             raise VideoReadError(f"{p}: frames decode differently on a second pass (corrupt file?)")
     rgb = {int(i): held[int(i)].to_ndarray(format="rgb24") for i in np.unique(indices)}
     frames = np.stack([rgb[int(i)] for i in indices])
-    return frames, _valid_mask(indices)
+    return frames, _valid_mask(indices), DecodeStats(int(expected), int(n), error)
+
+
+def decode_stats(path: PathLike) -> DecodeStats:
+    """Decode every frame of a clip (no conversion) and count them against what the container declares.
+
+    Raises:
+        VideoReadError: the file is missing, empty, not a video or has no video stream.
+    """
+    p, container, stream = _open(path)
+    try:
+        info = _info(p, container, stream)
+        stream.thread_type = "AUTO"
+        _, n, error = _decode_pass(container, stream, set())
+    finally:
+        container.close()
+    return DecodeStats(info.frames_reported or int(round(info.duration_s * info.fps)), n, error)
 
 
 # --------------------------------------------------------------------------- faces
@@ -494,12 +552,14 @@ class ClipFrames:
         face: ``"found"`` (face crop), ``"not_found"`` (centre square crop) or
             ``"off"`` (face cropping not requested or no detector: whole frame resized).
         box: the ``(x0, y0, x1, y1)`` crop in source pixels, or None for the whole frame.
+        decode: how much of the file decoded (``None``: not recorded, e.g. an older cache entry).
     """
 
     frames: np.ndarray
     valid: np.ndarray
     face: str
     box: tuple[int, int, int, int] | None = None
+    decode: DecodeStats | None = None
 
 
 def preprocess_clip(
@@ -536,7 +596,7 @@ def preprocess_clip(
     Raises:
         VideoReadError: the file cannot be decoded (see :func:`read_sampled_frames`).
     """
-    frames, valid = read_sampled_frames(path, num_frames)
+    frames, valid, stats = read_sampled_frames_stats(path, num_frames)
     face, box = "off", None
     if face_crop:
         det = detector if detector is not None else default_face_detector()
@@ -553,7 +613,7 @@ def preprocess_clip(
             else:
                 face, box = "not_found", _center_square_box(frames.shape[1:3])
             frames = crop_frames(frames, box)
-    return ClipFrames(frames=resize_frames(frames, size, resize), valid=valid, face=face, box=box)
+    return ClipFrames(frames=resize_frames(frames, size, resize), valid=valid, face=face, box=box, decode=stats)
 
 
 # --------------------------------------------------------------------------- tensors

@@ -8,7 +8,9 @@ so they load with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import random
 import shutil
 from collections.abc import Mapping
@@ -22,6 +24,7 @@ from torch import nn
 from emolab.fileio import atomic_write, atomic_write_json
 
 __all__ = [
+    "CheckpointError",
     "WarmStartError",
     "atomic_copy",
     "atomic_save",
@@ -38,8 +41,20 @@ PathLike = str | os.PathLike[str]
 
 
 def atomic_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save(obj, path)`` through a temporary file (fsynced) and ``os.replace``.
+
+    The checkpoint is serialised in memory and written with Python's file API,
+    so a full disk raises ``OSError`` (``No space left on device``) rather than
+    torch's ``basic_ios::clear: iostream error``; the previous file stays as it was.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(buffer.getbuffer())
+
+    return atomic_write(path, write)
 
 
 def atomic_copy(src: PathLike, dst: PathLike) -> Path:
@@ -47,9 +62,48 @@ def atomic_copy(src: PathLike, dst: PathLike) -> Path:
     return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
+class CheckpointError(ValueError):
+    """A file that cannot be loaded as a checkpoint; the message names it and says what it is."""
+
+
+def _what_is(path: Path, err: BaseException) -> str:
+    """Why ``path`` did not load, in a user's words (not torch's hint to retry with ``weights_only=False``)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+        size = path.stat().st_size
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if size == 0:
+        return "is empty (0 bytes)"
+    try:
+        if b"\0" not in head:
+            head.decode("utf-8")
+            return "is a text file, not a PyTorch checkpoint"
+    except UnicodeDecodeError:
+        pass
+    if isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err).lower():
+        return ("holds Python objects besides tensors, which could run code when loaded; emolab loads "
+                "checkpoints with weights_only=True and did not load it")
+    if head.startswith(b"PK"):
+        return f"is a damaged or truncated checkpoint ({size:,} bytes)"
+    return "is not a PyTorch checkpoint"
+
+
 def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, map_location=..., weights_only=True)``."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """``torch.load(path, map_location=..., weights_only=True)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is empty, truncated, text, or a pickle of more
+            than tensors (never unpickled); the message names the file.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError, ... for bad files
+        raise CheckpointError(f"{path} {_what_is(Path(path), err)}") from None
 
 
 # ------------------------------------------------------------------ warm start

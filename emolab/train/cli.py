@@ -23,6 +23,7 @@ from typing import Any
 from emolab.data.datasets import DataConfig
 from emolab.data.splits import PROTOCOLS, SplitConfig, parse_actor_list
 from emolab.models.registry import ModelConfig, available_models
+from emolab.fileio import error_line, take_debug_flag, tolerant_stdio
 from emolab.train.config import OptimConfig, TrainConfig
 from emolab.train.run import SetupError, resume_training, run_training
 
@@ -303,6 +304,8 @@ def _explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set
 def main(argv: Sequence[str] | None = None, prog: str = "python -m emolab.train") -> int:
     """Parse flags, train (or resume), print the test metrics; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    tolerant_stdio()
+    debug = take_debug_flag(argv)
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
@@ -324,10 +327,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m emolab.train"
             if "split_mode" not in _explicit_dests(parser, argv):
                 print(SPLIT_DEFAULT_NOTE, file=sys.stderr)
             run_training(cfg)
-    except SetupError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # SetupError, a full disk, a bad file: one line (--debug: the traceback)
+        return error_line(prog, err, debug)
     return 0

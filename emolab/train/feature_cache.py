@@ -52,7 +52,7 @@ from torch import nn
 
 from emolab.data.audio import AudioReadError
 from emolab.data.feature_cache import MAX_VARIANTS, FeatureStore, clip_identity, variant_params
-from emolab.data.ravdess import Problem
+from emolab.data.ravdess import Problem, strip_path
 from emolab.models.fusion import FusionModel
 from emolab.models.wavlm import WavLMAudioEncoder
 
@@ -144,7 +144,7 @@ def _jobs(datasets: Sequence[Any], tag: str, variants: int, report: FillReport) 
                     key = ds.feature_key(index, tag, v)
                 except OSError as err:  # the audio file is gone: the dataset skips the pair too
                     if v == 0:
-                        report.failed.append(Problem(str(ds.pairs[index].audio_path), str(err)))
+                        report.failed.append(Problem(str(ds.pairs[index].audio_path), err.strerror or str(err)))
                     break
                 if key not in seen:
                     seen.add(key)
@@ -209,7 +209,8 @@ def fill_features(
                     try:
                         wave, length = _wave(job)
                     except (AudioReadError, OSError) as err:
-                        report.failed.append(Problem(str(job.dataset.pairs[job.index].audio_path), str(err)))
+                        path = str(job.dataset.pairs[job.index].audio_path)
+                        report.failed.append(Problem(path, strip_path(str(err), path)))
                         continue
                     waves.append(wave)
                     lengths.append(length)
@@ -289,6 +290,8 @@ class WavLMFeatureCache:
             return "the datasets use different cache folders"
         if any("audio" not in ds.modalities for ds in datasets):
             return "the datasets do not read audio"
+        if datasets[0].cache.write_error is not None:
+            return f"cache folder {datasets[0].cache.directory} cannot be written: {datasets[0].cache.write_error}"
         return None
 
     def begin_stage(self, trainer: EmotionTrainer) -> None:
@@ -312,18 +315,23 @@ class WavLMFeatureCache:
         dist = trainer.dist
         if len(set(dist.all_gather_object(tag))) > 1:  # DDP ranks must hold one backbone (DDP broadcasts rank 0's)
             raise RuntimeError("feature cache: the WavLM backbone differs between DDP ranks")
-        report = fill_features(
-            encoder,
-            datasets,
-            tag=tag,
-            variants=self.variants,
-            device=trainer.device,
-            batch_size=self.batch_size,
-            autocast=trainer._autocast,
-            progress=bool(trainer.cfg.progress) and dist.is_main,
-            rank=dist.rank,
-            world_size=dist.world_size,
-        )
+        try:
+            report = fill_features(
+                encoder,
+                datasets,
+                tag=tag,
+                variants=self.variants,
+                device=trainer.device,
+                batch_size=self.batch_size,
+                autocast=trainer._autocast,
+                progress=bool(trainer.cfg.progress) and dist.is_main,
+                rank=dist.rank,
+                world_size=dist.world_size,
+            )
+        except OSError as err:  # the cache folder is full or read-only: a cache failure, not a data one
+            datasets[0].cache.disable_writes(err.strerror or str(err), warn=False)
+            self.begin_stage(trainer)  # now off, with the reason logged
+            return
         dist.barrier()  # every rank's share is on disk
         if dist.is_main:
             c = encoder.backbone.config

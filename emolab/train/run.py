@@ -5,7 +5,9 @@ it); :func:`resume_training` continues an interrupted run from its folder.
 
 Run folder ``OUTPUT_DIR/runs/{fusion}-seed{seed}-{YYYYmmdd-HHMMSS}``::
 
-    config.json          the resolved TrainConfig
+    config.json          the resolved TrainConfig (never rewritten by --resume)
+    provenance.json      the split's exact pairs (list and SHA-256), corpus root, emolab and
+                         torch versions, torch threads, config: what --resume checks
     history.jsonl        one record per epoch
     best_{fusion}.pt     {"model", "val_f1", "epoch", "config"} (also copied to OUTPUT_DIR/)
     last.pt              model, optimizer, scheduler, epoch, stage, best metric,
@@ -18,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -31,11 +35,13 @@ from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset, model_m
 from emolab.data.loaders import loads_in_process, make_loader, warm_cache
 from emolab.data.ravdess import PairRecord, pair_corpus
 from emolab.data.splits import Split, make_split
+from emolab.fileio import remove_stale_tmp
 from emolab.models.registry import build_model_from_config, count_parameters
 from emolab.train.callbacks import Callback, default_callbacks
 from emolab.train.checkpoint import atomic_write_json, load_checkpoint, load_warm_start, seed_everything
 from emolab.train.config import TrainConfig
 from emolab.train.distributed import DistContext, init_distributed
+from emolab.train.provenance import FILE as PROVENANCE_FILE, compare, provenance, read_provenance, write_provenance
 from emolab.train.trainer import EmotionTrainer, RunPaths
 
 __all__ = [
@@ -164,13 +170,19 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
         faces = ", ".join(f"{k} {v}" for k, v in sorted(report.faces.items()))
         crop = f"; face crop: {faces or '-'}" if "video" in modalities else ""
         lines.append(f"{name}: {len(recs)} pairs, decoded in {report.seconds:.1f} s{crop}")
+        if report.incomplete:
+            lines.append(f"{name}: {len(report.incomplete)} videos decode only in part; kept, sampled from "
+                         "the frames that decode:")
+            lines.extend(f"  {p.path}: {p.reason}" for p in report.incomplete)
         if report.failed:
             bad = {p.path for p in report.failed}
             lines.append(f"{name}: {len(bad)} files failed to decode; their pairs are left out:")
             lines.extend(f"  {p.path}: {p.reason}" for p in report.failed)
             ds = make(name, [r for r in recs if str(r.video_path) not in bad and str(r.audio_path) not in bad])
         if len(ds) == 0:
-            raise SetupError(f"the {name} split has no usable pairs")
+            _say(ctx, "\n".join(lines))  # what was found so far, with each file's reason
+            raise SetupError(f"the {name} split has no usable pairs"
+                             + (" (every file failed to decode: see the lines above)" if report.failed else ""))
         datasets[name] = ds
 
     loaders = {}
@@ -235,23 +247,101 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
     raise SetupError(f"cannot create a run folder under {runs}")
 
 
+def _check_fits(model: nn.Module, state: Mapping[str, Any], run_dir: Path) -> None:
+    """``last.pt``'s model weights fit ``model`` (names and shapes), or a :class:`SetupError` saying how not."""
+    sd = state.get("model") if isinstance(state, Mapping) else None
+    if not isinstance(sd, Mapping) or not isinstance(state.get("epoch"), int):
+        raise SetupError(f"--resume {run_dir}: last.pt is not an emolab resume checkpoint (no model weights and epoch)")
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    shapes = [k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(getattr(sd[k], "shape", ()))]
+    if missing or unexpected or shapes:
+        what = "; ".join(t for t in (
+            f"{len(missing)} weights missing (e.g. {missing[0]})" if missing else "",
+            f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+            f"{len(shapes)} of another shape (e.g. {sorted(shapes)[0]})" if shapes else "") if t)
+        raise SetupError(f"--resume {run_dir}: last.pt holds another model than config.json describes ({what})")
+
+
+def _check_output(folder: Path, model: nn.Module) -> None:
+    """Before decoding: ``folder`` can be written and has room for the checkpoints (estimated from the model).
+
+    Room: the best checkpoint twice (run folder and published copy) and ``last.pt``
+    (weights and two Adam moments), plus a temporary ``last.pt`` while it is
+    replaced: 8 times the weights, plus 1 MB of JSON.
+    """
+    probe = folder / f".probe.{os.getpid()}.tmp"
+    remove_stale_tmp(folder)  # left by a process killed while writing (e.g. the published best checkpoint)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as fh:
+            fh.write(b"\0" * 4096)
+    except OSError as err:
+        raise SetupError(f"output folder {folder} cannot be written: {err.strerror or err}") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    need = 8 * weights + (1 << 20)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise SetupError(
+            f"output folder {folder} has {free / 2**20:.1f} MB free; this model's checkpoints need about "
+            f"{need / 2**20:.1f} MB (free some space or pick another --output_dir)"
+        )
+
+
+def _write_failed(err: OSError, run_dir: Path) -> SetupError:
+    folder = Path(err.filename).parent if err.filename else run_dir
+    return SetupError(
+        f"cannot write to {folder}: {err.strerror or err}; the previous checkpoints are intact"
+        + (f" (continue with --resume {run_dir})" if (run_dir / "last.pt").is_file() else "")
+    )
+
+
 def _execute(
     cfg: TrainConfig,
     *,
     callbacks: Sequence[Callback],
     run_dir: Path | None,
     resume: dict[str, Any] | None,
+    recorded: dict[str, Any] | None = None,
 ) -> RunResult:
     ctx = init_distributed(cfg.device)
     try:
         seed_everything(cfg.seed + ctx.rank)
+        notes: list[str] = []
+        if recorded is not None and recorded.get("torch_threads") and torch.get_num_threads() != recorded["torch_threads"]:
+            notes.append(f"torch threads: {recorded['torch_threads']}, as the run recorded "
+                         f"(this process had {torch.get_num_threads()})")
+            torch.set_num_threads(int(recorded["torch_threads"]))
         model = build_run_model(cfg, warm_start=resume is None)  # a resume loads last.pt instead
+        if resume is not None:
+            _check_fits(model, resume, Path(run_dir))
+        if ctx.is_main:
+            _check_output(Path(run_dir) if run_dir is not None else Path(cfg.output_dir), model)
         data = prepare_data(cfg, ctx)
+        record = provenance(cfg, data.datasets)
+        if resume is not None and recorded is None:
+            notes.append(f"{PROVENANCE_FILE} missing (a run made before emolab recorded it): the corpus is not checked")
+        elif resume is not None:
+            refusals, more = compare(recorded, record)
+            if refusals:
+                raise SetupError(f"--resume {run_dir}: " + "; ".join(refusals)
+                                 + ". Start a new run for this corpus (or resume with the run's own)")
+            notes.extend(more)
+        data.lines.extend(f"note: {n}" for n in notes)
         if run_dir is None:
             run_dir = ctx.broadcast_object(_new_run_dir(cfg) if ctx.is_main else None)
         paths = RunPaths(Path(run_dir), Path(cfg.output_dir), cfg.model.fusion)
-        if ctx.is_main:
-            atomic_write_json(cfg.to_dict(), paths.config)
+        if ctx.is_main and resume is None:  # a resumed run keeps its config.json and record
+            try:
+                atomic_write_json(cfg.to_dict(), paths.config)
+                write_provenance(record, paths.run_dir)
+            except OSError as err:
+                raise _write_failed(err, paths.run_dir) from None
         trainer = EmotionTrainer(
             model, cfg, data.loaders, paths, callbacks=[*default_callbacks(cfg), *callbacks], dist=ctx
         )
@@ -270,6 +360,8 @@ def _execute(
         except KeyboardInterrupt:
             _say(ctx, f"interrupted after epoch {trainer.epoch}; continue with --resume {paths.run_dir}")
             raise
+        except OSError as err:  # disk full, folder gone or read-only: one line, last.pt stays loadable
+            raise _write_failed(err, paths.run_dir) from None
         return RunResult(cfg, paths.run_dir, trainer.history, metrics)
     finally:
         ctx.close()
@@ -311,9 +403,30 @@ def resume_training(
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise SetupError(f"--resume {run_dir}: not a run folder (no config.json)")
+    remove_stale_tmp(run_dir)  # a kill during a write leaves its temporary file
     if not (run_dir / "last.pt").is_file():
+        epochs = _history_epochs(run_dir)
+        if epochs:
+            raise SetupError(
+                f"--resume {run_dir}: no last.pt, although history.jsonl records {epochs} epoch(s) "
+                "(the process was killed while writing it?); the best checkpoint is kept, but the run "
+                "cannot continue: start it again"
+            )
         raise SetupError(f"--resume {run_dir}: no last.pt (the run did not finish its first epoch); start it again")
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    try:
+        cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    except (ValueError, TypeError) as err:
+        raise SetupError(f"--resume {run_dir}: config.json cannot be read ({err})") from None
+    try:
+        recorded = read_provenance(run_dir)
+    except ValueError as err:
+        raise SetupError(f"--resume {run_dir}: {PROVENANCE_FILE} cannot be read ({err})") from None
+    if recorded is not None:
+        fixed = {k: v for k, v in recorded.get("config", {}).items() if k not in RESUME_OVERRIDABLE and k != "output_dir"}
+        now = {k: v for k, v in cfg.to_dict().items() if k in fixed}
+        changed = sorted(k for k in fixed if fixed[k] != now.get(k))
+        if changed:
+            raise SetupError(f"--resume {run_dir}: config.json differs from the run's record in {', '.join(changed)}")
     bad = sorted(set(overrides or {}) - set(RESUME_OVERRIDABLE))
     if bad:
         raise SetupError(
@@ -322,6 +435,16 @@ def resume_training(
         )
     if overrides:
         cfg = dataclasses.replace(cfg, **overrides)
-    state = load_checkpoint(run_dir / "last.pt")
+    try:
+        state = load_checkpoint(run_dir / "last.pt")
+    except ValueError as err:  # CheckpointError: truncated, not a checkpoint, ...
+        raise SetupError(f"--resume {run_dir}: {err}") from None
     cfg.output_dir = str(run_dir.parent.parent)
-    return _execute(cfg, callbacks=callbacks, run_dir=run_dir, resume=state)
+    return _execute(cfg, callbacks=callbacks, run_dir=run_dir, resume=state, recorded=recorded)
+
+
+def _history_epochs(run_dir: Path) -> int:
+    try:
+        return sum(1 for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip())
+    except OSError:
+        return 0
