@@ -64,6 +64,7 @@ __all__ = [
     "clip_label",
     "noise_gallery",
     "pick_clips",
+    "preview_figure",
     "render_png",
     "video_gallery",
     "wav_bytes",
@@ -273,6 +274,18 @@ def augment_clip(
     return AugmentedClip(clip, frames, wave, noisy, log_mel(wave), log_mel(noisy), valid, snr)
 
 
+def preview_figure(pair: PairRecord, out: AugmentedClip, settings: AugmentSettings) -> Figure:
+    """The panel's figure: ``out``'s frames and log-Mel before (row "before") and after.
+
+    Both frame rows go through :func:`emolab.viz.as_display_frames` as [0, 1] pixels: with
+    every augmentation off the "after" row receives exactly the "before" row's pixels.
+    """
+    return augmentation_panel(
+        out.clip.frames, out.frames, out.mel, out.noisy_mel,
+        title=f"{clip_label(pair)}: {settings.describe()}",
+    )
+
+
 def render_png(fig: Figure, dpi: int = 80) -> bytes:
     """A figure as PNG bytes (what the panel's image widget shows)."""
     buf = io.BytesIO()
@@ -441,10 +454,7 @@ class AugmentationPreview:
         """Re-render the figure, the players and the summary from the controls."""
         s = self.settings
         out = augment_clip(self.pair, s, media=self.media)
-        fig = augmentation_panel(
-            out.clip.frames, out.frames, out.mel, out.noisy_mel,
-            title=f"{clip_label(self.pair)}: {s.describe()}",
-        )
+        fig = preview_figure(self.pair, out, s)
         self.image.value = render_png(fig, self.dpi)
         peak = _peak(out.wave, out.noisy)
         self.clean_audio.value = wav_bytes(out.wave, peak=peak)

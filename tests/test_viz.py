@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from emolab import viz  # noqa: E402
 from emolab.data.ravdess import EMOTIONS  # noqa: E402
-from emolab.data.video import frames_to_tensor  # noqa: E402
+from emolab.data.video import frames_to_float, frames_to_tensor  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -121,11 +121,23 @@ def test_frame_strip_uint8_and_normalised_tensor_show_the_same_images():
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), frames[0])
     assert [ax.get_title() for ax in fig.axes] == ["0.00 s", "0.50 s", "1.00 s", "1.50 s"]
 
-    fig2 = viz.frame_strip(frames_to_tensor(frames))  # (T, 3, H, W), ImageNet-normalised
+    fig2 = viz.frame_strip(frames_to_tensor(frames), normalized=True)  # (T, 3, H, W), ImageNet-normalised
     shown = np.asarray(fig2.axes[2].images[0].get_array())
-    assert shown.shape == (16, 16, 3)
-    np.testing.assert_allclose(shown, frames[2] / 255.0, atol=1e-5)
+    assert shown.shape == (16, 16, 3) and shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown, frames[2])
     assert fig2.axes[0].get_title() == "frame 0"
+
+
+def test_display_frames_never_guess_normalisation_from_the_layout():
+    frames = _frames()
+    as_float = frames_to_float(frames)  # (T, 3, H, W) in [0, 1]: the augmentations' layout
+    np.testing.assert_array_equal(viz.as_display_frames(as_float), frames)  # pixel for pixel, not "un-normalised"
+    np.testing.assert_array_equal(viz.as_display_frames(as_float.permute(0, 2, 3, 1).numpy()), frames)
+    np.testing.assert_array_equal(viz.as_display_frames(frames_to_tensor(frames), normalized=True), frames)
+    with pytest.raises(ValueError, match="normalized=True"):
+        viz.as_display_frames(frames_to_tensor(frames))  # normalised frames passed as pixels: an error, not grey
+    grey = np.full((1, 3, 4, 4), 0.5, np.float32)
+    assert viz.as_display_frames(grey).ravel().tolist() == [128] * 48
 
 
 def test_frame_strip_marks_repeated_frames_and_rejects_bad_input():

@@ -272,7 +272,7 @@ def attention_over_media(
     index: int = 0,
     sample_rate: int = SAMPLE_RATE,
     hop_length: int = HOP_LENGTH,
-    normalized: bool | None = None,
+    normalized: bool = False,
     title: str | None = None,
     cmap: str = "viridis",
 ) -> Figure:
@@ -296,7 +296,7 @@ def attention_over_media(
         audio_mask, video_mask: optional `(Ta,)`/`(T,)` (or batched) bool validity.
         index: the clip in a batched attention tensor or mask.
         sample_rate, hop_length: of the spectrogram.
-        normalized: whether float frames are ImageNet-normalised (None: guess).
+        normalized: whether float frames are ImageNet-normalised (else [0, 1] pixel values).
         title: figure title.
         cmap: colour map of the attention maps.
 
