@@ -115,6 +115,37 @@ def test_panel_renders_and_reacts_to_controls(panel):
         panel.set(contrast=1.0)
 
 
+def test_panel_renders_once_after_a_run_of_changes(pairs, noise_path):
+    import asyncio
+
+    p = AugmentationPreview(pick_clips(pairs)[:1], noise_path, num_frames=2, dpi=30, debounce_s=0.05)
+    assert all(not p.controls[k].continuous_update for k in ("brightness", "noise_scale", "snr_db"))
+
+    async def arrow_keys():  # as in the kernel: each change arrives while its event loop runs
+        for step in range(1, 9):
+            p.controls["brightness"].value = 0.05 * step
+        assert p.renders == 1  # nothing drawn yet for the intermediate values
+        while p._pending is not None:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(arrow_keys())
+    assert p.renders == 2
+    assert p.last.frames.mean().item() == pytest.approx(0.6 * augment_clip(p.pair, num_frames=2).frames.mean().item(),
+                                                         rel=1e-5)
+    p.set(brightness=0.0, blur_kernel=3)  # set(): several controls, one render, at once
+    assert p.renders == 3 and p._pending is None
+    # The panel redraws its figure in place: it shows what a new figure of these settings shows.
+    from emolab.widgets import preview_figure
+
+    fresh = preview_figure(p.pair, p.last, p.settings)
+    for a, b in zip(p.figure.axes, fresh.axes):
+        for ia, ib in zip(a.images, b.images):
+            np.testing.assert_array_equal(ia.get_array(), ib.get_array())
+            if ia.get_array().ndim == 2:  # spectrograms: one shared dB scale (RGB frames have none)
+                assert ia.get_clim() == ib.get_clim()
+    assert p.figure.get_suptitle() == fresh.get_suptitle() and "blur 3" in fresh.get_suptitle()
+
+
 def test_panel_display_bundle(panel):
     bundle = panel._repr_mimebundle_()
     assert bundle["text/plain"].startswith("AugmentationPreview(8 clips; controls: clip, face_crop")
