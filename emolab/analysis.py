@@ -64,10 +64,12 @@ __all__ = [
     "NoisyAtSNR",
     "collect_attention",
     "collect_gates",
+    "corpus_actors",
     "cpu_determinism",
     "load_model",
     "load_or_train",
     "notebook_config",
+    "smoke_actor_lists",
     "snr_label",
     "test_dataset",
     "train",
@@ -77,6 +79,32 @@ __all__ = [
 SNR_LEVELS: tuple[float | None, ...] = (None, 20.0, 10.0, 5.0, 0.0)
 #: Smoke split (actor ids train / val / test): 240 / 60 / 60 pairs of the demo corpus.
 SMOKE_SPLIT: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] = ((1, 2, 3, 4), (19,), (22,))
+
+
+def smoke_actor_lists(actors: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The smoke split (train / val / test actor ids) for the actors a corpus holds.
+
+    :data:`SMOKE_SPLIT` when all its actors are present (the demo corpus, full RAVDESS);
+    otherwise up to 4 of the lowest actors train, the second-highest validates and the
+    highest tests (3 actors: one each).
+
+    Raises:
+        ValueError: fewer than 3 actors (a speaker-independent split needs one per split).
+    """
+    present = sorted({int(a) for a in actors})
+    if all(a in present for part in SMOKE_SPLIT for a in part):
+        return SMOKE_SPLIT
+    if len(present) < 3:
+        raise ValueError(
+            f"the corpus holds {len(present)} actor(s) {present}; a speaker-independent split needs at least 3 "
+            "(one each for train, val and test)"
+        )
+    return tuple(present[: min(4, len(present) - 2)]), (present[-2],), (present[-1],)
+
+
+def corpus_actors(data_root: str | os.PathLike[str]) -> list[int]:
+    """The actor ids of the audio/video pairs under ``data_root`` (file names only, nothing opened)."""
+    return sorted({p.actor for p in pair_corpus(data_root, check="none").pairs})
 
 
 def snr_label(snr_db: float | None) -> str:
@@ -110,9 +138,10 @@ def notebook_config(
     """A small training config for a notebook: AudioCNN + random-init ResNet18 on 2 frames of 48 px.
 
     Full setting (``smoke=False``): the default actor split (train 1-18, val
-    19-21, test 22-24 on 24 actors), 5 epochs of Adam (lr 1e-3, cosine), as
-    :func:`emolab.train.demo_config`. Smoke: actors :data:`SMOKE_SPLIT`, 2 epochs,
-    batches of 16, frame cache in memory only, no progress bars; with
+    19-21, test 22-24 on 24 actors, scaled to the actors present otherwise), 5 epochs
+    of Adam (lr 1e-3, cosine), as :func:`emolab.train.demo_config`. Smoke: actors
+    :func:`smoke_actor_lists` of the corpus (:data:`SMOKE_SPLIT` on the demo corpus), 2 epochs,
+    batches of 16, frame cache in memory only, no progress bars (the full setting shows tqdm bars); with
     :func:`cpu_determinism` it runs in seconds and prints the same numbers anywhere.
 
     Args:
@@ -126,8 +155,8 @@ def notebook_config(
         overrides: further top-level :class:`TrainConfig` fields.
     """
     split = SplitConfig()
-    if smoke:
-        train, val, test = SMOKE_SPLIT
+    if smoke and "split" not in overrides:
+        train, val, test = smoke_actor_lists(corpus_actors(data_root))
         split = SplitConfig(mode="actor", train_actors=train, val_actors=val, test_actors=test)
     cfg = TrainConfig(
         data_root=str(data_root),
@@ -143,7 +172,7 @@ def notebook_config(
         run_name=f"{fusion}-seed{seed}",
         publish_best=False,
         device="cpu" if smoke else "auto",
-        progress=False,
+        progress=not smoke,  # tqdm.auto bars in a notebook; none in smoke runs (their outputs are committed)
     )
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
@@ -207,20 +236,20 @@ class _PathRewriter(io.TextIOBase):
 
 
 def train(cfg: TrainConfig) -> RunResult:
-    """:func:`emolab.train.run_training` with its printed paths made machine-independent.
+    """:func:`emolab.train.run_training` with its printed paths relative to the checkout.
 
-    The trainer prints absolute paths (run folder, data root); here the output
-    folder is printed as ``OUTPUT_DIR`` and the data root relative to the
-    checkout (:func:`emolab.notebooks.display_path`), so that a notebook's
-    committed output holds no path of the machine that ran it.
+    The trainer prints absolute paths (run folder, data root); here paths inside the
+    checkout are printed relative to it (:func:`emolab.notebooks.display_path`, e.g.
+    ``outputs/notebooks/03/runs/gated-seed0-...``), so that a notebook's output holds
+    no path of the machine that ran it but still says where the run is.
     """
     from emolab.notebooks import display_path
 
     out, root = Path(cfg.output_dir), Path(cfg.data_root)
     replacements = sorted(
         {
-            (str(out.resolve()), "OUTPUT_DIR"),
-            (str(out), "OUTPUT_DIR"),
+            (str(out.resolve()), display_path(out)),
+            (str(out), display_path(out)),
             (str(root.resolve()), display_path(root)),
             (str(root), display_path(root)),
         },
@@ -448,8 +477,11 @@ def collect_attention(model: nn.Module, dataset: RavdessMelDataset, indices: Seq
     """Cross-attention (v2a and a2v, every head) of ``dataset[i]`` for each index, with frames and times.
 
     Raises:
-        ValueError: the model returns no attention (not an ``xattn`` model).
+        ValueError: an index outside the dataset; the model returns no attention (not an ``xattn`` model).
     """
+    bad = [int(i) for i in indices if not 0 <= int(i) < len(dataset)]
+    if bad:
+        raise ValueError(f"clip indices {bad} are outside the test split ({len(dataset)} clips: 0-{len(dataset) - 1})")
     model.eval()
     device = next(model.parameters()).device
     names = list(class_names(dataset.config.num_classes))

@@ -169,6 +169,11 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
         return 0
     params = {k: nbs.parse_value(v) for k, v in (args.param or [])}
     grid = _parse_grid(args.grid or [])
+    try:
+        for name in names:
+            nbs.check_parameters(name, [*params, *grid])
+    except ValueError as e:  # an unknown -p/--grid name: a usage error (exit 2), nothing runs
+        raise CLIError(str(e)) from None
     out = Path(args.out) if args.out else Path("runs") / "notebooks" / time.strftime("%Y%m%d-%H%M%S")
     summary = nbs.run_grid(names, grid, params, out, timeout=args.timeout)
     for row in summary.to_dict("records"):
