@@ -71,6 +71,7 @@ __all__ = [
     "notebook_config",
     "smoke_actor_lists",
     "snr_label",
+    "stratified_subset",
     "test_dataset",
     "train",
 ]
@@ -322,8 +323,38 @@ class NoisyAtSNR(Dataset):
         return item
 
 
+def stratified_subset(pairs: Sequence[Any], n: int) -> list[Any]:
+    """``n`` of ``pairs`` spread evenly over actors and emotions, in their original order.
+
+    Round robin: each round takes the next pair of every (emotion, actor) group, in an order
+    that covers every emotion and actor early in the round, until ``n`` are taken. The first ``n`` pairs by name would be
+    one actor's first few emotions (a macro-F1 over 5 of 8 classes). Deterministic.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault((p.emotion, p.actor), []).append(i)
+    emotions = sorted({e for e, _ in groups})
+    actors = sorted({a for _, a in groups})
+
+    def order(key: tuple[int, int]) -> tuple[int, int]:
+        # diagonals of the emotion x actor grid: a partial round still covers the emotions and actors evenly
+        e, a = emotions.index(key[0]), actors.index(key[1])
+        return ((e - a) % len(actors), e)
+
+    keys = sorted(groups, key=order)
+    taken: list[int] = []
+    depth = 0
+    while len(taken) < min(n, len(pairs)):
+        for key in keys:
+            if depth < len(groups[key]) and len(taken) < n:
+                taken.append(groups[key][depth])
+        depth += 1
+    return [pairs[i] for i in sorted(taken)]
+
+
 def test_dataset(cfg: TrainConfig, *, max_items: int | None = None) -> RavdessAVDataset:
-    """The test split of ``cfg`` as a non-augmented dataset (its first ``max_items`` pairs).
+    """The test split of ``cfg`` as a non-augmented dataset (``max_items`` of its pairs,
+    stratified over actors and emotions by :func:`stratified_subset`).
 
     A :class:`RavdessMelDataset`, or a :class:`RavdessWavLMDataset` for a WavLM config.
 
@@ -333,7 +364,7 @@ def test_dataset(cfg: TrainConfig, *, max_items: int | None = None) -> RavdessAV
     pairs = pair_corpus(cfg.data_root, vocal_channel=cfg.vocal_channel, check="size").pairs
     recs = list(dict(make_split(pairs, cfg.split).items())["test"])
     if max_items is not None:
-        recs = recs[:max_items]
+        recs = stratified_subset(recs, max_items)
     if not recs:
         raise ValueError(f"the test split of {cfg.data_root} is empty")
     dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
@@ -393,7 +424,7 @@ def collect_gates(
         model: a model with a gate (``gated``, ``xattn`` with ``xattn_head="gated"``).
         cfg: its config (test split, data settings, noise file).
         snrs: levels in dB, None for clean.
-        max_items: only the first test pairs.
+        max_items: only this many test pairs (stratified over actors and emotions).
         batch_size: inference batch size.
         seed: seed of the noise excerpts.
 

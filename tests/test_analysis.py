@@ -149,3 +149,25 @@ def test_collect_attention(trained):
     concat = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fusion="concat"))
     with pytest.raises(ValueError, match="no attention"):
         analysis.collect_attention(build_run_model(concat).eval(), test, [0])
+
+
+def test_stratified_subset_spreads_over_actors_and_emotions():
+    from emolab.data import pair_corpus
+    from tests.helpers import write_fake_corpus
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        pairs = sorted(pair_corpus(write_fake_corpus(Path(d), actors=(22, 23, 24)), check="none").pairs,
+                       key=lambda p: p.stem)
+    assert {(p.actor, p.emotion) for p in pairs[:30]} != {(a, e) for a in (22, 23, 24) for e in range(1, 9)}
+    sub = analysis.stratified_subset(pairs, 30)
+    assert len(sub) == 30 and len({p.stem for p in sub}) == 30
+    assert {p.emotion for p in sub} == set(range(1, 9))  # every class (the first 30 by name hold 1 actor)
+    per_actor = [sum(p.actor == a for p in sub) for a in (22, 23, 24)]
+    assert max(per_actor) - min(per_actor) <= 1
+    per_emotion = [sum(p.emotion == e for p in sub) for e in range(1, 9)]
+    assert max(per_emotion) - min(per_emotion) <= 1
+    assert [pairs.index(p) for p in sub] == sorted(pairs.index(p) for p in sub)  # original order
+    assert analysis.stratified_subset(pairs, 30) == sub  # deterministic
+    assert analysis.stratified_subset(pairs, 10_000) == pairs

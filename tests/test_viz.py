@@ -224,6 +224,15 @@ def test_learning_curves_panels_series_and_stages():
     assert fig.axes[3].get_xlabel() == "epoch"
 
 
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_learning_curves_epoch_ticks_are_whole_numbers(n):
+    fig = viz.learning_curves(_history(n))
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
 def test_learning_curves_tolerates_missing_keys_and_columns():
     fig = viz.learning_curves([{"train_loss": 1.0}, {"train_loss": 0.5, "val_loss": None}])
     assert [ax.get_title() for ax in fig.axes] == ["Loss"]
@@ -252,7 +261,10 @@ def test_confusion_matrix_normalised_rows_sum_to_one():
     assert "0.786" in ax.get_title() and "n = 14" in ax.get_title()
     raw = viz.confusion_matrix_plot(cm, ["a", "b", "c"], normalize=False).axes[0]
     np.testing.assert_array_equal(_mesh(raw).get_array(), cm)
-    assert [t.get_text() for t in raw.texts][:3] == ["8", "2", "0"]
+    assert [t.get_text() for t in raw.texts][:3] == ["8", "2", ""]
+    texts = [t.get_text() for t in ax.texts]
+    assert "0.80\n8" in texts and "0.20\n2" in texts
+    assert not any(t.startswith("0.00") for t in texts)  # empty cells say nothing (no "0.00/0")
 
 
 @pytest.mark.parametrize(
