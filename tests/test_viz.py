@@ -363,13 +363,24 @@ def test_attention_over_media_shares_a_seconds_axis():
     fig = viz.attention_over_media(frames, mel, v2a, vt, at, attn_a2v=a2v, audio_mask=am, title="clip")
     strip, spec, v2a_ax, received, a2v_ax = fig.axes
     assert len({ax.get_xlim() for ax in fig.axes}) == 1  # one shared time axis
+    assert strip.get_xlim() == pytest.approx((0.0, 1.01))  # from 0 to the clip's end, not before 0
     assert len(strip.images) == 4
-    np.testing.assert_allclose([np.mean(im.get_extent()[:2]) for im in strip.images], vt)
+    np.testing.assert_allclose(strip.get_lines()[0].get_xdata(), vt)  # a marker at each frame's time
+    centres = np.array([np.mean(im.get_extent()[:2]) for im in strip.images])
+    width = strip.images[0].get_extent()[1] - strip.images[0].get_extent()[0]
+    np.testing.assert_allclose(centres, np.clip(vt, width / 2, 1.01 - width / 2))  # inside the clip
+    fig.canvas.draw()
+    for im in strip.images:  # frames look about square, not stretched over the gap between them
+        (x0, y0), (x1, y1) = strip.transData.transform([im.get_extent()[::2], im.get_extent()[1::2]])
+        assert abs(x1 - x0) / abs(y1 - y0) == pytest.approx(1.0, rel=0.25)
+    assert all(a.get_window_extent().height < 0.35 * fig.bbox.height for a in fig.axes[:5])  # no panel dominates
     assert spec.images[0].get_extent()[:2] == pytest.approx([-0.005, 1.005])
     w = _mesh(v2a_ax).get_array()
     np.testing.assert_allclose(w[:, :2], v2a[0].mean(0)[:, :2].numpy(), rtol=1e-6)
     assert w.mask[:, 2].all()
-    np.testing.assert_allclose(_centres(_mesh(v2a_ax).get_coordinates()[0, :, 0]), at)
+    edges = _mesh(v2a_ax).get_coordinates()[0, :, 0]
+    np.testing.assert_allclose(_centres(edges)[1:], at[1:])
+    assert edges[0] == 0.0 and edges[-1] <= 1.01  # cells end at the clip's start and end
     bars = [p.get_height() for p in received.patches]
     np.testing.assert_allclose(bars[:2], v2a[0].mean(0).mean(0)[:2].numpy(), rtol=1e-6)
     assert bars[2] == 0.0
