@@ -366,6 +366,9 @@ def test_attention_over_media_shares_a_seconds_axis():
     assert strip.get_xlim() == pytest.approx((0.0, 1.01))  # from 0 to the clip's end, not before 0
     assert len(strip.images) == 4
     np.testing.assert_allclose(strip.get_lines()[0].get_xdata(), vt)  # a marker at each frame's time
+    shown = sorted((np.mean(im.get_extent()[:2]), im.get_array()) for im in strip.images)
+    for (_, img), original in zip(shown, frames):
+        np.testing.assert_array_equal(img, original)  # the frames' own pixels
     centres = np.array([np.mean(im.get_extent()[:2]) for im in strip.images])
     width = strip.images[0].get_extent()[1] - strip.images[0].get_extent()[0]
     np.testing.assert_allclose(centres, np.clip(vt, width / 2, 1.01 - width / 2))  # inside the clip

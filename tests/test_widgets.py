@@ -166,6 +166,9 @@ def test_galleries_and_players(pairs, noise_path):
     assert list(outs) == ["clean", "10 dB", "0 dB"]
     assert outs["clean"].snr is None and outs["0 dB"].snr == pytest.approx(0.0, abs=0.01)
     assert len(fig.axes) == 3 + 1  # one per level and the colour bar
+    for ax, o in zip(fig.axes, outs.values()):  # each row draws its own noisy log-Mel, on one dB scale
+        np.testing.assert_array_equal(ax.images[0].get_array(), o.noisy_mel[0].numpy())
+        assert ax.images[0].get_clim() == fig.axes[0].images[0].get_clim()
     players = audio_players({k: o.noisy for k, o in outs.items()})
     assert repr(players) == "audio players: clean, 10 dB, 0 dB"
     assert players._repr_html_().count("<audio") == 3
