@@ -308,12 +308,14 @@ def test_attention_maps_per_head_and_mean_in_seconds():
     np.testing.assert_allclose(head1.get_array(), v2a[1, 1].numpy(), rtol=1e-6)
     np.testing.assert_allclose(_mesh(maps[2]).get_array(), v2a[1].mean(0).numpy(), rtol=1e-6)
     coords = head1.get_coordinates()  # (T + 1, Ta + 1, 2) cell edges
-    np.testing.assert_allclose(_centres(coords[0, :, 0]), at)  # x: audio keys
-    np.testing.assert_allclose(_centres(coords[:, 0, 1]), vt)  # y: video queries
+    np.testing.assert_allclose(_centres(coords[0, :, 0])[1:], at[1:])  # x: audio keys
+    np.testing.assert_allclose(_centres(coords[:, 0, 1])[1:-1], vt[1:-1])  # y: video queries (ends clipped)
+    assert coords.min() == 0.0  # cells start at the clip's start (no negative seconds)
     assert "audio" in maps[0].get_xlabel() and "(s)" in maps[0].get_xlabel()
     a2v_mesh = _mesh(maps[3])
     np.testing.assert_allclose(a2v_mesh.get_array(), a2v[1, 0].numpy(), rtol=1e-6)
-    np.testing.assert_allclose(_centres(a2v_mesh.get_coordinates()[0, :, 0]), vt)  # x: video keys
+    np.testing.assert_allclose(_centres(a2v_mesh.get_coordinates()[0, :, 0])[1:-1], vt[1:-1])  # x: video keys
+    assert a2v_mesh.get_coordinates()[0, -1, 0] <= coords[0, -1, 0]  # and end with the audio
     assert "video" in maps[3].get_xlabel()
 
 

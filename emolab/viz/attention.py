@@ -182,6 +182,7 @@ def attention_maps(
     index: int = 0,
     title: str | None = None,
     cmap: str = "viridis",
+    duration: float | None = None,
 ) -> Figure:
     """Cross-attention weights of one clip, per head and averaged over heads, in seconds.
 
@@ -202,6 +203,8 @@ def attention_maps(
         index: the clip in a batch.
         title: figure title.
         cmap: colour map name.
+        duration: the clip's length in seconds; cells are clipped to ``[0, duration]`` (default:
+            the end of the last audio step).
 
     Returns:
         The Figure: for each direction, one Axes per panel, then that row's colour bar.
@@ -219,7 +222,8 @@ def attention_maps(
         bad = [h for h in cols if not 0 <= h < clip.heads]
         if not cols or bad:
             raise ValueError(f"heads must be 'all', 'mean' or indices in [0, {clip.heads}), got {heads!r}")
-    maps = clip.maps()
+    end = float(duration) if duration is not None else float(cell_edges(clip.audio_times, clip.Ta)[-1])
+    maps = [(name, w, np.clip(qe, 0.0, end), np.clip(ke, 0.0, end), ql, kl) for name, w, qe, ke, ql, kl in clip.maps()]
     fig = new_figure(3.0 * len(cols) + 1.2, 2.8 * len(maps) + (0.4 if title else 0))
     grid = fig.subplots(len(maps), len(cols), squeeze=False)
     for r, (name, w, qe, ke, qlabel, klabel) in enumerate(maps):
