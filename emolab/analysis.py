@@ -241,16 +241,17 @@ def train(cfg: TrainConfig) -> RunResult:
 
     The trainer prints absolute paths (run folder, data root); here paths inside the
     checkout are printed relative to it (:func:`emolab.notebooks.display_path`, e.g.
-    ``outputs/notebooks/03/runs/gated-seed0-...``), so that a notebook's output holds
-    no path of the machine that ran it but still says where the run is.
+    ``outputs/notebooks/03/runs/gated-seed0-...``; a smoke run's temporary folder as
+    ``<temporary folder>``), so that a notebook's output holds no path of the machine
+    that ran it but still says where the run is.
     """
-    from emolab.notebooks import display_path
+    from emolab.notebooks import display_output_dir, display_path
 
     out, root = Path(cfg.output_dir), Path(cfg.data_root)
     replacements = sorted(
         {
-            (str(out.resolve()), display_path(out)),
-            (str(out), display_path(out)),
+            (str(out.resolve()), display_output_dir(out)),
+            (str(out), display_output_dir(out)),
             (str(root.resolve()), display_path(root)),
             (str(root), display_path(root)),
         },

@@ -145,6 +145,19 @@ def display_path(path: str | os.PathLike[str]) -> str:
     return str(p)
 
 
+#: Name prefix of the temporary output folders of smoke runs (printed as ``<temporary folder>``).
+TEMP_PREFIX = "emolab-nb"
+
+
+def display_output_dir(path: str | os.PathLike[str]) -> str:
+    """:func:`display_path`, except that a smoke run's temporary folder (:func:`output_folder`) reads
+    ``<temporary folder>``: committed notebook outputs hold no path of the machine that ran them."""
+    p = Path(path).resolve()
+    if p.name.startswith(TEMP_PREFIX) and p.parent == Path(tempfile.gettempdir()).resolve():
+        return "<temporary folder>"
+    return display_path(p)
+
+
 class OutputFolder:
     """Where a notebook writes its training runs: :attr:`path`, removed by :meth:`cleanup`
     only when it is a temporary folder."""
@@ -182,7 +195,7 @@ def output_folder(run_dir: str | os.PathLike[str] | None, notebook: str, *, smok
         path.mkdir(parents=True, exist_ok=True)
         return OutputFolder(path.resolve(), temporary=False)
     if smoke:
-        return OutputFolder(Path(tempfile.mkdtemp(prefix=f"emolab-nb{notebook}-")), temporary=True)
+        return OutputFolder(Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{notebook}-")), temporary=True)
     path = (repo_root() or Path.cwd()) / "outputs" / "notebooks" / notebook
     path.mkdir(parents=True, exist_ok=True)
     return OutputFolder(path.resolve(), temporary=False)

@@ -312,3 +312,14 @@ def test_output_folder_keeps_the_model_unless_smoke(tmp_path, monkeypatch):
     assert kept.path == (tmp_path / "outputs" / "notebooks" / "04").resolve() and not kept.temporary
     kept.cleanup()
     assert kept.path.is_dir()
+
+
+def test_display_output_dir_hides_only_smoke_temporary_folders(tmp_path):
+    smoke = nbs.output_folder(None, "03", smoke=True)
+    try:
+        assert nbs.display_output_dir(smoke.path) == "<temporary folder>"
+        assert nbs.display_output_dir(smoke.path / "runs" / "x").endswith("/runs/x")  # only the folder itself
+    finally:
+        smoke.cleanup()
+    assert nbs.display_output_dir(tmp_path) == str(tmp_path.resolve())  # a folder the caller chose: as it is
+    assert nbs.display_output_dir(nbs.repo_root() / "outputs" / "x") == "outputs/x"
