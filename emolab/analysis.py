@@ -64,11 +64,14 @@ __all__ = [
     "NoisyAtSNR",
     "collect_attention",
     "collect_gates",
+    "corpus_actors",
     "cpu_determinism",
     "load_model",
     "load_or_train",
     "notebook_config",
+    "smoke_actor_lists",
     "snr_label",
+    "stratified_subset",
     "test_dataset",
     "train",
 ]
@@ -77,6 +80,32 @@ __all__ = [
 SNR_LEVELS: tuple[float | None, ...] = (None, 20.0, 10.0, 5.0, 0.0)
 #: Smoke split (actor ids train / val / test): 240 / 60 / 60 pairs of the demo corpus.
 SMOKE_SPLIT: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] = ((1, 2, 3, 4), (19,), (22,))
+
+
+def smoke_actor_lists(actors: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The smoke split (train / val / test actor ids) for the actors a corpus holds.
+
+    :data:`SMOKE_SPLIT` when all its actors are present (the demo corpus, full RAVDESS);
+    otherwise up to 4 of the lowest actors train, the second-highest validates and the
+    highest tests (3 actors: one each).
+
+    Raises:
+        ValueError: fewer than 3 actors (a speaker-independent split needs one per split).
+    """
+    present = sorted({int(a) for a in actors})
+    if all(a in present for part in SMOKE_SPLIT for a in part):
+        return SMOKE_SPLIT
+    if len(present) < 3:
+        raise ValueError(
+            f"the corpus holds {len(present)} actor(s) {present}; a speaker-independent split needs at least 3 "
+            "(one each for train, val and test)"
+        )
+    return tuple(present[: min(4, len(present) - 2)]), (present[-2],), (present[-1],)
+
+
+def corpus_actors(data_root: str | os.PathLike[str]) -> list[int]:
+    """The actor ids of the audio/video pairs under ``data_root`` (file names only, nothing opened)."""
+    return sorted({p.actor for p in pair_corpus(data_root, check="none").pairs})
 
 
 def snr_label(snr_db: float | None) -> str:
@@ -110,9 +139,10 @@ def notebook_config(
     """A small training config for a notebook: AudioCNN + random-init ResNet18 on 2 frames of 48 px.
 
     Full setting (``smoke=False``): the default actor split (train 1-18, val
-    19-21, test 22-24 on 24 actors), 5 epochs of Adam (lr 1e-3, cosine), as
-    :func:`emolab.train.demo_config`. Smoke: actors :data:`SMOKE_SPLIT`, 2 epochs,
-    batches of 16, frame cache in memory only, no progress bars; with
+    19-21, test 22-24 on 24 actors, scaled to the actors present otherwise), 5 epochs
+    of Adam (lr 1e-3, cosine), as :func:`emolab.train.demo_config`. Smoke: actors
+    :func:`smoke_actor_lists` of the corpus (:data:`SMOKE_SPLIT` on the demo corpus), 2 epochs,
+    batches of 16, frame cache in memory only, no progress bars (the full setting shows tqdm bars); with
     :func:`cpu_determinism` it runs in seconds and prints the same numbers anywhere.
 
     Args:
@@ -126,8 +156,8 @@ def notebook_config(
         overrides: further top-level :class:`TrainConfig` fields.
     """
     split = SplitConfig()
-    if smoke:
-        train, val, test = SMOKE_SPLIT
+    if smoke and "split" not in overrides:
+        train, val, test = smoke_actor_lists(corpus_actors(data_root))
         split = SplitConfig(mode="actor", train_actors=train, val_actors=val, test_actors=test)
     cfg = TrainConfig(
         data_root=str(data_root),
@@ -143,7 +173,7 @@ def notebook_config(
         run_name=f"{fusion}-seed{seed}",
         publish_best=False,
         device="cpu" if smoke else "auto",
-        progress=False,
+        progress=not smoke,  # tqdm.auto bars in a notebook; none in smoke runs (their outputs are committed)
     )
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
@@ -207,20 +237,21 @@ class _PathRewriter(io.TextIOBase):
 
 
 def train(cfg: TrainConfig) -> RunResult:
-    """:func:`emolab.train.run_training` with its printed paths made machine-independent.
+    """:func:`emolab.train.run_training` with its printed paths relative to the checkout.
 
-    The trainer prints absolute paths (run folder, data root); here the output
-    folder is printed as ``OUTPUT_DIR`` and the data root relative to the
-    checkout (:func:`emolab.notebooks.display_path`), so that a notebook's
-    committed output holds no path of the machine that ran it.
+    The trainer prints absolute paths (run folder, data root); here paths inside the
+    checkout are printed relative to it (:func:`emolab.notebooks.display_path`, e.g.
+    ``outputs/notebooks/03/runs/gated-seed0-...``; a smoke run's temporary folder as
+    ``<temporary folder>``), so that a notebook's output holds no path of the machine
+    that ran it but still says where the run is.
     """
-    from emolab.notebooks import display_path
+    from emolab.notebooks import display_output_dir, display_path
 
     out, root = Path(cfg.output_dir), Path(cfg.data_root)
     replacements = sorted(
         {
-            (str(out.resolve()), "OUTPUT_DIR"),
-            (str(out), "OUTPUT_DIR"),
+            (str(out.resolve()), display_output_dir(out)),
+            (str(out), display_output_dir(out)),
             (str(root.resolve()), display_path(root)),
             (str(root), display_path(root)),
         },
@@ -293,8 +324,38 @@ class NoisyAtSNR(Dataset):
         return item
 
 
+def stratified_subset(pairs: Sequence[Any], n: int) -> list[Any]:
+    """``n`` of ``pairs`` spread evenly over actors and emotions, in their original order.
+
+    Round robin: each round takes the next pair of every (emotion, actor) group, in an order
+    that covers every emotion and actor early in the round, until ``n`` are taken. The first ``n`` pairs by name would be
+    one actor's first few emotions (a macro-F1 over 5 of 8 classes). Deterministic.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault((p.emotion, p.actor), []).append(i)
+    emotions = sorted({e for e, _ in groups})
+    actors = sorted({a for _, a in groups})
+
+    def order(key: tuple[int, int]) -> tuple[int, int]:
+        # diagonals of the emotion x actor grid: a partial round still covers the emotions and actors evenly
+        e, a = emotions.index(key[0]), actors.index(key[1])
+        return ((e - a) % len(actors), e)
+
+    keys = sorted(groups, key=order)
+    taken: list[int] = []
+    depth = 0
+    while len(taken) < min(n, len(pairs)):
+        for key in keys:
+            if depth < len(groups[key]) and len(taken) < n:
+                taken.append(groups[key][depth])
+        depth += 1
+    return [pairs[i] for i in sorted(taken)]
+
+
 def test_dataset(cfg: TrainConfig, *, max_items: int | None = None) -> RavdessAVDataset:
-    """The test split of ``cfg`` as a non-augmented dataset (its first ``max_items`` pairs).
+    """The test split of ``cfg`` as a non-augmented dataset (``max_items`` of its pairs,
+    stratified over actors and emotions by :func:`stratified_subset`).
 
     A :class:`RavdessMelDataset`, or a :class:`RavdessWavLMDataset` for a WavLM config.
 
@@ -304,7 +365,7 @@ def test_dataset(cfg: TrainConfig, *, max_items: int | None = None) -> RavdessAV
     pairs = pair_corpus(cfg.data_root, vocal_channel=cfg.vocal_channel, check="size").pairs
     recs = list(dict(make_split(pairs, cfg.split).items())["test"])
     if max_items is not None:
-        recs = recs[:max_items]
+        recs = stratified_subset(recs, max_items)
     if not recs:
         raise ValueError(f"the test split of {cfg.data_root} is empty")
     dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
@@ -364,7 +425,7 @@ def collect_gates(
         model: a model with a gate (``gated``, ``xattn`` with ``xattn_head="gated"``).
         cfg: its config (test split, data settings, noise file).
         snrs: levels in dB, None for clean.
-        max_items: only the first test pairs.
+        max_items: only this many test pairs (stratified over actors and emotions).
         batch_size: inference batch size.
         seed: seed of the noise excerpts.
 
@@ -448,8 +509,11 @@ def collect_attention(model: nn.Module, dataset: RavdessMelDataset, indices: Seq
     """Cross-attention (v2a and a2v, every head) of ``dataset[i]`` for each index, with frames and times.
 
     Raises:
-        ValueError: the model returns no attention (not an ``xattn`` model).
+        ValueError: an index outside the dataset; the model returns no attention (not an ``xattn`` model).
     """
+    bad = [int(i) for i in indices if not 0 <= int(i) < len(dataset)]
+    if bad:
+        raise ValueError(f"clip indices {bad} are outside the test split ({len(dataset)} clips: 0-{len(dataset) - 1})")
     model.eval()
     device = next(model.parameters()).device
     names = list(class_names(dataset.config.num_classes))

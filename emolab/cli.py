@@ -10,7 +10,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 DEFAULT_DEMO_DIR = Path("data/demo")
 
@@ -95,6 +95,33 @@ def ensure_demo_corpus(out: Path = DEFAULT_DEMO_DIR, *, progress: bool = True) -
     return out
 
 
+#: Notebooks that `emolab demo` runs on a model it trained (fusion of the checkpoint), not in smoke mode.
+DEMO_CHECKPOINT_NOTEBOOKS = {"04_": "xattn", "05_": "gated", "06_": "gated"}
+
+
+def demo_notebook_runs(
+    notebooks: Sequence[Path], data_root: Path, checkpoints: dict[str, Path]
+) -> list[tuple[list[str], dict[str, Any]]]:
+    """The notebook passes of ``emolab demo``: (notebooks, parameters) per pass, in order.
+
+    Notebooks of :data:`DEMO_CHECKPOINT_NOTEBOOKS` whose model was trained read its
+    checkpoint with their full settings (one pass per model); the others run in smoke mode.
+    """
+    common: dict[str, Any] = {"data_root": str(data_root)}
+    smoke: list[str] = []
+    by_model: dict[str, list[str]] = {}
+    for nb in notebooks:
+        fusion = next((f for prefix, f in DEMO_CHECKPOINT_NOTEBOOKS.items() if nb.name.startswith(prefix)), None)
+        if fusion is not None and fusion in checkpoints:
+            by_model.setdefault(fusion, []).append(str(nb))
+        else:
+            smoke.append(str(nb))
+    runs = [(smoke, {**common, "SMOKE": True})] if smoke else []
+    for fusion, names in by_model.items():
+        runs.append((names, {**common, "SMOKE": False, "checkpoint": str(checkpoints[fusion])}))
+    return runs
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's main job: corpus (real or generated) -> inspection -> training -> notebooks."""
     data_root = Path(args.data_root) if args.data_root else ensure_demo_corpus(Path(args.demo_dir))
@@ -112,21 +139,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     if args.skip_notebooks:
         return 0
+    from emolab.train.demo import DEMO_XATTN_EPOCHS, demo_xattn_run
+
+    print(f"\n== training a small cross-attention model for notebook 04 (xattn, {DEMO_XATTN_EPOCHS} epochs, same split) ==")
+    xattn = demo_xattn_run(data_root, Path(args.output_dir))
+    print(f"test accuracy {xattn['accuracy']:.3f}, macro-F1 {xattn['macro_f1']:.3f}; run folder {xattn['run_dir']}")
+    checkpoints = {"gated": Path(metrics["run_dir"]) / "best_gated.pt", "xattn": Path(xattn["run_dir"]) / "best_xattn.pt"}
     import pandas as pd
 
     from emolab import notebooks as nbs
 
-    print("\n== running the notebooks headless (smoke settings; 05 and 06 on the model just trained) ==")
+    print("\n== running the notebooks headless (01-03 smoke settings; 04-06 on the models just trained) ==")
     out = Path(args.output_dir) / "notebooks"
-    names = [str(p) for p in nbs.list_notebooks()]
-    gates = [n for n in names if Path(n).name.startswith(("05_", "06_"))]  # they take `checkpoint`
-    common = {"data_root": str(data_root)}
-    summary = nbs.run_grid([n for n in names if n not in gates], {}, {**common, "SMOKE": True}, out)
-    if gates:
-        best = Path(metrics["run_dir"]) / "best_gated.pt"
-        more = nbs.run_grid(gates, {}, {**common, "SMOKE": False, "checkpoint": str(best)}, out)
-        summary = pd.concat([summary, more], ignore_index=True)
-        summary.to_csv(out / nbs.SUMMARY_FILE, index=False)  # both passes in one table
+    parts = [nbs.run_grid(names, {}, params, out) for names, params in
+             demo_notebook_runs(nbs.list_notebooks(), data_root, checkpoints)]
+    summary = pd.concat(parts, ignore_index=True)
+    summary.to_csv(out / nbs.SUMMARY_FILE, index=False)  # every pass in one table
     for row in summary.to_dict("records"):
         print(f"{row['notebook']}: {row['status']} in {row['seconds']} s -> {row['run_dir']}")
         if row["error"]:
@@ -169,6 +197,11 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
         return 0
     params = {k: nbs.parse_value(v) for k, v in (args.param or [])}
     grid = _parse_grid(args.grid or [])
+    try:
+        for name in names:
+            nbs.check_parameters(name, [*params, *grid])
+    except ValueError as e:  # an unknown -p/--grid name: a usage error (exit 2), nothing runs
+        raise CLIError(str(e)) from None
     out = Path(args.out) if args.out else Path("runs") / "notebooks" / time.strftime("%Y%m%d-%H%M%S")
     summary = nbs.run_grid(names, grid, params, out, timeout=args.timeout)
     for row in summary.to_dict("records"):

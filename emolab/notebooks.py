@@ -52,11 +52,14 @@ from emolab.fileio import atomic_write_json
 
 __all__ = [
     "CURRENT_ENV_KERNEL",
+    "check_parameters",
     "clean_notebook",
     "display_path",
     "grid_points",
     "list_notebooks",
+    "notebook_parameters",
     "notebooks_dir",
+    "output_folder",
     "parse_value",
     "read_metrics",
     "record",
@@ -140,6 +143,62 @@ def display_path(path: str | os.PathLike[str]) -> str:
             with contextlib.suppress(ValueError):
                 return p.relative_to(base.resolve()).as_posix() or "."
     return str(p)
+
+
+#: Name prefix of the temporary output folders of smoke runs (printed as ``<temporary folder>``).
+TEMP_PREFIX = "emolab-nb"
+
+
+def display_output_dir(path: str | os.PathLike[str]) -> str:
+    """:func:`display_path`, except that a smoke run's temporary folder (:func:`output_folder`) reads
+    ``<temporary folder>``: committed notebook outputs hold no path of the machine that ran them."""
+    p = Path(path).resolve()
+    if p.name.startswith(TEMP_PREFIX) and p.parent == Path(tempfile.gettempdir()).resolve():
+        return "<temporary folder>"
+    return display_path(p)
+
+
+class OutputFolder:
+    """Where a notebook writes its training runs: :attr:`path`, removed by :meth:`cleanup`
+    only when it is a temporary folder."""
+
+    def __init__(self, path: Path, temporary: bool) -> None:
+        self.path, self.temporary = path, temporary
+
+    def cleanup(self) -> None:
+        """Remove the folder if it is temporary (a smoke run's); keep it otherwise."""
+        if self.temporary:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"OutputFolder({display_path(self.path)!r}, temporary={self.temporary})"
+
+
+def output_folder(run_dir: str | os.PathLike[str] | None, notebook: str, *, smoke: bool) -> OutputFolder:
+    """The folder a notebook's training runs go to.
+
+    ``run_dir`` when given (``emolab notebooks run`` gives each run one). Else, in smoke
+    mode (CI, nbval, the refresh), a temporary folder that :meth:`OutputFolder.cleanup`
+    removes, so tests leave nothing behind; otherwise ``outputs/notebooks/<notebook>`` of
+    the checkout (of the working folder outside one), where the trained model stays.
+    """
+    if run_dir is not None and str(run_dir) != "":
+        path = Path(run_dir).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return OutputFolder(path.resolve(), temporary=False)
+    if smoke:
+        return OutputFolder(Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{notebook}-")), temporary=True)
+    path = (repo_root() or Path.cwd()) / "outputs" / "notebooks" / notebook
+    path.mkdir(parents=True, exist_ok=True)
+    return OutputFolder(path.resolve(), temporary=False)
 
 
 def smoke_default() -> bool:
@@ -240,7 +299,10 @@ def _current_env_kernel_manager() -> type:
             if kernel_name == CURRENT_ENV_KERNEL:
                 return self.kernel_spec_class(
                     resource_dir="",
-                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    # Log level ERROR: no "Kernel is running over TCP without encryption" per run
+                    # (a local kernel on the loopback; its errors still reach the terminal).
+                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                          "--IPKernelApp.log_level=ERROR"],
                     display_name=f"Python ({sys.prefix})",
                     language="python",
                 )
@@ -264,6 +326,30 @@ def parse_value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def notebook_parameters(name_or_path: str | os.PathLike[str]) -> dict[str, str]:
+    """The parameters of a notebook's ``parameters`` cell: name -> default as written."""
+    import papermill as pm
+
+    path = resolve_notebook(name_or_path)
+    return {name: str(p.get("default", "")) for name, p in pm.inspect_notebook(str(path)).items()}
+
+
+def check_parameters(name_or_path: str | os.PathLike[str], names: Iterable[str]) -> None:
+    """Raise if a name is not a parameter of the notebook.
+
+    Raises:
+        ValueError: an unknown name; the message lists the notebook's parameters.
+    """
+    known = notebook_parameters(name_or_path)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        listing = ", ".join(f"{k} (default {v})" for k, v in known.items())
+        raise ValueError(
+            f"{resolve_notebook(name_or_path).stem} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters: {listing}"
+        )
 
 
 def run_notebook(
@@ -296,12 +382,14 @@ def run_notebook(
         The path of the executed notebook.
 
     Raises:
+        ValueError: a name in ``params`` is not a parameter of the notebook (nothing runs).
         papermill.PapermillExecutionError: a cell failed (the executed notebook,
             with the traceback, is still written).
     """
     import papermill as pm
 
     nb_path = resolve_notebook(name_or_path)
+    check_parameters(nb_path, params or {})
     if out_dir is None:
         out_dir = Path("runs") / "notebooks" / f"{time.strftime('%Y%m%d-%H%M%S')}-{nb_path.stem}"
     run_dir = Path(out_dir).resolve()
@@ -383,6 +471,9 @@ def run_grid(
         stop_on_error: raise on the first failed run instead of recording it.
         **run_kwargs: passed to :func:`run_notebook` (``timeout``, ``cwd``, ...).
 
+    Raises:
+        ValueError: a name in ``params`` or ``grid`` is not a parameter of every notebook.
+
     Returns:
         A pandas DataFrame, one row per run: ``notebook``, the grid keys,
         ``status`` (``ok``/``failed``), the recorded metrics (nested dicts as
@@ -394,6 +485,8 @@ def run_grid(
     out = Path(out_dir) if out_dir is not None else Path("runs") / "notebooks" / f"{time.strftime('%Y%m%d-%H%M%S')}-grid"
     out.mkdir(parents=True, exist_ok=True)
     notebooks = [resolve_notebook(n) for n in names]
+    for nb in notebooks:  # before anything runs: an unknown name is a typo, not a failed run
+        check_parameters(nb, [*(params or {}), *grid])
     rows = []
     for nb in notebooks:
         for point in grid_points(grid):

@@ -1,6 +1,6 @@
 """Robustness of trained models to test-time corruptions: noisy audio, degraded or occluded video, a missing modality.
 
-Each model is evaluated on the test split of its own saved config (its first ``max_items`` pairs) under every
+Each model is evaluated on the test split of its own saved config (``max_items`` of its pairs, stratified) under every
 :class:`Corruption` of :func:`default_corruptions` (15 conditions):
 
 * ``clean``; ``noise`` at 20, 10, 5, 0 dB SNR; ``blur`` with kernel sides 5, 11, 21 (at 112 px); ``darkness``:
@@ -323,7 +323,7 @@ def evaluate(
         noise: ``"file"`` (``Noise/noise.wav`` under the config's data root, or ``data/Noise/noise.wav``;
             :class:`InputError` when there is none) or ``"gaussian"``.
         fill: occlusion patch colour, ``"grey"`` (ImageNet mean) or ``"black"``.
-        max_items: only the first test pairs of each split.
+        max_items: only this many test pairs of each split, spread over actors and emotions.
         batch_size: inference batch size.
         seed: seed of the noise excerpts.
         device: ``"cpu"`` or ``"cuda"`` (default: CUDA when available).
@@ -453,7 +453,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: <first run>/robustness)")
     p.add_argument("--noise", choices=("file", "gaussian"), default="file",
                    help="audio noise: Noise/noise.wav under the corpus, as in training (default), or Gaussian")
-    p.add_argument("--max_items", type=int, default=None, help="only the first N test clips of each run")
+    p.add_argument("--max_items", type=int, default=None, help="only N test clips of each run, spread over actors and emotions")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--batch_size", type=int, default=16, help="inference batch size (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise excerpts (default 0)")

@@ -33,16 +33,40 @@ def trained(demo_root, tmp_path_factory):
     return model, cfg2, result, out, printed.getvalue()
 
 
-def test_notebook_config_smoke_and_full(tmp_path):
-    smoke = analysis.notebook_config("data/demo", tmp_path, fusion="audio", seed=3, smoke=True)
-    assert smoke.split.train_actors == (1, 2, 3, 4) and smoke.split.test_actors == (22,)
+def test_notebook_config_smoke_and_full(demo_root, tmp_path):
+    smoke = analysis.notebook_config(demo_root, tmp_path, fusion="audio", seed=3, smoke=True)
+    assert (smoke.split.train_actors, smoke.split.val_actors, smoke.split.test_actors) == ((1, 2), (3,), (4,))
     assert (smoke.epochs, smoke.num_workers, smoke.device, smoke.data.cache_dir) == (2, 0, "cpu", "")
     assert smoke.run_name == "audio-seed3" and not smoke.progress and not smoke.model.pretrained_video
-    full = analysis.notebook_config("data/demo", tmp_path, fusion="xattn", smoke=False, epochs=7)
+    full = analysis.notebook_config(demo_root, tmp_path, fusion="xattn", smoke=False, epochs=7)
     assert full.split.train_actors is None and full.epochs == 7 and full.data.num_frames == 2
+    assert full.progress  # tqdm bars when a person runs the notebook
     assert analysis.notebook_config("d", tmp_path, batch_size=4).batch_size == 4
     with pytest.raises(ValueError, match="nope"):
         analysis.notebook_config("d", tmp_path, fusion="nope")
+
+
+def test_smoke_actor_lists_use_the_actors_present():
+    assert analysis.smoke_actor_lists(range(1, 25)) == analysis.SMOKE_SPLIT  # the demo corpus, full RAVDESS
+    assert analysis.smoke_actor_lists([1, 2, 3, 4, 22, 23, 24]) == ((1, 2, 3, 4), (23,), (24,))
+    assert analysis.smoke_actor_lists([5, 9, 12]) == ((5,), (9,), (12,))
+    assert analysis.smoke_actor_lists([3, 1, 2, 2, 8, 6, 7]) == ((1, 2, 3, 6), (7,), (8,))
+    with pytest.raises(ValueError, match="holds 2 actor.*at least 3"):
+        analysis.smoke_actor_lists([1, 2])
+
+
+@pytest.mark.parametrize("actors", [(2, 5, 9), (1, 2, 3, 4, 22, 23, 24)])
+def test_smoke_split_of_a_partial_corpus_has_every_split(tmp_path, actors):
+    from emolab.data import make_split, pair_corpus
+    from tests.helpers import write_fake_corpus
+
+    root = write_fake_corpus(tmp_path / "ravdess", actors=actors)
+    cfg = analysis.notebook_config(root, tmp_path / "out", smoke=True)
+    split = make_split(pair_corpus(root, check="none").pairs, cfg.split)
+    assert all(len(split.actors[k]) >= 1 for k in ("train", "val", "test"))
+    assert set().union(*map(set, split.actors.values())) <= set(actors)
+    full = make_split(pair_corpus(root, check="none").pairs, analysis.notebook_config(root, tmp_path, smoke=False).split)
+    assert all(len(full.actors[k]) >= 1 for k in ("train", "val", "test"))
 
 
 def test_snr_label():
@@ -53,8 +77,9 @@ def test_train_prints_no_machine_paths(trained):
     model, cfg, result, out, text = trained
     assert result is not None and result.best_checkpoint.is_file()
     assert result.run_dir.name == "xattn_gated-seed0"
-    assert "run OUTPUT_DIR/runs/xattn_gated-seed0" in text and "epoch 1/1" in text
-    assert str(out) not in text  # a data root outside the checkout stays absolute (display_path)
+    from emolab.notebooks import display_path
+
+    assert f"run {display_path(out)}/runs/xattn_gated-seed0" in text and "epoch 1/1" in text  # the real folder
 
 
 def test_load_or_train_round_trip(trained):
@@ -124,3 +149,25 @@ def test_collect_attention(trained):
     concat = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fusion="concat"))
     with pytest.raises(ValueError, match="no attention"):
         analysis.collect_attention(build_run_model(concat).eval(), test, [0])
+
+
+def test_stratified_subset_spreads_over_actors_and_emotions():
+    from emolab.data import pair_corpus
+    from tests.helpers import write_fake_corpus
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        pairs = sorted(pair_corpus(write_fake_corpus(Path(d), actors=(22, 23, 24)), check="none").pairs,
+                       key=lambda p: p.stem)
+    assert {(p.actor, p.emotion) for p in pairs[:30]} != {(a, e) for a in (22, 23, 24) for e in range(1, 9)}
+    sub = analysis.stratified_subset(pairs, 30)
+    assert len(sub) == 30 and len({p.stem for p in sub}) == 30
+    assert {p.emotion for p in sub} == set(range(1, 9))  # every class (the first 30 by name hold 1 actor)
+    per_actor = [sum(p.actor == a for p in sub) for a in (22, 23, 24)]
+    assert max(per_actor) - min(per_actor) <= 1
+    per_emotion = [sum(p.emotion == e for p in sub) for e in range(1, 9)]
+    assert max(per_emotion) - min(per_emotion) <= 1
+    assert [pairs.index(p) for p in sub] == sorted(pairs.index(p) for p in sub)  # original order
+    assert analysis.stratified_subset(pairs, 30) == sub  # deterministic
+    assert analysis.stratified_subset(pairs, 10_000) == pairs

@@ -63,3 +63,24 @@ def test_module_entry_point_help():
     assert r.returncode == 0
     for cmd in ("demo", "demo-data", "inspect"):
         assert cmd in r.stdout
+
+
+def test_demo_runs_notebook_04_on_its_xattn_model_and_05_06_on_the_gated_one(tmp_path):
+    from emolab import notebooks as nbs
+    from pathlib import Path
+
+    from emolab.cli import demo_notebook_runs
+
+    names = nbs.list_notebooks()
+    ckpts = {"gated": tmp_path / "g" / "best_gated.pt", "xattn": tmp_path / "x" / "best_xattn.pt"}
+    runs = demo_notebook_runs(names, tmp_path / "corpus", ckpts)
+    by_notebook = {Path(n).name[:2]: params for group, params in runs for n in group}
+    assert sorted(by_notebook) == [p.name[:2] for p in names]  # each notebook once
+    assert by_notebook["04"]["checkpoint"] == str(ckpts["xattn"]) and by_notebook["04"]["SMOKE"] is False
+    assert by_notebook["05"]["checkpoint"] == by_notebook["06"]["checkpoint"] == str(ckpts["gated"])
+    assert all(by_notebook[k]["SMOKE"] is True and "checkpoint" not in by_notebook[k] for k in ("01", "02", "03"))
+    for group, params in runs:
+        for n in group:
+            nbs.check_parameters(n, params)  # every name is a parameter of its notebook
+    without_xattn = demo_notebook_runs(names, tmp_path, {"gated": ckpts["gated"]})
+    assert any(any(Path(n).name.startswith("04") for n in g) and p["SMOKE"] for g, p in without_xattn)

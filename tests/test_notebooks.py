@@ -241,6 +241,29 @@ def test_cli_notebooks_run_with_grid(tmp_path, capsys):
     assert main(["notebooks", "run", str(nb), "--grid", "seed"]) == 2
 
 
+def test_unknown_parameter_is_an_error_listing_the_parameters(tmp_path, capsys):
+    nb = _tiny_notebook(tmp_path / "tiny.ipynb")
+    assert nbs.notebook_parameters(nb) == {"run_dir": "None", "seed": "0", "scale": "1.0", "SMOKE": "smoke_default()"}
+    with pytest.raises(ValueError, match=r"tiny has no parameter 'sede'; its parameters: run_dir \(default None\), seed"):
+        nbs.run_notebook(nb, {"sede": 1}, tmp_path / "run")
+    assert not (tmp_path / "run" / "tiny.ipynb").exists()
+    with pytest.raises(ValueError, match="'fold'"):
+        nbs.run_grid([nb], {"fold": [0, 1]}, {}, tmp_path / "grid")
+    capsys.readouterr()
+    assert main(["notebooks", "run", str(nb), "-p", "sede", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no parameter 'sede'" in err and "scale (default 1.0)" in err
+    assert not (tmp_path / "o").exists()  # nothing ran
+
+
+def test_headless_kernels_start_quietly(tmp_path, capfd):
+    nb = _tiny_notebook(tmp_path / "tiny.ipynb")
+    nbs.run_notebook(nb, {"seed": 1}, tmp_path / "run", timeout=120)
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out
+    assert "WARNING" not in captured.err
+
+
 def test_refresh_committed_cleans_and_refuses_stderr(tmp_path):
     nb = _tiny_notebook(tmp_path / "05_tiny.ipynb")
     (done,) = nbs.refresh_committed([nb], timeout=120)
@@ -270,3 +293,33 @@ def test_augmentation_notebook_on_a_small_corpus(tmp_path, demo_root):
     assert metrics["clip"] == "01-05-02-01-01-01"
     assert metrics["frames"] == [4, 112, 112, 3] and metrics["log_mel"] == [1, 64, 301]
     assert metrics["measured_snr_db"] == {"20 dB": 20.0, "10 dB": 10.0, "5 dB": 5.0, "0 dB": 0.0}
+
+
+def test_output_folder_keeps_the_model_unless_smoke(tmp_path, monkeypatch):
+    given = nbs.output_folder(tmp_path / "given", "03", smoke=True)
+    assert given.path == (tmp_path / "given").resolve() and not given.temporary
+    (given.path / "best_gated.pt").write_bytes(b"x")
+    given.cleanup()
+    assert (given.path / "best_gated.pt").is_file()  # a folder the caller chose is never removed
+
+    smoke = nbs.output_folder(None, "03", smoke=True)
+    assert smoke.temporary and smoke.path.is_dir()
+    smoke.cleanup()
+    assert not smoke.path.exists()  # CI and nbval leave nothing behind
+
+    monkeypatch.setattr(nbs, "repo_root", lambda: tmp_path)
+    kept = nbs.output_folder(None, "04", smoke=False)
+    assert kept.path == (tmp_path / "outputs" / "notebooks" / "04").resolve() and not kept.temporary
+    kept.cleanup()
+    assert kept.path.is_dir()
+
+
+def test_display_output_dir_hides_only_smoke_temporary_folders(tmp_path):
+    smoke = nbs.output_folder(None, "03", smoke=True)
+    try:
+        assert nbs.display_output_dir(smoke.path) == "<temporary folder>"
+        assert nbs.display_output_dir(smoke.path / "runs" / "x").endswith("/runs/x")  # only the folder itself
+    finally:
+        smoke.cleanup()
+    assert nbs.display_output_dir(tmp_path) == str(tmp_path.resolve())  # a folder the caller chose: as it is
+    assert nbs.display_output_dir(nbs.repo_root() / "outputs" / "x") == "outputs/x"

@@ -144,7 +144,9 @@ def test_fit_writes_files_and_tests_the_best_checkpoint(tmp_path) -> None:
     trainer = _trainer(tmp_path, cfg, callbacks=[_ScriptBest([0.2, 0.9, 0.1]), *default_callbacks(cfg)])
     metrics = trainer.fit()
     run = trainer.paths.run_dir
-    assert sorted(p.name for p in run.iterdir()) == ["best_gated.pt", "history.jsonl", "last.pt", "test_metrics.json"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best_gated.pt", "confusion.png", "curves.png", "history.jsonl", "last.pt", "test_metrics.json"
+    ]
     assert (tmp_path / "best_gated.pt").is_file()  # published copy
     best = torch.load(run / "best_gated.pt", weights_only=True)
     assert set(best) == {"model", "val_f1", "epoch", "config"} and best["epoch"] == 2 and best["val_f1"] == 0.9

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from emolab import viz  # noqa: E402
 from emolab.data.ravdess import EMOTIONS  # noqa: E402
-from emolab.data.video import frames_to_tensor  # noqa: E402
+from emolab.data.video import frames_to_float, frames_to_tensor  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -121,11 +121,23 @@ def test_frame_strip_uint8_and_normalised_tensor_show_the_same_images():
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), frames[0])
     assert [ax.get_title() for ax in fig.axes] == ["0.00 s", "0.50 s", "1.00 s", "1.50 s"]
 
-    fig2 = viz.frame_strip(frames_to_tensor(frames))  # (T, 3, H, W), ImageNet-normalised
+    fig2 = viz.frame_strip(frames_to_tensor(frames), normalized=True)  # (T, 3, H, W), ImageNet-normalised
     shown = np.asarray(fig2.axes[2].images[0].get_array())
-    assert shown.shape == (16, 16, 3)
-    np.testing.assert_allclose(shown, frames[2] / 255.0, atol=1e-5)
+    assert shown.shape == (16, 16, 3) and shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown, frames[2])
     assert fig2.axes[0].get_title() == "frame 0"
+
+
+def test_display_frames_never_guess_normalisation_from_the_layout():
+    frames = _frames()
+    as_float = frames_to_float(frames)  # (T, 3, H, W) in [0, 1]: the augmentations' layout
+    np.testing.assert_array_equal(viz.as_display_frames(as_float), frames)  # pixel for pixel, not "un-normalised"
+    np.testing.assert_array_equal(viz.as_display_frames(as_float.permute(0, 2, 3, 1).numpy()), frames)
+    np.testing.assert_array_equal(viz.as_display_frames(frames_to_tensor(frames), normalized=True), frames)
+    with pytest.raises(ValueError, match="normalized=True"):
+        viz.as_display_frames(frames_to_tensor(frames))  # normalised frames passed as pixels: an error, not grey
+    grey = np.full((1, 3, 4, 4), 0.5, np.float32)
+    assert viz.as_display_frames(grey).ravel().tolist() == [128] * 48
 
 
 def test_frame_strip_marks_repeated_frames_and_rejects_bad_input():
@@ -212,6 +224,15 @@ def test_learning_curves_panels_series_and_stages():
     assert fig.axes[3].get_xlabel() == "epoch"
 
 
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_learning_curves_epoch_ticks_are_whole_numbers(n):
+    fig = viz.learning_curves(_history(n))
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
 def test_learning_curves_tolerates_missing_keys_and_columns():
     fig = viz.learning_curves([{"train_loss": 1.0}, {"train_loss": 0.5, "val_loss": None}])
     assert [ax.get_title() for ax in fig.axes] == ["Loss"]
@@ -240,7 +261,10 @@ def test_confusion_matrix_normalised_rows_sum_to_one():
     assert "0.786" in ax.get_title() and "n = 14" in ax.get_title()
     raw = viz.confusion_matrix_plot(cm, ["a", "b", "c"], normalize=False).axes[0]
     np.testing.assert_array_equal(_mesh(raw).get_array(), cm)
-    assert [t.get_text() for t in raw.texts][:3] == ["8", "2", "0"]
+    assert [t.get_text() for t in raw.texts][:3] == ["8", "2", ""]
+    texts = [t.get_text() for t in ax.texts]
+    assert "0.80\n8" in texts and "0.20\n2" in texts
+    assert not any(t.startswith("0.00") for t in texts)  # empty cells say nothing (no "0.00/0")
 
 
 @pytest.mark.parametrize(
@@ -284,12 +308,14 @@ def test_attention_maps_per_head_and_mean_in_seconds():
     np.testing.assert_allclose(head1.get_array(), v2a[1, 1].numpy(), rtol=1e-6)
     np.testing.assert_allclose(_mesh(maps[2]).get_array(), v2a[1].mean(0).numpy(), rtol=1e-6)
     coords = head1.get_coordinates()  # (T + 1, Ta + 1, 2) cell edges
-    np.testing.assert_allclose(_centres(coords[0, :, 0]), at)  # x: audio keys
-    np.testing.assert_allclose(_centres(coords[:, 0, 1]), vt)  # y: video queries
+    np.testing.assert_allclose(_centres(coords[0, :, 0])[1:], at[1:])  # x: audio keys
+    np.testing.assert_allclose(_centres(coords[:, 0, 1])[1:-1], vt[1:-1])  # y: video queries (ends clipped)
+    assert coords.min() == 0.0  # cells start at the clip's start (no negative seconds)
     assert "audio" in maps[0].get_xlabel() and "(s)" in maps[0].get_xlabel()
     a2v_mesh = _mesh(maps[3])
     np.testing.assert_allclose(a2v_mesh.get_array(), a2v[1, 0].numpy(), rtol=1e-6)
-    np.testing.assert_allclose(_centres(a2v_mesh.get_coordinates()[0, :, 0]), vt)  # x: video keys
+    np.testing.assert_allclose(_centres(a2v_mesh.get_coordinates()[0, :, 0])[1:-1], vt[1:-1])  # x: video keys
+    assert a2v_mesh.get_coordinates()[0, -1, 0] <= coords[0, -1, 0]  # and end with the audio
     assert "video" in maps[3].get_xlabel()
 
 
@@ -339,13 +365,27 @@ def test_attention_over_media_shares_a_seconds_axis():
     fig = viz.attention_over_media(frames, mel, v2a, vt, at, attn_a2v=a2v, audio_mask=am, title="clip")
     strip, spec, v2a_ax, received, a2v_ax = fig.axes
     assert len({ax.get_xlim() for ax in fig.axes}) == 1  # one shared time axis
+    assert strip.get_xlim() == pytest.approx((0.0, 1.01))  # from 0 to the clip's end, not before 0
     assert len(strip.images) == 4
-    np.testing.assert_allclose([np.mean(im.get_extent()[:2]) for im in strip.images], vt)
+    np.testing.assert_allclose(strip.get_lines()[0].get_xdata(), vt)  # a marker at each frame's time
+    shown = sorted((np.mean(im.get_extent()[:2]), im.get_array()) for im in strip.images)
+    for (_, img), original in zip(shown, frames):
+        np.testing.assert_array_equal(img, original)  # the frames' own pixels
+    centres = np.array([np.mean(im.get_extent()[:2]) for im in strip.images])
+    width = strip.images[0].get_extent()[1] - strip.images[0].get_extent()[0]
+    np.testing.assert_allclose(centres, np.clip(vt, width / 2, 1.01 - width / 2))  # inside the clip
+    fig.canvas.draw()
+    for im in strip.images:  # frames look about square, not stretched over the gap between them
+        (x0, y0), (x1, y1) = strip.transData.transform([im.get_extent()[::2], im.get_extent()[1::2]])
+        assert abs(x1 - x0) / abs(y1 - y0) == pytest.approx(1.0, rel=0.25)
+    assert all(a.get_window_extent().height < 0.35 * fig.bbox.height for a in fig.axes[:5])  # no panel dominates
     assert spec.images[0].get_extent()[:2] == pytest.approx([-0.005, 1.005])
     w = _mesh(v2a_ax).get_array()
     np.testing.assert_allclose(w[:, :2], v2a[0].mean(0)[:, :2].numpy(), rtol=1e-6)
     assert w.mask[:, 2].all()
-    np.testing.assert_allclose(_centres(_mesh(v2a_ax).get_coordinates()[0, :, 0]), at)
+    edges = _mesh(v2a_ax).get_coordinates()[0, :, 0]
+    np.testing.assert_allclose(_centres(edges)[1:], at[1:])
+    assert edges[0] == 0.0 and edges[-1] <= 1.01  # cells end at the clip's start and end
     bars = [p.get_height() for p in received.patches]
     np.testing.assert_allclose(bars[:2], v2a[0].mean(0).mean(0)[:2].numpy(), rtol=1e-6)
     assert bars[2] == 0.0

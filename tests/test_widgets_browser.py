@@ -164,6 +164,46 @@ def _image_digest(page) -> str | None:
     return hashlib.sha256(bytes(data)).hexdigest() if data else None
 
 
+def _screenshot_dir() -> Path | None:
+    """``$EMOLAB_SCREENSHOT_DIR``: where to keep the screenshots the browser test takes (None: nowhere)."""
+    d = os.environ.get("EMOLAB_SCREENSHOT_DIR")
+    if not d:
+        return None
+    Path(d).mkdir(parents=True, exist_ok=True)
+    return Path(d)
+
+
+def _frame_boxes(demo_root: Path) -> tuple[list, list]:
+    """Where the panel's "before" and "after" frames sit in its image, as fractions (x0, y0, x1, y1) of the
+    image from the top left: the same panel built here (same clip and settings as the notebook's)."""
+    import numpy as np
+
+    from emolab.data import pair_corpus, resolve_noise_path
+    from emolab.widgets import AugmentationPreview, AugmentSettings, choose_clip, pick_clips
+
+    pairs = pair_corpus(demo_root, check="none").pairs
+    chosen = choose_clip(pairs)
+    panel = AugmentationPreview(pick_clips(pairs, actors=[chosen.actor]), resolve_noise_path(demo_root),
+                                AugmentSettings(seed=0), initial=chosen, num_frames=8)
+    fig = panel.figure
+    W, H = fig.bbox.width, fig.bbox.height
+    boxes = []
+    for ax in fig.axes:
+        if ax.images and np.asarray(ax.images[0].get_array()).ndim == 3:
+            x0, y0, x1, y1 = ax.get_window_extent().extents
+            boxes.append((x0 / W, 1 - y1 / H, x1 / W, 1 - y0 / H))
+    half = len(boxes) // 2
+    return boxes[:half], boxes[half:]
+
+
+def _crop(img, box, inner: float = 0.6):
+    """The central ``inner`` part of a fractional box of an image array (H, W, C)."""
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = box
+    cx, cy, bw, bh = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h, (x1 - x0) * w * inner, (y1 - y0) * h * inner
+    return img[int(cy - bh / 2): int(cy + bh / 2), int(cx - bw / 2): int(cx + bw / 2), :3].astype(float)
+
+
 def _wait(predicate, timeout: float, what: str, page=None, poll: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -238,6 +278,28 @@ def test_augmentation_widgets_render_and_react_in_chromium(tmp_path, demo_root):
                 assert page.locator(".emolab-augmentation-preview .widget-slider").count() >= 2
                 assert page.locator(".emolab-augmentation-preview audio").count() == 2
 
+                # What the reader sees, by screenshot pixels: with every augmentation off the "after" row
+                # shows the "before" row's frames (not washed out towards grey).
+                import io
+
+                import numpy as np
+                from PIL import Image
+
+                image = page.locator(".emolab-preview-image")
+                image.scroll_into_view_if_needed()
+                shot = np.asarray(Image.open(io.BytesIO(image.screenshot())).convert("RGB"))
+                if _screenshot_dir() is not None:
+                    page.screenshot(path=str(_screenshot_dir() / "02_preview_panel.png"), full_page=False)
+                    Image.fromarray(shot).save(_screenshot_dir() / "02_preview_image.png")
+                before_boxes, after_boxes = _frame_boxes(demo_root)
+                assert len(before_boxes) == len(after_boxes) == 8
+                for b_box, a_box in zip(before_boxes, after_boxes):
+                    b, a = _crop(shot, b_box), _crop(shot, a_box)
+                    assert b.shape == a.shape and b.size > 0
+                    assert b.std() > 10  # a frame, not the background
+                    assert np.abs(a - b).mean() < 4.0, np.abs(a - b).mean()
+                    assert a.std() == pytest.approx(b.std(), rel=0.1)
+
                 # Move the "darken by" slider: focus its handle, arrow keys (0.05 per step).
                 slider = page.locator(".emolab-augmentation-preview .widget-slider", has_text="darken by")
                 slider.scroll_into_view_if_needed()
@@ -264,6 +326,56 @@ def test_augmentation_widgets_render_and_react_in_chromium(tmp_path, demo_root):
                 )
                 assert after != before
                 assert "Error displaying widget" not in (page.text_content(".jp-NotebookPanel") or "")
+            finally:
+                context.close()
+    finally:
+        lab.stop()
+
+
+def test_attention_notebook_figures_display_in_chromium(tmp_path):
+    """The committed notebook 04 as a reader opens it: its figures show (screenshots kept with
+    ``EMOLAB_SCREENSHOT_DIR``), the attention figure is drawn, and nothing failed to display."""
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium browser installed (Debian: apt-get install chromium; .ci/run does this as root)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')"
+    )
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    name = "04_attention_maps.ipynb"
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(ROOT / "notebooks" / name, served / name)
+    lab = _Lab(served, tmp_path)
+    try:
+        lab.wait_ready()
+        with sync_api.sync_playwright() as pw:
+            context = pw.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
+                viewport={"width": 1400, "height": 1000},
+            )
+            try:
+                page = context.new_page()
+                page.set_default_timeout(60_000)
+                page.goto(f"{lab.base}/lab/tree/{name}?token={lab.token}&reset")
+                page.wait_for_selector(".jp-NotebookPanel .jp-OutputArea-output img", timeout=90_000)
+                images = page.locator(".jp-NotebookPanel .jp-OutputArea-output img")
+                assert images.count() >= 3  # two clips' attention figures and the per-head maps
+                shots = []
+                for i in range(images.count()):
+                    img = images.nth(i)
+                    img.scroll_into_view_if_needed()
+                    page.wait_for_timeout(300)
+                    shot = np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("RGB"))
+                    shots.append(shot)
+                    if _screenshot_dir() is not None:
+                        Image.fromarray(shot).save(_screenshot_dir() / f"04_figure_{i}.png")
+                assert all(s.std() > 10 for s in shots)  # drawn figures, not blank boxes
+                assert "Error displaying" not in (page.text_content(".jp-NotebookPanel") or "")
             finally:
                 context.close()
     finally:

@@ -29,6 +29,7 @@ __all__ = [
     "EarlyStopping",
     "HistoryLogger",
     "ProgressPrinter",
+    "RunFigures",
     "WandbLogger",
     "default_callbacks",
     "format_epoch",
@@ -144,6 +145,38 @@ class HistoryLogger(Callback):
         atomic_write_json(test_metrics, trainer.paths.test_metrics)
 
 
+class RunFigures(Callback):
+    """``curves.png`` (:func:`emolab.viz.learning_curves` of the history) and ``confusion.png``
+    (:func:`emolab.viz.confusion_matrix_plot` of the test split) in the run folder.
+
+    A figure that cannot be drawn costs a printed line, never the finished run.
+    """
+
+    rank_zero_only = True
+    dpi = 100
+
+    def on_fit_end(self, trainer: EmotionTrainer, test_metrics: dict[str, Any]) -> None:
+        from emolab import viz
+
+        run_dir = trainer.paths.run_dir
+        name = f"{trainer.cfg.model.fusion}, seed {trainer.cfg.seed}"
+        figures = {
+            "curves.png": lambda: viz.learning_curves(trainer.history, title=name),
+            "confusion.png": lambda: viz.confusion_matrix_plot(
+                test_metrics["confusion_matrix"], test_metrics["class_names"],
+                title=f"{name}: test, accuracy {test_metrics['accuracy']:.3f}, n = {test_metrics['num_samples']}",
+            ),
+        }
+        for file, draw in figures.items():
+            try:
+                fig = draw()
+                tmp = run_dir / f".{file}.tmp.png"
+                fig.savefig(tmp, dpi=self.dpi)
+                tmp.replace(run_dir / file)
+            except Exception as e:  # noqa: BLE001  (a plot must not fail a finished run)
+                _write(f"{file} not written: {type(e).__name__}: {e}")
+
+
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
     """``epoch 3/10 [stage 2] train loss .. acc .. f1 .. | val loss .. acc .. f1 .. | lr .. | 12.3 s``."""
     lrs = " ".join(f"{k[3:]} {v:.1e}" for k, v in record.items() if k.startswith("lr_"))
@@ -241,8 +274,8 @@ class WandbLogger(Callback):
 
 
 def default_callbacks(cfg: Any) -> list[Callback]:
-    """Early stopping, history, summary line, W&B (if asked for), then checkpoints (last: it saves their state)."""
-    cbs: list[Callback] = [EarlyStopping(cfg.early_stopping_patience), HistoryLogger(), ProgressPrinter()]
+    """Early stopping, history, figures, summary line, W&B (if asked for), then checkpoints (last: it saves their state)."""
+    cbs: list[Callback] = [EarlyStopping(cfg.early_stopping_patience), HistoryLogger(), RunFigures(), ProgressPrinter()]
     if cfg.wandb:
         cbs.append(WandbLogger(cfg.wandb_project))
     cbs.append(Checkpointer())

@@ -11,7 +11,10 @@ from emolab.models.registry import ModelConfig
 from emolab.train.config import OptimConfig, TrainConfig
 from emolab.train.run import run_training
 
-__all__ = ["demo_config", "demo_run"]
+__all__ = ["DEMO_XATTN_EPOCHS", "demo_config", "demo_run", "demo_xattn_run"]
+
+#: Epochs of the small cross-attention model ``emolab demo`` trains for notebook 04.
+DEMO_XATTN_EPOCHS = 3
 
 
 def demo_config(
@@ -60,3 +63,18 @@ def demo_run(
     """
     result = run_training(demo_config(data_root, output_dir, progress=progress, **overrides))
     return {**result.test_metrics, "run_dir": str(result.run_dir)}
+
+
+def demo_xattn_run(
+    data_root: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] = "outputs/demo",
+    *,
+    progress: bool = True,
+    epochs: int = DEMO_XATTN_EPOCHS,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train the small cross-attention model notebook 04 shows (the demo config with ``fusion="xattn"``,
+    ``epochs`` epochs) and return its test metrics with ``"run_dir"``; its checkpoint is
+    ``run_dir/best_xattn.pt``."""
+    model = ModelConfig(fusion="xattn", pretrained_video=False)
+    return demo_run(data_root, output_dir, progress=progress, model=model, epochs=epochs, **overrides)

@@ -13,6 +13,8 @@ Run folder ``OUTPUT_DIR/runs/{fusion}-seed{seed}-{YYYYmmdd-HHMMSS}``::
     last.pt              model, optimizer, scheduler, epoch, stage, best metric,
                          callback state, RNG states: what --resume needs
     test_metrics.json    the best checkpoint on the test split
+    curves.png           learning curves (loss, accuracy, macro-F1, learning rates per epoch)
+    confusion.png        the test split's confusion matrix
 """
 
 from __future__ import annotations

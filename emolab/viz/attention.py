@@ -182,6 +182,7 @@ def attention_maps(
     index: int = 0,
     title: str | None = None,
     cmap: str = "viridis",
+    duration: float | None = None,
 ) -> Figure:
     """Cross-attention weights of one clip, per head and averaged over heads, in seconds.
 
@@ -202,6 +203,8 @@ def attention_maps(
         index: the clip in a batch.
         title: figure title.
         cmap: colour map name.
+        duration: the clip's length in seconds; cells are clipped to ``[0, duration]`` (default:
+            the end of the last audio step).
 
     Returns:
         The Figure: for each direction, one Axes per panel, then that row's colour bar.
@@ -219,7 +222,8 @@ def attention_maps(
         bad = [h for h in cols if not 0 <= h < clip.heads]
         if not cols or bad:
             raise ValueError(f"heads must be 'all', 'mean' or indices in [0, {clip.heads}), got {heads!r}")
-    maps = clip.maps()
+    end = float(duration) if duration is not None else float(cell_edges(clip.audio_times, clip.Ta)[-1])
+    maps = [(name, w, np.clip(qe, 0.0, end), np.clip(ke, 0.0, end), ql, kl) for name, w, qe, ke, ql, kl in clip.maps()]
     fig = new_figure(3.0 * len(cols) + 1.2, 2.8 * len(maps) + (0.4 if title else 0))
     grid = fig.subplots(len(maps), len(cols), squeeze=False)
     for r, (name, w, qe, ke, qlabel, klabel) in enumerate(maps):
@@ -239,21 +243,27 @@ def attention_maps(
     return fig
 
 
-def _time_strip(ax: Axes, frames: np.ndarray, times: np.ndarray, valid: np.ndarray | None) -> None:
-    """Frames drawn on a seconds axis, each centred on its time."""
+def _time_strip(
+    ax: Axes, frames: np.ndarray, times: np.ndarray, valid: np.ndarray | None, width: float, lo: float, hi: float
+) -> None:
+    """Frames drawn on a seconds axis, ``width`` seconds wide (square on screen), each centred on its time
+    but kept inside ``[lo, hi]``; a triangle under each frame marks its exact time."""
     t = cell_centres(times, len(frames))
     gaps = np.diff(t)
     gaps = gaps[gaps > 0]
-    width = 0.92 * float(gaps.min()) if gaps.size else 0.3
+    if gaps.size:
+        width = min(width, 0.95 * float(gaps.min()))
     ok = np.ones(len(frames), bool) if valid is None else valid
     for i in sorted(range(len(frames)), key=lambda j: bool(ok[j])):  # repeated frames under valid ones
+        c = float(np.clip(t[i], lo + width / 2, max(lo + width / 2, hi - width / 2)))
         ax.imshow(
             frames[i],
-            extent=(t[i] - width / 2, t[i] + width / 2, 0, 1),
+            extent=(c - width / 2, c + width / 2, 0.12, 1),
             aspect="auto",
             alpha=1.0 if ok[i] else 0.4,
             interpolation="antialiased",
         )
+    ax.plot(t, np.full(len(t), 0.05), "^", color="0.2", ms=5, label="frame time")
     ax.set_ylim(0, 1)
     ax.set_yticks([])
     ax.set_ylabel("frames")
@@ -272,14 +282,15 @@ def attention_over_media(
     index: int = 0,
     sample_rate: int = SAMPLE_RATE,
     hop_length: int = HOP_LENGTH,
-    normalized: bool | None = None,
+    normalized: bool = False,
     title: str | None = None,
     cmap: str = "viridis",
 ) -> Figure:
     """Head-mean attention of one clip under its frames and spectrogram, on one shared seconds axis.
 
-    Rows, top to bottom, all sharing x in seconds: the sampled frames, each
-    centred on its time; the log-Mel spectrogram; the ``v2a`` map (one row per
+    Rows, top to bottom, all sharing x in seconds from 0 to the clip's end (the
+    spectrogram's span): the sampled frames at the resolution given, about square,
+    each centred on its time (kept inside the clip; a triangle marks the time); the log-Mel spectrogram; the ``v2a`` map (one row per
     video frame at its time on y, where in the audio it attends on x; the
     dashed diagonal marks audio simultaneous with the frame); the attention
     each audio step receives, averaged over valid frames (dotted line:
@@ -296,7 +307,7 @@ def attention_over_media(
         audio_mask, video_mask: optional `(Ta,)`/`(T,)` (or batched) bool validity.
         index: the clip in a batched attention tensor or mask.
         sample_rate, hop_length: of the spectrogram.
-        normalized: whether float frames are ImageNet-normalised (None: guess).
+        normalized: whether float frames are ImageNet-normalised (else [0, 1] pixel values).
         title: figure title.
         cmap: colour map of the attention maps.
 
@@ -311,21 +322,26 @@ def attention_over_media(
         raise ValueError(f"frames must hold T = {clip.T} frames to match the attention, got {len(imgs)}")
     spec = as_mel_image(mel)
     dt = hop_length / sample_rate
-    ve, ae = cell_edges(clip.video_times, clip.T), cell_edges(clip.audio_times, clip.Ta)
-    lo = min(ve[0], ae[0], -0.5 * dt)
-    hi = max(ve[-1], ae[-1], (spec.shape[1] - 0.5) * dt)
+    lo, hi = 0.0, spec.shape[1] * dt  # the clip, from 0 to its end (the spectrogram's span)
+    ve = np.clip(cell_edges(clip.video_times, clip.T), lo, hi)
+    ae = np.clip(cell_edges(clip.audio_times, clip.Ta), lo, hi)
 
-    width_in = 11.0
-    strip_h = float(np.clip(0.92 * np.diff(cell_centres(clip.video_times, clip.T)).max(initial=0.3)
-                            / (hi - lo) * width_in * 0.85, 0.8, 1.8))
-    rows = {"frames": strip_h, "mel": 1.8, "v2a": max(1.6, 0.22 * clip.T + 0.6), "received": 1.1}
+    width_in, strip_h = 11.0, 1.5
+    axes_w_in = 0.82 * width_in
+    rows = {
+        "frames": strip_h,
+        "mel": 1.6,
+        "v2a": float(np.clip(0.25 * clip.T + 0.8, 1.4, 2.6)),
+        "received": 1.0,
+    }
     if clip.a2v is not None:
-        rows["a2v"] = max(1.6, 0.16 * clip.Ta + 0.6)
+        rows["a2v"] = float(np.clip(0.02 * clip.Ta + 1.0, 1.4, 2.6))
     fig = new_figure(width_in, sum(rows.values()) + 0.6 + (0.3 if title else 0))
     axes = list(fig.subplots(len(rows), 1, sharex=True, gridspec_kw={"height_ratios": list(rows.values())}))
     ax = dict(zip(rows, axes))
 
-    _time_strip(ax["frames"], imgs, clip.video_times, clip.vm)
+    frame_w = 0.88 * (strip_h - 0.4) / axes_w_in * (hi - lo)  # seconds that make a frame about square (0.4 in: title)
+    _time_strip(ax["frames"], imgs, clip.video_times, clip.vm, frame_w, lo, hi)
     ax["frames"].set_title("sampled frames at their times", fontsize="medium")
 
     im = _draw_mel(ax["mel"], spec, sample_rate, hop_length, None, None, "magma")

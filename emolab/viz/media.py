@@ -16,21 +16,27 @@ from emolab.viz._common import TIME_LABEL, check_axes, new_figure, root_figure, 
 __all__ = ["frame_strip", "log_mel_image", "augmentation_panel", "as_display_frames", "as_mel_image"]
 
 
-def as_display_frames(frames: Any, normalized: bool | None = None) -> np.ndarray:
-    """Frames as an array of shape `(T, H, W, 3)` that ``imshow`` shows as RGB.
+def as_display_frames(frames: Any, normalized: bool = False) -> np.ndarray:
+    """Frames as a uint8 array of shape `(T, H, W, 3)`, exactly what ``imshow`` is given.
+
+    Nothing is guessed from the layout: float frames are taken as [0, 1] pixel values
+    (what :func:`emolab.data.frames_to_float` and the augmentations hand over) unless
+    the caller says they are ImageNet-normalised (``normalized=True``, what
+    :func:`emolab.data.normalize` and the datasets' ``"video"`` hand over). Floats
+    become ``round(255 x)``, so a [0, 1] copy of uint8 frames is shown pixel for pixel
+    as the uint8 frames.
 
     Args:
-        frames: uint8 frames of shape `(T, H, W, 3)` (the frame cache), float frames of shape
-            `(T, 3, H, W)` (what models see, ImageNet-normalised) or `(T, H, W, 3)` in [0, 1];
-            numpy arrays or torch tensors.
-        normalized: whether float frames are ImageNet-normalised; None guesses: channels-first
-            floats are, channels-last floats are not. Ignored for uint8.
+        frames: uint8 (or integer) frames of shape `(T, H, W, 3)` or `(T, 3, H, W)`, or float
+            frames of either layout; numpy arrays or torch tensors.
+        normalized: whether float frames are ImageNet-normalised. Ignored for integer frames.
 
     Returns:
-        uint8 array of shape `(T, H, W, 3)`, or float array in [0, 1] of that shape.
+        uint8 array of shape `(T, H, W, 3)`.
 
     Raises:
-        ValueError: not a 4-D array with 3 colour channels in axis 1 or 3.
+        ValueError: not a 4-D array with 3 colour channels in axis 1 or 3; float frames
+            well outside [0, 1] with ``normalized=False`` (normalised frames passed as pixels).
     """
     arr = to_numpy(frames, "frames")
     if arr.ndim != 4 or 3 not in (arr.shape[1], arr.shape[-1]):
@@ -40,24 +46,24 @@ def as_display_frames(frames: Any, normalized: bool | None = None) -> np.ndarray
     if len(arr) == 0:
         raise ValueError("frames holds no frame (T = 0)")
     channels_last = arr.shape[-1] == 3
-    if arr.dtype == np.uint8:
-        return arr if channels_last else arr.transpose(0, 2, 3, 1)
     if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
         arr = np.clip(arr, 0, 255).astype(np.uint8)
         return arr if channels_last else arr.transpose(0, 2, 3, 1)
     arr = arr.astype(np.float32)
-    if normalized is None:
-        normalized = not channels_last
-    if normalized:
-        import torch
-
-        from emolab.data.video import denormalize
-
-        chw = arr if not channels_last else arr.transpose(0, 3, 1, 2)
-        arr = denormalize(torch.from_numpy(np.ascontiguousarray(chw))).numpy().transpose(0, 2, 3, 1)
-    elif not channels_last:
+    if not channels_last:
         arr = arr.transpose(0, 2, 3, 1)
-    return np.clip(arr, 0.0, 1.0)
+    if normalized:
+        from emolab.data.video import IMAGENET_MEAN, IMAGENET_STD
+
+        arr = arr * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)
+    else:
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if lo < -0.02 or hi > 1.02:
+            raise ValueError(
+                f"float frames must be [0, 1] pixel values, got values in [{lo:.2f}, {hi:.2f}]; "
+                "pass normalized=True for ImageNet-normalised frames"
+            )
+    return np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def as_mel_image(mel: Any) -> np.ndarray:
@@ -107,18 +113,18 @@ def frame_strip(
     titles: Sequence[str] | None = None,
     *,
     valid: Any = None,
-    normalized: bool | None = None,
+    normalized: bool = False,
     axes: Sequence[Axes] | None = None,
     title: str | None = None,
 ) -> Figure:
     """A row of video frames, each titled with its time (or index).
 
     Args:
-        frames: uint8 `(T, H, W, 3)` or float `(T, 3, H, W)` (see :func:`as_display_frames`).
+        frames: uint8 `(T, H, W, 3)` or float `(T, 3, H, W)` in [0, 1] (see :func:`as_display_frames`).
         times: `(T,)` frame times in seconds, used as titles.
         titles: `T` titles, overriding ``times``.
         valid: `(T,)` bool, False for frames repeated because the clip is short (drawn faded).
-        normalized: whether float frames are ImageNet-normalised (None: guess from the layout).
+        normalized: whether float frames are ImageNet-normalised (else [0, 1] pixel values).
         axes: `T` Axes to draw into; a new figure when None.
         title: figure title (new figures only).
 
@@ -221,7 +227,7 @@ def augmentation_panel(
     labels: tuple[str, str] = ("before", "after"),
     sample_rate: int = SAMPLE_RATE,
     hop_length: int = HOP_LENGTH,
-    normalized: bool | None = None,
+    normalized: bool = False,
 ) -> Figure:
     """Frames and log-Mel images before and after augmentation.
 
@@ -237,7 +243,7 @@ def augmentation_panel(
         times: `(T,)` frame times in seconds, used as frame titles.
         labels: names of the two states.
         sample_rate, hop_length: of the spectrograms.
-        normalized: whether float frames are ImageNet-normalised (None: guess).
+        normalized: whether float frames are ImageNet-normalised (else [0, 1] pixel values).
 
     Returns:
         The Figure: ``2 T`` frame Axes, then 2 spectrogram Axes and their colour bar.

@@ -10,6 +10,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from emolab.viz._common import new_figure, root_figure, to_numpy
 
@@ -157,6 +158,7 @@ def learning_curves(
             ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: 1, 2, ..., never 1.5
     val_f1 = _series(records, _PANELS["Macro-F1"][1]["val"])
     if val_f1 is not None and np.isfinite(val_f1).any():
         best = int(np.nanargmax(val_f1))
@@ -185,7 +187,7 @@ def confusion_matrix_plot(
 
     With ``normalize`` each row is divided by its total (per-class recall on the
     diagonal) and cells show the fraction above the count; rows with no sample
-    are left blank (NaN). The title gives accuracy and the number of samples.
+    are left blank (NaN), and so are cells with no sample. The title gives accuracy and the number of samples.
 
     Args:
         cm: integer counts of shape `(C, C)` (e.g. ``sklearn.metrics.confusion_matrix``).
@@ -216,12 +218,13 @@ def confusion_matrix_plot(
     if normalize:
         data = np.divide(counts, rows, out=np.full(counts.shape, np.nan), where=rows > 0)
         annot = np.array(
-            [[("" if np.isnan(data[i, j]) else f"{data[i, j]:.2f}\n{int(counts[i, j])}") for j in range(C)]
+            [[("" if np.isnan(data[i, j]) or counts[i, j] == 0 else f"{data[i, j]:.2f}\n{int(counts[i, j])}")
+              for j in range(C)]
              for i in range(C)]
         )
     else:
         data = counts
-        annot = np.array([[f"{int(v)}" for v in row] for row in counts])
+        annot = np.array([[f"{int(v)}" if v else "" for v in row] for row in counts])
 
     if ax is None:
         fig = new_figure(0.75 * C + 2.8, 0.65 * C + 1.8)
