@@ -59,7 +59,7 @@ class EvalResult:
 
 def _pairs(cfg: Any, split: str, protocol: str | None, fold: int | None) -> tuple[list, str]:
     from emolab.data.ravdess import pair_corpus
-    from emolab.data.splits import SplitConfig, make_split
+    from emolab.data.splits import SplitConfig, fold_actors, make_split
 
     try:
         pairing = pair_corpus(cfg.data_root, vocal_channel=cfg.vocal_channel, check="size")
@@ -70,10 +70,18 @@ def _pairs(cfg: Any, split: str, protocol: str | None, fold: int | None) -> tupl
     if split == "all":
         return pairing.pairs, f"all {len(pairing.pairs)} pairs of the corpus"
     try:
-        split_cfg = cfg.split
+        c = cfg.split
         if protocol is not None or fold is not None:
-            split_cfg = SplitConfig(mode="kfold", protocol=protocol or "six_fold", fold=fold or 0)
-        s = make_split(pairing.pairs, split_cfg)
+            c = SplitConfig(mode="kfold", protocol=protocol or "six_fold", fold=fold or 0)
+        lists = None
+        if c.mode == "kfold":
+            lists = fold_actors(c.protocol, c.fold)
+        elif c.mode == "actor" and c.test_actors is not None:
+            lists = (c.train_actors, c.val_actors, c.test_actors)
+        if lists is not None:  # only the asked split's actors must be present (another corpus may lack the rest)
+            actors = set(lists[("train", "val", "test").index(split)])
+            return [p for p in pairing.pairs if p.actor in actors], f"{split} actors {sorted(actors)}"
+        s = make_split(pairing.pairs, c)
     except ValueError as e:
         raise EvaluateError(f"split: {e} (--split all evaluates every pair of a corpus)") from None
     return getattr(s, split), s.description
