@@ -253,6 +253,9 @@ cmd_search = _delegate("emolab.search", *_SETUP)
 cmd_cache = _delegate("emolab.cachetool", "emolab.cachetool:CacheError")
 #: a seed-project checkpoint as an emolab run folder
 cmd_convert_checkpoint = _delegate("emolab.convert", "emolab.convert:ConvertError")
+#: a trained run on any clips; a trained run's metrics on any RAVDESS-layout corpus
+cmd_predict = _delegate("emolab.eval.predict", "emolab.eval.predict:PredictError", "emolab.robustness:InputError")
+cmd_evaluate = _delegate("emolab.eval.evaluate", "emolab.eval.evaluate:EvaluateError", "emolab.robustness:InputError")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_robustness_arguments(p)
     p.set_defaults(func=cmd_robustness)
+
+    from emolab.eval import evaluate as _evaluate, predict as _predict  # light: torch inside functions
+
+    p = sub.add_parser("predict", help="a trained run on any clips (video with its audio track, video + WAV, folders)")
+    _predict.add_arguments(p)
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("evaluate", help="a trained run's WAR, UAR, macro-F1 on any RAVDESS-layout corpus and split")
+    _evaluate.add_arguments(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "download-ravdess", help="download the RAVDESS archives from Zenodo (or a mirror), verify and extract them"

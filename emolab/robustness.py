@@ -224,7 +224,8 @@ class RobustnessResult:
 
     Attributes:
         table: one row per (model, corruption, level): ``model, fusion, corruption, level, modality,
-            severity, input_used, n, accuracy, macro_f1, nll, mean_gate`` (NaN without a gate).
+            severity, input_used, n, accuracy, uar, macro_f1, weighted_f1, nll, mean_gate`` (NaN without a
+            gate; accuracy is WAR, see :func:`~emolab.train.metrics.summary_metrics`).
         clips: one row per (model, condition, clip): ``model, corruption, level, index, stem, label,
             pred, nll, gate``.
         meta: seed, noise, fill, regions, the corruptions and per-model details.
@@ -336,7 +337,7 @@ def evaluate(
     import torch
 
     from emolab.analysis import test_dataset
-    from emolab.train.metrics import Predictions, epoch_metrics
+    from emolab.train.metrics import Predictions, epoch_metrics, summary_metrics
 
     corruptions = list(corruptions) if corruptions is not None else default_corruptions()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -355,11 +356,13 @@ def evaluate(
         for c in corruptions:
             r = _predict(model, CorruptedTestSet(base, c, audio_noise, seed, fill), batch_size, dev)
             m = epoch_metrics(Predictions(r["index"], r["label"], r["pred"], r["nll"]), cfg.data.num_classes)
+            s = summary_metrics(r["label"], r["pred"], cfg.data.num_classes)
             gate = float(np.mean(r["gate"])) if len(r["gate"]) and not np.isnan(r["gate"]).any() else math.nan
             rows.append({"model": name, "fusion": cfg.model.fusion, "corruption": c.family, "level": c.level,
                          "modality": c.modality or "-", "severity": c.severity,
                          "input_used": c.modality is None or c.modality in inputs, "n": len(r["index"]),
-                         "accuracy": m["acc"], "macro_f1": m["f1"], "nll": m["loss"], "mean_gate": gate})
+                         "accuracy": m["acc"], "uar": s["uar"], "macro_f1": m["f1"],
+                         "weighted_f1": s["weighted_f1"], "nll": m["loss"], "mean_gate": gate})
             clips.append(pd.DataFrame({"model": name, "corruption": c.family, "level": c.level, "index": r["index"],
                                        "stem": [stems[i] for i in r["index"]], "label": r["label"],
                                        "pred": r["pred"], "nll": r["nll"], "gate": r["gate"]}))
@@ -476,7 +479,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, seed=args.seed, device=device)
     first = Path(args.run[0])
     out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "robustness"
-    cols = ["model", "corruption", "level", "n", "accuracy", "macro_f1", "mean_gate"]
+    cols = ["model", "corruption", "level", "n", "accuracy", "uar", "macro_f1", "mean_gate"]
     print(result.table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
     for path in write_results(result, out):
         print(f"wrote {path}")

@@ -4,7 +4,7 @@
 
     from emolab.sweeps import run_cv
     res = run_cv(base_cfg, protocol="six_fold", seeds=(0, 1, 2), out="runs/cv-gated")
-    res.headline()  # 'gated, six_fold, 3 seeds × 6 folds: accuracy xx.x ± x.x %, macro-F1 xx.x ± x.x %'
+    res.headline()  # "gated, six_fold, 3 seeds × 6 folds: accuracy xx.x ± x.x %, macro-F1 ..., UAR ..., weighted F1 ..."
     res.table()     # one row per run (pandas)
 
 Sweep folder: ``sweep.json`` (the settings; a rerun with other training
@@ -64,7 +64,7 @@ OWNED_TRAIN_FLAGS = ("split_mode", "fold", "protocol", "seed", "train_actors", "
 #: Config fields that do not change results; they may differ between reruns (like ``--resume``).
 NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
                 "output_dir", "run_name", "seed", "split", "publish_best")
-METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
+METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("uar", "UAR"), ("weighted_f1", "weighted F1"))
 
 
 class SweepError(ValueError):
@@ -100,6 +100,8 @@ class CVRun:
     test_actors: tuple[int, ...]
     accuracy: float = float("nan")
     macro_f1: float = float("nan")
+    uar: float = float("nan")  # NaN for runs whose test_metrics.json predates it
+    weighted_f1: float = float("nan")
     best_val_f1: float = float("nan")
     best_epoch: int = 0
     status: str = "planned"  # trained, resumed, restarted, skipped (already finished)
@@ -111,6 +113,7 @@ class CVRun:
     def load(self) -> CVRun:
         m = json.loads((self.run_dir / "test_metrics.json").read_text())
         self.accuracy, self.macro_f1 = float(m["accuracy"]), float(m["macro_f1"])
+        self.uar, self.weighted_f1 = float(m.get("uar", "nan")), float(m.get("weighted_f1", "nan"))
         self.best_val_f1, self.best_epoch = float(m["best_val_f1"]), int(m["best_epoch"])
         return self
 
@@ -130,7 +133,8 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
 
 
 def summarise(runs: Sequence[CVRun]) -> dict[str, Any]:
-    """Mean ± std (ddof 0) of accuracy and macro-F1: over all runs, over seeds (of per-seed fold means), per fold."""
+    """Mean ± std (ddof 0) of accuracy (WAR), macro-F1, UAR and weighted F1: over all runs, over seeds (of
+    per-seed fold means), per fold."""
     folds, seeds = sorted({r.fold for r in runs}), sorted({r.seed for r in runs})
 
     def means(attr: str, value: int) -> dict[str, float]:
@@ -153,7 +157,7 @@ class CVResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def headline(self) -> str:
-        """``gated, six_fold, 3 seeds × 6 folds: accuracy xx.x ± x.x %, macro-F1 xx.x ± x.x %``."""
+        """``gated, six_fold, 3 seeds × 6 folds: accuracy xx.x ± x.x %, macro-F1 ..., UAR ..., weighted F1 ...``."""
         n_seeds, n_folds = len(self.summary["seeds"]), len(self.summary["folds"])
         return (f"{self.settings['fusion']}, {self.settings['protocol']}, {n_seeds} seed{'s' * (n_seeds != 1)} × "
                 f"{n_folds} fold{'s' * (n_folds != 1)}: {_pm(self.summary['all_runs'])}")
@@ -397,10 +401,11 @@ def write_results(res: CVResult, *, complete: bool) -> None:
 
     atomic_write_json({**res.to_dict(), "complete": complete}, res.out / "results.json")
     a = res.summary["all_runs"]
-    stats = pd.DataFrame([{"row": k, "accuracy": a["accuracy"][k], "macro_f1": a["macro_f1"][k]} for k in ("mean", "std")])
+    stats = pd.DataFrame([{"row": k, **{m: a[m][k] for m, _ in METRICS}} for k in ("mean", "std")])
     runs = res.table().assign(row="run", test_actors=lambda t: t.test_actors.map(lambda ids: " ".join(map(str, ids))))
     table = pd.concat([runs, stats], ignore_index=True).astype({"fold": "Int64", "seed": "Int64", "best_epoch": "Int64"})
-    table = table[["row", "fold", "seed", "test_actors", "accuracy", "macro_f1", "best_val_f1", "best_epoch", "run_dir"]]
+    table = table[["row", "fold", "seed", "test_actors", "accuracy", "macro_f1", "uar", "weighted_f1", "best_val_f1",
+                   "best_epoch", "run_dir"]]
     atomic_write(res.out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
 
 

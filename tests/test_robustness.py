@@ -149,7 +149,7 @@ def test_noise_mixes_at_the_snr_per_clip_and_deterministically(runs, monkeypatch
 def test_table_structure(result):
     t = result.table
     assert list(t.columns) == ["model", "fusion", "corruption", "level", "modality", "severity", "input_used", "n",
-                               "accuracy", "macro_f1", "nll", "mean_gate"]
+                               "accuracy", "uar", "macro_f1", "weighted_f1", "nll", "mean_gate"]
     assert len(t) == 2 * 15 and (t["n"] == 6).all()
     assert list(t["model"].unique()) == ["audio-seed0", "gated-seed0"]
     assert t[["accuracy", "macro_f1"]].stack().between(0, 1).all() and (t["nll"] > 0).all()
@@ -157,6 +157,13 @@ def test_table_structure(result):
     assert audio["mean_gate"].isna().all() and gated["mean_gate"].between(0, 1).all()
     assert not audio[audio["modality"] == "video"]["input_used"].any() and gated["input_used"].all()
     assert len(result.clips) == 2 * 15 * 6
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    for row in t.itertuples():  # UAR and weighted F1 from the clips, with scikit-learn
+        c = result.clips[(result.clips["model"] == row.model) & (result.clips["corruption"] == row.corruption)
+                         & (result.clips["level"] == row.level)]
+        assert row.uar == pytest.approx(balanced_accuracy_score(c["label"], c["pred"]))
+        assert row.weighted_f1 == pytest.approx(f1_score(c["label"], c["pred"], average="weighted"))
     assert result.pivot("accuracy").shape == (15, 2)
     summary = result.summary("gated-seed0")
     assert set(summary) == {"accuracy", "macro_f1", "mean_gate"} and len(summary["accuracy"]) == 15

@@ -124,8 +124,13 @@ def test_every_fold_and_seed_once_and_the_summary(cv_corpus, cache, tmp_path, ca
     assert [float(r["macro_f1"]) for r in rows[:4]] == pytest.approx(f1.tolist())
     assert (rows[4]["row"], float(rows[4]["accuracy"])) == ("mean", pytest.approx(acc.mean()))
     assert (rows[5]["row"], float(rows[5]["macro_f1"])) == ("std", pytest.approx(f1.std()))
+    uar = np.array([_metrics(out / "runs" / n)["uar"] for n in names])
+    wf1 = np.array([_metrics(out / "runs" / n)["weighted_f1"] for n in names])
+    assert [float(r["uar"]) for r in rows[:4]] == pytest.approx(uar.tolist())
+    assert (rows[4]["row"], float(rows[4]["weighted_f1"])) == ("mean", pytest.approx(wf1.mean()))
     expected = (f"audio, six_fold, 2 seeds × 2 folds: accuracy {100 * acc.mean():.1f} ± {100 * acc.std():.1f} %, "
-                f"macro-F1 {100 * f1.mean():.1f} ± {100 * f1.std():.1f} %")
+                f"macro-F1 {100 * f1.mean():.1f} ± {100 * f1.std():.1f} %, UAR {100 * uar.mean():.1f} ± "
+                f"{100 * uar.std():.1f} %, weighted F1 {100 * wf1.mean():.1f} ± {100 * wf1.std():.1f} %")
     assert res.headline() == expected
     assert expected in capsys.readouterr().out
 

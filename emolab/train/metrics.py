@@ -1,4 +1,11 @@
-"""Classification metrics with scikit-learn: accuracy, macro-F1, per-class report, confusion matrix."""
+"""Classification metrics with scikit-learn: accuracy (= WAR), UAR, macro-F1, weighted F1, per-class report, confusion matrix.
+
+Papers on RAVDESS compare on WAR (weighted average recall, which is plain accuracy) and UAR (unweighted average
+recall: the mean of the per-class recalls). UAR is taken over the classes present in the true labels (as
+``sklearn.metrics.balanced_accuracy_score``): a class without test samples has no recall. Macro-F1 keeps its
+definition over all ``num_classes`` classes (what the trainer selects checkpoints by); weighted F1 weighs each
+class's F1 by its support.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, recall_score
 
-__all__ = ["Predictions", "classification_metrics", "epoch_metrics"]
+__all__ = ["Predictions", "classification_metrics", "epoch_metrics", "summary_metrics"]
 
 
 @dataclass
@@ -51,11 +58,28 @@ def epoch_metrics(p: Predictions, num_classes: int) -> dict[str, float]:
     }
 
 
+def summary_metrics(label: Any, pred: Any, num_classes: int) -> dict[str, float]:
+    """``accuracy``, ``war`` (the same number), ``uar``, ``macro_f1`` and ``weighted_f1`` of labels and
+    predictions of shape ``(N,)`` (NaN for ``N = 0``)."""
+    label, pred = np.asarray(label), np.asarray(pred)
+    if len(label) == 0:
+        return dict.fromkeys(("accuracy", "war", "uar", "macro_f1", "weighted_f1"), float("nan"))
+    labels = list(range(num_classes))
+    acc = float(accuracy_score(label, pred))
+    return {
+        "accuracy": acc,
+        "war": acc,
+        "uar": float(recall_score(label, pred, labels=sorted(set(label.tolist())), average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(label, pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(label, pred, labels=labels, average="weighted", zero_division=0)),
+    }
+
+
 def classification_metrics(p: Predictions, class_names: Sequence[str]) -> dict[str, Any]:
-    """Test-split metrics: accuracy, macro-F1, loss, per-class report and confusion matrix.
+    """Test-split metrics: accuracy (= WAR), UAR, macro-F1, weighted F1, loss, per-class report and confusion matrix.
 
     Returns:
-        ``{"accuracy", "macro_f1", "loss", "num_samples", "class_names",
+        ``{"accuracy", "war", "uar", "macro_f1", "weighted_f1", "loss", "num_samples", "class_names",
         "per_class": {name: {"precision", "recall", "f1-score", "support"}},
         "macro_avg", "weighted_avg", "confusion_matrix": [[...]]}`` where
         ``confusion_matrix[i][j]`` counts samples of true class ``i``
@@ -67,8 +91,7 @@ def classification_metrics(p: Predictions, class_names: Sequence[str]) -> dict[s
         p.label, p.pred, labels=labels, target_names=list(class_names), output_dict=True, zero_division=0
     )
     return {
-        "accuracy": m["acc"],
-        "macro_f1": m["f1"],
+        **summary_metrics(p.label, p.pred, len(class_names)),
         "loss": m["loss"],
         "num_samples": len(p),
         "class_names": list(class_names),
