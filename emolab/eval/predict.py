@@ -218,14 +218,14 @@ def predict(
     ds = ClipDataset(records, audio=kind, config=eval_config(cfg, memory_cache=True), raw=True,
                      modalities=modalities, data_root=cfg.data_root)
     min_samples = math.ceil(MIN_AUDIO_SECONDS * cfg.data.sample_rate)
+    min_frames = min(MIN_VIDEO_FRAMES, cfg.data.num_frames)  # a 1-frame model samples one frame of any clip
     loadable = []
     for i, c in enumerate(good):  # decode once (memory cache), so that every problem is named here
         try:
             if "video" in modalities:
                 valid = int(np.sum(ds.frames(i).valid))
-                if valid < MIN_VIDEO_FRAMES:
-                    raise VideoReadError(f"{c.video}: too short: {valid} frame decodes, "
-                                         f"at least {MIN_VIDEO_FRAMES} are needed")
+                if valid < min_frames:
+                    raise VideoReadError(f"{c.video}: too short: {valid} frame decodes, at least {min_frames} are needed")
             if "audio" in modalities:
                 length = ds.audio_clip(i).length
                 if length < min_samples:
