@@ -23,6 +23,7 @@ from emolab.data.audio import load_audio
 from emolab.eval.evaluate import evaluate_run
 from emolab.eval.inference import load_audio_track, read_audio_track
 from emolab.eval.predict import predict
+from tests.media import write_mp4
 
 SPLIT = SplitConfig(mode="actor", train_actors=(1,), val_actors=(3,), test_actors=(4,))
 STEM = "01-05-01-01-01-04"  # angry, actor 4: in the test split
@@ -31,13 +32,13 @@ CLASSES = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "su
 
 @pytest.fixture(scope="module")
 def runs(demo_root, tmp_path_factory):
-    """Tiny trained run folders (one epoch): audio-only, gated and xattn."""
+    """Tiny trained run folders (one epoch): audio-only, video-only, gated and xattn."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("eval")
     dirs = {}
     try:
-        for fusion in ("audio", "gated", "xattn"):
+        for fusion in ("audio", "video", "gated", "xattn"):
             cfg = analysis.notebook_config(demo_root, out, fusion=fusion, smoke=True, epochs=1, split=SPLIT)
             with contextlib.redirect_stdout(io.StringIO()):
                 dirs[fusion] = analysis.train(cfg).run_dir
@@ -225,6 +226,20 @@ def test_audio_model_reads_only_audio_and_refuses_too_short_clips(runs, demo_roo
     assert t.loc[files["01"].name, "error"] == "" and t.loc[files["01"].name, "video"] == ""
     ev = evaluate_run(runs["audio"], device="cpu").predictions.set_index("stem").loc[STEM]
     assert _probs(t.loc[files["03"].name]) == pytest.approx(_probs(ev), abs=1e-5)
+
+
+def test_video_model_reads_only_video(runs, demo_root, tmp_path):
+    files = _files(demo_root)
+    silent = tmp_path / "no sound at all.mp4"  # modality 02: no audio track, and none needed
+    shutil.copy(files["02"], silent)
+    still = write_mp4(tmp_path / "still.mp4", [np.full((64, 96, 3), 128, np.uint8)], fps=10)  # one frame
+    res = predict(runs["video"], [silent, files["03"], still], device="cpu")
+    t = res.table.set_index(res.table["clip"].map(lambda s: Path(s).name))
+    assert t.loc[silent.name, "error"] == "" and t.loc[silent.name, "audio"] == ""
+    assert "no video" in t.loc[files["03"].name, "error"]
+    assert t.loc["still.mp4", "error"] == f"{still}: too short: 1 frame decodes, at least 2 are needed"
+    ev = evaluate_run(runs["video"], device="cpu").predictions.set_index("stem").loc[STEM]
+    assert _probs(t.loc[silent.name]) == pytest.approx(_probs(ev), abs=1e-5)
 
 
 def test_attention_figures_of_an_xattn_model(runs, demo_root, tmp_path):

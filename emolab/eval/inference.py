@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from emolab.train.config import TrainConfig
 
 __all__ = [
-    "SOUNDFILE_SUFFIXES", "ClipDataset", "Inference", "infer", "load_audio_track", "load_run", "read_audio_track",
+    "SOUNDFILE_SUFFIXES", "ClipDataset", "Inference", "eval_config", "infer", "load_audio_track", "load_run",
+    "read_audio_track",
 ]
 
 #: Audio files read with soundfile (as the corpus's WAVs are); any other file's audio is a container track.

@@ -87,7 +87,8 @@ def _folder_clips(folder: Path) -> list[Clip]:
                 partner = by_key.get(n.key) if n.modality == 2 else None
             except RavdessNameError:
                 pass
-        used.add(partner) if partner is not None else None
+        if partner is not None:
+            used.add(partner)
         clips.append(Clip(str(p), p, partner or p))
     clips += [Clip(str(p), None, p) for p in audio if p not in used]
     return sorted(clips, key=lambda c: c.name)
@@ -172,10 +173,12 @@ class PredictResult:
         return self.table[self.table["error"] != ""]
 
 
-def _record(pair_paths: tuple[Path, Path]) -> Any:
+def _record(video: Path | None, audio: Path | None) -> Any:
+    """A pair record of any two files; emotion, actor and the rest are placeholders (unlabelled clips)."""
     from emolab.data.ravdess import PairRecord
 
-    return PairRecord(pair_paths[0], pair_paths[1], emotion=1, intensity=1, statement=1, repetition=1, actor=1)
+    assert video is not None and audio is not None
+    return PairRecord(video, audio, emotion=1, intensity=1, statement=1, repetition=1, actor=1)
 
 
 def predict(
@@ -209,20 +212,20 @@ def predict(
     for c in clips:
         c.error = check_clip(c, modalities)
     good = [c for c in clips if c.error is None]
-    records = [_record((c.video or c.audio, c.audio if "audio" in modalities and c.audio else (c.video or c.audio)))
-               for c in good]
+    # unused modalities point at the other file (never opened: the dataset reads only `modalities`)
+    records = [_record(c.video or c.audio, c.audio if "audio" in modalities and c.audio else c.video) for c in good]
     kind = "wave" if cfg.model.use_wavlm else "mel"
     ds = ClipDataset(records, audio=kind, config=eval_config(cfg, memory_cache=True), raw=True,
                      modalities=modalities, data_root=cfg.data_root)
     min_samples = math.ceil(MIN_AUDIO_SECONDS * cfg.data.sample_rate)
+    min_frames = min(MIN_VIDEO_FRAMES, cfg.data.num_frames)  # a 1-frame model samples one frame of any clip
     loadable = []
     for i, c in enumerate(good):  # decode once (memory cache), so that every problem is named here
         try:
             if "video" in modalities:
                 valid = int(np.sum(ds.frames(i).valid))
-                if valid < MIN_VIDEO_FRAMES:
-                    raise VideoReadError(f"{c.video}: too short: {valid} frame decodes, "
-                                         f"at least {MIN_VIDEO_FRAMES} are needed")
+                if valid < min_frames:
+                    raise VideoReadError(f"{c.video}: too short: {valid} frame decodes, at least {min_frames} are needed")
             if "audio" in modalities:
                 length = ds.audio_clip(i).length
                 if length < min_samples:
