@@ -277,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_robustness_arguments(p)
     p.set_defaults(func=cmd_robustness)
 
+    # issue #15: export a run to ONNX
+    from emolab.eval import export as _export  # light: torch and onnx inside functions
+
+    p = sub.add_parser("export", help="export a trained run to ONNX (+ INT8), verified with onnxruntime")
+    _export.add_arguments(p)
+    p.set_defaults(func=_delegate("emolab.eval.export", "emolab.eval.export:ExportError"))
+
     p = sub.add_parser(
         "download-ravdess", help="download the RAVDESS archives from Zenodo (or a mirror), verify and extract them"
     )

@@ -1,0 +1,1 @@
+"""Using trained runs: export (ONNX), and more to come (predict, evaluate)."""
