@@ -138,3 +138,35 @@ def test_export_errors(runs, tmp_path, capsys):
     assert "test split" in err and str(tmp_path) in err
     with pytest.raises(FileNotFoundError, match="emolab export"):
         OnnxModel(tmp_path)
+
+
+def test_wavlm_export_round_trip(tmp_path):
+    """A tiny random WavLM (waveform in, padding masked by audio_length): ONNX equals PyTorch on a batch of
+    another size than the example, with padded clips. (WavLM fusion models export the same way: 1e-7 measured
+    for gated; left out here for time, the ResNet18 export takes most of a minute.)"""
+    import onnxruntime as ort
+
+    from emolab.models import build_model
+    from tests.test_models_wavlm import tiny_config
+
+    torch.manual_seed(0)
+    model = build_model("audio", use_wavlm=True, wavlm_config=tiny_config(), pretrained_video=False).eval()
+    n = 4000
+
+    def batch(b: int) -> dict:
+        g = torch.Generator().manual_seed(b)
+        return {"audio": torch.randn(b, 1, n, generator=g), "audio_length": torch.tensor([n, 2000, 3500][:b]),
+                "video": torch.randn(b, 2, 3, 32, 32, generator=g),
+                "video_valid": torch.tensor([[1, 1], [1, 0], [1, 1]][:b], dtype=torch.bool)}
+
+    path = E.write_onnx(model, batch(2), tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    assert tuple(names) == E.input_names(model) and [o.name for o in sess.get_outputs()] == list(E.output_names(model))
+    b = batch(3)
+    assert names == ["audio", "audio_length"]
+    with torch.no_grad():
+        ref = forward_batch(model, b)
+    got = sess.run(None, {k: b[k].numpy() for k in names})
+    np.testing.assert_allclose(got[0], ref.logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got[1], ref.probs.numpy(), atol=1e-5)

@@ -52,8 +52,8 @@ if TYPE_CHECKING:
     from emolab.train.config import TrainConfig
 
 __all__ = [
-    "FP32_TOLERANCE", "INPUTS", "OPSET", "SIDECAR", "ExportError", "ExportResult",
-    "add_arguments", "export_module", "export_onnx", "input_names", "output_names", "quantize_int8", "run_from_args",
+    "FP32_TOLERANCE", "INPUTS", "OPSET", "SIDECAR", "ExportError", "ExportResult", "add_arguments", "export_module",
+    "export_onnx", "has_gate", "input_names", "output_names", "quantize_int8", "run_from_args", "write_onnx",
 ]
 
 SIDECAR = "emolab_export.json"
@@ -155,8 +155,19 @@ def _feeds(batch: dict[str, Any], names: tuple[str, ...]) -> dict[str, np.ndarra
 # --------------------------------------------------------------------------- export, quantize, verify
 
 
-def _export(model: nn.Module, example: dict[str, Any], path: Path) -> None:
-    """``torch.onnx.export`` (the ``torch.export``-based exporter) with a dynamic batch axis, then check."""
+def write_onnx(model: nn.Module, example: dict[str, Any], path: str | Path) -> Path:
+    """Export ``model`` to ``path`` (no verification: :func:`export_onnx` does that) and check the file.
+
+    Args:
+        model: a model of :func:`emolab.models.build_model` in eval mode.
+        example: example inputs by name (:data:`INPUTS`), batch size 2 or more (the batch axis is dynamic; a batch
+            of 1 would be specialised), e.g. ``video (2, T, 3, S, S)``, ``audio (2, 1, n_mels, F)``,
+            ``audio_length (2,)`` int64, ``video_valid (2, T)`` bool.
+        path: the ``.onnx`` file, written atomically.
+
+    Raises:
+        ExportError: ``torch.onnx.export`` failed (its first line; the whole error chained).
+    """
     import contextlib
     import io
     import logging
@@ -188,6 +199,7 @@ def _export(model: nn.Module, example: dict[str, Any], path: Path) -> None:
         quiet.setLevel(level)
     atomic_write(path, lambda tmp: onnx.save_model(program.model_proto, tmp))
     onnx.checker.check_model(str(path))
+    return Path(path)
 
 
 def quantize_int8(src: str | Path, dst: str | Path) -> Path:
@@ -316,7 +328,7 @@ def export_onnx(
         raise ExportError(f"no test clip of {cfg.data_root} could be read to verify the export")
     example = {n: batches[0][n][:2] for n in names}  # two clips: a batch axis that is not 1
     files = [out / MODEL_FILE]
-    _export(model, example, files[0])
+    write_onnx(model, example, files[0])
     if int8:
         files.append(quantize_int8(files[0], out / INT8_FILE))
     sessions = {"onnx": _session(files[0])} | ({"int8": _session(files[1])} if int8 else {})
