@@ -113,8 +113,11 @@ def test_int8_model_runs_and_is_close(runs, gated_export):
 
 def test_audio_export_in_library(runs, tmp_path):
     ((_, (model, cfg)),) = load_runs([runs["audio"]]).items()
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model.int8.onnx").write_bytes(b"stale")  # an earlier --int8 export's
     r = E.export_onnx(model, cfg, tmp_path / "onnx", max_items=4, batch_size=4)
     assert r.n_clips == 4 and r.max_abs_diff < 1e-3 and r.int8_max_abs_diff is None
+    assert not (tmp_path / "onnx" / "model.int8.onnx").exists()
     m = OnnxModel(tmp_path / "onnx")
     assert m.input_names == ["audio", "audio_length"] and m.output_names == ["logits", "probs"]
     assert m.input_modality == "audio" and m.config.model.fusion == "audio" and is_export_dir(tmp_path / "onnx")

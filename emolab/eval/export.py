@@ -331,6 +331,8 @@ def export_onnx(
     write_onnx(model, example, files[0])
     if int8:
         files.append(quantize_int8(files[0], out / INT8_FILE))
+    else:
+        (out / INT8_FILE).unlink(missing_ok=True)  # an earlier --int8 export's: no longer this model's
     sessions = {"onnx": _session(files[0])} | ({"int8": _session(files[1])} if int8 else {})
 
     logits: dict[str, list[np.ndarray]] = {k: [] for k in ("torch", "onnx", "int8")}

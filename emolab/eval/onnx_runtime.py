@@ -71,9 +71,9 @@ class OnnxModel:
         self.meta: dict[str, Any] = json.loads(side.read_text())
         if self.meta.get("format") != "emolab-onnx":
             raise ValueError(f"{side}: not an emolab ONNX export (format {self.meta.get('format')!r})")
-        name = (self.meta.get("int8_model_file") or INT8_FILE) if int8 else self.meta.get("model_file", MODEL_FILE)
-        self.path = self.folder / name
-        if not self.path.is_file():
+        name = self.meta.get("int8_model_file") if int8 else self.meta.get("model_file", MODEL_FILE)
+        self.path = self.folder / (name or INT8_FILE)
+        if not name or not self.path.is_file():
             hint = " (export with --int8)" if int8 else ""
             raise FileNotFoundError(f"{self.path} not found{hint}")
         opts = ort.SessionOptions()
