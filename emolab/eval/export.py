@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -120,7 +119,8 @@ def export_module(model: nn.Module) -> nn.Module:
             return self.run(video=video, video_valid=video_valid)
 
     class AudioVisualExport(_Base):
-        def forward(self, video: Tensor, audio: Tensor, audio_length: Tensor, video_valid: Tensor) -> tuple[Tensor, ...]:
+        def forward(self, video: Tensor, audio: Tensor, audio_length: Tensor,
+                    video_valid: Tensor) -> tuple[Tensor, ...]:
             return self.run(video=video, audio=audio, audio_length=audio_length, video_valid=video_valid)
 
     cls = {"audio": AudioExport, "video": VideoExport, "audiovisual": AudioVisualExport}[model.input_modality]
@@ -193,8 +193,8 @@ def write_onnx(model: nn.Module, example: dict[str, Any], path: str | Path) -> P
             )
     except Exception as e:  # torch.export's errors are long: the first line, the rest chained
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ExportError(f"torch.onnx.export failed for {type(model.model if hasattr(model, 'model') else model).__name__}"
-                          f" ({getattr(model, 'mode', model.input_modality)}): {first}") from e
+        what = f"{type(model).__name__} ({getattr(model, 'mode', model.input_modality)})"
+        raise ExportError(f"torch.onnx.export failed for {what}: {first}") from e
     finally:
         quiet.setLevel(level)
     atomic_write(path, lambda tmp: onnx.save_model(program.model_proto, tmp))

@@ -5,9 +5,9 @@
 * ``loss/train``, ``loss/val``, ``accuracy/train``, ``accuracy/val``, ``macro_f1/train``, ``macro_f1/val``;
 * ``lr/<group>`` for every parameter group's learning rate (``lr/all``, ``lr/head``, ``lr/audio_backbone``...);
 * ``epoch/stage``, ``epoch/seconds``, ``epoch/best_val_f1``, ``epoch/skipped``: the rest of the history record;
-* at the end, at the best epoch: ``test/accuracy``, ``test/macro_f1`` (and ``test/uar``, ``test/weighted_f1``
-  when the test metrics hold them), and the image ``test/confusion`` (row-normalised confusion matrix of
-  :func:`emolab.viz.training.confusion_matrix_plot`).
+* at the end, at the best epoch: ``test/accuracy``, ``test/macro_f1``, ``test/loss`` (and ``test/uar``,
+  ``test/weighted_f1`` when the test metrics hold them), and the image ``test/confusion`` (the row-normalised
+  confusion matrix of :func:`emolab.viz.training.confusion_matrix_plot`).
 
 A resumed run (``--resume``) drops the events after its last finished epoch (``purge_step``), so its curves carry
 no duplicates.
