@@ -165,3 +165,29 @@ def test_tensorboard_flag_and_tags():
                         "improved": True, "skipped": 0})
     assert tags == {"epoch/stage": 2.0, "accuracy/train": 0.5, "macro_f1/val": 0.25, "lr/audio_backbone": 1e-5,
                     "epoch/skipped": 0.0}
+
+
+def test_tensorboard_resume_drops_later_events(tmp_path):
+    """A run that crashed after logging epochs 1-3 but saved last.pt at epoch 2 resumes at epoch 3: the
+    resumed run's epoch 3 replaces the first one (purge_step), no duplicate step."""
+    from types import SimpleNamespace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from emolab.train.tensorboard import TensorBoardLogger
+
+    trainer = SimpleNamespace(history=[], paths=SimpleNamespace(run_dir=tmp_path))
+    first = TensorBoardLogger()
+    first.on_fit_start(trainer)
+    for epoch in (1, 2, 3):
+        first.on_epoch_end(trainer, {"epoch": epoch, "val_f1": 0.1 * epoch})
+    first.writer.close()
+    trainer.history = [{"epoch": 1}, {"epoch": 2}]  # what last.pt restored
+    resumed = TensorBoardLogger()
+    resumed.on_fit_start(trainer)
+    resumed.on_epoch_end(trainer, {"epoch": 3, "val_f1": 0.9})
+    resumed.on_fit_end(trainer, {"accuracy": 0.5, "best_epoch": 3})
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert [(e.step, round(e.value, 4)) for e in acc.Scalars("macro_f1/val")] == [(1, 0.1), (2, 0.2), (3, 0.9)]
+    assert [e.value for e in acc.Scalars("test/accuracy")] == [0.5]
