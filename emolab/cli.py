@@ -327,6 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate.add_arguments(p)
     p.set_defaults(func=cmd_evaluate)
 
+    # issue #15: export a run to ONNX; the table of runs under a folder
+    from emolab.eval import export as _export  # light: torch and onnx inside functions
+    from emolab import runs as _runs  # light: pandas inside functions
+
+    p = sub.add_parser("export", help="export a trained run to ONNX (+ INT8), verified with onnxruntime")
+    _export.add_arguments(p)
+    p.set_defaults(func=_delegate("emolab.eval.export", "emolab.eval.export:ExportError"))
+    p = sub.add_parser("runs", help="table of every run under a folder (train and cv runs), sortable, with a plot")
+    _runs.add_arguments(p)
+    p.set_defaults(func=_delegate("emolab.runs", "emolab.runs:RunsError"))
+
     p = sub.add_parser(
         "download-ravdess", help="download the RAVDESS archives from Zenodo (or a mirror), verify and extract them"
     )

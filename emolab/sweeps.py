@@ -63,7 +63,7 @@ OWNED_TRAIN_FLAGS = ("split_mode", "fold", "protocol", "seed", "train_actors", "
                      "train_ratio", "val_ratio", "output_dir", "run_name", "resume", "fusion")
 #: Config fields that do not change results; they may differ between reruns (like ``--resume``).
 NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
-                "output_dir", "run_name", "seed", "split", "publish_best")
+                "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
 METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("uar", "UAR"), ("weighted_f1", "weighted F1"))
 
 

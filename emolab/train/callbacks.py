@@ -274,10 +274,14 @@ class WandbLogger(Callback):
 
 
 def default_callbacks(cfg: Any) -> list[Callback]:
-    """Early stopping, history, figures, summary line, W&B (if asked for), then checkpoints (last: it saves their state)."""
+    """Early stopping, history, figures, summary line, W&B and TensorBoard (if asked for), then checkpoints (last: it saves their state)."""
     cbs: list[Callback] = [EarlyStopping(cfg.early_stopping_patience), HistoryLogger(), RunFigures(), ProgressPrinter()]
     if cfg.wandb:
         cbs.append(WandbLogger(cfg.wandb_project))
+    if getattr(cfg, "tensorboard", False):
+        from emolab.train.tensorboard import TensorBoardLogger
+
+        cbs.append(TensorBoardLogger())
     cbs.append(Checkpointer())
     return cbs
 

@@ -37,6 +37,7 @@ _RESUME_FLAGS = {
     "progress": "progress",
     "wandb": "wandb",
     "wandb_project": "wandb_project",
+    "tensorboard": "tensorboard",
     "compile": "compile",
 }
 
@@ -167,6 +168,7 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--wandb", action="store_true", help="log to Weights & Biases (if installed)")
     g.add_argument("--wandb_project", default=d.wandb_project)
+    g.add_argument("--tensorboard", action="store_true", help="TensorBoard event files beside history.jsonl")
     g.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bars")
     g.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run")
     return p
@@ -291,6 +293,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         compile=args.compile,
         wandb=args.wandb,
         wandb_project=args.wandb_project,
+        tensorboard=args.tensorboard,
         progress=args.progress,
     )
 

@@ -203,6 +203,7 @@ class TrainConfig:
         compile: wrap the model with ``torch.compile``.
         wandb: log to Weights & Biases when the package is installed.
         wandb_project: W&B project name.
+        tensorboard: TensorBoard event files in the run folder (:mod:`emolab.train.tensorboard`).
         progress: tqdm progress bars.
         log_every: steps between progress-bar loss updates (the only host syncs
             inside an epoch).
@@ -233,6 +234,7 @@ class TrainConfig:
     compile: bool = False
     wandb: bool = False
     wandb_project: str = "emolab"
+    tensorboard: bool = False
     progress: bool = True
     log_every: int = 10
 
