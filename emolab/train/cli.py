@@ -23,6 +23,7 @@ from typing import Any
 from emolab.data.datasets import DataConfig
 from emolab.data.splits import PROTOCOLS, SplitConfig, parse_actor_list
 from emolab.models.registry import ModelConfig, available_models
+from emolab.models.video import VIDEO_BACKBONES
 from emolab.fileio import error_line, take_debug_flag, tolerant_stdio
 from emolab.train.config import OptimConfig, TrainConfig
 from emolab.train.run import SetupError, resume_training, run_training
@@ -118,7 +119,9 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
     g.add_argument("--use_wavlm", action="store_true", help="WavLM on waveforms as the audio model")
     g.add_argument("--wavlm_name_or_path", default=m.wavlm_name_or_path, help="Hub name or local WavLM folder")
     g.add_argument("--no_pretrained_video", dest="pretrained_video", action="store_false",
-                   help="random-init video ResNet18 (default: ImageNet weights)")
+                   help="random-init video backbone (default: ImageNet weights)")
+    g.add_argument("--video_backbone", choices=VIDEO_BACKBONES, default=m.video_backbone,
+                   help="torchvision per-frame video backbone (README 'Models'; vit_b_16 runs at 112x112)")
     g.add_argument("--xattn_head", choices=("concat", "gated"), default=m.xattn_head)
     g.add_argument("--xattn_d_model", type=int, default=m.xattn_d_model)
     g.add_argument("--xattn_heads", type=int, default=m.xattn_heads)
@@ -144,7 +147,7 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
     g.add_argument("--video_backbone_lr", type=float, default=o.video_backbone_lr, help="stage 2 video LR")
     g.add_argument("--fusion_unfreeze_wavlm_layers", type=int, default=o.fusion_unfreeze_wavlm_layers)
     g.add_argument("--fusion_unfreeze_video_blocks", type=int, default=o.fusion_unfreeze_video_blocks,
-                   help="last N ResNet18 stages of the video model (0-5)")
+                   help="last N blocks of the video backbone (ResNets 0-5, efficientnet_b0 0-9, vit_b_16 0-13)")
     g.add_argument("--fusion_unfreeze_audio", dest="fusion_unfreeze_audio", action="store_true",
                    default=o.fusion_unfreeze_audio, help="stage 2: unfreeze the Mel audio model")
     g.add_argument("--no_fusion_unfreeze_audio", dest="fusion_unfreeze_audio", action="store_false",
@@ -219,6 +222,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         n_mels=args.audio_n_mels,
         wavlm_name_or_path=args.wavlm_name_or_path,
         pretrained_video=args.pretrained_video,
+        video_backbone=args.video_backbone,
         xattn_head=args.xattn_head,
         xattn_d_model=args.xattn_d_model,
         xattn_heads=args.xattn_heads,
