@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from emolab.data.datasets import DataConfig
+from emolab.data.faces import FACE_DETECTORS
 from emolab.data.splits import PROTOCOLS, SplitConfig, parse_actor_list
 from emolab.models.registry import ModelConfig, available_models
 from emolab.models.video import VIDEO_BACKBONES
@@ -85,6 +86,8 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
                    help="the seed's flag: same as --face_crop none")
     g.add_argument("--resize", choices=("area", "linear"), default=dc.resize,
                    help="frame interpolation: area (cv2.INTER_AREA) or linear (cv2.INTER_LINEAR, the seed's)")
+    g.add_argument("--face_detector", choices=FACE_DETECTORS, default=dc.face_detector,
+                   help="face crop detector: haar (OpenCV's cascade) or mtcnn (facenet-pytorch; README 'Tensors')")
     g.add_argument("--resampler", choices=("torchaudio", "soxr"), default=dc.resampler,
                    help="48 -> 16 kHz resampling: torchaudio, or soxr (the seed's, librosa's soxr_hq)")
     g.add_argument("--clip_seconds", type=float, default=dc.clip_seconds, help="audio length after pad/truncate")
@@ -236,6 +239,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         frame_size=args.frame_size,
         face_crop=args.face_crop,
         resize=args.resize,
+        face_detector=args.face_detector,
         resampler=args.resampler,
         n_mels=args.audio_n_mels,
         clip_seconds=args.clip_seconds,
