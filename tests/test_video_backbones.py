@@ -192,11 +192,12 @@ def test_cli_trains_a_non_default_backbone(demo_root, tmp_path, cache_dir, one_t
         "train", "--data_root", str(demo_root), "--fusion", "video", "--video_backbone", "efficientnet_b0",
         "--no_pretrained_video", "--epochs", "1", "--batch_size", "8", "--frames", "2", "--frame_size", "64",
         "--clip_seconds", "1", "--num_workers", "0", "--output_dir", str(out), "--no_progress", "--device", "cpu",
+        "--face_detector", "mtcnn",  # the other issue #16 option, through the same one-epoch run
     ])
     assert rc in (0, None), capsys.readouterr().err[-3000:]
     (run,) = (out / "runs").glob("*")
     saved = json.loads(next(run.glob("config*.json")).read_text())
-    assert saved["model"]["video_backbone"] == "efficientnet_b0"
+    assert saved["model"]["video_backbone"] == "efficientnet_b0" and saved["data"]["face_detector"] == "mtcnn"
     assert json.loads((run / "test_metrics.json").read_text())
 
 
