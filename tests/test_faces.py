@@ -1,4 +1,4 @@
-"""``--face_detector haar|mtcnn`` (issue #16): both find a real face, MTCNN is keyed in the frame cache, the CLI maps it."""
+"""``--face_detector haar|mtcnn`` (issue #16): both find a real face, the frame cache keys MTCNN, the CLI maps it."""
 
 from __future__ import annotations
 

@@ -209,3 +209,27 @@ def test_readme_table_has_the_pinned_counts() -> None:
     for name, (dim, blocks, params) in EXPECTED.items():
         row = rows[name]
         assert f"{params:,}" in row and f"| {dim} |" in row and f"({blocks})" in row, row
+
+
+def test_two_stage_unfreezes_efficientnet_stages() -> None:
+    from emolab.train import OptimConfig, TrainConfig
+    from emolab.train.optim import configure_stage, plan_stages
+
+    cfg = TrainConfig(
+        model=ModelConfig(fusion="concat", video_backbone="efficientnet_b0"),
+        optim=OptimConfig(two_stage_training=True, stage1_epochs=1, fusion_unfreeze_audio=False,
+                          fusion_unfreeze_video_blocks=2),
+        epochs=2, progress=False, device="cpu",
+    )
+    torch.manual_seed(0)
+    model = build_model("concat", video_backbone="efficientnet_b0")
+    groups = configure_stage(model, cfg, plan_stages(cfg)[1])
+    assert [g["name"] for g in groups] == ["fusion", "video"]
+    features = model.video_model.backbone.features
+    expected = {id(p) for p in [*features[8].parameters(), *features[7].parameters()]}
+    assert {id(p) for p in groups[1]["params"]} == expected
+    model.train()
+    switched = frozen_batchnorm_to_eval(model)
+    assert "video_model.backbone.features.6.0.block.0.1" in switched
+    trained = ("video_model.backbone.features.7.", "video_model.backbone.features.8.")
+    assert not any(n.startswith(trained) for n in switched)
