@@ -71,6 +71,9 @@ def test_json_round_trip_with_wavlm_config() -> None:
         (dict(model=ModelConfig(fusion="audio"), optim=OptimConfig(two_stage_training=True)), "two_stage_training"),
         (dict(optim=OptimConfig(wavlm_stage=2)), "wavlm_stage 2 applies to --fusion audio --use_wavlm"),
         (dict(model=ModelConfig(fusion="audio"), video_ckpt="x.pt"), "video_ckpt needs a model with a video"),
+        (dict(optim=OptimConfig(fusion_unfreeze_video_blocks=6)), "fusion_unfreeze_video_blocks must be 0-5 for"),
+        (dict(model=ModelConfig(fusion="gated", video_backbone="efficientnet_b0"),
+              optim=OptimConfig(fusion_unfreeze_video_blocks=10)), "must be 0-9 for video_backbone 'efficientnet_b0'"),
         (dict(run_name="a/b"), "run_name"),
     ],
 )
@@ -85,7 +88,7 @@ def test_invalid_configs(kwargs, message) -> None:
         (dict(lr=0.0), "lr must be a positive number"),
         (dict(label_smoothing=1.0), "label_smoothing"),
         (dict(wavlm_stage=3), "wavlm_stage"),
-        (dict(fusion_unfreeze_video_blocks=6), "fusion_unfreeze_video_blocks must be 0-5"),
+        (dict(fusion_unfreeze_video_blocks=-1), "fusion_unfreeze_video_blocks must be an integer >= 0"),
         (dict(cosine_stage2_only=True), "cosine_stage2_only needs"),
     ],
 )
@@ -143,6 +146,7 @@ def test_actor_lists_and_kfold_flags() -> None:
         (["--use_wavlm", "--use_resnet_audio"], "exclusive"),
         (["--xattn_d_model", "30", "--xattn_heads", "4"], "divisible"),
         (["--fusion_unfreeze_video_blocks", "9"], "0-5"),
+        (["--video_backbone", "resnet101"], "invalid choice: 'resnet101'"),
         (["--fusion", "late", "--two_stage_training", "--epochs", "9"], "late fusion"),
         (["--frame_size", "4"], "frame_size"),
         (["--resume", "r", "--lr", "0.1"], "cannot change: --lr"),

@@ -57,12 +57,14 @@ class FrameSettings:
         size: output side in pixels (frames are ``size x size``).
         face_crop: crop to the face found on the first sampled frame.
         resize: ``"area"`` or ``"linear"`` interpolation (:func:`~emolab.data.video.resize_frames`).
+        detector: the face detector's name (``"haar"`` or ``"mtcnn"``, see :mod:`emolab.data.faces`).
     """
 
     num_frames: int = 8
     size: int = 112
     face_crop: bool = True
     resize: str = "area"
+    detector: str = "haar"
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -75,7 +77,9 @@ class FrameSettings:
     def tag(self) -> str:
         # "area" adds nothing, so that entries written before `resize` existed stay valid
         interp = "" if self.resize == "area" else f"-i{self.resize}"
-        return f"v{CACHE_VERSION}-t{self.num_frames}-s{self.size}-f{int(self.face_crop)}{interp}"
+        # likewise "haar" (and any detector without face cropping) adds nothing
+        det = f"-d{self.detector}" if self.face_crop and self.detector != "haar" else ""
+        return f"v{CACHE_VERSION}-t{self.num_frames}-s{self.size}-f{int(self.face_crop)}{interp}{det}"
 
 
 @dataclass(frozen=True)

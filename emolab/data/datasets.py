@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from emolab.data.audio import RESAMPLERS, AudioNoise, AudioReadError, load_audio, log_mel, soxr_available
 from emolab.data.cache import AudioSettings, ClipAudio, FrameCache, FrameSettings, default_cache_dir
+from emolab.data.faces import FACE_DETECTORS, make_face_detector
 from emolab.data.feature_cache import (
     CachedFeatures,
     FeatureStore,
@@ -91,6 +92,9 @@ class DataConfig:
         resize: frame interpolation to ``frame_size``: ``"area"`` (default,
             ``cv2.INTER_AREA``) or ``"linear"`` (``cv2.INTER_LINEAR``, the seed
             project's, to reproduce its tensors); part of the frame cache key.
+        face_detector: ``"haar"`` (default, OpenCV's Haar cascade) or
+            ``"mtcnn"`` (facenet-pytorch's MTCNN, see :mod:`emolab.data.faces`);
+            part of the frame cache key when faces are cropped.
         sample_rate: audio rate after resampling (Hz).
         resampler: ``"torchaudio"`` (default, :func:`torchaudio.functional.resample`)
             or ``"soxr"`` (the seed project's: librosa's ``soxr_hq``; needs the
@@ -110,6 +114,7 @@ class DataConfig:
     frame_size: int = 112
     face_crop: FaceCropMode = "all"
     resize: ResizeMode = "area"
+    face_detector: str = "haar"
     sample_rate: int = 16000
     resampler: ResamplerName = "torchaudio"
     clip_seconds: float = 3.0
@@ -125,6 +130,8 @@ class DataConfig:
             raise ValueError(f"face_crop must be 'all', 'train' or 'none', got {self.face_crop!r}")
         if self.resize not in ("area", "linear"):
             raise ValueError(f"resize must be 'area' or 'linear', got {self.resize!r}")
+        if self.face_detector not in FACE_DETECTORS:
+            raise ValueError(f"face_detector must be one of {FACE_DETECTORS}, got {self.face_detector!r}")
         if self.resampler not in RESAMPLERS:
             raise ValueError(f"resampler must be 'torchaudio' or 'soxr', got {self.resampler!r}")
         if self.resampler == "soxr" and not soxr_available():
@@ -236,7 +243,7 @@ class RavdessAVDataset(Dataset):
         face = self.config.face_crop == "all" or (self.config.face_crop == "train" and augment)
         self.detector = None
         if face:
-            self.detector = detector or FaceDetector()
+            self.detector = detector or make_face_detector(self.config.face_detector)
             if not self.detector.available:
                 warnings.warn(
                     f"face crop requested but no face detector is available "
@@ -244,7 +251,13 @@ class RavdessAVDataset(Dataset):
                     stacklevel=2,
                 )
                 face, self.detector = False, None
-        self.frame_settings = FrameSettings(self.config.num_frames, self.config.frame_size, face, self.config.resize)
+        self.frame_settings = FrameSettings(
+            self.config.num_frames,
+            self.config.frame_size,
+            face,
+            self.config.resize,
+            getattr(self.detector, "name", "haar") if face else "haar",
+        )
         self.video_augment = video_augment or (VideoAugment() if augment else None)
         self.audio_noise = audio_noise
         if augment and audio_noise is None:

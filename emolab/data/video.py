@@ -358,6 +358,8 @@ class FaceDetector:
         min_size: smallest face side, in pixels of the downscaled copy.
     """
 
+    name = "haar"
+
     def __init__(
         self,
         cascade_path: PathLike | None = None,

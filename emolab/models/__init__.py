@@ -25,12 +25,13 @@ from emolab.models.seed import (
     load_seed_checkpoint,
     seed_build_kwargs,
 )
-from emolab.models.video import VideoNet, load_resnet18
+from emolab.models.video import VIDEO_BACKBONES, VideoNet, load_resnet18, load_video_backbone
 from emolab.models.wavlm import WavLMAudioEncoder, load_wavlm_backbone
 
 __all__ = [
     "FUSION_MODES",
     "SEED_MODEL_OPTIONS",
+    "VIDEO_BACKBONES",
     "XATTN_ATTENTION",
     "XATTN_FUSE_ORDERS",
     "XATTN_HEADS",
@@ -57,6 +58,7 @@ __all__ = [
     "lengths_to_mask",
     "load_resnet18",
     "load_seed_checkpoint",
+    "load_video_backbone",
     "load_wavlm_backbone",
     "masked_mean",
     "mel_frames_from_samples",

@@ -23,7 +23,7 @@ from transformers import WavLMConfig
 
 from emolab.models.audio import AudioNet
 from emolab.models.fusion import XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, FusionModel
-from emolab.models.video import VideoNet
+from emolab.models.video import VIDEO_BACKBONES, VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
 
 __all__ = [
@@ -123,7 +123,8 @@ class ModelConfig:
     wavlm_backbone_attention_mask: bool | None = None  # None: only for feat_extract_norm="layer"
     wavlm_embedding: str = "hidden"  # concat/gated clip embedding: mean hidden state, or "head" (the seed: head[0] of it)
     # video branch
-    pretrained_video: bool = False  # ImageNet weights for the ResNet18
+    pretrained_video: bool = False  # ImageNet weights for the video backbone
+    video_backbone: str = "resnet18"  # one of VIDEO_BACKBONES (torchvision; per-frame features)
     # fusion
     common_dim: int = 256  # concat/gated projection size; xattn concat head width
     fusion_dropout: float = 0.2  # dropout in the concat/gated MLPs
@@ -184,6 +185,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"ModelConfig: {name} must be in [0, 1), got {value!r}")
+        if self.video_backbone not in VIDEO_BACKBONES:
+            raise ValueError(
+                f"ModelConfig: video_backbone must be one of {VIDEO_BACKBONES}, got {self.video_backbone!r}"
+            )
         if self.wavlm_config is not None and not isinstance(self.wavlm_config, WavLMConfig | dict):
             raise ValueError(
                 "ModelConfig: wavlm_config must be a transformers.WavLMConfig or dict, "
@@ -229,7 +234,7 @@ def _build_audio_model(cfg: ModelConfig) -> nn.Module:
 
 
 def _build_video_model(cfg: ModelConfig) -> nn.Module:
-    return VideoNet(cfg.num_classes, pretrained=cfg.pretrained_video)
+    return VideoNet(cfg.num_classes, pretrained=cfg.pretrained_video, backbone=cfg.video_backbone)
 
 
 def _fusion_builder(mode: str) -> Builder:
@@ -306,7 +311,7 @@ def build_model(
         xattn_head: ``concat`` or ``gated`` (aliases override it).
         xattn_d_model, xattn_heads, xattn_attn_dropout, xattn_stochastic_depth:
             cross-attention settings.
-        pretrained_video: ImageNet weights for the video ResNet18.
+        pretrained_video: ImageNet weights for the video backbone (``video_backbone=``, default resnet18).
         n_mels: Mel bins of the audio input.
         **kwargs: any other :class:`ModelConfig` field (``audio_residual``,
             ``spec_augment``, ``hop_length``, ``common_dim``, ...).

@@ -21,8 +21,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from emolab.data.datasets import DataConfig
+from emolab.data.faces import FACE_DETECTORS
 from emolab.data.splits import PROTOCOLS, SplitConfig, parse_actor_list
 from emolab.models.registry import ModelConfig, available_models
+from emolab.models.video import VIDEO_BACKBONES
 from emolab.fileio import error_line, take_debug_flag, tolerant_stdio
 from emolab.train.config import OptimConfig, TrainConfig
 from emolab.train.run import SetupError, resume_training, run_training
@@ -85,6 +87,8 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
                    help="the seed's flag: same as --face_crop none")
     g.add_argument("--resize", choices=("area", "linear"), default=dc.resize,
                    help="frame interpolation: area (cv2.INTER_AREA) or linear (cv2.INTER_LINEAR, the seed's)")
+    g.add_argument("--face_detector", choices=FACE_DETECTORS, default=dc.face_detector,
+                   help="face crop detector: haar (OpenCV's cascade) or mtcnn (facenet-pytorch; README 'Tensors')")
     g.add_argument("--resampler", choices=("torchaudio", "soxr"), default=dc.resampler,
                    help="48 -> 16 kHz resampling: torchaudio, or soxr (the seed's, librosa's soxr_hq)")
     g.add_argument("--clip_seconds", type=float, default=dc.clip_seconds, help="audio length after pad/truncate")
@@ -119,7 +123,9 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
     g.add_argument("--use_wavlm", action="store_true", help="WavLM on waveforms as the audio model")
     g.add_argument("--wavlm_name_or_path", default=m.wavlm_name_or_path, help="Hub name or local WavLM folder")
     g.add_argument("--no_pretrained_video", dest="pretrained_video", action="store_false",
-                   help="random-init video ResNet18 (default: ImageNet weights)")
+                   help="random-init video backbone (default: ImageNet weights)")
+    g.add_argument("--video_backbone", choices=VIDEO_BACKBONES, default=m.video_backbone,
+                   help="torchvision per-frame video backbone (README 'Models'; vit_b_16 runs at 112x112)")
     g.add_argument("--xattn_head", choices=("concat", "gated"), default=m.xattn_head)
     g.add_argument("--xattn_d_model", type=int, default=m.xattn_d_model)
     g.add_argument("--xattn_heads", type=int, default=m.xattn_heads)
@@ -145,7 +151,7 @@ def build_parser(prog: str = "python -m emolab.train") -> argparse.ArgumentParse
     g.add_argument("--video_backbone_lr", type=float, default=o.video_backbone_lr, help="stage 2 video LR")
     g.add_argument("--fusion_unfreeze_wavlm_layers", type=int, default=o.fusion_unfreeze_wavlm_layers)
     g.add_argument("--fusion_unfreeze_video_blocks", type=int, default=o.fusion_unfreeze_video_blocks,
-                   help="last N ResNet18 stages of the video model (0-5)")
+                   help="last N blocks of the video backbone (ResNets 0-5, efficientnet_b0 0-9, vit_b_16 0-13)")
     g.add_argument("--fusion_unfreeze_audio", dest="fusion_unfreeze_audio", action="store_true",
                    default=o.fusion_unfreeze_audio, help="stage 2: unfreeze the Mel audio model")
     g.add_argument("--no_fusion_unfreeze_audio", dest="fusion_unfreeze_audio", action="store_false",
@@ -221,6 +227,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         n_mels=args.audio_n_mels,
         wavlm_name_or_path=args.wavlm_name_or_path,
         pretrained_video=args.pretrained_video,
+        video_backbone=args.video_backbone,
         xattn_head=args.xattn_head,
         xattn_d_model=args.xattn_d_model,
         xattn_heads=args.xattn_heads,
@@ -234,6 +241,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         frame_size=args.frame_size,
         face_crop=args.face_crop,
         resize=args.resize,
+        face_detector=args.face_detector,
         resampler=args.resampler,
         n_mels=args.audio_n_mels,
         clip_seconds=args.clip_seconds,

@@ -32,6 +32,7 @@ from transformers import WavLMConfig
 from emolab.data.datasets import DataConfig
 from emolab.data.splits import SplitConfig
 from emolab.models.registry import LEGACY_MODEL_DEFAULTS, ModelConfig
+from emolab.models.video import video_blocks
 
 __all__ = ["OptimConfig", "TrainConfig", "UNIMODAL", "FUSION_WITH_HEAD"]
 
@@ -76,8 +77,9 @@ class OptimConfig:
         audio_backbone_lr, video_backbone_lr: stage-2 LRs of the encoders.
         fusion_unfreeze_wavlm_layers: stage 2, WavLM audio: last N layers
             unfrozen (the WavLM head is always trainable).
-        fusion_unfreeze_video_blocks: stage 2: last N ResNet18 stages of the
-            video model unfrozen (0-5, see ``VideoNet.unfreeze_last_blocks``).
+        fusion_unfreeze_video_blocks: stage 2: last N blocks of the video
+            backbone unfrozen (ResNets 0-5, efficientnet_b0 0-9, vit_b_16
+            0-13; see ``VideoNet.unfreeze_last_blocks``).
         fusion_unfreeze_audio: stage 2, Mel audio models: unfreeze the whole
             audio model (``--no_fusion_unfreeze_audio`` keeps it frozen).
         use_cosine_annealing: cosine LR decay over each stage, ``T_max`` = the
@@ -125,11 +127,7 @@ class OptimConfig:
         _int_at_least("wavlm_unfreeze_layers", self.wavlm_unfreeze_layers, 1)
         _int_at_least("stage1_epochs", self.stage1_epochs, 1)
         _int_at_least("fusion_unfreeze_wavlm_layers", self.fusion_unfreeze_wavlm_layers, 0)
-        if self.fusion_unfreeze_video_blocks not in range(6):
-            raise ValueError(
-                "fusion_unfreeze_video_blocks must be 0-5 (ResNet18 stages from the end: 1 = layer4, "
-                f"..., 5 = everything), got {self.fusion_unfreeze_video_blocks!r}"
-            )
+        _int_at_least("fusion_unfreeze_video_blocks", self.fusion_unfreeze_video_blocks, 0)  # upper bound: TrainConfig
         if not isinstance(self.eta_min, (int, float)) or not 0.0 <= self.eta_min:
             raise ValueError(f"eta_min must be >= 0, got {self.eta_min!r}")
         if self.cosine_stage2_only and not (self.use_cosine_annealing and self.two_stage_training):
@@ -291,6 +289,13 @@ class TrainConfig:
                     f"stage1_epochs ({o.stage1_epochs}) must be smaller than epochs ({self.epochs}) "
                     "so that stage 2 gets at least one epoch"
                 )
+        n_blocks = len(video_blocks(self.model.video_backbone))
+        if o.fusion_unfreeze_video_blocks > n_blocks:
+            raise ValueError(
+                f"fusion_unfreeze_video_blocks must be 0-{n_blocks} for video_backbone "
+                f"{self.model.video_backbone!r} (blocks from the end, {n_blocks} = everything), "
+                f"got {o.fusion_unfreeze_video_blocks!r}"
+            )
         if self.video_ckpt and fusion == "audio":
             raise ValueError("video_ckpt needs a model with a video branch (--fusion video or a fusion model)")
         if self.audio_ckpt and fusion == "video":
