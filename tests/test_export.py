@@ -111,6 +111,46 @@ def test_int8_model_runs_and_is_close(runs, gated_export):
     assert np.abs(got - ref).max() < 0.05  # quantized, not exact
 
 
+def test_predict_with_the_export_folder_gives_the_runs_probabilities(runs, gated_export, demo_root, tmp_path,
+                                                                     capsys):
+    """``emolab predict EXPORT_DIR`` (onnxruntime) on a clip = ``emolab predict RUN`` on it (fp32 within 1e-4)."""
+    import pandas as pd
+
+    out, _ = gated_export
+    video = next(demo_root.rglob("02-01-05-01-01-01-04.mp4"))
+    wav = next(demo_root.rglob("03-01-05-01-01-01-04.wav"))
+    tables = {}
+    for key, argv in {"run": [str(runs["gated"])], "onnx": [str(out)], "int8": [str(out), "--int8"]}.items():
+        csv = tmp_path / f"{key}.csv"
+        assert main(["predict", *argv, str(video), "--audio", str(wav), "--out", str(csv), "--device", "cpu"]) == 0
+        tables[key] = pd.read_csv(csv)
+    printed = capsys.readouterr().out
+    assert "(ONNX)" in printed and "(ONNX INT8)" in printed
+    cols = [c for c in tables["run"].columns if c.startswith("prob_")] + ["gate"]
+    ref = tables["run"][cols].to_numpy()
+    assert len(cols) == 9 and np.isfinite(ref).all()
+    assert np.abs(tables["onnx"][cols].to_numpy() - ref).max() < 1e-4
+    assert (tables["onnx"]["pred"] == tables["run"]["pred"]).all()
+    assert np.abs(tables["int8"][cols].to_numpy() - ref).max() < 0.05  # quantized, not exact
+    # errors: --attention needs PyTorch, --int8 an export (with the INT8 file), a folder that is neither
+    for argv, msg in [([str(out), "--attention", str(tmp_path / "a")], "--attention needs a PyTorch run"),
+                      ([str(runs["gated"]), "--int8"], "--int8 needs an export folder"),
+                      ([str(tmp_path)], "neither a run folder")]:
+        assert main(["predict", *argv, str(video), "--audio", str(wav), "--out", str(tmp_path / "x.csv")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_predict_int8_without_the_int8_file(runs, tmp_path, demo_root, capsys):
+    ((_, (model, cfg)),) = load_runs([runs["audio"]]).items()
+    E.export_onnx(model, cfg, tmp_path / "onnx", max_items=2, batch_size=2)
+    wav = next(demo_root.rglob("03-01-05-01-01-01-04.wav"))
+    assert main(["predict", str(tmp_path / "onnx"), str(wav), "--int8", "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "model.int8.onnx" in err and "--int8" in err and len(err.strip().splitlines()) == 1, err
+    assert main(["predict", str(tmp_path / "onnx"), str(wav), "--out", str(tmp_path / "y.csv")]) == 0
+
+
 def test_audio_export_in_library(runs, tmp_path):
     ((_, (model, cfg)),) = load_runs([runs["audio"]]).items()
     (tmp_path / "onnx").mkdir()

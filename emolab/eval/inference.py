@@ -150,10 +150,12 @@ class Inference:
 
 
 @torch.no_grad()
-def infer(model: nn.Module, dataset: RavdessAVDataset, *, device: str | torch.device = "cpu",
+def infer(model: Any, dataset: RavdessAVDataset, *, device: str | torch.device = "cpu",
           batch_size: int = 16) -> Inference:
     """Class probabilities of every item of a raw (``raw=True``), non-augmented dataset.
 
+    ``model`` is a PyTorch model, or anything with a ``forward_batch(batch)`` method returning a
+    :class:`~emolab.models.fusion.FusionOutput` (an :class:`~emolab.eval.onnx_runtime.OnnxModel`).
     Items that fail to load are left out (the dataset's ``failures`` lists them).
     """
     from emolab.data.features import BatchFeaturizer
@@ -163,7 +165,9 @@ def infer(model: nn.Module, dataset: RavdessAVDataset, *, device: str | torch.de
     if not dataset.raw or dataset.augment:
         raise ValueError("infer needs a raw, non-augmented dataset")
     dev = torch.device(device)
-    model = model.to(dev).eval()
+    own = None if isinstance(model, torch.nn.Module) else model.forward_batch  # e.g. OnnxModel
+    if own is None:
+        model = model.to(dev).eval()
     featurize = BatchFeaturizer.for_dataset(dataset, channels_last=False)
     parts: dict[str, list[np.ndarray]] = {"index": [], "label": [], "probs": [], "gate": []}
     for batch in make_loader(dataset, batch_size, num_workers=0, pin_memory=False):
@@ -171,7 +175,7 @@ def infer(model: nn.Module, dataset: RavdessAVDataset, *, device: str | torch.de
             continue
         batch = featurize(batch, dev)
         batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
-        o = forward_batch(model, batch, return_gate=True)
+        o = own(batch) if own is not None else forward_batch(model, batch, return_gate=True)
         n = len(batch["label"])
         parts["index"].append(batch["meta"]["index"].cpu().numpy())
         parts["label"].append(batch["label"].cpu().numpy())

@@ -15,6 +15,10 @@ Each clip is checked first (:func:`check_clip`); one that has no audio track or 
 (:data:`MIN_AUDIO_SECONDS`, :data:`MIN_VIDEO_FRAMES`) or does not decode is reported by name in one line and
 the others go on. Probabilities come from :func:`emolab.eval.inference.infer`, the path ``emolab evaluate``
 takes, with the run's preprocessing.
+
+``RUN_OR_CKPT`` may also be a folder written by ``emolab export`` (it holds ``emolab_export.json``): the same
+preprocessing from the sidecar's config, the model run by onnxruntime (:class:`~emolab.eval.onnx_runtime.OnnxModel`;
+``--int8``: its ``model.int8.onnx``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_AUDIO_SECONDS", "MIN_VIDEO_FRAMES", "VIDEO_SUFFIXES", "Clip", "PredictError", "PredictResult",
-    "add_arguments", "gather_clips", "predict", "run_from_args",
+    "add_arguments", "gather_clips", "load_model_or_export", "predict", "run_from_args",
 ]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"})
@@ -181,6 +185,36 @@ def _record(video: Path | None, audio: Path | None) -> Any:
     return PairRecord(video, audio, emotion=1, intensity=1, statement=1, repetition=1, actor=1)
 
 
+def load_model_or_export(run: str | os.PathLike[str], *, device: str = "cpu",
+                         int8: bool = False) -> tuple[str, Any, Any, bool]:
+    """``(name, model, config, is_onnx)`` of a run folder or checkpoint (a PyTorch model) or of a folder of
+    ``emolab export`` (an :class:`~emolab.eval.onnx_runtime.OnnxModel`, fp32 or with ``int8`` its INT8 file).
+
+    Raises:
+        PredictError: ``int8`` for a PyTorch run, an export without the INT8 model, a folder that is neither.
+        emolab.robustness.InputError: a run folder or checkpoint that does not load.
+    """
+    from emolab.eval.inference import load_run
+    from emolab.eval.onnx_runtime import OnnxModel, is_export_dir
+
+    p = Path(run)
+    if p.is_dir() and is_export_dir(p):
+        try:
+            model = OnnxModel(p, int8=int8)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise PredictError(str(e).strip("'")) from None
+        src = model.meta.get("source")
+        name = f"{Path(src).name if src else p.name} ({'ONNX INT8' if int8 else 'ONNX'})"
+        return name, model, model.config, True
+    if p.is_dir() and not (p / "config.json").is_file():
+        raise PredictError(f"{p}: neither a run folder of `emolab train` (config.json + best_*.pt) nor an export "
+                           f"folder of `emolab export` (emolab_export.json)")
+    if int8:
+        raise PredictError(f"--int8 needs an export folder of `emolab export --int8`; {p} is a PyTorch run")
+    name, model, cfg = load_run(run, device=device)
+    return name, model, cfg, False
+
+
 def predict(
     run: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
@@ -189,11 +223,13 @@ def predict(
     device: str = "cpu",
     batch_size: int = 16,
     attention_dir: str | os.PathLike[str] | None = None,
+    int8: bool = False,
 ) -> PredictResult:
-    """Predict every clip of ``inputs`` with the run (folder or checkpoint) ``run``.
+    """Predict every clip of ``inputs`` with the run (folder or checkpoint) or export folder ``run``
+    (``int8``: the export's INT8 model).
 
     Raises:
-        PredictError: see :func:`gather_clips`.
+        PredictError: see :func:`gather_clips` and :func:`load_model_or_export`; ``attention_dir`` with an export.
         emolab.robustness.InputError: ``run`` is not a run folder or checkpoint.
     """
     import numpy as np
@@ -203,10 +239,12 @@ def predict(
     from emolab.data.datasets import model_modalities
     from emolab.data.ravdess import class_names
     from emolab.data.video import VideoReadError
-    from emolab.eval.inference import ClipDataset, eval_config, infer, load_run
+    from emolab.eval.inference import ClipDataset, eval_config, infer
 
     clips = gather_clips(inputs, audio)
-    name, model, cfg = load_run(run, device=device)
+    name, model, cfg, is_onnx = load_model_or_export(run, device=device, int8=int8)
+    if is_onnx and attention_dir is not None:
+        raise PredictError("--attention needs a PyTorch run (run folder or checkpoint), not an ONNX export")
     modalities = model_modalities(cfg.model.fusion)
     names = list(class_names(cfg.data.num_classes))
     for c in clips:
@@ -236,7 +274,7 @@ def predict(
             c.error = str(e)
     ds.pairs = [ds.pairs[i] for i in loadable]
     good = [good[i] for i in loadable]
-    res = infer(model, ds, device=device, batch_size=batch_size) if good else None
+    res = infer(model, ds, device="cpu" if is_onnx else device, batch_size=batch_size) if good else None
     rows = {}
     if res is not None:
         for j, i in enumerate(res.index.tolist()):
@@ -294,7 +332,9 @@ def format_table(result: PredictResult) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``emolab predict``."""
-    p.add_argument("run", metavar="RUN_OR_CKPT", help="run folder of `emolab train` (best_*.pt + config.json) or a checkpoint")
+    p.add_argument("run", metavar="RUN_OR_CKPT",
+                   help="run folder of `emolab train` (best_*.pt + config.json), a checkpoint, "
+                        "or an export folder of `emolab export` (run with onnxruntime)")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video files (with their own audio track), audio files, or folders of clips")
     p.add_argument("--audio", default=None, metavar="WAV", help="the audio of the (single) video INPUT")
@@ -302,6 +342,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", default=None, metavar="DIR", help="save the attention figure of each clip (xattn)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--batch_size", type=int, default=16, help="inference batch size (default 16)")
+    p.add_argument("--int8", action="store_true", help="with an export folder: its INT8 model (model.int8.onnx)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -314,7 +355,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise PredictError("--device cuda: CUDA is not available")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = predict(args.run, args.inputs, audio=args.audio, device=device, batch_size=args.batch_size,
-                     attention_dir=args.attention)
+                     attention_dir=args.attention, int8=args.int8)
     print(f"run {result.run} ({result.fusion})")
     print(format_table(result))
     for r in result.failed.itertuples():
