@@ -44,7 +44,7 @@ def test_mtcnn_pickles_without_its_network(hopper) -> None:
     det = MTCNNFaceDetector()
     box = det.detect(hopper)
     again = pickle.loads(pickle.dumps(det))  # what a DataLoader worker receives
-    assert again._net is None and again.detect(hopper) == box
+    assert again._backend is None and again.detect(hopper) == box
 
 
 def test_mtcnn_unavailable_names_the_package(monkeypatch) -> None:

@@ -310,9 +310,9 @@ def test_detector_pickles_without_cascade():
     det = FaceDetector()
     frame = draw_face(120, 160, face_h=80)
     box = det.detect(frame)
-    assert det._cascade is not None
+    assert det._backend is not None
     copy = pickle.loads(pickle.dumps(det))
-    assert copy._cascade is None
+    assert copy._backend is None
     assert copy.detect(frame) == box
 
 

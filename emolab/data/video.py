@@ -342,7 +342,73 @@ def decode_stats(path: PathLike) -> DecodeStats:
 # --------------------------------------------------------------------------- faces
 
 
-class FaceDetector:
+class FaceDetectorBase:
+    """What every largest-face detector shares: a backend built lazily on first use and
+    dropped when pickled (rebuilt in each DataLoader worker), detection on a copy
+    downscaled to at most ``detect_width`` pixels wide, and one box format.
+
+    Subclasses set ``name`` and implement ``_load()`` (the backend, or None with
+    ``_reason`` set) and ``_find(backend, frame, scale)``: the largest face found on the
+    copy downscaled by ``scale`` (each detector makes its own copy), as ``(x0, y0, x1, y1)``
+    in the frame's pixel coordinates, or None.
+    """
+
+    name = ""
+
+    def __init__(self, detect_width: int) -> None:
+        if detect_width < 24:
+            raise ValueError(f"detect_width must be >= 24, got {detect_width}")
+        self.detect_width = detect_width
+        self._backend = None
+        self._reason: str | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_backend"] = None
+        state["_reason"] = None
+        return state
+
+    def _load(self):
+        raise NotImplementedError  # pragma: no cover - every detector overrides it
+
+    def _find(self, backend, frame: np.ndarray, scale: float) -> tuple[float, float, float, float] | None:
+        raise NotImplementedError  # pragma: no cover - every detector overrides it
+
+    @property
+    def available(self) -> bool:
+        """Whether detection can run (builds the backend)."""
+        return self._load() is not None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the detector is unavailable (None when it is available)."""
+        self._load()
+        return self._reason
+
+    def detect(self, frame: np.ndarray) -> tuple[int, int, int, int] | None:
+        """Find the largest face in an RGB uint8 frame of shape ``(H, W, 3)``.
+
+        Returns:
+            ``(x, y, w, h)`` in the frame's pixel coordinates, or None if no face.
+
+        Raises:
+            RuntimeError: the detector is unavailable (see :attr:`reason`).
+        """
+        backend = self._load()
+        if backend is None:
+            raise RuntimeError(f"face detector unavailable: {self._reason}")
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+        h, w = frame.shape[:2]
+        box = self._find(backend, frame, min(1.0, self.detect_width / w))
+        if box is None:
+            return None
+        x0, y0, x1, y1 = box
+        x, y = min(max(round(x0), 0), w - 1), min(max(round(y0), 0), h - 1)
+        return x, y, max(1, min(round(x1) - x, w - x)), max(1, min(round(y1) - y, h - y))
+
+
+class FaceDetector(FaceDetectorBase):
     """Largest-face detector on OpenCV's bundled Haar cascade (works offline).
 
     The cascade is loaded lazily on first use and dropped when pickled (it is
@@ -368,24 +434,14 @@ class FaceDetector:
         min_neighbors: int = 5,
         min_size: int = 24,
     ) -> None:
-        if detect_width < 24:
-            raise ValueError(f"detect_width must be >= 24, got {detect_width}")
+        super().__init__(detect_width)
         self.cascade_path = cascade_path
-        self.detect_width = detect_width
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size = min_size
-        self._cascade = None
-        self._reason: str | None = None
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_cascade"] = None
-        state["_reason"] = None
-        return state
-
-    def _load(self):
-        if self._cascade is None and self._reason is None:
+    def _load(self):  # the cascade, or None with _reason set
+        if self._backend is None and self._reason is None:
             if not hasattr(cv2, "CascadeClassifier"):
                 self._reason = (
                     f"OpenCV {cv2.__version__} has no CascadeClassifier "
@@ -406,37 +462,12 @@ class FaceDetector:
             if cascade.empty():
                 self._reason = f"Haar cascade file {path} could not be loaded"
                 return None
-            self._cascade = cascade
-        return self._cascade
+            self._backend = cascade
+        return self._backend
 
-    @property
-    def available(self) -> bool:
-        """Whether detection can run (loads the cascade)."""
-        return self._load() is not None
-
-    @property
-    def reason(self) -> str | None:
-        """Why the detector is unavailable (None when it is available)."""
-        self._load()
-        return self._reason
-
-    def detect(self, frame: np.ndarray) -> tuple[int, int, int, int] | None:
-        """Find the largest face in an RGB uint8 frame of shape `(H, W, 3)`.
-
-        Returns:
-            ``(x, y, w, h)`` in the frame's pixel coordinates, or None if no face.
-
-        Raises:
-            RuntimeError: the detector is unavailable (see :attr:`reason`).
-        """
-        cascade = self._load()
-        if cascade is None:
-            raise RuntimeError(f"face detector unavailable: {self._reason}")
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+    def _find(self, cascade, frame: np.ndarray, scale: float) -> tuple[int, int, int, int] | None:
         h, w = frame.shape[:2]
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        scale = min(1.0, self.detect_width / w)
         if scale < 1.0:
             gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
@@ -451,8 +482,7 @@ class FaceDetector:
         x, y, bw, bh = max((tuple(int(v) for v in b) for b in boxes), key=lambda b: b[2] * b[3])
         if scale < 1.0:
             x, y, bw, bh = (round(v / scale) for v in (x, y, bw, bh))
-        x, y = min(max(x, 0), w - 1), min(max(y, 0), h - 1)
-        return x, y, max(1, min(bw, w - x)), max(1, min(bh, h - y))
+        return x, y, x + bw, y + bh
 
 
 _DEFAULT_DETECTOR: FaceDetector | None = None
