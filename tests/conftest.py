@@ -46,3 +46,42 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+#: The split of the tiny trained runs: one actor each for train, val and test.
+TINY_RUN_SPLIT_ACTORS = {"train_actors": (1,), "val_actors": (3,), "test_actors": (4,)}
+
+
+class TinyRuns(dict):
+    """Run folders of tiny models trained for one epoch on ``demo_root``, by fusion, each trained on first use."""
+
+    def __init__(self, data_root: Path, out: Path) -> None:
+        super().__init__()
+        self.data_root, self.out = data_root, out
+
+    def __missing__(self, fusion: str) -> Path:
+        import contextlib
+        import io
+
+        import torch
+
+        from emolab import analysis
+        from emolab.data import SplitConfig
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            split = SplitConfig(mode="actor", **TINY_RUN_SPLIT_ACTORS)
+            cfg = analysis.notebook_config(self.data_root, self.out, fusion=fusion, smoke=True, epochs=1, split=split)
+            with contextlib.redirect_stdout(io.StringIO()):
+                self[fusion] = analysis.train(cfg).run_dir
+        finally:
+            torch.set_num_threads(threads)
+        return self[fusion]
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(demo_root, tmp_path_factory) -> TinyRuns:
+    """Tiny trained run folders shared by the tests that evaluate, predict, export and corrupt them
+    (``tiny_runs["gated"]``); tests write their outputs outside the run folders."""
+    return TinyRuns(demo_root, tmp_path_factory.mktemp("tiny-runs"))

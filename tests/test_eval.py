@@ -16,35 +16,21 @@ import soundfile as sf
 import torch
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from emolab import analysis
 from emolab.cli import main
-from emolab.data import SplitConfig
 from emolab.data.audio import load_audio
 from emolab.eval.evaluate import evaluate_run
 from emolab.eval.inference import load_audio_track, read_audio_track
 from emolab.eval.predict import predict
 from tests.media import write_mp4
 
-SPLIT = SplitConfig(mode="actor", train_actors=(1,), val_actors=(3,), test_actors=(4,))
 STEM = "01-05-01-01-01-04"  # angry, actor 4: in the test split
 CLASSES = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 
 @pytest.fixture(scope="module")
-def runs(demo_root, tmp_path_factory):
-    """Tiny trained run folders (one epoch): audio-only, video-only, gated and xattn."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("eval")
-    dirs = {}
-    try:
-        for fusion in ("audio", "video", "gated", "xattn"):
-            cfg = analysis.notebook_config(demo_root, out, fusion=fusion, smoke=True, epochs=1, split=SPLIT)
-            with contextlib.redirect_stdout(io.StringIO()):
-                dirs[fusion] = analysis.train(cfg).run_dir
-    finally:
-        torch.set_num_threads(threads)
-    return dirs
+def runs(tiny_runs):
+    """The session's tiny trained run folders (tests/conftest.py), by fusion."""
+    return tiny_runs
 
 
 @pytest.fixture(scope="module")

@@ -13,33 +13,20 @@ import torch
 
 from emolab import analysis
 from emolab.cli import main
-from emolab.data import SplitConfig
 from emolab.data.loaders import make_loader
 from emolab.eval import export as E
 from emolab.eval.onnx_runtime import OnnxModel, is_export_dir
 from emolab.models.fusion import forward_batch
 from emolab.robustness import load_runs
 
-SPLIT = SplitConfig(mode="actor", train_actors=(1,), val_actors=(3,), test_actors=(4,))
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def runs(demo_root, tmp_path_factory):
-    """Two tiny trained run folders (one epoch): a gated fusion model and an audio-only model."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("export")
-    dirs = {}
-    try:
-        for fusion in ("gated", "audio"):
-            cfg = analysis.notebook_config(demo_root, out, fusion=fusion, smoke=True, epochs=1, split=SPLIT)
-            with contextlib.redirect_stdout(io.StringIO()):
-                dirs[fusion] = analysis.train(cfg).run_dir
-    finally:
-        torch.set_num_threads(threads)
-    return dirs
+def runs(tiny_runs):
+    """The session's tiny trained run folders (tests/conftest.py), by fusion."""
+    return tiny_runs
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 
 import numpy as np
@@ -14,31 +12,18 @@ import torch
 from emolab import analysis
 from emolab import robustness as R
 from emolab.cli import main
-from emolab.data import SplitConfig
 from emolab.data.audio import AudioNoise, log_mel, measure_snr
 from emolab.data.datasets import resolve_noise_path
 from emolab.data.video import IMAGENET_MEAN, denormalize, gaussian_blur, normalize
 from emolab.viz import robustness_curves
 
-SPLIT = SplitConfig(mode="actor", train_actors=(1,), val_actors=(3,), test_actors=(4,))
 VIDEO_FAMILIES = ("blur", "darkness", "occlusion")
 
 
 @pytest.fixture(scope="module")
-def runs(demo_root, tmp_path_factory):
-    """Two tiny trained run folders (one epoch): an audio-only model and a gated fusion model."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("robustness")
-    dirs = {}
-    try:
-        for fusion in ("audio", "gated"):
-            cfg = analysis.notebook_config(demo_root, out, fusion=fusion, smoke=True, epochs=1, split=SPLIT)
-            with contextlib.redirect_stdout(io.StringIO()):
-                dirs[fusion] = analysis.train(cfg).run_dir
-    finally:
-        torch.set_num_threads(threads)
-    return dirs
+def runs(tiny_runs):
+    """The session's tiny trained run folders (tests/conftest.py), by fusion."""
+    return tiny_runs
 
 
 @pytest.fixture(scope="module")
