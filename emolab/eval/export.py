@@ -392,7 +392,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Load the run, export, verify, print the comparison. Bad input raises an :class:`ExportError`."""
-    from emolab.robustness import InputError, load_runs
+    from emolab.eval.inference import load_run
+    from emolab.robustness import InputError
 
     for package in ("onnx", "onnxruntime", "onnxscript"):
         try:
@@ -403,7 +404,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ExportError(f"--max_items must be positive, got {args.max_items}")
     src = Path(args.run)
     try:
-        ((name, (model, cfg)),) = load_runs([src], data_root=args.data_root, device="cpu").items()
+        name, model, cfg = load_run(src, data_root=args.data_root, device="cpu")
     except InputError as e:
         raise ExportError(str(e).replace("--run ", "", 1)) from None
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "export-onnx"
