@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from emolab.bench import NaiveDataset, machine, make_clips, measure_data, time_epoch  # noqa: F401  (re-exported)
+from emolab.bench.train import NaiveDataset, machine, make_clips, measure_data, time_epoch  # noqa: F401  (re-exported)
 from emolab.data import pair_corpus
-from emolab.fileio import atomic_write_json
+from emolab.utils.fileio import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

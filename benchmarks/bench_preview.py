@@ -17,12 +17,12 @@ import statistics
 import time
 from pathlib import Path
 
-from emolab.bench import machine
+from emolab.bench.train import machine
 from emolab.data import pair_corpus
 from emolab.data.datasets import resolve_noise_path
-from emolab.fileio import atomic_write_json
-from emolab.notebooks import resolve_data_root
-from emolab.widgets import AugmentationPreview, choose_clip, pick_clips
+from emolab.utils.fileio import atomic_write_json
+from emolab.cli.notebooks import resolve_data_root
+from emolab.viz.widgets import AugmentationPreview, choose_clip, pick_clips
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

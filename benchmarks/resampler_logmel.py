@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from emolab.data.audio import HOP_LENGTH, load_audio, log_mel
-from emolab.data.demo import DemoConfig, synthesize_recording
+from emolab.data.synthetic import DemoConfig, synthesize_recording
 
 
 def clips() -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-from emolab.cli import main
+from emolab.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -21,7 +21,7 @@ def fake_corpus(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A small generated corpus (real MP4 and WAV files): actors 1-4, tiny clips."""
-    from emolab.data.demo import DemoConfig, generate_demo_corpus
+    from emolab.data.synthetic import DemoConfig, generate_demo_corpus
 
     root = tmp_path_factory.mktemp("demo")
     generate_demo_corpus(root, DemoConfig(actors=4, size=(96, 64), seconds=1.0, fps=10.0, seed=0),
@@ -65,7 +65,7 @@ class TinyRuns(dict):
 
         import torch
 
-        from emolab import analysis
+        from emolab.eval import analysis
         from emolab.data import SplitConfig
 
         threads = torch.get_num_threads()

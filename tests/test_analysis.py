@@ -1,4 +1,4 @@
-"""emolab.analysis: what notebooks 03-05 compute (configs, load-or-train, gates per SNR, attention of clips)."""
+"""emolab.eval.analysis: what notebooks 03-05 compute (configs, load-or-train, gates per SNR, attention of clips)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from emolab import analysis
+from emolab.eval import analysis
 from emolab.data import SplitConfig, class_names
 from emolab.train import build_run_model
 
@@ -77,7 +77,7 @@ def test_train_prints_no_machine_paths(trained):
     model, cfg, result, out, text = trained
     assert result is not None and result.best_checkpoint.is_file()
     assert result.run_dir.name == "xattn_gated-seed0"
-    from emolab.notebooks import display_path
+    from emolab.cli.notebooks import display_path
 
     assert f"run {display_path(out)}/runs/xattn_gated-seed0" in text and "epoch 1/1" in text  # the real folder
 

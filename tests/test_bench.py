@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from emolab.cli import main
+from emolab.cli.main import main
 
 TINY = ["--size", "96x64", "--seconds", "1", "--fps", "10", "--clips", "4", "--growth_base", "1",
         "--batch_size", "2", "--warmup", "1", "--steps", "1", "--warm_epochs", "1", "--workers", "0",
@@ -72,7 +72,7 @@ def test_bench_rejects_unknown_mode(tmp_path: Path, capsys) -> None:
 
 
 def test_quick_config_is_small() -> None:
-    from emolab.bench import DEFAULT_MODES, BenchConfig
+    from emolab.bench.train import DEFAULT_MODES, BenchConfig
 
     q, full = BenchConfig.quick_config(), BenchConfig()
     assert q.quick and q.modes == DEFAULT_MODES and q.size == (1280, 720) and q.batch_size == 8
@@ -80,7 +80,7 @@ def test_quick_config_is_small() -> None:
 
 
 def test_help_does_not_import_torch() -> None:
-    code = "import sys; from emolab.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = "import sys; from emolab.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 

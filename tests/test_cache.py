@@ -94,7 +94,7 @@ def test_settings_validation():
 
 
 def test_byte_lru_bound_order_and_pickling():
-    from emolab.lru import ByteLRU
+    from emolab.utils.lru import ByteLRU
 
     lru = ByteLRU(10, len)
     for k, v in (("a", "xxx"), ("b", "yyyy"), ("c", "zz")):

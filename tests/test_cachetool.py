@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from emolab.cachetool import CacheError, cache_groups, prune
-from emolab.cli import main
+from emolab.cli.cache import CacheError, cache_groups, prune
+from emolab.cli.main import main
 from emolab.data import DataConfig, RavdessMelDataset, pair_corpus
 from emolab.data.feature_cache import FeatureStore
 

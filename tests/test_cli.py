@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 
-from emolab.cli import main
+from emolab.cli.main import main
 
 
 def test_inspect_text(demo_root, capsys):
@@ -66,10 +66,10 @@ def test_module_entry_point_help():
 
 
 def test_demo_runs_notebook_04_on_its_xattn_model_and_05_06_on_the_gated_one(tmp_path):
-    from emolab import notebooks as nbs
+    from emolab.cli import notebooks as nbs
     from pathlib import Path
 
-    from emolab.cli import demo_notebook_runs
+    from emolab.cli.main import demo_notebook_runs
 
     names = nbs.list_notebooks()
     ckpts = {"gated": tmp_path / "g" / "best_gated.pt", "xattn": tmp_path / "x" / "best_xattn.pt"}

@@ -1,4 +1,4 @@
-"""Tests of the generated demo corpus (emolab.data.demo) on tiny configs."""
+"""Tests of the generated demo corpus (emolab.data.synthetic.corpus) on tiny configs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from emolab.data import demo
-from emolab.data.demo import DemoConfig, generate_demo_corpus, parse_size, synthesize_recording
+from emolab.data.synthetic import DemoConfig, generate_demo_corpus, parse_size, synthesize_recording
 
 NAME = re.compile(r"^(0[1-3])-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)\.(wav|mp4)$")
 TINY = dict(size=(64, 48), seconds=1.2, fps=10.0, noise_seconds=2.0)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from emolab import download as dl
-from emolab.cli import main
+from emolab.data import download as dl
+from emolab.cli.main import main
 
 ACTORS = (1, 2)
 EMOTIONS = (1, 2)  # two recordings per actor: 4 pairs in all
@@ -42,7 +42,7 @@ def _zip(members: dict[str, bytes], symlinks: dict[str, str] | None = None,
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory) -> dict[str, bytes]:
     """Zenodo-like archives of real tiny media: the all-actor audio zip and one video zip per actor."""
-    from emolab.data.demo import DemoConfig, write_recording
+    from emolab.data.synthetic import DemoConfig, write_recording
 
     root = tmp_path_factory.mktemp("media")
     config = DemoConfig(actors=len(ACTORS), size=(32, 32), seconds=0.2, fps=10.0, noise=False)
@@ -203,7 +203,7 @@ def test_published_fallback_only_fills_gaps(tmp_path, mirror, archives):
 
 
 def test_module_does_not_import_torch():
-    code = "import sys, emolab.download, emolab.cli; emolab.cli.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, emolab.data.download, emolab.cli.main; emolab.cli.main.build_parser(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
 

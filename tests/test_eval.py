@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from emolab.cli import main
+from emolab.cli.main import main
 from emolab.data.audio import load_audio
 from emolab.eval.evaluate import evaluate_run
 from emolab.eval.inference import load_audio_track, read_audio_track

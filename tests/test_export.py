@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from emolab import analysis
-from emolab.cli import main
+from emolab.eval import analysis
+from emolab.cli.main import main
 from emolab.data.loaders import make_loader
 from emolab.eval import export as E
 from emolab.eval.onnx_runtime import OnnxModel, is_export_dir
 from emolab.models.fusion import forward_batch
-from emolab.robustness import load_runs
+from emolab.eval.robustness import load_runs
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

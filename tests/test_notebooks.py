@@ -17,8 +17,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from emolab import notebooks as nbs
-from emolab.cli import main
+from emolab.cli import notebooks as nbs
+from emolab.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -40,7 +40,7 @@ def _tiny_notebook(path: Path, body: str = "", params: str = "") -> Path:
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
     cells = [
         new_markdown_cell("# tiny"),
-        new_code_cell("from emolab.notebooks import record, smoke_default"),
+        new_code_cell("from emolab.cli.notebooks import record, smoke_default"),
         new_code_cell(f"run_dir = None\nseed = 0\nscale = 1.0\nSMOKE = smoke_default()\n{params}"),
         new_code_cell(body or "print('seed', seed)\nrecord(run_dir, seed=seed, value=seed * scale, smoke=SMOKE)"),
     ]

@@ -47,7 +47,7 @@ def test_torch_family_pinned_together():
 
 def test_console_script_and_layout():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["emolab"] == "emolab.cli:main"
+    assert project["scripts"]["emolab"] == "emolab.cli.main:main"
     for d in ("notebooks", "emolab", "tests", "emolab/data", "emolab/models", "emolab/train", "emolab/viz"):
         assert (ROOT / d).is_dir(), d
 

@@ -22,7 +22,7 @@ import emolab.data.cache as cache_mod
 from emolab.data import DataConfig, RavdessMelDataset, pair_corpus, warm_cache
 from emolab.data.cache import CacheWriteWarning, FrameCache, FrameSettings
 from emolab.data.video import ClipFrames
-from emolab.fileio import atomic_write, remove_stale_tmp
+from emolab.utils.fileio import atomic_write, remove_stale_tmp
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -440,7 +440,7 @@ def cv_corpus(tmp_path_factory):
 def test_sweep_threads_do_not_depend_on_jobs(cv_corpus, tmp_path, capsys):
     import torch
 
-    from emolab.sweeps import SweepError, run_cv
+    from emolab.experiments.cv import SweepError, run_cv
     from tests.test_sweeps import tiny_config, tiny_flags
 
     before = torch.get_num_threads()

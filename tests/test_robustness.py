@@ -1,4 +1,4 @@
-"""emolab.robustness: test-time corruptions, the evaluation table, its plot and the ``emolab robustness`` command."""
+"""emolab.eval.robustness: test-time corruptions, the evaluation table, its plot and the ``emolab robustness`` command."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from emolab import analysis
-from emolab import robustness as R
-from emolab.cli import main
+from emolab.eval import analysis
+from emolab.eval import robustness as R
+from emolab.cli.main import main
 from emolab.data.audio import AudioNoise, log_mel, measure_snr
 from emolab.data.datasets import resolve_noise_path
 from emolab.data.video import IMAGENET_MEAN, denormalize, gaussian_blur, normalize

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from emolab import analysis
-from emolab import runs as R
-from emolab.cli import main
+from emolab.eval import analysis
+from emolab.eval import runs as R
+from emolab.cli.main import main
 from emolab.data import SplitConfig
 
 SPLIT = SplitConfig(mode="actor", train_actors=(1,), val_actors=(3,), test_actors=(4,))

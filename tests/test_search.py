@@ -13,11 +13,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-import emolab.sweeps
-from emolab.cli import main as emolab_main
+import emolab.experiments.cv
+from emolab.cli.main import main as emolab_main
 from emolab.models.registry import ModelConfig
-from emolab.search import PruningReporter, SearchSpace, run_search
-from emolab.sweeps import CVRun, SweepError
+from emolab.experiments.search import PruningReporter, SearchSpace, run_search
+from emolab.experiments.cv import CVRun, SweepError
 from emolab.train import TrainConfig
 from tests.test_sweeps import make_cv_corpus, tiny_config, tiny_flags
 
@@ -114,7 +114,7 @@ def test_a_pruned_trial_is_marked_and_stops_training(cv_corpus, cache, tmp_path)
 def test_an_interrupted_trial_is_requeued_in_its_folder(cv_corpus, cache, tmp_path, monkeypatch) -> None:
     out = tmp_path / "search"
     kw = dict(out=out, protocol="six_fold", folds=(0, 1), seeds=(0,), space=TINY, verbose=False)
-    real, calls = emolab.sweeps.train_one, []
+    real, calls = emolab.experiments.cv.train_one, []
 
     def interrupt_second(cfg, callbacks=()):
         calls.append(cfg.run_name)
@@ -122,7 +122,7 @@ def test_an_interrupted_trial_is_requeued_in_its_folder(cv_corpus, cache, tmp_pa
             raise KeyboardInterrupt
         return real(cfg, callbacks)
 
-    monkeypatch.setattr(emolab.sweeps, "train_one", interrupt_second)
+    monkeypatch.setattr(emolab.experiments.cv, "train_one", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_search(_xattn(cv_corpus, cache), trials=1, **kw)
     res = run_search(_xattn(cv_corpus, cache), trials=1, **kw)

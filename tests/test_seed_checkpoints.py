@@ -157,9 +157,9 @@ def test_warm_start_accepts_seed_encoder_files(tmp_path, capsys, caplog) -> None
 
 # --------------------------------------------------------------------------- convert-checkpoint
 def test_convert_checkpoint_writes_a_run_that_emolab_loads(tmp_path, capsys, demo_root) -> None:
-    from emolab import robustness
-    from emolab.analysis import load_model
-    from emolab.cli import main
+    from emolab.eval import robustness
+    from emolab.eval.analysis import load_model
+    from emolab.cli.main import main
     from emolab.data import SplitConfig
 
     name = "xattn_gated_cnn"
@@ -197,8 +197,8 @@ def test_convert_checkpoint_writes_a_run_that_emolab_loads(tmp_path, capsys, dem
 
 
 def test_convert_checkpoint_keeps_the_wavlm_shape_in_the_config(tmp_path) -> None:
-    from emolab.analysis import load_model
-    from emolab.convert import ConvertError, convert_seed_checkpoint
+    from emolab.eval.analysis import load_model
+    from emolab.train.convert import ConvertError, convert_seed_checkpoint
 
     name = "gated_wavlm"
     torch.save({"model": case_state_dict(name)}, tmp_path / "best_gated.pt")

@@ -1,4 +1,4 @@
-"""``emolab cv`` / ``emolab.sweeps.run_cv``: every fold × seed once, results equal the runs' files, resume, refusals.
+"""``emolab cv`` / ``emolab.experiments.cv.run_cv``: every fold × seed once, results equal the runs' files, resume, refusals.
 
 Runs use a tiny corpus (six actors, one per six_fold block and at least one per
 luna5 fold, 15 clips each), 1 frame of 32 px, 1 s audio, the AudioCNN model and
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emolab.cli import main as emolab_main
+from emolab.cli.main import main as emolab_main
 from emolab.data.datasets import DataConfig
 from emolab.models.registry import ModelConfig
-from emolab.sweeps import SweepError, parse_int_list, run_cv
+from emolab.experiments.cv import SweepError, parse_int_list, run_cv
 from emolab.train import Callback, OptimConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,7 +32,7 @@ NAME = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.(mp4|wav)"
 
 def make_cv_corpus(root: Path, actors=CV_ACTORS) -> Path:
     """Two generated actors copied under other actor ids; statement 1, repetition 1 only (15 pairs per actor)."""
-    from emolab.data.demo import DemoConfig, generate_demo_corpus
+    from emolab.data.synthetic import DemoConfig, generate_demo_corpus
 
     src = root / "src"
     generate_demo_corpus(src, DemoConfig(actors=(1, 2), size=(64, 48), seconds=1.0, fps=8.0, seed=0, noise=False),

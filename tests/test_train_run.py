@@ -119,7 +119,7 @@ def test_resume_reaches_the_same_results(demo_root, frame_cache, tmp_path, capsy
 # ------------------------------------------------------------------ the seed's recommended commands (§6)
 def test_seed_commands_run(demo_root, frame_cache, tiny_wavlm, tmp_path, monkeypatch, capsys) -> None:
     """Seed §6.1-6.5 with `python -m emolab.train` as entry point (flags unchanged), short epochs, no downloads."""
-    from emolab.cli import main as emolab_main
+    from emolab.cli.main import main as emolab_main
 
     monkeypatch.chdir(tmp_path)  # warm starts read outputs/best_audio.pt, outputs/best_video.pt
     fast = f"--frame_size 32 --frames 1 --clip_seconds 1 --num_workers 0 --no_progress --cache_dir {frame_cache}"

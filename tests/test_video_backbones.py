@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, ViT_B_16_Weights, WeightsEnum, resnet18, vit_b_16
 
 import emolab.models.layers as layers_mod
-from emolab.cli import main as emolab_main
+from emolab.cli.main import main as emolab_main
 from emolab.models import FusionModel, ModelConfig, VideoNet, build_model, count_parameters
 from emolab.models.video import VIDEO_BACKBONES
 from emolab.train.optim import frozen_batchnorm_to_eval

@@ -409,7 +409,7 @@ def test_cli_flags_and_config_checks() -> None:
 
 
 def test_measure_wavlm_cache_structure(tmp_path) -> None:
-    from emolab.bench_wavlm import measure_wavlm_cache
+    from emolab.bench.wavlm import measure_wavlm_cache
 
     threads = torch.get_num_threads()
     res = measure_wavlm_cache(4, wavlm=tiny_config(), batch_size=2, seconds=SECONDS, variants=1,

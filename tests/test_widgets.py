@@ -1,4 +1,4 @@
-"""emolab.widgets without a browser: controls re-render the panel, galleries, players."""
+"""emolab.viz.widgets without a browser: controls re-render the panel, galleries, players."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from emolab.data import pair_corpus
 from emolab.data.datasets import resolve_noise_path
-from emolab.widgets import (
+from emolab.viz.widgets import (
     AugmentationPreview,
     AugmentSettings,
     audio_players,
@@ -135,7 +135,7 @@ def test_panel_renders_once_after_a_run_of_changes(pairs, noise_path):
     p.set(brightness=0.0, blur_kernel=3)  # set(): several controls, one render, at once
     assert p.renders == 3 and p._pending is None
     # The panel redraws its figure in place: it shows what a new figure of these settings shows.
-    from emolab.widgets import preview_figure
+    from emolab.viz.widgets import preview_figure
 
     fresh = preview_figure(p.pair, p.last, p.settings)
     for a, b in zip(p.figure.axes, fresh.axes):
@@ -222,7 +222,7 @@ def clip(pairs):
 
 
 def test_preview_with_augmentations_off_shows_the_before_frames_exactly(clip, noise_path):
-    from emolab.widgets import preview_figure
+    from emolab.viz.widgets import preview_figure
 
     s = AugmentSettings()
     out = augment_clip(clip, s, noise_path=noise_path, num_frames=4)
@@ -243,7 +243,7 @@ def test_preview_with_augmentations_off_shows_the_before_frames_exactly(clip, no
 
 @pytest.mark.parametrize("factor", [0.2, 0.6])
 def test_preview_darkening_scales_mean_brightness(clip, noise_path, factor):
-    from emolab.widgets import preview_figure
+    from emolab.viz.widgets import preview_figure
 
     s = AugmentSettings(brightness=factor)
     out = augment_clip(clip, s, noise_path=noise_path, num_frames=4)
@@ -254,7 +254,7 @@ def test_preview_darkening_scales_mean_brightness(clip, noise_path, factor):
 
 
 def test_preview_blur_lowers_high_frequency_energy(clip, noise_path):
-    from emolab.widgets import preview_figure
+    from emolab.viz.widgets import preview_figure
 
     energies = []
     for k in (1, 3, 7):

@@ -179,7 +179,7 @@ def _frame_boxes(demo_root: Path) -> tuple[list, list]:
     import numpy as np
 
     from emolab.data import pair_corpus, resolve_noise_path
-    from emolab.widgets import AugmentationPreview, AugmentSettings, choose_clip, pick_clips
+    from emolab.viz.widgets import AugmentationPreview, AugmentSettings, choose_clip, pick_clips
 
     pairs = pair_corpus(demo_root, check="none").pairs
     chosen = choose_clip(pairs)

@@ -17,7 +17,7 @@ Figures, measured side by side on generated RAVDESS-like clips (1280x720,
   ``torch.cuda.max_memory_allocated`` on CUDA;
 * growth: cold and warm epoch time and cache size for 1x, 2x, 4x the clips;
 * wavlm_cache: a WavLM stage-1 epoch (frozen backbone) with and without the
-  feature cache (:mod:`emolab.bench_wavlm`), and the one-off fill.
+  feature cache (:mod:`emolab.bench.wavlm`), and the one-off fill.
 
 Tests never assert timings; they check the structure on a tiny configuration.
 """
@@ -117,7 +117,7 @@ class NaiveDataset:
 
 def make_clips(out: Path, n: int, size: tuple[int, int], seconds: float, fps: float) -> None:
     """Write ``n`` RAVDESS-like recordings (WAV + video-only MP4) with the demo generator."""
-    from emolab.data.demo import DemoConfig, write_recording
+    from emolab.data.synthetic import DemoConfig, write_recording
 
     cfg = DemoConfig(actors=[1], size=size, seconds=seconds, fps=fps, noise=False)
     per_actor = [(e, i, s, r) for e in range(1, 9) for i in ((1,) if e == 1 else (1, 2)) for s in (1, 2) for r in (1, 2)]
@@ -445,7 +445,7 @@ def run_bench(cfg: BenchConfig, *, data: Path | None = None, log: Any = None) ->
             train[mode] = measure_mode(mode, pairs[: cfg.clips], root / "cache", tb)
         wavlm = None
         if cfg.wavlm != "none":
-            from emolab.bench_wavlm import measure_wavlm_cache
+            from emolab.bench.wavlm import measure_wavlm_cache
 
             print(f"WavLM feature cache ({cfg.wavlm}) ...", file=log)
             wavlm = measure_wavlm_cache(cfg.wavlm_clips, wavlm=cfg.wavlm, batch_size=cfg.batch_size,
@@ -509,7 +509,7 @@ def format_table(res: dict[str, Any]) -> str:
 
 def write_json(obj: dict[str, Any], out: Path) -> None:
     """Write ``obj`` to ``out`` atomically (temporary file in the same folder, then rename)."""
-    from emolab.fileio import atomic_write_json
+    from emolab.utils.fileio import atomic_write_json
 
     atomic_write_json(obj, out)
 
@@ -550,7 +550,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         if getattr(args, name) is not None:
             over[name] = getattr(args, name)
     if args.size:
-        from emolab.data.demo import parse_size
+        from emolab.data.synthetic import parse_size
 
         over["size"] = parse_size(args.size)
     if args.modes:

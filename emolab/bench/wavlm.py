@@ -3,7 +3,7 @@
 ``emolab bench`` runs :func:`measure_wavlm_cache` (``--wavlm small|base|none``);
 it can be called on its own::
 
-    from emolab.bench_wavlm import measure_wavlm_cache
+    from emolab.bench.wavlm import measure_wavlm_cache
     measure_wavlm_cache(16, wavlm="base", batch_size=8, epochs=3, num_threads=1)
 """
 
@@ -35,7 +35,7 @@ def _bench_clips(root: Path, n: int, seconds: float) -> list[Any]:
     """``n`` RAVDESS-named WAVs (synthetic speech of the demo generator) and a noise file; audio-only pairs."""
     import soundfile as sf
 
-    from emolab.data.demo import DemoConfig, synthesize_noise, synthesize_recording
+    from emolab.data.synthetic import DemoConfig, synthesize_noise, synthesize_recording
     from emolab.data.ravdess import PairRecord
 
     cfg = DemoConfig(actors=1, seconds=seconds, seed=0)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from emolab.fileio import stale_tmp_files
+from emolab.utils.fileio import stale_tmp_files
 
 __all__ = ["CacheGroup", "cache_groups", "prune", "run_from_args"]
 
@@ -134,7 +134,7 @@ def prune(directory: str | os.PathLike[str], *, kinds: Sequence[str] = KINDS, ta
           now: float | None = None, damaged: bool = False) -> tuple[int, int]:
     """Remove entries; returns ``(files, bytes)`` removed (or that would be, with ``dry_run``).
 
-    Temporary files of killed writers (:func:`~emolab.fileio.stale_tmp_files`) in
+    Temporary files of killed writers (:func:`~emolab.utils.fileio.stale_tmp_files`) in
     the folders considered are always removed (and counted).
 
     Args:

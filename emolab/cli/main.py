@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-DEFAULT_DEMO_DIR = Path("data/demo")
+from emolab.data.synthetic.config import DEFAULT_DEMO_DIR
+
 
 
 class CLIError(Exception):
@@ -31,7 +32,7 @@ def _add_demo_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _demo_config(args: argparse.Namespace):
-    from emolab.data.demo import DemoConfig, parse_size
+    from emolab.data.synthetic import DemoConfig, parse_size
 
     kwargs = {"actors": args.actors, "seed": args.seed, "song": args.song, "noise": not args.no_noise}
     if args.size is not None:
@@ -44,7 +45,7 @@ def _demo_config(args: argparse.Namespace):
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from emolab.data.demo import generate_demo_corpus
+    from emolab.data.synthetic import generate_demo_corpus
 
     try:
         config = _demo_config(args)
@@ -81,20 +82,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def ensure_demo_corpus(out: Path = DEFAULT_DEMO_DIR, *, progress: bool = True) -> Path:
-    """Generate the default demo corpus at ``out`` unless it is already there."""
-    from emolab.data.demo import DemoConfig, generate_demo_corpus, is_generated
-
-    config = DemoConfig()
-    if is_generated(out, config):
-        print(f"demo corpus: using {out} (already generated)")
-        return out
-    print(f"demo corpus: generating into {out}")
-    summary = generate_demo_corpus(out, config, progress=progress)
-    print(summary.describe() if hasattr(summary, "describe") else summary)
-    return out
-
-
 #: Notebooks that `emolab demo` runs on a model it trained (fusion of the checkpoint), not in smoke mode.
 DEMO_CHECKPOINT_NOTEBOOKS = {"04_": "xattn", "05_": "gated", "06_": "gated"}
 
@@ -124,6 +111,8 @@ def demo_notebook_runs(
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's main job: corpus (real or generated) -> inspection -> training -> notebooks."""
+    from emolab.data.synthetic import ensure_demo_corpus
+
     data_root = Path(args.data_root) if args.data_root else ensure_demo_corpus(Path(args.demo_dir))
     print()
     _print_inspection(data_root, args.vocal_channel, False, "header")
@@ -147,7 +136,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     checkpoints = {"gated": Path(metrics["run_dir"]) / "best_gated.pt", "xattn": Path(xattn["run_dir"]) / "best_xattn.pt"}
     import pandas as pd
 
-    from emolab import notebooks as nbs
+    from emolab.cli import notebooks as nbs
 
     print("\n== running the notebooks headless (01-03 smoke settings; 04-06 on the models just trained) ==")
     out = Path(args.output_dir) / "notebooks"
@@ -164,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _parse_grid(items: Sequence[str]) -> dict[str, list]:
-    from emolab.notebooks import parse_value
+    from emolab.cli.notebooks import parse_value
 
     grid: dict[str, list] = {}
     for item in items:
@@ -176,10 +165,10 @@ def _parse_grid(items: Sequence[str]) -> dict[str, list]:
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
-    """``emolab notebooks list|run|refresh``: headless notebook runs (see :mod:`emolab.notebooks`)."""
+    """``emolab notebooks list|run|refresh``: headless notebook runs (see :mod:`emolab.cli.notebooks`)."""
     import time
 
-    from emolab import notebooks as nbs
+    from emolab.cli import notebooks as nbs
 
     if args.action == "list":
         for path in nbs.list_notebooks():
@@ -238,24 +227,24 @@ def _delegate(module: str, *errors: str) -> Callable[[argparse.Namespace], int]:
     return command
 
 
-_SETUP = ("emolab.sweeps:SweepError", "emolab.train.run:SetupError")
+_SETUP = ("emolab.experiments.cv:SweepError", "emolab.train.run:SetupError")
 #: data, training, memory and growth figures
-cmd_bench = _delegate("emolab.bench", "builtins:ValueError")
+cmd_bench = _delegate("emolab.bench.train", "builtins:ValueError")
 #: trained runs under test-time corruptions
-cmd_robustness = _delegate("emolab.robustness", "emolab.robustness:InputError")
+cmd_robustness = _delegate("emolab.eval.robustness", "emolab.eval.robustness:InputError")
 #: fetch, verify and extract the Zenodo archives
-cmd_download_ravdess = _delegate("emolab.download", "builtins:ValueError", "emolab.download:DownloadError")
+cmd_download_ravdess = _delegate("emolab.data.download", "builtins:ValueError", "emolab.data.download:DownloadError")
 #: every fold x seed of a k-fold protocol, resumable, summarised
-cmd_cv = _delegate("emolab.sweeps", *_SETUP)
+cmd_cv = _delegate("emolab.experiments.cv", *_SETUP)
 #: Optuna over cross-validated runs
-cmd_search = _delegate("emolab.search", *_SETUP)
+cmd_search = _delegate("emolab.experiments.search", *_SETUP)
 #: what the cache folder holds; pruning it
-cmd_cache = _delegate("emolab.cachetool", "emolab.cachetool:CacheError")
+cmd_cache = _delegate("emolab.cli.cache", "emolab.cli.cache:CacheError")
 #: a seed-project checkpoint as an emolab run folder
-cmd_convert_checkpoint = _delegate("emolab.convert", "emolab.convert:ConvertError")
+cmd_convert_checkpoint = _delegate("emolab.train.convert", "emolab.train.convert:ConvertError")
 #: a trained run on any clips; a trained run's metrics on any RAVDESS-layout corpus
-cmd_predict = _delegate("emolab.eval.predict", "emolab.eval.predict:PredictError", "emolab.robustness:InputError")
-cmd_evaluate = _delegate("emolab.eval.evaluate", "emolab.eval.evaluate:EvaluateError", "emolab.robustness:InputError")
+cmd_predict = _delegate("emolab.eval.predict", "emolab.eval.predict:PredictError", "emolab.eval.robustness:InputError")
+cmd_evaluate = _delegate("emolab.eval.evaluate", "emolab.eval.evaluate:EvaluateError", "emolab.eval.robustness:InputError")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench", help="benchmark: data pipeline, training samples/s per fusion mode, memory, cost growth"
     )
-    from emolab.bench import add_arguments as _add_bench_arguments  # light: no torch at import
+    from emolab.bench.train import add_arguments as _add_bench_arguments  # light: no torch at import
 
     _add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
@@ -313,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "robustness", help="evaluate trained runs under audio noise, video blur/darkness/occlusion, a missing modality"
     )
-    from emolab.robustness import add_arguments as _add_robustness_arguments  # light: torch inside functions
+    from emolab.eval.robustness import add_arguments as _add_robustness_arguments  # light: torch inside functions
 
     _add_robustness_arguments(p)
     p.set_defaults(func=cmd_robustness)
@@ -329,24 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     # issue #15: export a run to ONNX; the table of runs under a folder
     from emolab.eval import export as _export  # light: torch and onnx inside functions
-    from emolab import runs as _runs  # light: pandas inside functions
+    from emolab.eval import runs as _runs  # light: pandas inside functions
 
     p = sub.add_parser("export", help="export a trained run to ONNX (+ INT8), verified with onnxruntime")
     _export.add_arguments(p)
     p.set_defaults(func=_delegate("emolab.eval.export", "emolab.eval.export:ExportError"))
     p = sub.add_parser("runs", help="table of every run under a folder (train and cv runs), sortable, with a plot")
     _runs.add_arguments(p)
-    p.set_defaults(func=_delegate("emolab.runs", "emolab.runs:RunsError"))
+    p.set_defaults(func=_delegate("emolab.eval.runs", "emolab.eval.runs:RunsError"))
 
     p = sub.add_parser(
         "download-ravdess", help="download the RAVDESS archives from Zenodo (or a mirror), verify and extract them"
     )
-    from emolab.download import add_arguments as _add_download_arguments  # light: standard library only
+    from emolab.data.download import add_arguments as _add_download_arguments  # light: standard library only
 
     _add_download_arguments(p)
     p.set_defaults(func=cmd_download_ravdess)
 
-    from emolab import search as _search, sweeps as _sweeps  # light: no torch at import
+    from emolab.experiments import search as _search, cv as _sweeps  # light: no torch at import
 
     p = sub.add_parser(
         "cv", allow_abbrev=False, help="k-fold cross-validation: every fold x seed of six_fold/luna5, mean ± std",
@@ -364,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     _search.add_arguments(p)
     p.set_defaults(func=cmd_search, train_args=[])
 
-    from emolab import cachetool as _cachetool
+    from emolab.cli import cache as _cachetool
 
     p = sub.add_parser("cache", help="what the cache folder holds (info), or remove unused entries (prune)",
                        description="Frames, audio and WavLM features of the cache folder: counts, sizes, last use; "
@@ -372,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cachetool.add_arguments(p)
     p.set_defaults(func=cmd_cache)
 
-    from emolab import convert as _convert  # light: torch inside functions
+    from emolab.train import convert as _convert  # light: torch inside functions
 
     p = sub.add_parser("convert-checkpoint", help="a seed-project checkpoint as an emolab run folder (config.json, "
                        "best_*.pt) for robustness, the notebooks and the other commands that take a run")
@@ -403,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from emolab.fileio import error_line, take_debug_flag, tolerant_stdio
+    from emolab.utils.fileio import error_line, take_debug_flag, tolerant_stdio
 
     tolerant_stdio()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from emolab.data.augment import seeded_normal
 from emolab.data.probe import wav_data_shortfall
-from emolab.fileio import open_media
+from emolab.utils.fileio import open_media
 
 __all__ = [
     "SAMPLE_RATE",

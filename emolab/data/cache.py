@@ -29,8 +29,8 @@ from typing import Any, Callable
 import numpy as np
 
 from emolab.data.video import RESIZE_MODES, ClipFrames, DecodeStats
-from emolab.fileio import atomic_write, mark_used
-from emolab.lru import ByteLRU
+from emolab.utils.fileio import atomic_write, mark_used
+from emolab.utils.lru import ByteLRU
 
 class CacheWriteWarning(UserWarning):
     """The cache folder cannot be written (read-only, full, gone): the cache went memory-only."""

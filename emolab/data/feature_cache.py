@@ -19,7 +19,7 @@ Layout: ``<cache_dir>/wavlm/<backbone tag[:16]>/<key[:2]>/<key>.npz`` holding
 * the variant: ``0`` is the clean clip; ``1..K`` are fixed noisy versions,
   keyed also by the noise source (file identity, or Gaussian) and policy.
 
-Writes are atomic (:func:`emolab.fileio.atomic_write`); a damaged entry reads
+Writes are atomic (:func:`emolab.utils.fileio.atomic_write`); a damaged entry reads
 as a miss and is recomputed by the next fill.
 
 Noise variants (an approximation of the augmentation). Variant ``k`` of a clip
@@ -49,7 +49,7 @@ import torch
 
 from emolab.data.audio import GAUSSIAN_NOISE_SAMPLES, AudioNoise, AudioNoiseParams
 from emolab.data.cache import AudioSettings
-from emolab.fileio import atomic_write, atomic_write_json, mark_used
+from emolab.utils.fileio import atomic_write, atomic_write_json, mark_used
 
 __all__ = [
     "CachedFeatures",
@@ -160,7 +160,7 @@ class FeatureStore:
         return self.root / backbone[:16] / key[:2] / f"{key}.npz"
 
     def get(self, backbone: str, key: str, *, touch: bool = True) -> CachedFeatures | None:
-        """The entry, or ``None`` when it is missing or damaged; ``touch`` marks it used (see :mod:`emolab.cachetool`)."""
+        """The entry, or ``None`` when it is missing or damaged; ``touch`` marks it used (see :mod:`emolab.cli.cache`)."""
         path = self.path(backbone, key)
         try:
             with np.load(path, allow_pickle=False) as z:

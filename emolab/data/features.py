@@ -38,7 +38,7 @@ from emolab.data.audio import AudioNoise, log_mel
 from emolab.data.augment import apply_video_batch
 from emolab.data.handover import OneSegment, stack_batch
 from emolab.data.video import normalize
-from emolab.lru import ByteLRU
+from emolab.utils.lru import ByteLRU
 
 __all__ = ["BatchFeaturizer", "RAW_KEYS", "collate_raw", "unpack_augment"]
 

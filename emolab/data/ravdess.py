@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from emolab.fileio import open_media
+from emolab.utils.fileio import open_media
 
 EMOTIONS: tuple[str, ...] = (
     "neutral",

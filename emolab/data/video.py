@@ -36,7 +36,7 @@ from emolab.data.augment import (  # re-exported: they used to live here
     attenuate_brightness,
     gaussian_blur,
 )
-from emolab.fileio import media_source
+from emolab.utils.fileio import media_source
 
 __all__ = [
     "IMAGENET_MEAN",

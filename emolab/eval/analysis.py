@@ -240,12 +240,12 @@ def train(cfg: TrainConfig) -> RunResult:
     """:func:`emolab.train.run_training` with its printed paths relative to the checkout.
 
     The trainer prints absolute paths (run folder, data root); here paths inside the
-    checkout are printed relative to it (:func:`emolab.notebooks.display_path`, e.g.
+    checkout are printed relative to it (:func:`emolab.cli.notebooks.display_path`, e.g.
     ``outputs/notebooks/03/runs/gated-seed0-...``; a smoke run's temporary folder as
     ``<temporary folder>``), so that a notebook's output holds no path of the machine
     that ran it but still says where the run is.
     """
-    from emolab.notebooks import display_output_dir, display_path
+    from emolab.cli.notebooks import display_output_dir, display_path
 
     out, root = Path(cfg.output_dir), Path(cfg.data_root)
     replacements = sorted(

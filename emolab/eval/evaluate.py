@@ -107,7 +107,7 @@ def evaluate_run(
 
     Raises:
         EvaluateError: no pairs, an empty split, a bad protocol or fold.
-        emolab.robustness.InputError: ``run`` is not a run folder or checkpoint.
+        emolab.eval.robustness.InputError: ``run`` is not a run folder or checkpoint.
     """
     import pandas as pd
 
@@ -152,7 +152,7 @@ def write_evaluation(result: EvalResult, out_dir: str | os.PathLike[str]) -> lis
     """``metrics.json``, ``metrics.csv``, ``predictions.csv`` and ``confusion.png`` in ``out_dir``, atomically."""
     import pandas as pd
 
-    from emolab.fileio import atomic_write, atomic_write_json
+    from emolab.utils.fileio import atomic_write, atomic_write_json
     from emolab.viz import confusion_matrix_plot
 
     m = result.metrics

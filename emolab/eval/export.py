@@ -9,7 +9,7 @@ The exported folder (default ``<run>/export-onnx/``)::
                         torch versions, and what the verification measured
 
 Inputs are the tensors the model's ``forward`` takes, as emolab's featuriser (the datasets of
-:func:`emolab.analysis.test_dataset`) builds them, by the model's ``input_modality``:
+:func:`emolab.eval.analysis.test_dataset`) builds them, by the model's ``input_modality``:
 
 =================  ==============================  ========  ==================================================
 name               shape                           dtype     what
@@ -132,7 +132,7 @@ def export_module(model: nn.Module) -> nn.Module:
 
 def _test_batches(cfg: TrainConfig, max_items: int | None, batch_size: int) -> Iterator[dict[str, Any]]:
     """Batches of the run's test split as the model gets them (emolab's featuriser, no augmentation)."""
-    from emolab.analysis import test_dataset
+    from emolab.eval.analysis import test_dataset
     from emolab.data.loaders import make_loader
 
     try:
@@ -176,7 +176,7 @@ def write_onnx(model: nn.Module, example: dict[str, Any], path: str | Path) -> P
     import onnx
     import torch
 
-    from emolab.fileio import atomic_write
+    from emolab.utils.fileio import atomic_write
 
     names, outs = input_names(model), output_names(model)
     batch = torch.export.Dim("batch", min=1)
@@ -207,7 +207,7 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from emolab.fileio import atomic_write
+    from emolab.utils.fileio import atomic_write
 
     dst = Path(dst)
     pre = dst.with_name(dst.stem + ".pre.onnx")
@@ -316,7 +316,7 @@ def export_onnx(
     import numpy as np
     import torch
 
-    from emolab.fileio import atomic_write_json
+    from emolab.utils.fileio import atomic_write_json
     from emolab.train.metrics import Predictions, epoch_metrics
 
     out = Path(out_dir)
@@ -393,7 +393,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     """Load the run, export, verify, print the comparison. Bad input raises an :class:`ExportError`."""
     from emolab.eval.inference import load_run
-    from emolab.robustness import InputError
+    from emolab.eval.robustness import InputError
 
     for package in ("onnx", "onnxruntime", "onnxscript"):
         try:

@@ -1,7 +1,7 @@
 """Inference with a trained run, shared by ``emolab predict`` and ``emolab evaluate``.
 
 * :func:`load_run`: a run folder of ``emolab train`` (or its ``best_*.pt``) as a model and its saved config,
-  through :func:`emolab.robustness.load_runs` (the loader of ``emolab robustness``).
+  through :func:`emolab.eval.robustness.load_runs` (the loader of ``emolab robustness``).
 * :class:`ClipDataset`: the run's own dataset class for any files: a video and a WAV, or a video container
   whose own audio track (AAC in an MP4, a phone recording) is decoded with PyAV and then resampled, mixed
   down and padded exactly as :func:`emolab.data.audio.load_audio` does with a WAV.
@@ -46,9 +46,9 @@ def load_run(run: str | os.PathLike[str], *, data_root: str | os.PathLike[str] |
     """``(name, model in eval mode on device, config)`` of a run folder or checkpoint.
 
     Raises:
-        emolab.robustness.InputError: not a run folder or checkpoint, or it does not load.
+        emolab.eval.robustness.InputError: not a run folder or checkpoint, or it does not load.
     """
-    from emolab.robustness import load_runs
+    from emolab.eval.robustness import load_runs
 
     ((name, (model, cfg)),) = load_runs([run], data_root=data_root, device=device).items()
     return name, model, cfg

@@ -192,7 +192,7 @@ def load_model_or_export(run: str | os.PathLike[str], *, device: str = "cpu",
 
     Raises:
         PredictError: ``int8`` for a PyTorch run, an export without the INT8 model, a folder that is neither.
-        emolab.robustness.InputError: a run folder or checkpoint that does not load.
+        emolab.eval.robustness.InputError: a run folder or checkpoint that does not load.
     """
     from emolab.eval.inference import load_run
     from emolab.eval.onnx_runtime import OnnxModel, is_export_dir
@@ -230,7 +230,7 @@ def predict(
 
     Raises:
         PredictError: see :func:`gather_clips` and :func:`load_model_or_export`; ``attention_dir`` with an export.
-        emolab.robustness.InputError: ``run`` is not a run folder or checkpoint.
+        emolab.eval.robustness.InputError: ``run`` is not a run folder or checkpoint.
     """
     import numpy as np
     import pandas as pd
@@ -299,9 +299,9 @@ def predict(
 
 def _save_attention(model: Any, cfg: Any, raw_ds: Any, clips: list[Clip], out: Path) -> list[Path]:
     """The attention figure (:func:`emolab.viz.attention_over_media`) of each clip, for log-Mel xattn models."""
-    from emolab.analysis import collect_attention
+    from emolab.eval.analysis import collect_attention
     from emolab.eval.inference import ClipDataset
-    from emolab.fileio import atomic_write
+    from emolab.utils.fileio import atomic_write
     from emolab.viz import attention_over_media
 
     if not cfg.model.fusion.startswith("xattn") or cfg.model.use_wavlm:
@@ -349,7 +349,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Predict, print the table and each failure, write the CSV. Exit code 1 when any clip failed."""
     import torch
 
-    from emolab.fileio import atomic_write
+    from emolab.utils.fileio import atomic_write
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise PredictError("--device cuda: CUDA is not available")

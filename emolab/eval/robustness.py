@@ -8,7 +8,7 @@ Each model is evaluated on the test split of its own saved config (``max_items``
 
 Choices (also written into ``robustness.json``):
 
-* **Noise** is :class:`emolab.analysis.NoisyAtSNR`, the noise of notebook 05: an excerpt of ``Noise/noise.wav``
+* **Noise** is :class:`emolab.eval.analysis.NoisyAtSNR`, the noise of notebook 05: an excerpt of ``Noise/noise.wav``
   found as training finds it (:func:`~emolab.data.datasets.resolve_noise_path`), or Gaussian noise
   (``noise="gaussian"``), drawn from ``default_rng([seed, i, level])`` for test clip ``i`` and mixed into the
   waveform at exactly that SNR. Every model evaluated on the same split hears the same noise in the same clip.
@@ -182,15 +182,15 @@ class CorruptedTestSet:
     """A test dataset with one corruption applied to every item (map-style; for ``make_loader``).
 
     Args:
-        base: a non-augmented dataset (:func:`emolab.analysis.test_dataset`).
+        base: a non-augmented dataset (:func:`emolab.eval.analysis.test_dataset`).
         corruption: the condition.
         noise: the noise source (:class:`~emolab.data.audio.AudioNoise`) of the ``noise`` family.
-        seed: seed of the noise excerpts (per clip, see :class:`~emolab.analysis.NoisyAtSNR`).
+        seed: seed of the noise excerpts (per clip, see :class:`~emolab.eval.analysis.NoisyAtSNR`).
         fill: occlusion colour.
     """
 
     def __init__(self, base: Any, corruption: Corruption, noise: Any, seed: int = 0, fill: Fill = "grey"):
-        from emolab.analysis import NoisyAtSNR
+        from emolab.eval.analysis import NoisyAtSNR
 
         snr = float(corruption.value) if corruption.family == "noise" else None
         self.base, self.corruption, self.fill = base, corruption, fill
@@ -336,7 +336,7 @@ def evaluate(
     import pandas as pd
     import torch
 
-    from emolab.analysis import test_dataset
+    from emolab.eval.analysis import test_dataset
     from emolab.train.metrics import Predictions, epoch_metrics, summary_metrics
 
     corruptions = list(corruptions) if corruptions is not None else default_corruptions()
@@ -415,7 +415,7 @@ def load_runs(
     """
     import dataclasses
 
-    from emolab.analysis import load_model
+    from emolab.eval.analysis import load_model
 
     paths = [runs] if isinstance(runs, (str, Path)) else list(runs)
     out: dict[str, tuple[Any, Any]] = {}
@@ -437,7 +437,7 @@ def load_runs(
 
 def write_results(result: RobustnessResult, out_dir: str | Path) -> list[Path]:
     """Write ``robustness.csv``, ``robustness.json`` and ``robustness.png`` into ``out_dir``, atomically."""
-    from emolab.fileio import atomic_write, atomic_write_json
+    from emolab.utils.fileio import atomic_write, atomic_write_json
     from emolab.viz.robustness import robustness_curves
 
     out = Path(out_dir)

@@ -2,7 +2,7 @@
 
 ``emolab cv --protocol six_fold --fusion gated --seeds 0,1,2 --out runs/cv-gated [train flags]``, or::
 
-    from emolab.sweeps import run_cv
+    from emolab.experiments.cv import run_cv
     res = run_cv(base_cfg, protocol="six_fold", seeds=(0, 1, 2), out="runs/cv-gated")
     res.headline()  # "gated, six_fold, 3 seeds × 6 folds: accuracy xx.x ± x.x %, macro-F1 ..., UAR ..., weighted F1 ..."
     res.table()     # one row per run (pandas)
@@ -21,7 +21,7 @@ folds per seed, then mean ± std over seeds) and per-fold means.
 
 A rerun skips finished runs (``test_metrics.json``), continues interrupted ones
 from ``last.pt`` and restarts runs that never finished epoch 1. With ``jobs > 1``
-each run is a subprocess (``python -m emolab.sweeps``); with device ``auto``/``cuda``
+each run is a subprocess (``python -m emolab.experiments.cv``); with device ``auto``/``cuda``
 and G visible GPUs, job slot ``i`` gets ``CUDA_VISIBLE_DEVICES`` = visible GPU ``i % G``.
 
 Every run of a sweep trains with the same torch thread count, whatever
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from emolab.fileio import atomic_write, atomic_write_json
+from emolab.utils.fileio import atomic_write, atomic_write_json
 
 if TYPE_CHECKING:  # torch stays out of `emolab --help`
     import pandas as pd
@@ -294,7 +294,7 @@ def train_one(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> str:
 
     Holds a lock on the run (``.locks/{name}.lock``) meanwhile: a second process is refused.
     """
-    from emolab.procs import FolderBusy, folder_lock
+    from emolab.utils.procs import FolderBusy, folder_lock
     from emolab.train.run import RESUME_OVERRIDABLE, SetupError, resume_training, run_training
 
     run_dir = Path(cfg.output_dir) / "runs" / str(cfg.run_name)
@@ -314,12 +314,12 @@ def train_one(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> str:
 
 
 def _child_main() -> int:
-    """``python -m emolab.sweeps`` with a TrainConfig dict on stdin: one run of a parallel sweep.
+    """``python -m emolab.experiments.cv`` with a TrainConfig dict on stdin: one run of a parallel sweep.
 
     The torch thread count comes from ``EMOLAB_TORCH_THREADS`` (and ``OMP_NUM_THREADS``), set by the parent."""
     import torch
 
-    from emolab.procs import parent_alive
+    from emolab.utils.procs import parent_alive
     from emolab.train.config import TrainConfig
     from emolab.train.run import SetupError
 
@@ -353,7 +353,7 @@ def _slots(jobs: int, device: str, threads: int) -> list[dict[str, str]]:
 
 def _run_parallel(todo: list[tuple[CVRun, TrainConfig]], jobs: int, out: Path, say: Callable[[str], None],
                   finished: Callable[[CVRun], None], threads: int) -> None:
-    from emolab.procs import die_with_parent
+    from emolab.utils.procs import die_with_parent
 
     slots, queue, failed = _slots(jobs, todo[0][1].device, threads), list(todo), []
     free, running = list(range(jobs)), {}
@@ -365,7 +365,7 @@ def _run_parallel(todo: list[tuple[CVRun, TrainConfig]], jobs: int, out: Path, s
                 (run, cfg), slot = queue.pop(0), free.pop(0)
                 log = out / "logs" / f"{run.name}.log"
                 with open(log, "a") as fh:
-                    proc = subprocess.Popen([sys.executable, "-m", "emolab.sweeps"], stdin=subprocess.PIPE, stdout=fh,
+                    proc = subprocess.Popen([sys.executable, "-m", "emolab.experiments.cv"], stdin=subprocess.PIPE, stdout=fh,
                                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **slots[slot]},
                                             preexec_fn=die_with_parent if os.name == "posix" else None)
                 proc.stdin.write(json.dumps(dataclasses.replace(cfg, progress=False).to_dict()))  # type: ignore[union-attr]
@@ -457,7 +457,7 @@ def run_cv(
     settings = sweep_settings(base, protocol, folds, seeds)
     check_corpus(base, protocol, folds)
     out.mkdir(parents=True, exist_ok=True)
-    from emolab.procs import FolderBusy, folder_lock
+    from emolab.utils.procs import FolderBusy, folder_lock
 
     try:
         with folder_lock(out / ".sweep.lock", f"sweep folder {out}"):

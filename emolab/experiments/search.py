@@ -3,7 +3,7 @@
 ``emolab search --protocol six_fold --fusion xattn --folds 0,1 --trials 30 --out runs/search-xattn [train flags]``
 
 Each trial samples a configuration from a :class:`SearchSpace`, trains the
-selected folds × seeds with :func:`emolab.sweeps.run_cv` in ``OUT/trial_NNNN/``
+selected folds × seeds with :func:`emolab.experiments.cv.run_cv` in ``OUT/trial_NNNN/``
 (a sweep folder: its runs resume like ``emolab cv``) and scores the **mean best
 validation macro-F1** over those runs. Test metrics are recorded on the trial
 (``test_accuracy``, ``test_macro_f1``) but never used for selection.
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from emolab.fileio import atomic_write, atomic_write_json
-from emolab.sweeps import CVRun, SweepError, _diff, base_config_from_flags, parse_int_list, sweep_settings
+from emolab.utils.fileio import atomic_write, atomic_write_json
+from emolab.experiments.cv import CVRun, SweepError, _diff, base_config_from_flags, parse_int_list, sweep_settings
 
 if TYPE_CHECKING:
     import optuna
@@ -226,7 +226,7 @@ def run_search(
     Args:
         base: the training settings; the space's fields are sampled over it.
         out: trial folders and (default storage) ``study.db``; the summary files.
-        protocol, folds, seeds, jobs: as in :func:`emolab.sweeps.run_cv` (every trial trains all folds × seeds).
+        protocol, folds, seeds, jobs: as in :func:`emolab.experiments.cv.run_cv` (every trial trains all folds × seeds).
         storage: an Optuna RDB URL (default ``sqlite:///OUT/study.db``).
         study_name: default ``{fusion}-{protocol}``.
         space: the search space (default :class:`SearchSpace`).
@@ -238,7 +238,7 @@ def run_search(
     """
     import optuna
 
-    from emolab.sweeps import check_corpus, resolve_plan, run_cv
+    from emolab.experiments.cv import check_corpus, resolve_plan, run_cv
 
     space = space or SearchSpace()
     folds, seeds = resolve_plan(protocol, folds, seeds)

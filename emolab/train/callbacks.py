@@ -146,8 +146,8 @@ class HistoryLogger(Callback):
 
 
 class RunFigures(Callback):
-    """``curves.png`` (:func:`emolab.viz.learning_curves` of the history) and ``confusion.png``
-    (:func:`emolab.viz.confusion_matrix_plot` of the test split) in the run folder.
+    """``curves.png`` (:func:`~emolab.train.figures.learning_curves` of the history) and ``confusion.png``
+    (:func:`~emolab.train.figures.confusion_matrix_plot` of the test split) in the run folder.
 
     A figure that cannot be drawn costs a printed line, never the finished run.
     """
@@ -156,13 +156,13 @@ class RunFigures(Callback):
     dpi = 100
 
     def on_fit_end(self, trainer: EmotionTrainer, test_metrics: dict[str, Any]) -> None:
-        from emolab import viz
+        from emolab.train.figures import confusion_matrix_plot, learning_curves
 
         run_dir = trainer.paths.run_dir
         name = f"{trainer.cfg.model.fusion}, seed {trainer.cfg.seed}"
         figures = {
-            "curves.png": lambda: viz.learning_curves(trainer.history, title=name),
-            "confusion.png": lambda: viz.confusion_matrix_plot(
+            "curves.png": lambda: learning_curves(trainer.history, title=name),
+            "confusion.png": lambda: confusion_matrix_plot(
                 test_metrics["confusion_matrix"], test_metrics["class_names"],
                 title=f"{name}: test, accuracy {test_metrics['accuracy']:.3f}, n = {test_metrics['num_samples']}",
             ),

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from emolab.fileio import atomic_write, atomic_write_json
+from emolab.utils.fileio import atomic_write, atomic_write_json
 
 __all__ = [
     "CheckpointError",

@@ -25,7 +25,7 @@ from emolab.data.faces import FACE_DETECTORS
 from emolab.data.splits import PROTOCOLS, SplitConfig, parse_actor_list
 from emolab.models.registry import ModelConfig, available_models
 from emolab.models.video import VIDEO_BACKBONES
-from emolab.fileio import error_line, take_debug_flag, tolerant_stdio
+from emolab.utils.fileio import error_line, take_debug_flag, tolerant_stdio
 from emolab.train.config import OptimConfig, TrainConfig
 from emolab.train.run import SetupError, resume_training, run_training
 

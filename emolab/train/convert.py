@@ -4,7 +4,7 @@ The run folder holds what ``emolab train`` writes for a finished run's best
 model (``config.json`` and ``best_{fusion}.pt`` = ``{"model", "val_f1",
 "epoch", "config"}``), so every command and notebook that takes a run folder
 or a checkpoint (``emolab robustness --run``, notebooks 04–06 ``run_dir`` /
-``checkpoint``, :func:`emolab.analysis.load_model`) works on it. The network
+``checkpoint``, :func:`emolab.eval.analysis.load_model`) works on it. The network
 and the seed's behaviour options are read from the checkpoint's keys
 (:func:`emolab.models.seed_build_kwargs`); flags override what the keys cannot
 tell (``--xattn_heads``) or pick a corpus (``--data_root``).

@@ -34,7 +34,7 @@ Differences from running the backbone (why the cache is optional,
   instead of fresh noise every epoch; with ``K = 0`` (default) a cached stage
   trains on clean audio only. See :mod:`emolab.data.feature_cache`.
 
-:func:`emolab.bench_wavlm.measure_wavlm_cache` times one stage-1 epoch with and without the cache.
+:func:`emolab.bench.wavlm.measure_wavlm_cache` times one stage-1 epoch with and without the cache.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 
 from emolab import __version__
-from emolab.fileio import atomic_write_json
+from emolab.utils.fileio import atomic_write_json
 
 __all__ = ["FILE", "compare", "pair_lines", "provenance", "read_provenance", "write_provenance"]
 

@@ -37,7 +37,7 @@ from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset, model_m
 from emolab.data.loaders import loads_in_process, make_loader, warm_cache
 from emolab.data.ravdess import PairRecord, pair_corpus
 from emolab.data.splits import Split, make_split
-from emolab.fileio import remove_stale_tmp
+from emolab.utils.fileio import remove_stale_tmp
 from emolab.models.registry import build_model_from_config, count_parameters
 from emolab.train.callbacks import Callback, default_callbacks
 from emolab.train.checkpoint import atomic_write_json, load_checkpoint, load_warm_start, seed_everything

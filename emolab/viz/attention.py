@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from emolab.data.audio import HOP_LENGTH, SAMPLE_RATE
 from emolab.data.video import NUM_FRAMES, sample_indices
-from emolab.viz._common import cell_centres, cell_edges, new_figure, to_numpy
+from emolab.utils.figures import cell_centres, cell_edges, new_figure, to_numpy
 from emolab.viz.media import _draw_mel, as_display_frames, as_mel_image
 
 __all__ = ["attention_maps", "attention_over_media", "video_frame_times", "audio_step_times"]

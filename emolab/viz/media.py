@@ -11,7 +11,7 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.image import AxesImage
 
 from emolab.data.audio import HOP_LENGTH, SAMPLE_RATE
-from emolab.viz._common import TIME_LABEL, check_axes, new_figure, root_figure, to_numpy
+from emolab.utils.figures import TIME_LABEL, check_axes, new_figure, root_figure, to_numpy
 
 __all__ = ["frame_strip", "log_mel_image", "augmentation_panel", "as_display_frames", "as_mel_image"]
 

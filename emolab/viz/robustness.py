@@ -10,7 +10,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from emolab.viz._common import new_figure
+from emolab.utils.figures import new_figure
 
 __all__ = ["robustness_curves"]
 
@@ -33,7 +33,7 @@ def _records(table: Any) -> list[dict[str, Any]]:
             raise ValueError(f"table row {i} must be a dict, got {type(r).__name__}")
         missing = [k for k in _REQUIRED if k not in r]
         if missing:
-            raise ValueError(f"table row {i} lacks {missing} (expected the table of emolab.robustness.evaluate)")
+            raise ValueError(f"table row {i} lacks {missing} (expected the table of emolab.eval.robustness.evaluate)")
     return [dict(r) for r in rows]
 
 
@@ -59,7 +59,7 @@ def robustness_curves(
     left out of that row.
 
     Args:
-        table: the rows of :func:`emolab.robustness.evaluate` (a DataFrame or a list of dicts)
+        table: the rows of :func:`emolab.eval.robustness.evaluate` (a DataFrame or a list of dicts)
             with ``model, corruption, level, severity`` and the metrics.
         metrics: columns to plot, one row of panels each (``accuracy``, ``macro_f1``,
             ``mean_gate``, ``nll``).

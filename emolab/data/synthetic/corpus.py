@@ -32,7 +32,7 @@ byte-identical files on the same library build.
 
 Usage::
 
-    from emolab.data.demo import DemoConfig, generate_demo_corpus, is_generated
+    from emolab.data.synthetic.corpus import DemoConfig, generate_demo_corpus, is_generated
     if not is_generated("data/demo"):
         generate_demo_corpus("data/demo")            # ~1 min on 2 cores
     generate_demo_corpus("data/ravdess_like", DemoConfig(size="1280x720", seconds=3.5, fps=30))
@@ -62,17 +62,18 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from emolab.data.demo_synth import (
-    _FACE,
-    _FACE_SD,
-    _VOICE,
-    _VOICE_SD,
-    _Key,
-    _actor,
-    _render_audio,
-    _render_frames,
-    _style,
-    _timeline,
+from emolab.data.synthetic.config import DEFAULT_DEMO_DIR, DemoConfig, parse_size
+from emolab.data.synthetic.media import (
+    FACE,
+    FACE_SD,
+    VOICE,
+    VOICE_SD,
+    RecordingKey,
+    actor_traits,
+    render_audio,
+    render_frames,
+    emotion_style,
+    syllable_timeline,
     synthesize_noise,
 )
 
@@ -88,140 +89,14 @@ __all__ = [
     "synthesize_noise",
     "recording_names",
     "MANIFEST_NAME",
+    "DEFAULT_DEMO_DIR",
+    "ensure_demo_corpus",
 ]
 
 MANIFEST_NAME = "emolab_demo.json"
 _GENERATOR_VERSION = 1
-_AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 _NO_SONG_ACTORS = (18,)  # RAVDESS has no song recordings for actor 18
 _SONG_EMOTIONS = (1, 2, 3, 4, 5, 6)  # song has no disgust and no surprised
-
-
-# --------------------------------------------------------------------------- config
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse a ``"WxH"`` frame size such as ``"1280x720"`` into ``(W, H)``.
-
-    Raises:
-        ValueError: if the text is not two positive even integers joined by ``x``.
-    """
-    parts = str(text).lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"size must look like 'WxH' (e.g. '192x108'), got {text!r}")
-    size = (int(parts[0]), int(parts[1]))
-    _check_size(size)
-    return size
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def _check_size(size: tuple[int, int]) -> None:
-    w, h = size
-    if w <= 0 or h <= 0 or w % 2 or h % 2:
-        raise ValueError(
-            f"size must be positive even integers (yuv420p needs even width and height), got {w}x{h}"
-        )
-    if w < 32 or h < 32:
-        raise ValueError(f"size must be at least 32x32 to draw a face, got {w}x{h}")
-
-
-@dataclass
-class DemoConfig:
-    """What to generate.
-
-    Attributes:
-        actors: ``N`` for actors 1..N, or explicit actor ids (each 1..24).
-        size: frame size ``(W, H)``; even integers (yuv420p). A ``"WxH"``
-            string is accepted and parsed.
-        seconds: clip length in seconds (RAVDESS clips are 3-5 s).
-        fps: video frame rate.
-        seed: seed of every random draw (non-negative).
-        speech: generate the speech channel (vocal 01, 60 recordings per actor).
-        song: generate the song channel (vocal 02, 44 per actor, none for actor 18).
-        noise: write ``Noise/noise.wav`` (babble/bar-like, for noise augmentation).
-        sample_rate: audio sample rate in Hz (RAVDESS: 48000).
-        noise_seconds: length of the noise file in seconds.
-    """
-
-    actors: int | Sequence[int] = 24  # RAVDESS's 24, so default splits/folds work
-    size: tuple[int, int] = (192, 108)  # small 16:9; RAVDESS is 1280x720
-    seconds: float = 2.5  # RAVDESS: 3-5 s; models crop/pad to 3 s
-    fps: float = 15.0  # RAVDESS: 29.97
-    seed: int = 0
-    speech: bool = True
-    song: bool = False
-    noise: bool = True
-    sample_rate: int = 48000
-    noise_seconds: float = 24.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.size, str):
-            self.size = parse_size(self.size)
-        if (
-            not isinstance(self.size, Sequence)
-            or len(self.size) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self.size)
-        ):
-            raise ValueError(f"size must be (W, H) integers or a 'WxH' string, got {self.size!r}")
-        self.size = (int(self.size[0]), int(self.size[1]))
-        _check_size(self.size)
-        ids = self.actor_ids  # validates
-        if isinstance(self.actors, Sequence):
-            self.actors = ids
-        if not _is_number(self.seconds) or not math.isfinite(self.seconds) or self.seconds <= 0:
-            raise ValueError(f"seconds must be a positive number, got {self.seconds!r}")
-        if self.seconds > 60:
-            raise ValueError(f"seconds must be at most 60, got {self.seconds}")
-        if not _is_number(self.fps) or not math.isfinite(self.fps) or self.fps <= 0:
-            raise ValueError(f"fps must be a positive number, got {self.fps!r}")
-        if self.fps > 120:
-            raise ValueError(f"fps must be at most 120, got {self.fps}")
-        self.seconds, self.fps = float(self.seconds), float(self.fps)
-        if self.num_frames < 2:
-            raise ValueError(
-                f"seconds * fps must give at least 2 frames, got {self.seconds} s at {self.fps} fps"
-            )
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not (self.speech or self.song):
-            raise ValueError("nothing to generate: speech and song are both False")
-        if self.sample_rate not in _AAC_RATES:
-            raise ValueError(f"sample_rate must be one of {_AAC_RATES} (AAC rates), got {self.sample_rate!r}")
-        if not (1.0 <= self.noise_seconds <= 600.0):
-            raise ValueError(f"noise_seconds must be in [1, 600], got {self.noise_seconds}")
-
-    @property
-    def actor_ids(self) -> tuple[int, ...]:
-        """Actor ids to generate, sorted."""
-        a = self.actors
-        if isinstance(a, bool) or not isinstance(a, (int, np.integer, Sequence)) or isinstance(a, str):
-            raise ValueError(f"actors must be an int N (actors 1..N) or a list of actor ids, got {a!r}")
-        if isinstance(a, (int, np.integer)):
-            if not 1 <= a <= 24:
-                raise ValueError(f"actors must be between 1 and 24 (RAVDESS has 24 actors), got {a}")
-            return tuple(range(1, int(a) + 1))
-        ids = list(a)
-        if not ids:
-            raise ValueError("actors must not be empty")
-        for i in ids:
-            if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 1 <= i <= 24:
-                raise ValueError(f"actor ids must be integers between 1 and 24, got {i!r} in {ids}")
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"actor ids must be unique, got {ids}")
-        return tuple(sorted(int(i) for i in ids))
-
-    @property
-    def num_frames(self) -> int:
-        """Frames per video clip, ``round(seconds * fps)``."""
-        return int(round(self.seconds * self.fps))
-
-    @property
-    def num_samples(self) -> int:
-        """Samples per audio clip, ``round(seconds * sample_rate)``."""
-        return int(round(self.seconds * self.sample_rate))
 
 
 @dataclass
@@ -270,7 +145,7 @@ class DemoSummary:
 # --------------------------------------------------------------------------- recordings
 
 
-def _keys(config: DemoConfig) -> list[_Key]:
+def _keys(config: DemoConfig) -> list[RecordingKey]:
     keys = []
     for actor in config.actor_ids:
         for vocal in (1, 2):
@@ -282,7 +157,7 @@ def _keys(config: DemoConfig) -> list[_Key]:
                 for intensity in (1,) if emotion == 1 else (1, 2):
                     for statement in (1, 2):
                         for repetition in (1, 2):
-                            keys.append(_Key(vocal, emotion, intensity, statement, repetition, actor))
+                            keys.append(RecordingKey(vocal, emotion, intensity, statement, repetition, actor))
     return keys
 
 
@@ -291,7 +166,7 @@ def recording_names(config: DemoConfig) -> list[str]:
     return [k.name(3)[3:-4] for k in _keys(config)]
 
 
-def _paths(root: Path, key: _Key) -> dict[int, Path]:
+def _paths(root: Path, key: RecordingKey) -> dict[int, Path]:
     channel = "Speech" if key.vocal == 1 else "Song"
     actor = f"Actor_{key.actor:02d}"
     audio_dir = root / f"Audio_{channel}_Actors_01-24" / actor
@@ -355,18 +230,18 @@ def synthesize_recording(
             song disgust).
     """
     _check_fields(actor, emotion, intensity, statement, repetition, vocal)
-    return _synthesize(config, _Key(vocal, emotion, intensity, statement, repetition, actor), video)
+    return _synthesize(config, RecordingKey(vocal, emotion, intensity, statement, repetition, actor), video)
 
 
-def _synthesize(config: DemoConfig, key: _Key, video: bool = True) -> DemoClip:
-    actor = _actor(config.seed, key.actor)
+def _synthesize(config: DemoConfig, key: RecordingKey, video: bool = True) -> DemoClip:
+    actor = actor_traits(config.seed, key.actor)
     rng = np.random.default_rng([config.seed, *key, 1])
-    voice = _style(_VOICE, _VOICE_SD, key.emotion, key.intensity, actor.expressive, rng)
-    face = _style(_FACE, _FACE_SD, key.emotion, key.intensity, actor.expressive, rng)
+    voice = emotion_style(VOICE, VOICE_SD, key.emotion, key.intensity, actor.expressive, rng)
+    face = emotion_style(FACE, FACE_SD, key.emotion, key.intensity, actor.expressive, rng)
     rate = actor.rate * math.exp(voice[6])
-    tl = _timeline(key, config.seconds, rate, rng)
-    audio = _render_audio(actor, tl, voice, config, np.random.default_rng([config.seed, *key, 2]))
-    frames = _render_frames(actor, tl, face, config, np.random.default_rng([config.seed, *key, 3])) if video else []
+    tl = syllable_timeline(key, config.seconds, rate, rng)
+    audio = render_audio(actor, tl, voice, config, np.random.default_rng([config.seed, *key, 2]))
+    frames = render_frames(actor, tl, face, config, np.random.default_rng([config.seed, *key, 3])) if video else []
     return DemoClip(audio, frames, config.sample_rate, config.fps, tl.onsets)
 
 
@@ -440,7 +315,7 @@ def _write_mp4s(
         tmp_v.unlink(missing_ok=True)
 
 
-def _write_recording(root: Path, config: DemoConfig, key: _Key) -> None:
+def _write_recording(root: Path, config: DemoConfig, key: RecordingKey) -> None:
     paths = _paths(root, key)
     try:
         clip = _synthesize(config, key)
@@ -472,7 +347,7 @@ def write_recording(
         The paths by modality.
     """
     _check_fields(actor, emotion, intensity, statement, repetition, vocal)
-    key = _Key(vocal, emotion, intensity, statement, repetition, actor)
+    key = RecordingKey(vocal, emotion, intensity, statement, repetition, actor)
     _write_recording(Path(out), config, key)
     return _paths(Path(out), key)
 
@@ -482,7 +357,7 @@ def _write_noise(path: Path, config: DemoConfig) -> None:
     _write_wav(path, synthesize_noise(config.noise_seconds, config.sample_rate, config.seed), config.sample_rate)
 
 
-def _task(task: tuple[str, DemoConfig, _Key | None]) -> bool:
+def _task(task: tuple[str, DemoConfig, RecordingKey | None]) -> bool:
     """One unit of work: a recording (3 files), or the noise file when key is None."""
     root, config, key = task
     if key is None:
@@ -495,7 +370,7 @@ def _task(task: tuple[str, DemoConfig, _Key | None]) -> bool:
 # --------------------------------------------------------------------------- driver
 
 
-def _count(keys: list[_Key]) -> dict[str, int]:
+def _count(keys: list[RecordingKey]) -> dict[str, int]:
     c = Counter(k.vocal for k in keys)
     counts = {}
     for vocal, channel in ((1, "speech"), (2, "song")):
@@ -506,7 +381,7 @@ def _count(keys: list[_Key]) -> dict[str, int]:
 
 def _manifest(config: DemoConfig, counts: dict[str, int]) -> dict:
     return {
-        "generator": "emolab.data.demo",
+        "generator": "emolab.data.demo",  # the manifest format's name since the first corpus (not the module path)
         "version": _GENERATOR_VERSION,
         "config": {**asdict(config), "actors": list(config.actor_ids), "size": list(config.size)},
         "counts": counts,
@@ -633,3 +508,15 @@ def generate_demo_corpus(
     tmp.write_text(json.dumps(_manifest(config, counts), indent=2) + "\n")
     os.replace(tmp, root / MANIFEST_NAME)
     return DemoSummary(root, counts, noise_path, time.perf_counter() - t0, config, removed)
+
+
+def ensure_demo_corpus(out: Path = DEFAULT_DEMO_DIR, *, progress: bool = True) -> Path:
+    """Generate the default demo corpus at ``out`` unless it is already there."""
+    config = DemoConfig()
+    if is_generated(out, config):
+        print(f"demo corpus: using {out} (already generated)")
+        return out
+    print(f"demo corpus: generating into {out}")
+    summary = generate_demo_corpus(out, config, progress=progress)
+    print(summary.describe() if hasattr(summary, "describe") else summary)
+    return out

@@ -1,27 +1,26 @@
-"""Synthesis model of the generated demo corpus (:mod:`emolab.data.demo`).
+"""Synthesis model of the generated demo corpus (:mod:`emolab.data.synthetic.corpus`).
 
 Emotion styles of voice and face, per-actor traits, the syllable timeline, and
 the renderers that turn them into a speech-like waveform, drawn face frames and
-babble noise. Pure numpy/cv2 and no files: :mod:`emolab.data.demo` encodes and writes.
+babble noise. Pure numpy/cv2 and no files: :mod:`emolab.data.synthetic.corpus` encodes and writes.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from emolab.data.demo import DemoConfig
+from emolab.data.synthetic.config import DemoConfig
 
 
 # --------------------------------------------------------------------------- recordings
 
 
-class _Key(NamedTuple):
+class RecordingKey(NamedTuple):
     vocal: int
     emotion: int
     intensity: int
@@ -68,7 +67,7 @@ class _Face(NamedTuple):
 
 _NEUTRAL_VOICE = _Voice(0, -2.0, 1.5, 0, 0.15, 0, 0, 0, 0.05)
 # Audio: neutral~calm and fearful~surprised are close; angry/disgust and calm/sad are far apart.
-_VOICE = {
+VOICE = {
     1: _Voice(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.00, 0.0, 0.0),
     2: _Voice(-0.6, -0.2, -0.3, -0.3, 0.0, -1.5, -0.05, -0.7, 0.03),
     3: _Voice(3.0, 1.0, 2.0, 1.0, 0.15, 4.0, 0.10, 2.0, 0.0),
@@ -79,7 +78,7 @@ _VOICE = {
     8: _Voice(4.5, 3.0, 1.0, 2.0, 0.6, 2.5, 0.08, 1.5, 0.05),
 }
 # Video: angry~disgust and calm~sad are close; neutral/calm and fearful/surprised are far apart.
-_FACE = {
+FACE = {
     1: _Face(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
     2: _Face(-0.10, 0.0, -0.03, 0.0, 0.25, -0.28, 0.0, 0.0, 0.0),
     3: _Face(0.55, 0.12, 0.18, 0.08, 0.0, -0.15, 0.0, 0.6, 0.6),
@@ -90,8 +89,8 @@ _FACE = {
     8: _Face(0.0, 0.55, -0.28, 0.75, 0.0, 0.50, 0.0, 0.1, 0.0),
 }
 _GAIN = {1: 1.0, 2: 1.6}  # intensity 02 exaggerates deviations
-_VOICE_SD = _Voice(0.7, 0.6, 0.5, 0.5, 0.08, 1.2, 0.04, 0.7, 0.02)  # per-recording variation
-_FACE_SD = _Face(0.05, 0.03, 0.04, 0.06, 0.07, 0.06, 0.03, 0.1, 0.08)
+VOICE_SD = _Voice(0.7, 0.6, 0.5, 0.5, 0.08, 1.2, 0.04, 0.7, 0.02)  # per-recording variation
+FACE_SD = _Face(0.05, 0.03, 0.04, 0.06, 0.07, 0.06, 0.03, 0.1, 0.08)
 
 # Syllables: (onset consonant, vowel, coda consonant, relative duration, stress);
 # a pause (relative duration) follows some syllables.
@@ -120,7 +119,7 @@ _PLOSIVES = set("ptkbdg")  # other consonants are fricatives
 _SPEECH_RATE, _SONG_RATE = 4.4, 2.4  # syllable units per second at neutral
 
 
-def _style(table: dict, sd: NamedTuple, emotion: int, intensity: int, expressive: float, rng) -> np.ndarray:
+def emotion_style(table: dict, sd: NamedTuple, emotion: int, intensity: int, expressive: float, rng) -> np.ndarray:
     base = np.asarray(table[emotion], dtype=np.float64) * _GAIN[intensity] * expressive
     return base + rng.normal(0.0, 1.0, len(sd)) * np.asarray(sd)
 
@@ -139,7 +138,7 @@ class _Actor:
     face: dict
 
 
-def _actor(seed: int, actor: int) -> _Actor:
+def actor_traits(seed: int, actor: int) -> _Actor:
     rng = np.random.default_rng([seed, actor, 7001])
     male = actor % 2 == 1
     f0 = (118.0 if male else 205.0) * 2 ** (rng.normal(0, 1.6) / 12)
@@ -209,7 +208,7 @@ class _Timeline:
     song: bool
 
 
-def _timeline(key: _Key, seconds: float, rate: float, rng) -> _Timeline:
+def syllable_timeline(key: RecordingKey, seconds: float, rate: float, rng) -> _Timeline:
     song = key.vocal == 2
     syl = _SYLLABLES[key.statement]
     unit = 1.0 / (rate * (_SONG_RATE if song else _SPEECH_RATE))
@@ -342,7 +341,7 @@ def _voice(
     return speech
 
 
-def _render_audio(actor: _Actor, tl: _Timeline, v: np.ndarray, config: DemoConfig, rng) -> np.ndarray:
+def render_audio(actor: _Actor, tl: _Timeline, v: np.ndarray, config: DemoConfig, rng) -> np.ndarray:
     sr, n = config.sample_rate, config.num_samples
     speech = _voice(tl, v, actor.f0, actor.formant, actor.tilt, n, sr, rng)
     level_db = -27.0 + v[5] + actor.level
@@ -452,7 +451,7 @@ def _draw_face(
         cv2.polylines(img, [_pts(np.c_[x, centre])], False, (70, 25, 30), 1, cv2.LINE_AA, 4)
 
 
-def _render_frames(actor: _Actor, tl: _Timeline, p: np.ndarray, config: DemoConfig, rng) -> list[np.ndarray]:
+def render_frames(actor: _Actor, tl: _Timeline, p: np.ndarray, config: DemoConfig, rng) -> list[np.ndarray]:
     w, h = config.size
     f = actor.face
     n = config.num_frames
@@ -495,10 +494,10 @@ def synthesize_noise(seconds: float = 24.0, sample_rate: int = 48000, seed: int 
     seg_len = 2.5
     seg_n = int(seg_len * sample_rate)
     for _ in range(int(seconds * 4)):  # ~4 utterances per second, many overlapping
-        key = _Key(1, int(rng.integers(1, 9)), 1, int(rng.integers(1, 3)), 1, 1)
+        key = RecordingKey(1, int(rng.integers(1, 9)), 1, int(rng.integers(1, 3)), 1, 1)
         f0 = rng.uniform(95, 240)
-        tl = _timeline(key, seg_len, rng.uniform(0.85, 1.25), rng)
-        v = np.zeros(len(_VOICE_SD))
+        tl = syllable_timeline(key, seg_len, rng.uniform(0.85, 1.25), rng)
+        v = np.zeros(len(VOICE_SD))
         v[0], v[4] = rng.normal(0, 2), 0.3
         utt = _voice(tl, v, f0, rng.uniform(0.95, 1.2), rng.normal(-2, 1), seg_n, sample_rate, rng)
         utt *= 10 ** (rng.uniform(-14, -4) / 20)
