@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emolab.data import demo
+from emolab.data.synthetic import corpus as demo
 from emolab.data.synthetic import DemoConfig, generate_demo_corpus, parse_size, synthesize_recording
 
 NAME = re.compile(r"^(0[1-3])-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)\.(wav|mp4)$")

@@ -18,6 +18,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from emolab.cli import notebooks as nbs
+from emolab.eval import notebook as nbh
 from emolab.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,13 +130,13 @@ def test_grid_points():
 def test_record_merges_and_skips_without_run_dir(tmp_path):
     import numpy as np
 
-    assert nbs.record(None, a=1) == {"a": 1}
+    assert nbh.record(None, a=1) == {"a": 1}
     assert not list(tmp_path.iterdir())
-    nbs.record(tmp_path, a=1, b=np.float32(0.5), c={"x": (1, 2)})
-    nbs.record(tmp_path, a=2, d=float("nan"))
-    assert nbs.read_metrics(tmp_path) == {"a": 2, "b": 0.5, "c": {"x": [1, 2]}, "d": None}
+    nbh.record(tmp_path, a=1, b=np.float32(0.5), c={"x": (1, 2)})
+    nbh.record(tmp_path, a=2, d=float("nan"))
+    assert nbh.read_metrics(tmp_path) == {"a": 2, "b": 0.5, "c": {"x": [1, 2]}, "d": None}
     with pytest.raises(TypeError, match="cannot record"):
-        nbs.record(tmp_path, bad=object())
+        nbh.record(tmp_path, bad=object())
     assert nbs._flatten({"split": {"train": 3, "test": 1}, "n": 4, "empty": {}}) == {
         "split.train": 3, "split.test": 1, "n": 4, "empty": {}}
 
@@ -143,25 +144,25 @@ def test_record_merges_and_skips_without_run_dir(tmp_path):
 def test_smoke_default(monkeypatch):
     monkeypatch.delenv("EMOLAB_SMOKE", raising=False)
     monkeypatch.delenv("CI", raising=False)
-    assert nbs.smoke_default() is False
+    assert nbh.smoke_default() is False
     monkeypatch.setenv("CI", "true")
-    assert nbs.smoke_default() is True
+    assert nbh.smoke_default() is True
     monkeypatch.setenv("EMOLAB_SMOKE", "0")
-    assert nbs.smoke_default() is False
+    assert nbh.smoke_default() is False
     monkeypatch.setenv("EMOLAB_SMOKE", "1")
     monkeypatch.delenv("CI")
-    assert nbs.smoke_default() is True
+    assert nbh.smoke_default() is True
 
 
 def test_resolve_data_root_and_display_path(tmp_path, monkeypatch):
-    assert nbs.resolve_data_root(tmp_path) == tmp_path.resolve()
+    assert nbh.resolve_data_root(tmp_path) == tmp_path.resolve()
     with pytest.raises(FileNotFoundError, match="not a folder"):
-        nbs.resolve_data_root(tmp_path / "missing")
-    assert nbs.display_path(ROOT / "data" / "demo") == "data/demo"
+        nbh.resolve_data_root(tmp_path / "missing")
+    assert nbh.display_path(ROOT / "data" / "demo") == "data/demo"
     monkeypatch.chdir(tmp_path)
-    assert nbs.display_path(tmp_path / "x" / "y") == "x/y"
+    assert nbh.display_path(tmp_path / "x" / "y") == "x/y"
     # The default is the checkout's data/demo whatever the working folder.
-    default = nbs.resolve_data_root(None, generate=False) if (ROOT / "data/demo").is_dir() else None
+    default = nbh.resolve_data_root(None, generate=False) if (ROOT / "data/demo").is_dir() else None
     if default is not None:
         assert default == (ROOT / "data" / "demo").resolve()
 
@@ -206,7 +207,7 @@ def test_run_notebook_writes_run_folder(tmp_path):
     nb = _tiny_notebook(tmp_path / "tiny.ipynb")
     out = nbs.run_notebook(nb, {"seed": 3}, tmp_path / "run", timeout=120)
     assert out == (tmp_path / "run" / "tiny.ipynb").resolve()
-    assert nbs.read_metrics(out.parent) == {"seed": 3, "value": 3.0, "smoke": nbs.smoke_default()}
+    assert nbh.read_metrics(out.parent) == {"seed": 3, "value": 3.0, "smoke": nbh.smoke_default()}
     executed = nbformat.read(out, as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
@@ -236,7 +237,7 @@ def test_cli_notebooks_run_with_grid(tmp_path, capsys):
     rows = (tmp_path / "o" / "summary.csv").read_text().splitlines()
     assert len(rows) == 3 and "value" in rows[0]
     assert rows[0].startswith("notebook,seed,status,") and rows[0].endswith("seconds,run_dir,error")
-    assert nbs.read_metrics(tmp_path / "o" / "tiny" / "seed=2") == {"seed": 2, "value": 4, "smoke": nbs.smoke_default()}
+    assert nbh.read_metrics(tmp_path / "o" / "tiny" / "seed=2") == {"seed": 2, "value": 4, "smoke": nbh.smoke_default()}
     assert main(["notebooks", "run", "no_such_notebook"]) == 2
     assert main(["notebooks", "run", str(nb), "--grid", "seed"]) == 2
 
@@ -281,7 +282,7 @@ def test_refresh_committed_cleans_and_refuses_stderr(tmp_path):
 
 def test_pairing_notebook_on_a_small_corpus(tmp_path, demo_root):
     out = nbs.run_notebook("01", {"data_root": str(demo_root), "SMOKE": True}, tmp_path / "run01", timeout=300)
-    metrics = nbs.read_metrics(out.parent)
+    metrics = nbh.read_metrics(out.parent)
     assert metrics["pairs"] == 240 and metrics["actors"] == 4 and metrics["problems"] == 0
     assert metrics["stratified_shared_actors"] == 4
     assert sum(metrics["actor_split"].values()) == 240
@@ -289,37 +290,37 @@ def test_pairing_notebook_on_a_small_corpus(tmp_path, demo_root):
 
 def test_augmentation_notebook_on_a_small_corpus(tmp_path, demo_root):
     out = nbs.run_notebook("02", {"data_root": str(demo_root), "num_frames": 4}, tmp_path / "run02", timeout=300)
-    metrics = nbs.read_metrics(out.parent)
+    metrics = nbh.read_metrics(out.parent)
     assert metrics["clip"] == "01-05-02-01-01-01"
     assert metrics["frames"] == [4, 112, 112, 3] and metrics["log_mel"] == [1, 64, 301]
     assert metrics["measured_snr_db"] == {"20 dB": 20.0, "10 dB": 10.0, "5 dB": 5.0, "0 dB": 0.0}
 
 
 def test_output_folder_keeps_the_model_unless_smoke(tmp_path, monkeypatch):
-    given = nbs.output_folder(tmp_path / "given", "03", smoke=True)
+    given = nbh.output_folder(tmp_path / "given", "03", smoke=True)
     assert given.path == (tmp_path / "given").resolve() and not given.temporary
     (given.path / "best_gated.pt").write_bytes(b"x")
     given.cleanup()
     assert (given.path / "best_gated.pt").is_file()  # a folder the caller chose is never removed
 
-    smoke = nbs.output_folder(None, "03", smoke=True)
+    smoke = nbh.output_folder(None, "03", smoke=True)
     assert smoke.temporary and smoke.path.is_dir()
     smoke.cleanup()
     assert not smoke.path.exists()  # CI and nbval leave nothing behind
 
     monkeypatch.setattr(nbs, "repo_root", lambda: tmp_path)
-    kept = nbs.output_folder(None, "04", smoke=False)
+    kept = nbh.output_folder(None, "04", smoke=False)
     assert kept.path == (tmp_path / "outputs" / "notebooks" / "04").resolve() and not kept.temporary
     kept.cleanup()
     assert kept.path.is_dir()
 
 
 def test_display_output_dir_hides_only_smoke_temporary_folders(tmp_path):
-    smoke = nbs.output_folder(None, "03", smoke=True)
+    smoke = nbh.output_folder(None, "03", smoke=True)
     try:
-        assert nbs.display_output_dir(smoke.path) == "<temporary folder>"
-        assert nbs.display_output_dir(smoke.path / "runs" / "x").endswith("/runs/x")  # only the folder itself
+        assert nbh.display_output_dir(smoke.path) == "<temporary folder>"
+        assert nbh.display_output_dir(smoke.path / "runs" / "x").endswith("/runs/x")  # only the folder itself
     finally:
         smoke.cleanup()
-    assert nbs.display_output_dir(tmp_path) == str(tmp_path.resolve())  # a folder the caller chose: as it is
-    assert nbs.display_output_dir(nbs.repo_root() / "outputs" / "x") == "outputs/x"
+    assert nbh.display_output_dir(tmp_path) == str(tmp_path.resolve())  # a folder the caller chose: as it is
+    assert nbh.display_output_dir(nbh.repo_root() / "outputs" / "x") == "outputs/x"

@@ -34,11 +34,7 @@ outputs are the smoke outputs that ``make test`` re-computes.
 from __future__ import annotations
 
 import ast
-import contextlib
-import io
 import itertools
-import json
-import math
 import os
 import re
 import sys
@@ -49,8 +45,6 @@ from pathlib import Path
 from typing import Any
 
 from emolab.eval.notebook import (
-    METRICS_FILE,
-    display_output_dir,
     display_path,
     output_folder,
     read_metrics,
@@ -59,7 +53,6 @@ from emolab.eval.notebook import (
     resolve_data_root,
     smoke_default,
 )
-from emolab.utils.fileio import atomic_write_json
 
 __all__ = [
     "CURRENT_ENV_KERNEL",

@@ -248,7 +248,7 @@ def actor_split(
     unused = [a for a in present if a not in assigned]
     if unused:
         notes.append(f"actors {unused} are in no split and are not used")
-    desc = "actor split: " + ", ".join(f"{k} {_fmt_ids(v)}" for k, v in groups.items())
+    desc = "actor split: " + ", ".join(f"{k} {format_ids(v)}" for k, v in groups.items())
     return Split(parts["train"], parts["val"], parts["test"], desc, groups, notes)
 
 
@@ -350,7 +350,7 @@ def make_split(pairs: Sequence[PairRecord], config: SplitConfig | None = None) -
     return split
 
 
-def _fmt_ids(ids: Sequence[int]) -> str:
+def format_ids(ids: Sequence[int]) -> str:
     """Compact actor list: (1, 2, 3, 7) -> '1-3,7'."""
     ids = sorted(ids)
     out, start = [], None

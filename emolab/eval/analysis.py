@@ -245,7 +245,7 @@ def train(cfg: TrainConfig) -> RunResult:
     ``<temporary folder>``), so that a notebook's output holds no path of the machine
     that ran it but still says where the run is.
     """
-    from emolab.cli.notebooks import display_output_dir, display_path
+    from emolab.eval.notebook import display_output_dir, display_path
 
     out, root = Path(cfg.output_dir), Path(cfg.data_root)
     replacements = sorted(

@@ -15,7 +15,7 @@ folders of ``emolab train`` (``outputs/runs/<fusion>-seed<S>-<time>/``), of ``em
   has them, else the macro-average recall and the weighted-average F1 of its per-class report (the same numbers).
 
 ``config`` groups runs that differ only in seed and fold (and settings that do not change results, such as the
-data root or the device: :data:`emolab.experiments.cv.NOT_SETTINGS`): the fusion and encoders, plus a short hash of
+data root or the device: :data:`emolab.train.config.NOT_SETTINGS`): the fusion and encoders, plus a short hash of
 the other settings when two groups would otherwise share a name. :func:`summarise` gives mean ± std
 (``ddof=0``, as ``emolab cv``) of the test metrics per configuration; ``--plot`` draws them.
 """
@@ -82,7 +82,7 @@ def _history(path: Path) -> list[dict[str, Any]]:
 
 def _settings_hash(cfg: dict[str, Any]) -> str:
     """A short hash of the settings that change results (not seed, fold, paths, device)."""
-    from emolab.experiments.cv import NOT_SETTINGS
+    from emolab.train.config import NOT_SETTINGS
 
     kept = {k: v for k, v in cfg.items() if k not in NOT_SETTINGS}
     split = dict(cfg.get("split") or {})

@@ -61,9 +61,6 @@ __all__ = ["CVResult", "CVRun", "SweepError", "base_config_from_flags", "check_c
 #: Train flags the sweep sets itself (per fold and seed, or from its own flags).
 OWNED_TRAIN_FLAGS = ("split_mode", "fold", "protocol", "seed", "train_actors", "val_actors", "test_actors",
                      "train_ratio", "val_ratio", "output_dir", "run_name", "resume", "fusion")
-#: Config fields that do not change results; they may differ between reruns (like ``--resume``).
-NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
-                "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
 METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("uar", "UAR"), ("weighted_f1", "weighted F1"))
 
 
@@ -170,11 +167,11 @@ class CVResult:
 
     def format(self) -> str:
         """The per-run table, the per-seed view and the headline (mean ± std over all runs)."""
-        from emolab.data.splits import _fmt_ids
+        from emolab.data.splits import format_ids
 
         lines = [f"{'fold':>4} {'seed':>4}  {'test actors':<14} {'acc %':>6} {'F1 %':>6} {'val F1 %':>8}"]
         for r in self.runs:
-            lines.append(f"{r.fold:>4} {r.seed:>4}  {_fmt_ids(r.test_actors):<14} {100 * r.accuracy:>6.1f} "
+            lines.append(f"{r.fold:>4} {r.seed:>4}  {format_ids(r.test_actors):<14} {100 * r.accuracy:>6.1f} "
                          f"{100 * r.macro_f1:>6.1f} {100 * r.best_val_f1:>8.1f}")
         if len(self.summary["seeds"]) > 1:
             lines.append("over seeds (mean over folds per seed, then mean ± std over seeds): "
@@ -190,6 +187,8 @@ class CVResult:
 # ------------------------------------------------------------------ settings and plan
 def sweep_settings(base: TrainConfig, protocol: str, folds: Sequence[int], seeds: Sequence[int]) -> dict[str, Any]:
     """What must match for a rerun to continue a sweep folder (fields that change no result are left out)."""
+    from emolab.train.config import NOT_SETTINGS
+
     train = {k: v for k, v in base.to_dict().items() if k not in NOT_SETTINGS}
     train["data"] = {k: v for k, v in train["data"].items() if k != "cache_dir"}
     settings = {"protocol": protocol, "fusion": base.model.fusion, "folds": list(folds), "seeds": list(seeds),
@@ -248,7 +247,7 @@ def resolve_plan(protocol: str, folds: Sequence[int] | None, seeds: Sequence[int
 def check_corpus(base: TrainConfig, protocol: str, folds: Sequence[int]) -> None:
     """Raise :class:`SweepError` when a fold's train, val or test actors are missing from the corpus."""
     from emolab.data.ravdess import pair_corpus
-    from emolab.data.splits import PROTOCOLS, _fmt_ids, fold_actors
+    from emolab.data.splits import PROTOCOLS, format_ids, fold_actors
 
     try:
         pairs = pair_corpus(base.data_root, vocal_channel=base.vocal_channel, check="size").pairs
@@ -260,11 +259,11 @@ def check_corpus(base: TrainConfig, protocol: str, folds: Sequence[int]) -> None
     usable = [f for f in range(len(PROTOCOLS[protocol])) if all(set(a) & present for a in fold_actors(protocol, f))]
     for f in folds:
         roles = dict(zip(("train", "val", "test"), fold_actors(protocol, f)))
-        missing = [f"{role} actors {_fmt_ids(ids)}" for role, ids in roles.items() if not set(ids) & present]
+        missing = [f"{role} actors {format_ids(ids)}" for role, ids in roles.items() if not set(ids) & present]
         if missing:
             raise SweepError(
                 f"{protocol} fold {f} needs {' and '.join(missing)}, none of which is in the corpus at "
-                f"{base.data_root} (actors {_fmt_ids(sorted(present))}); folds this corpus supports: "
+                f"{base.data_root} (actors {format_ids(sorted(present))}); folds this corpus supports: "
                 f"{','.join(map(str, usable)) or 'none'}"
             )
 

@@ -368,7 +368,7 @@ def load_state_dict_any_layout(module: nn.Module, sd: Mapping[str, Tensor], sour
 
 
 def _read(path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[dict[str, Tensor], str]:
-    from emolab.train.checkpoint import load_checkpoint, state_dict_from_checkpoint
+    from emolab.utils.checkpoints import load_checkpoint, state_dict_from_checkpoint
 
     if isinstance(path_or_state_dict, Mapping):
         return state_dict_from_checkpoint(path_or_state_dict, "state dict"), "state dict"

@@ -1,6 +1,7 @@
 """Trainer callbacks: early stopping, checkpoints, history, the epoch summary line, W&B.
 
-A callback overrides any of the hooks; the trainer calls them in list order.
+A callback overrides any of the hooks of :class:`~emolab.train.trainer.Callback` (defined with the trainer that
+calls them, re-exported here); the trainer calls them in list order.
 ``rank_zero_only`` callbacks (files, printing, W&B) run on rank 0 alone under
 DDP; the others (early stopping) run on every rank, which all see the same
 (all-gathered) metrics and so take the same decisions. A callback with state
@@ -18,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from emolab.train.checkpoint import atomic_copy, atomic_save, atomic_write_json
+from emolab.train.trainer import Callback, EmotionTrainer
 
 if TYPE_CHECKING:
     from emolab.train.optim import Stage
-    from emolab.train.trainer import EmotionTrainer
 
 __all__ = [
     "Callback",
@@ -34,34 +35,6 @@ __all__ = [
     "default_callbacks",
     "format_epoch",
 ]
-
-
-class Callback:
-    """Hooks of :class:`~emolab.train.trainer.EmotionTrainer`; every hook is a no-op by default."""
-
-    rank_zero_only: bool = False
-
-    @property
-    def name(self) -> str:
-        return type(self).__name__
-
-    def on_fit_start(self, trainer: EmotionTrainer) -> None:
-        """Before the first epoch (after a resume's state is restored)."""
-
-    def on_stage_start(self, trainer: EmotionTrainer, stage: Stage) -> None:
-        """After the stage's parameters, optimiser and scheduler are set up."""
-
-    def on_epoch_end(self, trainer: EmotionTrainer, record: dict[str, Any]) -> None:
-        """After training and validating one epoch; ``record`` is the history entry."""
-
-    def on_fit_end(self, trainer: EmotionTrainer, test_metrics: dict[str, Any]) -> None:
-        """After the best checkpoint was evaluated on the test split."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 class EarlyStopping(Callback):
@@ -146,8 +119,8 @@ class HistoryLogger(Callback):
 
 
 class RunFigures(Callback):
-    """``curves.png`` (:func:`~emolab.train.figures.learning_curves` of the history) and ``confusion.png``
-    (:func:`~emolab.train.figures.confusion_matrix_plot` of the test split) in the run folder.
+    """``curves.png`` (:func:`~emolab.viz.training.learning_curves` of the history) and ``confusion.png``
+    (:func:`~emolab.viz.training.confusion_matrix_plot` of the test split) in the run folder.
 
     A figure that cannot be drawn costs a printed line, never the finished run.
     """
@@ -156,7 +129,7 @@ class RunFigures(Callback):
     dpi = 100
 
     def on_fit_end(self, trainer: EmotionTrainer, test_metrics: dict[str, Any]) -> None:
-        from emolab.train.figures import confusion_matrix_plot, learning_curves
+        from emolab.viz.training import confusion_matrix_plot, learning_curves
 
         run_dir = trainer.paths.run_dir
         name = f"{trainer.cfg.model.fusion}, seed {trainer.cfg.seed}"

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, warm starts, seeding and RNG state.
+"""Checkpoints of a run: warm starts, seeding and RNG state; file I/O from :mod:`emolab.utils.checkpoints`
+(re-exported here, where the trainer's callers have always found it).
 
 Every file is written to a temporary name in the same folder and renamed
 over the target (``os.replace``), so a crash never leaves a half-written
@@ -8,11 +9,8 @@ so they load with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 import random
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from emolab.utils.fileio import atomic_write, atomic_write_json
+from emolab.utils.checkpoints import (
+    CheckpointError,
+    WarmStartError,
+    atomic_copy,
+    atomic_save,
+    load_checkpoint,
+    state_dict_from_checkpoint,
+)
+from emolab.utils.fileio import atomic_write_json
 
 __all__ = [
     "CheckpointError",
@@ -40,99 +46,7 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
-def atomic_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save(obj, path)`` through a temporary file (fsynced) and ``os.replace``.
-
-    The checkpoint is serialised in memory and written with Python's file API,
-    so a full disk raises ``OSError`` (``No space left on device``) rather than
-    torch's ``basic_ios::clear: iostream error``; the previous file stays as it was.
-    """
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(buffer.getbuffer())
-
-    return atomic_write(path, write)
-
-
-def atomic_copy(src: PathLike, dst: PathLike) -> Path:
-    """Copy ``src`` to ``dst`` atomically."""
-    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
-
-
-class CheckpointError(ValueError):
-    """A file that cannot be loaded as a checkpoint; the message names it and says what it is."""
-
-
-def _what_is(path: Path, err: BaseException) -> str:
-    """Why ``path`` did not load, in a user's words (not torch's hint to retry with ``weights_only=False``)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-        size = path.stat().st_size
-    except OSError as e:
-        return f"cannot be read ({e.strerror or e})"
-    if size == 0:
-        return "is empty (0 bytes)"
-    try:
-        if b"\0" not in head:
-            head.decode("utf-8")
-            return "is a text file, not a PyTorch checkpoint"
-    except UnicodeDecodeError:
-        pass
-    if isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err).lower():
-        return ("holds Python objects besides tensors, which could run code when loaded; emolab loads "
-                "checkpoints with weights_only=True and did not load it")
-    if head.startswith(b"PK"):
-        return f"is a damaged or truncated checkpoint ({size:,} bytes)"
-    return "is not a PyTorch checkpoint"
-
-
-def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, map_location=..., weights_only=True)``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointError: the file is empty, truncated, text, or a pickle of more
-            than tensors (never unpickled); the message names the file.
-    """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError, ... for bad files
-        raise CheckpointError(f"{path} {_what_is(Path(path), err)}") from None
-
-
 # ------------------------------------------------------------------ warm start
-class WarmStartError(ValueError):
-    """A warm-start checkpoint does not fit the model it is loaded into."""
-
-
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def state_dict_from_checkpoint(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The model state dict inside ``obj``: ``obj["model"]`` if present, else ``obj`` itself.
-
-    DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) prefixes shared by
-    every key are stripped.
-    """
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WarmStartError(
-            f"{source}: expected {{'model': state_dict}} or a state dict of tensors, got {type(obj).__name__}"
-        )
-    sd = dict(obj)
-    for prefix in _WRAPPER_PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
-
-
 def load_warm_start(module: nn.Module, path: PathLike, role: str = "model") -> dict[str, Any]:
     """Load a checkpoint into ``module`` strictly (e.g. ``best_audio.pt`` into ``model.audio_model``).
 

@@ -34,7 +34,7 @@ from emolab.data.splits import SplitConfig
 from emolab.models.registry import LEGACY_MODEL_DEFAULTS, ModelConfig
 from emolab.models.video import video_blocks
 
-__all__ = ["OptimConfig", "TrainConfig", "UNIMODAL", "FUSION_WITH_HEAD"]
+__all__ = ["NOT_SETTINGS", "OptimConfig", "TrainConfig", "UNIMODAL", "FUSION_WITH_HEAD"]
 
 #: Canonical ``--fusion`` names of unimodal models.
 UNIMODAL: tuple[str, ...] = ("audio", "video")
@@ -337,3 +337,9 @@ class TrainConfig:
                     kwargs[name] = {**LEGACY_MODEL_DEFAULTS, **kwargs[name]}
                 kwargs[name] = sub(**kwargs[name])
         return cls(**kwargs)
+
+
+#: Config fields that do not change results; they may differ between reruns (like ``--resume``): left out where
+#: ``emolab cv`` compares a rerun's settings and where ``emolab runs`` groups runs by configuration.
+NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
+                "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")

@@ -7,7 +7,7 @@
 * ``epoch/stage``, ``epoch/seconds``, ``epoch/best_val_f1``, ``epoch/skipped``: the rest of the history record;
 * at the end, at the best epoch: ``test/accuracy``, ``test/macro_f1``, ``test/loss`` (and ``test/uar``,
   ``test/weighted_f1`` when the test metrics hold them), and the image ``test/confusion`` (the row-normalised
-  confusion matrix of :func:`emolab.train.figures.confusion_matrix_plot`).
+  confusion matrix of :func:`emolab.viz.training.confusion_matrix_plot`).
 
 A resumed run (``--resume``) drops the events after its last finished epoch (``purge_step``), so its curves carry
 no duplicates.
@@ -16,12 +16,10 @@ no duplicates.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from emolab.train.callbacks import Callback
+from emolab.train.trainer import Callback, EmotionTrainer
 
-if TYPE_CHECKING:
-    from emolab.train.trainer import EmotionTrainer
 
 __all__ = ["TensorBoardLogger", "scalar_tags"]
 
@@ -89,7 +87,7 @@ class TensorBoardLogger(Callback):
                 self.writer.add_scalar(f"test/{k}", float(v), global_step=step)
         cm, names = test_metrics.get("confusion_matrix"), test_metrics.get("class_names")
         if cm is not None and names:
-            from emolab.train.figures import confusion_matrix_plot
+            from emolab.viz.training import confusion_matrix_plot
 
             self.writer.add_figure("test/confusion", confusion_matrix_plot(cm, names), global_step=step, close=True)
         self.writer.close()

@@ -37,7 +37,6 @@ from emolab.data.features import BatchFeaturizer
 from emolab.data.ravdess import class_names
 from emolab.models.fusion import FusionModel, forward_batch
 from emolab.models.wavlm import WavLMAudioEncoder
-from emolab.train.callbacks import Callback
 from emolab.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from emolab.train.config import TrainConfig
 from emolab.train.distributed import DistContext, resolve_device
@@ -70,6 +69,34 @@ def _featurizer_for(loaders: Mapping[str, DataLoader], *, channels_last: bool) -
         return None
     train = getattr(loaders.get("train"), "dataset", None)
     return BatchFeaturizer.for_dataset(train if train in raw else raw[0], channels_last=channels_last)
+
+
+class Callback:
+    """Hooks of :class:`~emolab.train.trainer.EmotionTrainer`; every hook is a no-op by default."""
+
+    rank_zero_only: bool = False
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def on_fit_start(self, trainer: EmotionTrainer) -> None:
+        """Before the first epoch (after a resume's state is restored)."""
+
+    def on_stage_start(self, trainer: EmotionTrainer, stage: Stage) -> None:
+        """After the stage's parameters, optimiser and scheduler are set up."""
+
+    def on_epoch_end(self, trainer: EmotionTrainer, record: dict[str, Any]) -> None:
+        """After training and validating one epoch; ``record`` is the history entry."""
+
+    def on_fit_end(self, trainer: EmotionTrainer, test_metrics: dict[str, Any]) -> None:
+        """After the best checkpoint was evaluated on the test split."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from emolab.viz.corpus import balance_plot, pairs_heatmap, split_composition
 from emolab.viz.gates import gate_by_snr, gate_histograms, gate_stats, snr_order
 from emolab.viz.media import as_display_frames, as_mel_image, augmentation_panel, frame_strip, log_mel_image
 from emolab.viz.robustness import robustness_curves
-from emolab.train.figures import confusion_matrix_plot, history_records, learning_curves
+from emolab.viz.training import confusion_matrix_plot, history_records, learning_curves
 
 __all__ = [
     "as_display_frames",

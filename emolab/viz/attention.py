@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 
 from emolab.data.audio import HOP_LENGTH, SAMPLE_RATE
 from emolab.data.video import NUM_FRAMES, sample_indices
-from emolab.utils.figures import cell_centres, cell_edges, new_figure, to_numpy
-from emolab.viz.media import _draw_mel, as_display_frames, as_mel_image
+from emolab.viz._common import cell_centres, cell_edges, new_figure, to_numpy
+from emolab.viz.media import draw_mel, as_display_frames, as_mel_image
 
 __all__ = ["attention_maps", "attention_over_media", "video_frame_times", "audio_step_times"]
 
@@ -344,7 +344,7 @@ def attention_over_media(
     _time_strip(ax["frames"], imgs, clip.video_times, clip.vm, frame_w, lo, hi)
     ax["frames"].set_title("sampled frames at their times", fontsize="medium")
 
-    im = _draw_mel(ax["mel"], spec, sample_rate, hop_length, None, None, "magma")
+    im = draw_mel(ax["mel"], spec, sample_rate, hop_length, None, None, "magma")
     ax["mel"].set_xlabel("")
     fig.colorbar(im, cax=ax["mel"].inset_axes((1.01, 0.0, 0.012, 1.0)), label="dB")
 

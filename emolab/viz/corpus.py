@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from emolab.data.ravdess import EMOTIONS
-from emolab.utils.figures import actor_ranges, check_axes, new_figure, root_figure
+from emolab.viz._common import actor_ranges, check_axes, new_figure, root_figure
 
 __all__ = ["pairs_heatmap", "balance_plot", "split_composition"]
 

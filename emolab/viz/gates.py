@@ -14,7 +14,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from emolab.utils.figures import new_figure, to_numpy
+from emolab.viz._common import new_figure, to_numpy
 
 __all__ = ["gate_histograms", "gate_by_snr", "gate_stats", "snr_order"]
 

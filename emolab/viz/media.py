@@ -11,7 +11,7 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.image import AxesImage
 
 from emolab.data.audio import HOP_LENGTH, SAMPLE_RATE
-from emolab.utils.figures import TIME_LABEL, check_axes, new_figure, root_figure, to_numpy
+from emolab.viz._common import TIME_LABEL, check_axes, new_figure, root_figure, to_numpy
 
 __all__ = ["frame_strip", "log_mel_image", "augmentation_panel", "as_display_frames", "as_mel_image"]
 
@@ -146,7 +146,7 @@ def frame_strip(
     return fig
 
 
-def _draw_mel(
+def draw_mel(
     ax: Axes,
     mel: np.ndarray,
     sample_rate: int,
@@ -208,7 +208,7 @@ def log_mel_image(
         ax = fig.add_subplot()
     else:
         fig = root_figure(ax)
-    im = _draw_mel(ax, img, sample_rate, hop_length, vmin, vmax, cmap)
+    im = draw_mel(ax, img, sample_rate, hop_length, vmin, vmax, cmap)
     if title:
         ax.set_title(title)
     if colorbar:
@@ -297,7 +297,7 @@ def _mel_pair(
     axes = sf.subplots(1, 2, sharey=True)
     im = None
     for ax, mel, label in zip(axes, (mb, ma), labels):
-        im = _draw_mel(ax, mel, sample_rate, hop_length, vmin, vmax, "magma")
+        im = draw_mel(ax, mel, sample_rate, hop_length, vmin, vmax, "magma")
         ax.set_title(f"log-Mel, {label}")
     axes[1].set_ylabel("")
     sf.colorbar(im, ax=list(axes), label="dB")

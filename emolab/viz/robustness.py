@@ -10,7 +10,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from emolab.utils.figures import new_figure
+from emolab.viz._common import new_figure
 
 __all__ = ["robustness_curves"]
 

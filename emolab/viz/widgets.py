@@ -52,7 +52,7 @@ from emolab.data.video import (
     preprocess_clip,
 )
 from emolab.viz import as_display_frames, as_mel_image, augmentation_panel, frame_strip, log_mel_image
-from emolab.utils.figures import new_figure
+from emolab.viz._common import new_figure
 
 __all__ = [
     "AugmentSettings",

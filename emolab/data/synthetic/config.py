@@ -6,6 +6,8 @@ Shared by the synthesis model (:mod:`emolab.data.synthetic.media`) and the write
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 

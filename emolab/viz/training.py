@@ -1,8 +1,5 @@
-"""The figures a training run writes (and notebook 03 shows): learning curves from its history, the confusion matrix.
-
-They live with the trainer, which draws them into every run folder (:class:`~emolab.train.callbacks.RunFigures`);
-:mod:`emolab.viz` re-exports them with the other plots.
-"""
+"""Training plots (notebook 03, and every run folder through :class:`~emolab.train.callbacks.RunFigures`):
+learning curves from a run's history, confusion matrix."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from emolab.utils.figures import new_figure, root_figure, to_numpy
+from emolab.viz._common import new_figure, root_figure, to_numpy
 
 __all__ = ["learning_curves", "confusion_matrix_plot", "history_records"]
 
