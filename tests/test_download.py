@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import socket
 import stat
 import subprocess
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from emolab.data import download as dl
 from emolab.cli.main import main
+from emolab.data import archives as safe_zip, download as dl
 
 ACTORS = (1, 2)
 EMOTIONS = (1, 2)  # two recordings per actor: 4 pairs in all
@@ -174,11 +175,11 @@ def test_archive_names():
 
 
 def test_member_problem():
-    assert dl.member_problem("Actor_01/03-01-01-01-01-01-01.wav") is None
-    assert "absolute" in dl.member_problem("/etc/passwd")
-    assert "absolute" in dl.member_problem("C:\\x")
-    assert "'..'" in dl.member_problem("Actor_01/../../x")
-    assert "'..'" in dl.member_problem("..\\x")
+    assert safe_zip.member_problem("Actor_01/03-01-01-01-01-01-01.wav") is None
+    assert "absolute" in safe_zip.member_problem("/etc/passwd")
+    assert "absolute" in safe_zip.member_problem("C:\\x")
+    assert "'..'" in safe_zip.member_problem("Actor_01/../../x")
+    assert "'..'" in safe_zip.member_problem("..\\x")
 
 
 def test_parse_record_and_md5sums():
@@ -295,9 +296,9 @@ def test_zip_bomb_is_refused(tmp_path, mirror, archives, capsys):
 
 def test_short_of_free_space_skips_the_archive(tmp_path, mirror, archives, capsys, monkeypatch):
     mirror.publish(archives)
-    real = dl.shutil.disk_usage
+    real = shutil.disk_usage
     free = {"bytes": 0}
-    monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: real(p)._replace(free=free["bytes"]))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=free["bytes"]))
     assert run(tmp_path / "d", mirror, "--actors", "1") == 1
     err = capsys.readouterr().err
     assert "downloading Audio_Speech_Actors_01-24.zip needs" in err and "GiB free; free some space" in err
@@ -305,7 +306,7 @@ def test_short_of_free_space_skips_the_archive(tmp_path, mirror, archives, capsy
     # an extraction checks too, against the members' declared sizes
     zpath = tmp_path / "Video_Speech_Actor_01.zip"
     zpath.write_bytes(archives["Video_Speech_Actor_01.zip"])
-    count, problems = dl.extract_archive(zpath, tmp_path / "x" / "Video_Speech_Actor_01", tmp_path / "x", progress=False)
+    count, problems = safe_zip.extract_archive(zpath, tmp_path / "x" / "Video_Speech_Actor_01", tmp_path / "x", progress=False)
     assert count == 0 and problems[0].startswith("extracting Video_Speech_Actor_01.zip needs")
     assert not (tmp_path / "x").exists()
     free["bytes"] = 1 << 50

@@ -198,7 +198,7 @@ def test_convert_checkpoint_writes_a_run_that_emolab_loads(tmp_path, capsys, dem
 
 def test_convert_checkpoint_keeps_the_wavlm_shape_in_the_config(tmp_path) -> None:
     from emolab.eval.analysis import load_model
-    from emolab.train.convert import ConvertError, convert_seed_checkpoint
+    from emolab.cli.convert import ConvertError, convert_seed_checkpoint
 
     name = "gated_wavlm"
     torch.save({"model": case_state_dict(name)}, tmp_path / "best_gated.pt")

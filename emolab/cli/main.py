@@ -241,7 +241,7 @@ cmd_search = _delegate("emolab.experiments.search", *_SETUP)
 #: what the cache folder holds; pruning it
 cmd_cache = _delegate("emolab.cli.cache", "emolab.cli.cache:CacheError")
 #: a seed-project checkpoint as an emolab run folder
-cmd_convert_checkpoint = _delegate("emolab.train.convert", "emolab.train.convert:ConvertError")
+cmd_convert_checkpoint = _delegate("emolab.cli.convert", "emolab.cli.convert:ConvertError")
 #: a trained run on any clips; a trained run's metrics on any RAVDESS-layout corpus
 cmd_predict = _delegate("emolab.eval.predict", "emolab.eval.predict:PredictError", "emolab.eval.robustness:InputError")
 cmd_evaluate = _delegate("emolab.eval.evaluate", "emolab.eval.evaluate:EvaluateError", "emolab.eval.robustness:InputError")
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cachetool.add_arguments(p)
     p.set_defaults(func=cmd_cache)
 
-    from emolab.train import convert as _convert  # light: torch inside functions
+    from emolab.cli import convert as _convert  # light: torch inside functions
 
     p = sub.add_parser("convert-checkpoint", help="a seed-project checkpoint as an emolab run folder (config.json, "
                        "best_*.pt) for robustness, the notebooks and the other commands that take a run")
