@@ -39,14 +39,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from emolab.experiments.jobs import SweepError, run_parallel, run_state, train_one
 from emolab.utils.fileio import atomic_write, atomic_write_json
 
 if TYPE_CHECKING:  # torch stays out of `emolab --help`
@@ -62,10 +60,6 @@ __all__ = ["CVResult", "CVRun", "SweepError", "base_config_from_flags", "check_c
 OWNED_TRAIN_FLAGS = ("split_mode", "fold", "protocol", "seed", "train_actors", "val_actors", "test_actors",
                      "train_ratio", "val_ratio", "output_dir", "run_name", "resume", "fusion")
 METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("uar", "UAR"), ("weighted_f1", "weighted F1"))
-
-
-class SweepError(ValueError):
-    """Bad sweep input (protocol, folds, seeds, flags, folder) or a failed run: a message, not a traceback."""
 
 
 def parse_int_list(text: str | Sequence[int], what: str) -> tuple[int, ...]:
@@ -278,121 +272,6 @@ def plan(base: TrainConfig, protocol: str, folds: Sequence[int], seeds: Sequence
             for f in folds for s in seeds]
 
 
-# ------------------------------------------------------------------ one run
-def run_state(run_dir: Path) -> str:
-    """``done`` (test_metrics.json), ``resume`` (last.pt), ``restart`` (never finished epoch 1) or ``new``."""
-    if (run_dir / "test_metrics.json").is_file():
-        return "done"
-    if (run_dir / "last.pt").is_file():
-        return "resume"
-    return "restart" if run_dir.exists() else "new"
-
-
-def train_one(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> str:
-    """Train, resume or restart the run ``cfg`` names (``output_dir/runs/run_name``); returns what it did.
-
-    Holds a lock on the run (``.locks/{name}.lock``) meanwhile: a second process is refused.
-    """
-    from emolab.utils.procs import FolderBusy, folder_lock
-    from emolab.train.run import RESUME_OVERRIDABLE, SetupError, resume_training, run_training
-
-    run_dir = Path(cfg.output_dir) / "runs" / str(cfg.run_name)
-    try:
-        with folder_lock(Path(cfg.output_dir) / ".locks" / f"{cfg.run_name}.lock", f"run {run_dir}"):
-            state = run_state(run_dir)
-            if state == "resume":
-                resume_training(run_dir, overrides={k: getattr(cfg, k) for k in RESUME_OVERRIDABLE},
-                                callbacks=callbacks)
-                return "resumed"
-            if state == "restart":
-                shutil.rmtree(run_dir)
-            run_training(cfg, callbacks=callbacks)
-            return {"new": "trained", "restart": "restarted"}.get(state, state)
-    except FolderBusy as err:
-        raise SetupError(str(err)) from None
-
-
-def _child_main() -> int:
-    """``python -m emolab.experiments.cv`` with a TrainConfig dict on stdin: one run of a parallel sweep.
-
-    The torch thread count comes from ``EMOLAB_TORCH_THREADS`` (and ``OMP_NUM_THREADS``), set by the parent."""
-    import torch
-
-    from emolab.utils.procs import parent_alive
-    from emolab.train.config import TrainConfig
-    from emolab.train.run import SetupError
-
-    parent = os.environ.get("EMOLAB_PARENT_PID")
-    if parent and not parent_alive(int(parent)):  # the parent died before PR_SET_PDEATHSIG took effect
-        return 3
-    if os.environ.get("EMOLAB_TORCH_THREADS"):
-        torch.set_num_threads(int(os.environ["EMOLAB_TORCH_THREADS"]))
-    try:
-        print(f"sweep run: {train_one(TrainConfig.from_dict(json.load(sys.stdin)))}", flush=True)
-        return 0
-    except SetupError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-def _slots(jobs: int, device: str, threads: int) -> list[dict[str, str]]:
-    """Environment of each parallel job slot: torch threads, and a GPU round robin when CUDA is used."""
-    import torch
-
-    n = str(threads)
-    env = [{"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "EMOLAB_TORCH_THREADS": n,
-            "EMOLAB_PARENT_PID": str(os.getpid())} for _ in range(jobs)]
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        gpus = [g for g in visible.split(",") if g.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
-        for i, e in enumerate(env):
-            e["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-    return env
-
-
-def _run_parallel(todo: list[tuple[CVRun, TrainConfig]], jobs: int, out: Path, say: Callable[[str], None],
-                  finished: Callable[[CVRun], None], threads: int) -> None:
-    from emolab.utils.procs import die_with_parent
-
-    slots, queue, failed = _slots(jobs, todo[0][1].device, threads), list(todo), []
-    free, running = list(range(jobs)), {}
-    (out / "logs").mkdir(exist_ok=True)
-    try:
-        while queue or running:
-            queue = [] if failed else queue
-            while queue and free:
-                (run, cfg), slot = queue.pop(0), free.pop(0)
-                log = out / "logs" / f"{run.name}.log"
-                with open(log, "a") as fh:
-                    proc = subprocess.Popen([sys.executable, "-m", "emolab.experiments.cv"], stdin=subprocess.PIPE, stdout=fh,
-                                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **slots[slot]},
-                                            preexec_fn=die_with_parent if os.name == "posix" else None)
-                proc.stdin.write(json.dumps(dataclasses.replace(cfg, progress=False).to_dict()))  # type: ignore[union-attr]
-                proc.stdin.close()  # type: ignore[union-attr]
-                running[slot] = (proc, run, log)
-                gpu = slots[slot].get("CUDA_VISIBLE_DEVICES")
-                say(f"{run.name}: started (job {slot}, pid {proc.pid}{f', GPU {gpu}' if gpu else ''}; log {log})")
-            time.sleep(0.2)
-            for slot, (proc, run, log) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[slot]
-                free.append(slot)
-                if proc.returncode != 0:
-                    failed.append(f"{run.name} (exit {proc.returncode}; see {log})")
-                    continue
-                lines = log.read_text().splitlines()
-                run.status = next((x[11:] for x in reversed(lines) if x.startswith("sweep run: ")), "trained")
-                finished(run)
-    finally:
-        for proc, _, _ in running.values():
-            proc.terminate()
-        for proc, _, _ in running.values():
-            proc.wait()
-    if failed:
-        raise SweepError("runs failed: " + "; ".join(failed) + ". Rerun the same command to continue the sweep.")
-
-
 # ------------------------------------------------------------------ the sweep
 def write_results(res: CVResult, *, complete: bool) -> None:
     """``results.json`` and ``results.csv`` (one row per run, then ``mean`` and ``std`` rows), atomically."""
@@ -523,7 +402,7 @@ def _sweep(base: TrainConfig, out: Path, protocol: str, folds: tuple[int, ...], 
         + f"; {threads} torch thread{'s' if threads > 1 else ''} per run")
     try:
         if jobs > 1 and todo:
-            _run_parallel(todo, jobs, out, say, finished, threads)
+            run_parallel(todo, jobs, out, say, finished, threads)
         with _torch_threads(threads):
             for run, cfg in todo if jobs == 1 else []:
                 say(f"== {run.name} ({protocol} fold {run.fold}, seed {run.seed}) ==")
@@ -585,5 +464,3 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(_child_main())
