@@ -7,8 +7,7 @@ corpus worker) does not pay for importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from emolab.utils.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "AudioNoise": "audio",
@@ -64,14 +63,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'emolab.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"emolab.data.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
