@@ -23,7 +23,7 @@ def _png(path) -> np.ndarray:
 
 
 def test_train_writes_curves_and_confusion_png(demo_root, tmp_path, monkeypatch):
-    import emolab.viz as viz
+    import emolab.viz.training as viz  # where RunFigures finds them
 
     drawn = {}
     for name in ("learning_curves", "confusion_matrix_plot"):

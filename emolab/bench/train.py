@@ -28,8 +28,6 @@ import argparse
 import gc
 import json
 import math
-import os
-import platform
 import re
 import resource
 import sys
@@ -39,172 +37,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from emolab.bench.common import machine, results_dir
+from emolab.bench.data import make_clips, measure_data, measure_growth
+
 if TYPE_CHECKING:  # torch is imported inside the functions so that ``emolab --help`` stays instant
     import torch
-    from torch.utils.data import DataLoader
 
 DEFAULT_MODES: tuple[str, ...] = ("audio", "video", "late", "concat", "gated", "xattn")
 FRAME_BYTES = 8 * 3 * 112 * 112  # uint8 frames per cached clip
-
-
-def default_out() -> Path:
-    """``benchmarks/results/bench.json`` of the source tree, else under the working folder."""
-    repo = Path(__file__).resolve().parents[1] / "benchmarks"
-    return (repo if repo.is_dir() else Path("benchmarks")) / "results" / "bench.json"
-
-
-def machine() -> dict[str, Any]:
-    """CPU model, cores, GPU and library versions of this run."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "gpu": gpu,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-class NaiveDataset:
-    """The seed project's loader: OpenCV decodes the whole clip every time (a map-style dataset)."""
-
-    def __init__(self, pairs: Sequence[Any], num_frames: int = 8, size: int = 112):
-        import torch
-
-        from emolab.data.video import IMAGENET_MEAN, IMAGENET_STD
-
-        self.pairs, self.num_frames, self.size = pairs, num_frames, size
-        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        import cv2
-        import numpy as np
-        import torch
-
-        from emolab.data import load_audio, log_mel
-        from emolab.data.video import sample_indices
-
-        rec = self.pairs[i]
-        cap = cv2.VideoCapture(str(rec.video_path))
-        frames = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-        cap.release()
-        idx = sample_indices(len(frames), self.num_frames)
-        clip = np.stack([cv2.resize(cv2.cvtColor(frames[j], cv2.COLOR_BGR2RGB), (self.size, self.size)) for j in idx])
-        video = (torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-        wave = load_audio(rec.audio_path)
-        return {"video": video, "audio": log_mel(wave), "label": rec.emotion - 1}
-
-
-def make_clips(out: Path, n: int, size: tuple[int, int], seconds: float, fps: float) -> None:
-    """Write ``n`` RAVDESS-like recordings (WAV + video-only MP4) with the demo generator."""
-    from emolab.data.synthetic import DemoConfig, write_recording
-
-    cfg = DemoConfig(actors=[1], size=size, seconds=seconds, fps=fps, noise=False)
-    per_actor = [(e, i, s, r) for e in range(1, 9) for i in ((1,) if e == 1 else (1, 2)) for s in (1, 2) for r in (1, 2)]
-    for j in range(n):
-        e, i, s, r = per_actor[j % 60]
-        write_recording(out, cfg, actor=1 + j // 60, emotion=e, intensity=i, statement=s, repetition=r)
-
-
-def time_epoch(loader: DataLoader, featurize: Any = None) -> tuple[float, int]:
-    """Seconds and clips of one pass over ``loader`` to ready batches (featurised when raw), checking the shapes."""
-    t0 = time.perf_counter()
-    n = 0
-    for batch in loader:
-        if featurize is not None:
-            batch = featurize(batch)
-        assert batch["video"].shape[1:] == (8, 3, 112, 112) and batch["audio"].shape[1:] == (1, 64, 301)
-        n += batch["video"].shape[0]
-    return time.perf_counter() - t0, n
-
-
-def emolab_loader(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, workers: int,
-                  raw: bool = True) -> tuple[Any, DataLoader, Any]:
-    """The dataset, loader and featuriser of emolab's data path (raw: the trainer's; else the plain one)."""
-    from emolab.data import DataConfig, RavdessMelDataset, make_loader
-    from emolab.data.features import BatchFeaturizer
-
-    ds = RavdessMelDataset(pairs, config=DataConfig(cache_dir=str(cache_dir)), raw=raw)
-    loader = make_loader(ds, batch_size, num_workers=workers, shuffle=True)
-    return ds, loader, BatchFeaturizer.for_dataset(ds, channels_last=False) if raw else None
-
-
-def measure_data(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, workers: int,
-                 warm_epochs: int) -> dict[str, Any]:
-    """Naive, cold and warm clips/s over ``pairs``; leaves the warm cache in ``cache_dir``.
-
-    emolab's figures use the trainer's path: workers read ``uint8`` frames and
-    ``int16`` audio, the batch is featurised in this process (log-Mel,
-    normalisation). ``warm_plain_clips_per_s`` is the plain path (float tensors
-    made in the workers, what ``dataset[i]`` gives) over the same cache. Warm
-    epochs serve the cached clips repeated to at least 256 per epoch.
-    """
-    import numpy as np
-    from torch.utils.data import DataLoader
-
-    res: dict[str, Any] = {"clips": len(pairs)}
-    naive = DataLoader(NaiveDataset(pairs), batch_size=batch_size, num_workers=workers)
-    t, n = time_epoch(naive)
-    res["naive_clips_per_s"] = n / t
-    ds, loader, featurize = emolab_loader(pairs, cache_dir, batch_size=batch_size, workers=workers)
-    t, n = time_epoch(loader, featurize)
-    res["cold_clips_per_s"] = n / t
-    del loader
-    # Warm epochs of a few clips last tens of milliseconds, too short to time beside the fixed
-    # cost of starting an epoch; they run over the cached clips repeated to >= 256 per epoch.
-    served = [pairs[i % len(pairs)] for i in range(max(len(pairs), 256))]
-    res["warm_epoch_clips"] = len(served)
-    for raw, key in ((True, "warm_clips_per_s"), (False, "warm_plain_clips_per_s")):
-        warm_ds, warm, feat = emolab_loader(served, cache_dir, batch_size=batch_size, workers=workers, raw=raw)
-        time_epoch(warm, feat)  # worker start-up and their memory caches: not timed
-        rates = []
-        for epoch in range(1, max(1, warm_epochs) + 1):
-            warm_ds.set_epoch(epoch)
-            t, n = time_epoch(warm, feat)
-            rates.append(n / t)
-        res[key] = float(np.median(rates))
-        del warm
-    res["cache_bytes"] = ds.cache.disk_bytes(None)
-    res["cache_frame_bytes"] = ds.cache.disk_bytes("frames")
-    res["cache_audio_bytes"] = ds.cache.disk_bytes("audio")
-    res["cache_bytes_per_clip"] = res["cache_bytes"] / len(pairs)
-    return res
-
-
-def measure_growth(pairs: Sequence[Any], base: int, root: Path, *, batch_size: int, workers: int) -> list[dict[str, Any]]:
-    """Cold and warm epoch time and cache size for 1x, 2x and 4x ``base`` clips (fresh cache each)."""
-    rows = []
-    for scale in (1, 2, 4):
-        n = base * scale
-        ds, loader, featurize = emolab_loader(pairs[:n], root / f"growth_{n}", batch_size=batch_size, workers=workers)
-        cold, _ = time_epoch(loader, featurize)
-        ds.set_epoch(1)
-        warm, _ = time_epoch(loader, featurize)
-        size = ds.cache.disk_bytes(None)
-        rows.append({"scale": scale, "clips": n, "cold_s": cold, "warm_s": warm,
-                     "cache_bytes": size, "cache_bytes_per_clip": size / n})
-        del loader
-    return rows
 
 
 def _rss_kib() -> tuple[int, int]:
@@ -518,7 +358,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``emolab bench`` (also used by ``benchmarks/bench_train.py``)."""
     p.add_argument("--quick", action="store_true", help="small sizes (8 clips, 1+2 steps), under 2 minutes on 2 cores")
     p.add_argument("--json", action="store_true", help="print the result object to stdout (table to stderr)")
-    p.add_argument("--out", default=None, help=f"JSON file (default {default_out()})")
+    p.add_argument("--out", default=None, help=f"JSON file (default {results_dir() / 'bench.json'})")
     p.add_argument("--modes", default=None, help=f"comma-separated fusion modes (default {','.join(DEFAULT_MODES)})")
     p.add_argument("--clips", type=int, default=None, help="clips of the data and training figures (default 24, quick 8)")
     p.add_argument("--growth_base", type=int, default=None, help="clips at 1x of the growth figures (default 8, quick 2)")
@@ -565,7 +405,7 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Measure, print (table to stdout, or JSON to stdout and table to stderr) and write the JSON."""
     cfg = config_from_args(args)
     res = run_bench(cfg, data=Path(args.data) if args.data else None)
-    out = Path(args.out) if args.out else default_out()
+    out = Path(args.out) if args.out else results_dir() / "bench.json"
     write_json(res, out)
     table = format_table(res) + f"\nwrote {out}"
     if args.json:
