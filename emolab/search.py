@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from emolab.fileio import atomic_write, atomic_write_json
-from emolab.sweeps import CVRun, SweepError, _diff, base_config_from_flags, parse_int_list, sweep_settings
+from emolab.sweeps import CVRun, SweepError, base_config_from_flags, parse_int_list, sweep_settings
+from emolab.utils.settings import config_diff
 
 if TYPE_CHECKING:
     import optuna
@@ -255,8 +256,7 @@ def run_search(
     old = study.user_attrs.get("emolab_settings")
     if old is None:
         study.set_user_attr("emolab_settings", settings)
-    elif _diff(old, settings):
-        diffs = _diff(old, settings)
+    elif diffs := [str(c) for c in config_diff(old, settings)]:
         raise SweepError(f"study {study_name!r} in {storage} was made with other settings ({'; '.join(diffs[:6])}); "
                          "use another --study name or --out")
     _requeue_interrupted(study)
@@ -441,10 +441,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     trials = args.trials if args.trials is not None else (None if args.max_trials is not None else 20)
     space = _space_from_arg(args.space)
     sampled = [f.name for f in dataclasses.fields(space) if getattr(space, f.name) is not None]
-    from emolab.train.cli import _explicit_dests, build_parser
+    from emolab.train.cli import build_parser, explicit_dests
 
     train_args = getattr(args, "train_args", [])
-    clash = sorted(_explicit_dests(build_parser(), train_args) & set(sampled))
+    clash = sorted(explicit_dests(build_parser(), train_args) & set(sampled))
     if clash:
         raise SweepError(
             f"{', '.join('--' + c for c in clash)}: sampled by the search space; fix a value in --space instead "

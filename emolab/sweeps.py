@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from emolab.fileio import atomic_write, atomic_write_json
+from emolab.utils.settings import config_diff, get_path
 
 if TYPE_CHECKING:  # torch stays out of `emolab --help`
     import pandas as pd
@@ -61,7 +62,9 @@ __all__ = ["CVResult", "CVRun", "SweepError", "base_config_from_flags", "check_c
 #: Train flags the sweep sets itself (per fold and seed, or from its own flags).
 OWNED_TRAIN_FLAGS = ("split_mode", "fold", "protocol", "seed", "train_actors", "val_actors", "test_actors",
                      "train_ratio", "val_ratio", "output_dir", "run_name", "resume", "fusion")
-#: Config fields that do not change results; they may differ between reruns (like ``--resume``).
+#: Top-level TrainConfig fields a sweep does not compare: the sweep's own (seed, split) and those that change no
+#: result (declared ``neutral`` on the field, ``NEUTRAL_FIELDS``). Spelled out because the runs table reads it
+#: without importing torch; tests/test_sweeps.py checks it against the fields' metadata.
 NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
                 "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
 METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("uar", "UAR"), ("weighted_f1", "weighted F1"))
@@ -190,17 +193,16 @@ class CVResult:
 # ------------------------------------------------------------------ settings and plan
 def sweep_settings(base: TrainConfig, protocol: str, folds: Sequence[int], seeds: Sequence[int]) -> dict[str, Any]:
     """What must match for a rerun to continue a sweep folder (fields that change no result are left out)."""
+    from emolab.train.config import NEUTRAL_FIELDS
+
     train = {k: v for k, v in base.to_dict().items() if k not in NOT_SETTINGS}
-    train["data"] = {k: v for k, v in train["data"].items() if k != "cache_dir"}
+    for path in NEUTRAL_FIELDS:  # nested ones (data.cache_dir); the top-level ones are in NOT_SETTINGS
+        sub, dot, name = path.rpartition(".")
+        if dot and sub in train:
+            train[sub] = {k: v for k, v in train[sub].items() if k != name}
     settings = {"protocol": protocol, "fusion": base.model.fusion, "folds": list(folds), "seeds": list(seeds),
                 "train": train}
     return json.loads(json.dumps(settings))  # as read back from sweep.json
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new)) for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 _PLAN_KEYS = ("folds", "seeds")  # may differ between runs of one sweep folder
@@ -218,7 +220,7 @@ def _claim_folder(out: Path, settings: dict[str, Any]) -> None:
     def fixed(st: dict[str, Any] | None) -> dict[str, Any]:
         return {k: v for k, v in (st or {}).items() if k not in _PLAN_KEYS}
 
-    diffs = _diff(fixed(saved.get("settings")), fixed(settings)) if saved is not None else []
+    diffs = [str(c) for c in config_diff(fixed(saved.get("settings")), fixed(settings))] if saved is not None else []
     if diffs:
         raise SweepError(f"{out} holds a sweep with other settings ({'; '.join(diffs[:6])}"
                          + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
@@ -295,14 +297,15 @@ def train_one(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> str:
     Holds a lock on the run (``.locks/{name}.lock``) meanwhile: a second process is refused.
     """
     from emolab.procs import FolderBusy, folder_lock
-    from emolab.train.run import RESUME_OVERRIDABLE, SetupError, resume_training, run_training
+    from emolab.train.config import RESUMABLE_FIELDS
+    from emolab.train.run import SetupError, resume_training, run_training
 
     run_dir = Path(cfg.output_dir) / "runs" / str(cfg.run_name)
     try:
         with folder_lock(Path(cfg.output_dir) / ".locks" / f"{cfg.run_name}.lock", f"run {run_dir}"):
             state = run_state(run_dir)
             if state == "resume":
-                resume_training(run_dir, overrides={k: getattr(cfg, k) for k in RESUME_OVERRIDABLE},
+                resume_training(run_dir, overrides={k: get_path(cfg, k) for k in RESUMABLE_FIELDS},
                                 callbacks=callbacks)
                 return "resumed"
             if state == "restart":
@@ -556,7 +559,7 @@ def base_config_from_flags(train_args: Sequence[str], *, fusion: str, prog: str,
                            owned: Sequence[str] = OWNED_TRAIN_FLAGS) -> TrainConfig:
     """A TrainConfig from pass-through ``emolab train`` flags; flags the sweep sets itself are refused."""
     from emolab.models.registry import resolve_model_name
-    from emolab.train.cli import _explicit_dests, build_parser, config_from_args
+    from emolab.train.cli import build_parser, config_from_args, explicit_dests
 
     try:
         resolve_model_name(fusion)
@@ -565,7 +568,7 @@ def base_config_from_flags(train_args: Sequence[str], *, fusion: str, prog: str,
     parser = build_parser(prog)
     argv = [*train_args, "--fusion", fusion]
     args = parser.parse_args(argv)  # unknown flags: argparse error, exit 2
-    clash = sorted((_explicit_dests(parser, train_args)) & set(owned))
+    clash = sorted(explicit_dests(parser, train_args) & set(owned))
     if clash:
         raise SweepError(
             f"{', '.join('--' + c for c in clash)}: set by {prog} itself (per fold and seed: --split_mode kfold, "
