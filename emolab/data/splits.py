@@ -88,7 +88,8 @@ class SplitConfig:
                               help="actor: speaker-independent (default); stratified: leaks speakers (the seed's "
                                    "default, the one deliberate change of a seed default)")
     train_actors: Sequence[int] | None = setting(
-        None, parse=_actor_flag, help="actor split, e.g. 1-18 (default: 1-18, scaled down on a corpus with fewer actors)")
+        None, parse=_actor_flag,
+        help="actor split, e.g. 1-18 (default: 1-18, scaled down on a corpus with fewer actors)")
     val_actors: Sequence[int] | None = setting(None, parse=_actor_flag, help="e.g. 19,20,21 (default: 19-21)")
     test_actors: Sequence[int] | None = setting(None, parse=_actor_flag, help="e.g. 22-24 (default: 22-24)")
     train_ratio: float = setting(0.7, help="stratified split")

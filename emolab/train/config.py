@@ -241,7 +241,8 @@ class TrainConfig:
         None, group="data", help="sanity check: shuffle emotion labels across pairs with this seed (expect chance)")
     output_dir: str = setting("outputs", neutral=True, help="runs go to OUTPUT_DIR/runs/")
     run_name: str | None = setting(None, neutral=True, help="run folder name (default {fusion}-seed{seed}-{time})")
-    publish_best: bool = setting(True, neutral=True, help="do not copy the best checkpoint to OUTPUT_DIR/best_{fusion}.pt")
+    publish_best: bool = setting(True, neutral=True,
+                                 help="do not copy the best checkpoint to OUTPUT_DIR/best_{fusion}.pt")
     device: str = setting("auto", resumable=True, help="auto, cpu, cuda, cuda:1 ...")
     amp: bool = setting(True, help="no mixed precision on CUDA")
     compile: bool = setting(False, resumable=True, help="torch.compile the model")
