@@ -217,3 +217,11 @@ def test_settings_module_needs_no_torch() -> None:
     code = "import sys, emolab.utils.settings; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_every_search_space_field_is_a_train_flag() -> None:
+    """``SearchSpace.sample`` finds the config field of each sampled name through the flag metadata."""
+    from emolab.search import SearchSpace
+
+    dests = {f.dest for f in train_flags()[0]}
+    assert {f.name for f in dataclasses.fields(SearchSpace)} <= dests
