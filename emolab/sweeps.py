@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from emolab.fileio import atomic_write, atomic_write_json
+from emolab.runs import NOT_SETTINGS  # what a sweep does not compare, shared with the runs table
 from emolab.utils.settings import config_diff, get_path
 
 if TYPE_CHECKING:  # torch stays out of `emolab --help`
@@ -62,11 +63,6 @@ __all__ = ["CVResult", "CVRun", "SweepError", "base_config_from_flags", "check_c
 #: Train flags the sweep sets itself (per fold and seed, or from its own flags).
 OWNED_TRAIN_FLAGS = ("split_mode", "fold", "protocol", "seed", "train_actors", "val_actors", "test_actors",
                      "train_ratio", "val_ratio", "output_dir", "run_name", "resume", "fusion")
-#: Top-level TrainConfig fields a sweep does not compare: the sweep's own (seed, split) and those that change no
-#: result (declared ``neutral`` on the field, ``NEUTRAL_FIELDS``). Spelled out because the runs table reads it
-#: without importing torch; tests/test_sweeps.py checks it against the fields' metadata.
-NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
-                "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
 METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("uar", "UAR"), ("weighted_f1", "weighted F1"))
 
 

@@ -164,7 +164,7 @@ def test_the_resume_list_is_the_metadata() -> None:
 
 
 def test_the_sweep_ignores_what_changes_no_result() -> None:
-    from emolab.sweeps import NOT_SETTINGS
+    from emolab.runs import NOT_SETTINGS
 
     assert set(NOT_SETTINGS) == {p for p in NEUTRAL_FIELDS if "." not in p} | {"seed", "split"}
 
