@@ -142,22 +142,23 @@ def walk_settings(config: Any, prefix: str = "") -> Iterator[tuple[str, dataclas
             yield f"{prefix}{f.name}", f, value
 
 
-def _leaf_settings(config: Any) -> Iterator[tuple[str, Setting]]:
-    for path, f, _ in walk_settings(config):
+def _leaves(config: Any) -> Iterator[tuple[str, dataclasses.Field[Any], Any, Setting]]:
+    """:func:`walk_settings` with each field's :class:`Setting`; a field without one is a ``TypeError``."""
+    for path, f, value in walk_settings(config):
         meta = setting_of(f)
         if meta is None:
             raise TypeError(f"{type(config).__name__}.{path} was declared without emolab.utils.settings.setting()")
-        yield path, meta
+        yield path, f, value, meta
 
 
 def resumable_fields(config: Any) -> tuple[str, ...]:
     """Dotted fields of ``config`` (an instance) that ``--resume`` may change."""
-    return tuple(path for path, meta in _leaf_settings(config) if meta.resumable)
+    return tuple(path for path, _, _, meta in _leaves(config) if meta.resumable)
 
 
 def neutral_fields(config: Any) -> tuple[str, ...]:
     """Dotted fields of ``config`` (an instance) that change no result (the resumable ones among them)."""
-    return tuple(path for path, meta in _leaf_settings(config) if meta.neutral)
+    return tuple(path for path, _, _, meta in _leaves(config) if meta.neutral)
 
 
 @dataclass(frozen=True)
@@ -194,10 +195,7 @@ def config_flags(defaults: Any) -> tuple[list[ConfigFlag], dict[str, str]]:
     """
     flags: dict[str, ConfigFlag] = {}
     unflagged: dict[str, str] = {}
-    for path, f, value in sorted(walk_settings(defaults), key=lambda leaf: leaf[0].count(".")):
-        meta = setting_of(f)
-        if meta is None:
-            raise TypeError(f"{type(defaults).__name__}.{path} was declared without emolab.utils.settings.setting()")
+    for path, f, value, meta in sorted(_leaves(defaults), key=lambda leaf: leaf[0].count(".")):
         if meta.flag is None:
             unflagged[path] = meta.no_flag
             continue
