@@ -225,3 +225,16 @@ def test_every_search_space_field_is_a_train_flag() -> None:
 
     dests = {f.dest for f in train_flags()[0]}
     assert {f.name for f in dataclasses.fields(SearchSpace)} <= dests
+
+
+def test_a_plain_field_is_not_resumable_and_has_no_silent_flag() -> None:
+    @dataclasses.dataclass
+    class Mixed:
+        a: int = setting(1, help="a", resumable=True)
+        b: int = 2
+
+    from emolab.utils.settings import neutral_fields, resumable_fields
+
+    assert resumable_fields(Mixed()) == ("a",) and neutral_fields(Mixed()) == ("a",)
+    with pytest.raises(TypeError, match=r"Mixed.b was declared without .*no_flag="):
+        config_flags(Mixed())

@@ -5,6 +5,12 @@ what a notebook builds by hand, and what a run folder stores as
 ``config.json`` (and inside every checkpoint). ``to_dict``/``from_dict`` make
 the round trip through JSON exact.
 
+Every field of these configs (and of ``ModelConfig``, ``DataConfig``,
+``SplitConfig``) is declared with :func:`emolab.utils.settings.setting`: its
+help, flag, the seed's aliases and whether ``--resume`` may change it live on
+the field, and the CLI, :data:`RESUMABLE_FIELDS` and :data:`NEUTRAL_FIELDS`
+are read from there. A new field needs ``setting(default, help=...)``.
+
 Example::
 
     from emolab.models import ModelConfig

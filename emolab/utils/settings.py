@@ -143,22 +143,30 @@ def walk_settings(config: Any, prefix: str = "") -> Iterator[tuple[str, dataclas
 
 
 def _leaves(config: Any) -> Iterator[tuple[str, dataclasses.Field[Any], Any, Setting]]:
-    """:func:`walk_settings` with each field's :class:`Setting`; a field without one is a ``TypeError``."""
+    """:func:`walk_settings` with each field's :class:`Setting`; a field without one is a ``TypeError``
+    that says how to declare it."""
     for path, f, value in walk_settings(config):
         meta = setting_of(f)
         if meta is None:
-            raise TypeError(f"{type(config).__name__}.{path} was declared without emolab.utils.settings.setting()")
+            raise TypeError(f"{type(config).__name__}.{path} was declared without emolab.utils.settings.setting(): "
+                            "declare it with setting(default, help=...), and flag=None, no_flag='why' if it "
+                            "can have no command-line flag")
         yield path, f, value, meta
 
 
 def resumable_fields(config: Any) -> tuple[str, ...]:
-    """Dotted fields of ``config`` (an instance) that ``--resume`` may change."""
-    return tuple(path for path, _, _, meta in _leaves(config) if meta.resumable)
+    """Dotted fields of ``config`` (an instance) that ``--resume`` may change.
+
+    A field declared without :func:`setting` is not resumable (the safe
+    answer): this runs at import, where a new plain field must not break the
+    package; :func:`config_flags`, which builds the CLI, refuses such a field.
+    """
+    return tuple(path for path, f, _ in walk_settings(config) if getattr(setting_of(f), "resumable", False))
 
 
 def neutral_fields(config: Any) -> tuple[str, ...]:
     """Dotted fields of ``config`` (an instance) that change no result (the resumable ones among them)."""
-    return tuple(path for path, _, _, meta in _leaves(config) if meta.neutral)
+    return tuple(path for path, f, _ in walk_settings(config) if getattr(setting_of(f), "neutral", False))
 
 
 @dataclass(frozen=True)
