@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from emolab.cli.main import main as emolab_main
+from emolab.cli.main.main import main as emolab_main
 from emolab.data.datasets import DataConfig
 from emolab.data.splits import SplitConfig
 from emolab.models.registry import ModelConfig
 from emolab.train import OptimConfig, TrainConfig
-from emolab.train.cli import _explicit_dests, build_parser, config_from_args
+from emolab.train.cli import build_parser, config_from_args, explicit_dests
 from emolab.train.cli import main as train_main
 
 
@@ -162,7 +162,7 @@ def test_bad_values_are_argparse_errors(argv, message, capsys) -> None:
 
 def test_explicit_flags_are_detected_exactly() -> None:
     parser = build_parser()
-    assert _explicit_dests(parser, ["--resume", "x", "--device=cpu", "--no_progress"]) == {"resume", "device", "progress"}
+    assert explicit_dests(parser, ["--resume", "x", "--device=cpu", "--no_progress"]) == {"resume", "device", "progress"}
 
 
 def test_emolab_train_forwards_to_the_train_cli(capsys) -> None:

@@ -57,6 +57,7 @@ from emolab.data.video import (
     normalize,
     preprocess_clip,
 )
+from emolab.utils.settings import Alias, setting
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +110,31 @@ class DataConfig:
         memory_cache_bytes: per-process in-memory cache bound.
     """
 
-    num_classes: int = 8
-    num_frames: int = 8
-    frame_size: int = 112
-    face_crop: FaceCropMode = "all"
-    resize: ResizeMode = "area"
-    face_detector: str = "haar"
-    sample_rate: int = 16000
-    resampler: ResamplerName = "torchaudio"
-    clip_seconds: float = 3.0
-    n_mels: int = 64
-    noise_path: str | None = None
-    cache_dir: str | None = None
-    memory_cache_bytes: int = 1 << 30
+    num_classes: int = setting(8, flag="num_classes", choices=(8, 4), group="data", help="8 emotions or 4 groups")
+    num_frames: int = setting(8, flag="frames", help="video frames sampled per clip")
+    frame_size: int = setting(112, help="frame side in pixels")
+    face_crop: FaceCropMode = setting(
+        "all", choices=("all", "train", "none"),
+        aliases=[Alias("use_face_crop", "all"), Alias("no_face_crop", "none")],
+        help="crop faces in every split (all, the seed's behaviour), only in the augmented training split (train), "
+             "or never (none)")
+    resize: ResizeMode = setting(
+        "area", choices=("area", "linear"),
+        help="frame interpolation: area (cv2.INTER_AREA) or linear (cv2.INTER_LINEAR, the seed's)")
+    face_detector: str = setting(
+        "haar", choices=FACE_DETECTORS,
+        help="face crop detector: haar (OpenCV's cascade) or mtcnn (facenet-pytorch; README 'Tensors')")
+    sample_rate: int = setting(16000, help="audio rate after resampling, Hz (WavLM expects 16000)")
+    resampler: ResamplerName = setting(
+        "torchaudio", choices=RESAMPLERS,
+        help="48 -> 16 kHz resampling: torchaudio, or soxr (the seed's, librosa's soxr_hq)")
+    clip_seconds: float = setting(3.0, help="audio length after pad/truncate")
+    n_mels: int = setting(64, flag="audio_n_mels", group="data", help="Mel bins of the log-Mel features")
+    noise_path: str | None = setting(
+        None, help="noise file for audio augmentation (default: <data_root>/Noise/noise.wav, else Gaussian noise)")
+    cache_dir: str | None = setting(
+        None, neutral=True, help="frame cache folder (default $EMOLAB_CACHE_DIR or ~/.cache/emolab; '' = memory only)")
+    memory_cache_bytes: int = setting(1 << 30, metavar="BYTES", help="per-process in-memory frame cache bound")
 
     def __post_init__(self) -> None:
         if self.num_classes not in (4, 8):

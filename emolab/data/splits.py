@@ -23,6 +23,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from emolab.data.ravdess import EMOTIONS, PairRecord
+from emolab.utils.settings import setting
 
 DEFAULT_TRAIN_ACTORS: tuple[int, ...] = tuple(range(1, 19))
 DEFAULT_VAL_ACTORS: tuple[int, ...] = (19, 20, 21)
@@ -59,6 +60,14 @@ LEAKAGE_MESSAGE = (
 )
 
 
+def _actor_flag(text: str) -> tuple[int, ...]:
+    """``--train_actors`` and co.: an actor list that names at least one actor."""
+    ids = parse_actor_list(text)
+    if not ids:
+        raise ValueError(f"empty actor list {text!r}")
+    return ids
+
+
 @dataclass
 class SplitConfig:
     """How to split the pairs.
@@ -75,15 +84,19 @@ class SplitConfig:
         seed: for ``mode="stratified"``.
     """
 
-    mode: SplitMode = "actor"
-    train_actors: Sequence[int] | None = None
-    val_actors: Sequence[int] | None = None
-    test_actors: Sequence[int] | None = None
-    train_ratio: float = 0.7
-    val_ratio: float = 0.15
-    protocol: str = "six_fold"
-    fold: int = 0
-    seed: int = 42
+    mode: SplitMode = setting("actor", flag="split_mode", choices=("actor", "stratified", "kfold"),
+                              help="actor: speaker-independent (default); stratified: leaks speakers (the seed's "
+                                   "default, the one deliberate change of a seed default)")
+    train_actors: Sequence[int] | None = setting(
+        None, parse=_actor_flag,
+        help="actor split, e.g. 1-18 (default: 1-18, scaled down on a corpus with fewer actors)")
+    val_actors: Sequence[int] | None = setting(None, parse=_actor_flag, help="e.g. 19,20,21 (default: 19-21)")
+    test_actors: Sequence[int] | None = setting(None, parse=_actor_flag, help="e.g. 22-24 (default: 22-24)")
+    train_ratio: float = setting(0.7, help="stratified split")
+    val_ratio: float = setting(0.15, help="stratified split (test = the rest)")
+    protocol: str = setting("six_fold", choices=tuple(PROTOCOLS), help="kfold protocol")
+    fold: int = setting(0, help="kfold fold index (0-based)")
+    seed: int = setting(42, flag="seed", help="stratified split seed (set by the run's --seed)")
 
     def __post_init__(self) -> None:
         if self.mode not in ("actor", "stratified", "kfold"):

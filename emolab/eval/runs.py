@@ -15,7 +15,7 @@ folders of ``emolab train`` (``outputs/runs/<fusion>-seed<S>-<time>/``), of ``em
   has them, else the macro-average recall and the weighted-average F1 of its per-class report (the same numbers).
 
 ``config`` groups runs that differ only in seed and fold (and settings that do not change results, such as the
-data root or the device: :data:`emolab.train.config.NOT_SETTINGS`): the fusion and encoders, plus a short hash of
+data root or the device: :data:`NOT_SETTINGS`): the fusion and encoders, plus a short hash of
 the other settings when two groups would otherwise share a name. :func:`summarise` gives mean ± std
 (``ddof=0``, as ``emolab cv``) of the test metrics per configuration; ``--plot`` draws them.
 """
@@ -34,9 +34,15 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["COLUMNS", "METRICS", "RunsError", "add_arguments", "collect_runs", "find_run_dirs", "plot_runs",
-           "read_run", "run_from_args", "summarise", "write_table"]
+__all__ = ["COLUMNS", "METRICS", "NOT_SETTINGS", "RunsError", "add_arguments", "collect_runs", "find_run_dirs",
+           "plot_runs", "read_run", "run_from_args", "summarise", "write_table"]
 
+#: Top-level TrainConfig fields that neither a sweep nor this table's grouping compares: seed and split (set per
+#: run) and those that change no result (declared ``neutral`` on the field, ``emolab.train.config.NEUTRAL_FIELDS``).
+#: Spelled out because this module reads runs without importing torch; tests/test_settings.py checks it against
+#: the fields' metadata.
+NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
+                "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
 #: Test metrics (columns ``test_<metric>``) in display order.
 METRICS: tuple[str, ...] = ("accuracy", "uar", "macro_f1", "weighted_f1")
 COLUMNS: tuple[str, ...] = (
@@ -82,8 +88,6 @@ def _history(path: Path) -> list[dict[str, Any]]:
 
 def _settings_hash(cfg: dict[str, Any]) -> str:
     """A short hash of the settings that change results (not seed, fold, paths, device)."""
-    from emolab.train.config import NOT_SETTINGS
-
     kept = {k: v for k, v in cfg.items() if k not in NOT_SETTINGS}
     split = dict(cfg.get("split") or {})
     split.pop("fold", None)

@@ -44,8 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from emolab.eval.runs import NOT_SETTINGS  # what a sweep does not compare, shared with the runs table
 from emolab.experiments.jobs import SweepError, run_parallel, run_state, train_one
 from emolab.utils.fileio import atomic_write, atomic_write_json
+from emolab.utils.settings import config_diff
 
 if TYPE_CHECKING:  # torch stays out of `emolab --help`
     import pandas as pd
@@ -181,19 +183,16 @@ class CVResult:
 # ------------------------------------------------------------------ settings and plan
 def sweep_settings(base: TrainConfig, protocol: str, folds: Sequence[int], seeds: Sequence[int]) -> dict[str, Any]:
     """What must match for a rerun to continue a sweep folder (fields that change no result are left out)."""
-    from emolab.train.config import NOT_SETTINGS
+    from emolab.train.config import NEUTRAL_FIELDS
 
     train = {k: v for k, v in base.to_dict().items() if k not in NOT_SETTINGS}
-    train["data"] = {k: v for k, v in train["data"].items() if k != "cache_dir"}
+    for path in NEUTRAL_FIELDS:  # nested ones (data.cache_dir); the top-level ones are in NOT_SETTINGS
+        sub, dot, name = path.rpartition(".")
+        if dot and sub in train:
+            train[sub] = {k: v for k, v in train[sub].items() if k != name}
     settings = {"protocol": protocol, "fusion": base.model.fusion, "folds": list(folds), "seeds": list(seeds),
                 "train": train}
     return json.loads(json.dumps(settings))  # as read back from sweep.json
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new)) for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 _PLAN_KEYS = ("folds", "seeds")  # may differ between runs of one sweep folder
@@ -211,7 +210,7 @@ def _claim_folder(out: Path, settings: dict[str, Any]) -> None:
     def fixed(st: dict[str, Any] | None) -> dict[str, Any]:
         return {k: v for k, v in (st or {}).items() if k not in _PLAN_KEYS}
 
-    diffs = _diff(fixed(saved.get("settings")), fixed(settings)) if saved is not None else []
+    diffs = [str(c) for c in config_diff(fixed(saved.get("settings")), fixed(settings))] if saved is not None else []
     if diffs:
         raise SweepError(f"{out} holds a sweep with other settings ({'; '.join(diffs[:6])}"
                          + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
@@ -434,7 +433,7 @@ def base_config_from_flags(train_args: Sequence[str], *, fusion: str, prog: str,
                            owned: Sequence[str] = OWNED_TRAIN_FLAGS) -> TrainConfig:
     """A TrainConfig from pass-through ``emolab train`` flags; flags the sweep sets itself are refused."""
     from emolab.models.registry import resolve_model_name
-    from emolab.train.cli import _explicit_dests, build_parser, config_from_args
+    from emolab.train.cli import build_parser, config_from_args, explicit_dests
 
     try:
         resolve_model_name(fusion)
@@ -443,7 +442,7 @@ def base_config_from_flags(train_args: Sequence[str], *, fusion: str, prog: str,
     parser = build_parser(prog)
     argv = [*train_args, "--fusion", fusion]
     args = parser.parse_args(argv)  # unknown flags: argparse error, exit 2
-    clash = sorted((_explicit_dests(parser, train_args)) & set(owned))
+    clash = sorted(explicit_dests(parser, train_args) & set(owned))
     if clash:
         raise SweepError(
             f"{', '.join('--' + c for c in clash)}: set by {prog} itself (per fold and seed: --split_mode kfold, "

@@ -44,14 +44,16 @@ def train_one(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> str:
     Holds a lock on the run (``.locks/{name}.lock``) meanwhile: a second process is refused.
     """
     from emolab.utils.procs import FolderBusy, folder_lock
-    from emolab.train.run import RESUME_OVERRIDABLE, SetupError, resume_training, run_training
+    from emolab.train.config import RESUMABLE_FIELDS
+    from emolab.train.run import SetupError, resume_training, run_training
+    from emolab.utils.settings import get_path
 
     run_dir = Path(cfg.output_dir) / "runs" / str(cfg.run_name)
     try:
         with folder_lock(Path(cfg.output_dir) / ".locks" / f"{cfg.run_name}.lock", f"run {run_dir}"):
             state = run_state(run_dir)
             if state == "resume":
-                resume_training(run_dir, overrides={k: getattr(cfg, k) for k in RESUME_OVERRIDABLE},
+                resume_training(run_dir, overrides={k: get_path(cfg, k) for k in RESUMABLE_FIELDS},
                                 callbacks=callbacks)
                 return "resumed"
             if state == "restart":

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from emolab.utils.fileio import atomic_write, atomic_write_json
-from emolab.experiments.cv import CVRun, SweepError, _diff, base_config_from_flags, parse_int_list, sweep_settings
+from emolab.experiments.cv import CVRun, SweepError, base_config_from_flags, parse_int_list, sweep_settings
+from emolab.utils.settings import config_diff, config_flags, config_from_values, walk_settings
 
 if TYPE_CHECKING:
     import optuna
@@ -55,7 +56,7 @@ __all__ = ["PruningReporter", "SearchResult", "SearchSpace", "run_search", "summ
 
 _CATEGORICAL = ("xattn_d_model", "xattn_heads")
 _LOG = ("lr", "audio_backbone_lr", "video_backbone_lr")
-_MODEL = ("xattn_d_model", "xattn_heads", "xattn_attn_dropout", "xattn_stochastic_depth")
+_XATTN_ONLY = ("xattn_d_model", "xattn_heads", "xattn_attn_dropout", "xattn_stochastic_depth")
 
 
 @dataclass
@@ -115,7 +116,7 @@ class SearchSpace:
         for f in dataclasses.fields(self):
             if getattr(self, f.name) is None:
                 continue
-            if f.name in _MODEL and base.canonical_fusion != "xattn":
+            if f.name in _XATTN_ONLY and base.canonical_fusion != "xattn":
                 continue
             if f.name.endswith("_backbone_lr") and not base.optim.two_stage_training:
                 continue
@@ -131,9 +132,11 @@ class SearchSpace:
                 params[name] = trial.suggest_categorical(name, list(spec))
             else:
                 params[name] = trial.suggest_float(name, float(spec[0]), float(spec[1]), log=name in _LOG)
-        model = dataclasses.replace(base.model, **{k: v for k, v in params.items() if k in _MODEL})
-        optim = dataclasses.replace(base.optim, **{k: v for k, v in params.items() if k not in _MODEL})
-        return dataclasses.replace(base, model=model, optim=optim), params
+        flags, _ = config_flags(base)  # which config holds each sampled flag: its field metadata says
+        paths = {f.dest: f.paths for f in flags}
+        values = {path: value for path, _, value in walk_settings(base)}
+        values.update({path: value for name, value in params.items() for path in paths[name]})
+        return config_from_values(base, values), params  # all at once: no half-set config is validated
 
 
 class PruningReporter:
@@ -255,8 +258,7 @@ def run_search(
     old = study.user_attrs.get("emolab_settings")
     if old is None:
         study.set_user_attr("emolab_settings", settings)
-    elif _diff(old, settings):
-        diffs = _diff(old, settings)
+    elif diffs := [str(c) for c in config_diff(old, settings)]:
         raise SweepError(f"study {study_name!r} in {storage} was made with other settings ({'; '.join(diffs[:6])}); "
                          "use another --study name or --out")
     _requeue_interrupted(study)
@@ -441,10 +443,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     trials = args.trials if args.trials is not None else (None if args.max_trials is not None else 20)
     space = _space_from_arg(args.space)
     sampled = [f.name for f in dataclasses.fields(space) if getattr(space, f.name) is not None]
-    from emolab.train.cli import _explicit_dests, build_parser
+    from emolab.train.cli import build_parser, explicit_dests
 
     train_args = getattr(args, "train_args", [])
-    clash = sorted(_explicit_dests(build_parser(), train_args) & set(sampled))
+    clash = sorted(explicit_dests(build_parser(), train_args) & set(sampled))
     if clash:
         raise SweepError(
             f"{', '.join('--' + c for c in clash)}: sampled by the search space; fix a value in --space instead "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -25,6 +25,7 @@ from emolab.models.audio import AudioNet
 from emolab.models.fusion import XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, FusionModel
 from emolab.models.video import VIDEO_BACKBONES, VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
+from emolab.utils.settings import optional_bool, optional_float, setting
 
 __all__ = [
     "LEGACY_MODEL_DEFAULTS",
@@ -104,43 +105,71 @@ def resolve_model_name(name: str) -> tuple[str, dict[str, Any]]:
     return MODEL_REGISTRY.resolve(name)
 
 
+#: ``--help`` section of the ModelConfig flags that select the seed's xattn and gate behaviour (issue #12).
+SEED_FIDELITY_GROUP = "model: the seed's xattn and gate (README 'Seed checkpoints')"
+
+
 @dataclass
 class ModelConfig:
     """Everything ``build_model`` needs; the CLI maps its flags onto these fields."""
 
-    fusion: str = "audio"  # a registered name or alias (see available_models())
-    num_classes: int = 8  # 8 emotions or the 4-class grouping
+    fusion: str = setting("audio", choices=available_models, help="model (a registered name or alias)")
+    num_classes: int = setting(8, choices=(8, 4), group="data", help="8 emotions or 4 groups")
     # audio branch
-    use_wavlm: bool = False  # WavLM on the waveform instead of a log-Mel AudioNet
-    use_resnet_audio: bool = False  # AudioResNet18 instead of AudioCNN (Mel branch)
-    audio_residual: bool = False  # AudioResNet18 with identity shortcuts (same count)
-    spec_augment: bool = True  # SpecAugment in training mode (Mel branch)
-    n_mels: int = 64  # Mel bins of the input
-    hop_length: int = 160  # STFT hop, to convert audio_length (samples) to frames
-    wavlm_name_or_path: str = "microsoft/wavlm-base"  # Hub name or local folder
-    wavlm_config: WavLMConfig | dict[str, Any] | None = None  # random-init backbone, no download
-    wavlm_freeze_backbone: bool = True  # stage 1: backbone frozen, head trainable
-    wavlm_backbone_attention_mask: bool | None = None  # None: only for feat_extract_norm="layer"
-    wavlm_embedding: str = "hidden"  # concat/gated clip embedding: mean hidden state, or "head" (the seed: head[0] of it)
+    use_wavlm: bool = setting(False, help="WavLM on waveforms as the audio model")
+    use_resnet_audio: bool = setting(False, help="AudioResNet18 instead of AudioCNN")
+    audio_residual: bool = setting(False, help="AudioResNet18 with identity shortcuts (same parameter count)")
+    spec_augment: bool = setting(True, help="no SpecAugment in training mode (Mel branch)")
+    n_mels: int = setting(64, flag="audio_n_mels", group="data", help="Mel bins of the log-Mel features")
+    hop_length: int = setting(160, flag=None, help="STFT hop, to convert audio_length (samples) to frames",
+                              no_flag="derived: must equal the featuriser's fixed hop (emolab.data.audio.HOP_LENGTH)")
+    wavlm_name_or_path: str = setting("microsoft/wavlm-base", help="Hub name or local WavLM folder")
+    wavlm_config: WavLMConfig | dict[str, Any] | None = setting(
+        None, flag=None, help="random-init WavLM backbone of this config, no download",
+        no_flag="an object (transformers.WavLMConfig or its dict): set in Python, e.g. for tests")
+    wavlm_freeze_backbone: bool = setting(
+        True, help="train the WavLM backbone from the start (default: frozen, head trainable)")
+    wavlm_backbone_attention_mask: bool | None = setting(
+        None, parse=optional_bool, metavar="{auto,true,false}",
+        help="pass the padding mask to the WavLM backbone (auto: only for feat_extract_norm='layer')")
+    wavlm_embedding: str = setting(
+        "hidden", choices=("hidden", "head"), group=SEED_FIDELITY_GROUP,
+        help="WavLM clip embedding for concat/gated: mean hidden state, or head = the head's first Linear of it "
+             "(the seed)")
     # video branch
-    pretrained_video: bool = False  # ImageNet weights for the video backbone
-    video_backbone: str = "resnet18"  # one of VIDEO_BACKBONES (torchvision; per-frame features)
+    pretrained_video: bool = setting(False, flag="no_pretrained_video",  # TrainConfig's default model: True
+                                     help="random-init video backbone (default: ImageNet weights)")
+    video_backbone: str = setting(
+        "resnet18", choices=VIDEO_BACKBONES,
+        help="torchvision per-frame video backbone (README 'Models'; vit_b_16 runs at 112x112)")
     # fusion
-    common_dim: int = 256  # concat/gated projection size; xattn concat head width
-    fusion_dropout: float = 0.2  # dropout in the concat/gated MLPs
-    modality_dropout: float = 0.2  # gated: drop each modality per sample
-    xattn_head: str = "concat"  # "concat" or "gated"
-    xattn_d_model: int = 128
-    xattn_heads: int = 4
-    xattn_attn_dropout: float = 0.1
-    xattn_stochastic_depth: float = 0.1
+    common_dim: int = setting(256, help="concat/gated projection size; xattn concat head width")
+    fusion_dropout: float = setting(0.2, help="dropout in the concat/gated MLPs")
+    modality_dropout: float = setting(0.2, help="gated: drop each modality per sample")
+    xattn_head: str = setting("concat", choices=XATTN_HEADS, help="xattn head: concat or gated")
+    xattn_d_model: int = setting(128, help="xattn model width")
+    xattn_heads: int = setting(4, help="xattn attention heads")
+    xattn_attn_dropout: float = setting(0.1, help="xattn attention dropout")
+    xattn_stochastic_depth: float = setting(0.1, help="xattn stochastic depth")
     # seed fidelity (issue #12); `load_seed_checkpoint` sets the seed's values, the defaults are for new training
-    mel_sequence: str = "time"  # xattn audio steps of a Mel AudioNet: "time" (per step) or "clip" (the seed: 1 step)
-    xattn_attention: str = "sequential"  # "sequential" (the seed: a2v sees the v2a-updated video) or "parallel"
-    xattn_fuse_order: str = "av"  # heads see [a, v], gate weights audio; "va" (the seed): [v, a], gate weights video
-    xattn_head_dropout: float = 0.2  # Dropout after the ReLU of the xattn heads (the seed's 0.2; no parameters)
-    gate_bias_init: float | None = -1.0  # last bias of the gated/xattn gate (the seed: -1); None: PyTorch's init
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form, for custom registered builders
+    mel_sequence: str = setting(
+        "time", choices=("time", "clip"), group=SEED_FIDELITY_GROUP,
+        help="xattn audio steps of a Mel model: one per time step, or clip (the seed: one step, the clip embedding)")
+    xattn_attention: str = setting(
+        "sequential", choices=XATTN_ATTENTION, group=SEED_FIDELITY_GROUP,
+        help="sequential: a2v attends to the video after its v2a update (the seed); parallel: both attend to the "
+             "inputs")
+    xattn_fuse_order: str = setting(
+        "av", choices=XATTN_FUSE_ORDERS, group=SEED_FIDELITY_GROUP,
+        help="xattn heads: av = [audio, video], gate weights audio; va = [video, audio], gate weights video (the seed)")
+    xattn_head_dropout: float = setting(
+        0.2, group=SEED_FIDELITY_GROUP, help="dropout after the ReLU of the xattn heads (the seed's 0.2)")
+    gate_bias_init: float | None = setting(
+        -1.0, parse=optional_float, metavar="B", group=SEED_FIDELITY_GROUP,
+        help="initial bias of the gate's last Linear, gated and xattn gated (the seed's -1; 'none': PyTorch's "
+             "default init)")
+    extra: dict[str, Any] = setting(default_factory=dict, flag=None, help="free-form, for custom registered builders",
+                                    no_flag="free-form dict read by custom registered builders: set in Python")
 
     def __post_init__(self) -> None:
         MODEL_REGISTRY.resolve(self.fusion)  # raises ValueError listing valid names

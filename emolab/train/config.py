@@ -5,6 +5,12 @@ what a notebook builds by hand, and what a run folder stores as
 ``config.json`` (and inside every checkpoint). ``to_dict``/``from_dict`` make
 the round trip through JSON exact.
 
+Every field of these configs (and of ``ModelConfig``, ``DataConfig``,
+``SplitConfig``) is declared with :func:`emolab.utils.settings.setting`: its
+help, flag, the seed's aliases and whether ``--resume`` may change it live on
+the field, and the CLI, :data:`RESUMABLE_FIELDS` and :data:`NEUTRAL_FIELDS`
+are read from there. A new field needs ``setting(default, help=...)``.
+
 Example::
 
     from emolab.models import ModelConfig
@@ -33,8 +39,9 @@ from emolab.data.datasets import DataConfig
 from emolab.data.splits import SplitConfig
 from emolab.models.registry import LEGACY_MODEL_DEFAULTS, ModelConfig
 from emolab.models.video import video_blocks
+from emolab.utils.settings import Alias, neutral_fields, resumable_fields, setting
 
-__all__ = ["NOT_SETTINGS", "OptimConfig", "TrainConfig", "UNIMODAL", "FUSION_WITH_HEAD"]
+__all__ = ["FUSION_WITH_HEAD", "NEUTRAL_FIELDS", "OptimConfig", "RESUMABLE_FIELDS", "TrainConfig", "UNIMODAL"]
 
 #: Canonical ``--fusion`` names of unimodal models.
 UNIMODAL: tuple[str, ...] = ("audio", "video")
@@ -97,23 +104,30 @@ class OptimConfig:
             ``model.train()``).
     """
 
-    lr: float = 1e-3  # lr, weight_decay and the rest: the seed's defaults (SPEC §4)
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
-    wavlm_stage: int = 1
-    backbone_lr: float = 3e-5
-    wavlm_unfreeze_layers: int = 2
-    two_stage_training: bool = False
-    stage1_epochs: int = 5
-    audio_backbone_lr: float = 1e-5
-    video_backbone_lr: float = 1e-5
-    fusion_unfreeze_wavlm_layers: int = 2
-    fusion_unfreeze_video_blocks: int = 1
-    fusion_unfreeze_audio: bool = True
-    use_cosine_annealing: bool = False
-    cosine_stage2_only: bool = False
-    eta_min: float = 1e-5
-    frozen_bn_eval: bool = True
+    lr: float = setting(1e-3, help="LR of the head / the whole model")  # the seed's defaults (SPEC §4)
+    weight_decay: float = setting(1e-4, help="Adam weight decay (L2), every group")
+    label_smoothing: float = setting(0.0, help="not used by late fusion (NLL)")
+    wavlm_stage: int = setting(1, choices=(1, 2),
+                               help="audio+WavLM: 1 head only, 2 also the last --wavlm_unfreeze_layers layers")
+    backbone_lr: float = setting(3e-5, help="WavLM backbone LR in stage 2")
+    wavlm_unfreeze_layers: int = setting(2, help="layers unfrozen by --wavlm_stage 2")
+    two_stage_training: bool = setting(
+        False, help="fusion: stage 1 trains the fusion head, stage 2 also unfrozen encoders")
+    stage1_epochs: int = setting(5, help="epochs of stage 1 (the rest of --epochs is stage 2)")
+    audio_backbone_lr: float = setting(1e-5, help="stage 2 audio LR")
+    video_backbone_lr: float = setting(1e-5, help="stage 2 video LR")
+    fusion_unfreeze_wavlm_layers: int = setting(2, help="stage 2, WavLM audio: last N layers unfrozen")
+    fusion_unfreeze_video_blocks: int = setting(
+        1, help="last N blocks of the video backbone (ResNets 0-5, efficientnet_b0 0-9, vit_b_16 0-13)")
+    fusion_unfreeze_audio: bool = setting(
+        True, flag="fusion_unfreeze_audio", help="stage 2: unfreeze the Mel audio model",
+        aliases=[Alias("no_fusion_unfreeze_audio", False, "stage 2: keep the Mel audio model frozen")])
+    use_cosine_annealing: bool = setting(False, help="cosine LR over each stage, down to --eta_min")
+    cosine_stage2_only: bool = setting(False, help="two-stage: cosine in stage 2 only")
+    eta_min: float = setting(1e-5, help="the cosine schedule's floor (the seed's 1e-5)")
+    frozen_bn_eval: bool = setting(
+        True, help="frozen BatchNorm layers use batch statistics and update their running ones "
+                   "(default: frozen ones run in eval mode)")
 
     def __post_init__(self) -> None:
         for name in ("lr", "backbone_lr", "audio_backbone_lr", "video_backbone_lr"):
@@ -207,34 +221,42 @@ class TrainConfig:
             inside an epoch).
     """
 
-    data_root: str = "data"
+    data_root: str = setting("data", group="data", resumable=True,  # resumable: provenance checks the pairs
+                             help="RAVDESS root (any nesting of Actor_NN/ folders)")
     model: ModelConfig = field(default_factory=_default_model)
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    epochs: int = 20
-    batch_size: int = 16
-    early_stopping_patience: int = 10
-    seed: int = 42
-    num_workers: int = -1
-    vocal_channel: int = 1
-    augment: bool = True
-    feature_cache: bool = True
-    feature_cache_variants: int = 0
-    audio_ckpt: str | None = None
-    video_ckpt: str | None = None
-    shuffle_labels_seed: int | None = None
-    output_dir: str = "outputs"
-    run_name: str | None = None
-    publish_best: bool = True
-    device: str = "auto"
-    amp: bool = True
-    compile: bool = False
-    wandb: bool = False
-    wandb_project: str = "emolab"
-    tensorboard: bool = False
-    progress: bool = True
-    log_every: int = 10
+    epochs: int = setting(20, group="optimisation", help="total epochs (both stages together)")
+    batch_size: int = setting(16, group="optimisation", help="per process")
+    early_stopping_patience: int = setting(10, group="optimisation", help="0 disables")
+    seed: int = setting(42, group="optimisation", help="model init, dropout, data order, augmentation, split")
+    num_workers: int = setting(-1, group="data", resumable=True, help="DataLoader workers, -1 automatic")
+    vocal_channel: int = setting(1, group="data", choices=(1, 2), help="1 speech, 2 song")
+    augment: bool = setting(True, group="data", help="no training augmentation")
+    feature_cache: bool = setting(
+        True, group="data", help="run a frozen WavLM backbone every step instead of caching its (eval-mode) outputs")
+    feature_cache_variants: int = setting(
+        0, group="data", metavar="K",
+        help="fixed noisy variants per training clip in the WavLM feature cache (0: clean only)")
+    audio_ckpt: str | None = setting(
+        None, group="optimisation", help="warm start for the audio model (e.g. outputs/best_audio.pt)")
+    video_ckpt: str | None = setting(
+        None, group="optimisation", help="warm start for the video model (e.g. outputs/best_video.pt)")
+    shuffle_labels_seed: int | None = setting(
+        None, group="data", help="sanity check: shuffle emotion labels across pairs with this seed (expect chance)")
+    output_dir: str = setting("outputs", neutral=True, help="runs go to OUTPUT_DIR/runs/")
+    run_name: str | None = setting(None, neutral=True, help="run folder name (default {fusion}-seed{seed}-{time})")
+    publish_best: bool = setting(True, neutral=True,
+                                 help="do not copy the best checkpoint to OUTPUT_DIR/best_{fusion}.pt")
+    device: str = setting("auto", resumable=True, help="auto, cpu, cuda, cuda:1 ...")
+    amp: bool = setting(True, help="no mixed precision on CUDA")
+    compile: bool = setting(False, resumable=True, help="torch.compile the model")
+    wandb: bool = setting(False, resumable=True, help="log to Weights & Biases (if installed)")
+    wandb_project: str = setting("emolab", resumable=True, help="Weights & Biases project")
+    tensorboard: bool = setting(False, resumable=True, help="TensorBoard event files beside history.jsonl")
+    progress: bool = setting(True, resumable=True, help="no progress bars")
+    log_every: int = setting(10, resumable=True, help="steps between progress-bar loss updates")
 
     def __post_init__(self) -> None:
         for name, cls in (("model", ModelConfig), ("data", DataConfig), ("split", SplitConfig), ("optim", OptimConfig)):
@@ -339,7 +361,7 @@ class TrainConfig:
         return cls(**kwargs)
 
 
-#: Config fields that do not change results; they may differ between reruns (like ``--resume``): left out where
-#: ``emolab cv`` compares a rerun's settings and where ``emolab runs`` groups runs by configuration.
-NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
-                "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
+#: What ``--resume`` may change (from the fields' metadata): paths, device, workers, logging, none of the results.
+RESUMABLE_FIELDS: tuple[str, ...] = resumable_fields(TrainConfig())
+#: Dotted fields that change no result (the resumable ones among them): a sweep may differ in them between reruns.
+NEUTRAL_FIELDS: tuple[str, ...] = neutral_fields(TrainConfig())

@@ -41,10 +41,11 @@ from emolab.utils.fileio import remove_stale_tmp
 from emolab.models.registry import build_model_from_config, count_parameters
 from emolab.train.callbacks import Callback, default_callbacks
 from emolab.train.checkpoint import atomic_write_json, load_checkpoint, load_warm_start, seed_everything
-from emolab.train.config import TrainConfig
+from emolab.train.config import RESUMABLE_FIELDS, TrainConfig
 from emolab.train.distributed import DistContext, init_distributed
 from emolab.train.provenance import FILE as PROVENANCE_FILE, compare, provenance, read_provenance, write_provenance
 from emolab.train.trainer import EmotionTrainer, RunPaths
+from emolab.utils.settings import config_diff, get_path, replace_path
 
 __all__ = [
     "DataBundle",
@@ -382,10 +383,6 @@ def run_training(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> Run
     return _execute(cfg, callbacks=callbacks, run_dir=None, resume=None)
 
 
-#: Config fields that may change when resuming (they do not change the results).
-RESUME_OVERRIDABLE = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every")
-
-
 def resume_training(
     run_dir: str | os.PathLike[str],
     *,
@@ -396,11 +393,12 @@ def resume_training(
 
     Args:
         run_dir: the run folder.
-        overrides: new values for :data:`RESUME_OVERRIDABLE` fields only.
+        overrides: new values by dotted field, of :data:`~emolab.train.config.RESUMABLE_FIELDS` only
+            (declared ``resumable`` on the field: they change no result).
 
     Raises:
         SetupError: not a run folder, no ``last.pt`` yet, or an override of a
-            field that would change the results.
+            field that would change the results (named, with the run's value and the new one).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -424,25 +422,35 @@ def resume_training(
     except ValueError as err:
         raise SetupError(f"--resume {run_dir}: {PROVENANCE_FILE} cannot be read ({err})") from None
     if recorded is not None:
-        fixed = {k: v for k, v in recorded.get("config", {}).items() if k not in RESUME_OVERRIDABLE and k != "output_dir"}
-        now = {k: v for k, v in cfg.to_dict().items() if k in fixed}
-        changed = sorted(k for k in fixed if fixed[k] != now.get(k))
+        record, now = recorded.get("config", {}), cfg.to_dict()
+        may_move = (*RESUMABLE_FIELDS, "output_dir")  # output_dir: the folder a resumed run is in
+        changed = [c for c in config_diff(record, {k: now.get(k) for k in record})
+                   if not any(c.path == f or c.path.startswith(f + ".") for f in may_move)]
         if changed:
-            raise SetupError(f"--resume {run_dir}: config.json differs from the run's record in {', '.join(changed)}")
-    bad = sorted(set(overrides or {}) - set(RESUME_OVERRIDABLE))
+            raise SetupError(f"--resume {run_dir}: config.json differs from the run's record in "
+                             + "; ".join(str(c) for c in changed))
+    bad = sorted(set(overrides or {}) - set(RESUMABLE_FIELDS))
     if bad:
         raise SetupError(
-            f"--resume continues the run with its saved config; cannot change {', '.join(bad)} "
-            f"(allowed: {', '.join(RESUME_OVERRIDABLE)})"
+            "--resume continues the run with its saved config; cannot change "
+            + ", ".join(f"{k} ({_old_value(cfg, k)} -> {overrides[k]!r})" for k in bad)  # type: ignore[index]
+            + f" (allowed: {', '.join(RESUMABLE_FIELDS)})"
         )
-    if overrides:
-        cfg = dataclasses.replace(cfg, **overrides)
+    for path, value in (overrides or {}).items():
+        cfg = replace_path(cfg, path, value)
     try:
         state = load_checkpoint(run_dir / "last.pt")
     except ValueError as err:  # CheckpointError: truncated, not a checkpoint, ...
         raise SetupError(f"--resume {run_dir}: {err}") from None
     cfg.output_dir = str(run_dir.parent.parent)
     return _execute(cfg, callbacks=callbacks, run_dir=run_dir, resume=state, recorded=recorded)
+
+
+def _old_value(cfg: TrainConfig, path: str) -> str:
+    try:
+        return repr(get_path(cfg, path))
+    except AttributeError:
+        return "not a TrainConfig field"
 
 
 def _history_epochs(run_dir: Path) -> int:
