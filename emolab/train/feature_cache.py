@@ -21,11 +21,14 @@ every stage:
 Nothing changes mode: not the datasets, not their (persistent) DataLoader
 workers, not the model. A rebuilt loader keeps the original's sampler object,
 generator, batch size, workers and collate function, so the samples come in
-the same order with the same augmentation draws. (With persistent workers
-each loader draws its workers' base seed from the shared generator once, so
-a run that switches stages draws one more value from it than a single loader
-would; the shuffle order after the switch differs from a run without the cache,
-which differs anyway, and stays deterministic.)
+the same order with the same augmentation draws: a two-stage gated run
+(``--feature_cache_variants 2``, 0 or 1 loader worker) gave the same history
+and test metrics as with the earlier in-place switch. Runs of
+:func:`~emolab.train.run.run_training` shuffle with a ``DistributedSampler``
+(seeded by seed and epoch). A hand-made ``shuffle=True`` loader with
+persistent workers is the one exception: each loader draws its workers' base
+seed from the shared generator once, so after a switch back the shuffle order
+differs from a single loader's (still deterministic).
 
 Entries are float16, keyed by the audio file, the audio settings and a
 fingerprint of the backbone (config and every weight, hashed once per stage
