@@ -380,6 +380,21 @@ def test_memory_only_cache_runs_the_backbone(pairs, tmp_path, capsys) -> None:
     assert len(preds.index) == 2
 
 
+def test_trainer_set_loaders_and_autocast(pairs, tmp_path) -> None:
+    ds = RavdessWavLMDataset(pairs[:2], config=_data(""), raw=True, modalities=("audio",))
+    loaders = {"val": make_loader(ds, 2, num_workers=0), "test": make_loader(ds, 1, num_workers=0)}
+    trainer = _trainer(build_model("audio", use_wavlm=True, wavlm_config=tiny_config()), _cfg("audio", ""), loaders,
+                       tmp_path)
+    other = make_loader(ds, 1, num_workers=0)
+    assert trainer.set_loaders({"val": other}) == {"val": loaders["val"]}
+    assert trainer.loaders == {"val": other, "test": loaders["test"]}
+    with pytest.raises(KeyError, match="no split train"):
+        trainer.set_loaders({"train": other})
+    assert trainer.loaders["val"] is other  # a refused call changes nothing
+    with trainer.autocast():  # CPU, no AMP: a no-op context
+        assert not torch.is_autocast_enabled()
+
+
 # ------------------------------------------------------------------ stage switch
 def test_stage_switch_frozen_then_unfrozen_goes_back_to_waveforms(pairs, noise, cache_dir, tmp_path) -> None:
     train = _dataset(pairs[:8], cache_dir, augment=True, noise=noise, modalities=("audio", "video"))

@@ -267,7 +267,8 @@ class CachedFeaturesDataset(Dataset):
         self._rest.modalities = tuple(m for m in base.modalities if m != "audio")
 
     def __repr__(self) -> str:
-        return f"CachedFeaturesDataset({type(self.base).__name__}, {len(self)} items, tag {self.backbone[:8]}, K={self.variants})"
+        return (f"CachedFeaturesDataset({type(self.base).__name__}, {len(self)} items, "
+                f"tag {self.backbone[:8]}, K={self.variants})")
 
     def __len__(self) -> int:
         return len(self.base)

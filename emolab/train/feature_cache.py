@@ -312,7 +312,7 @@ class WavLMFeatureCache(Callback):
 
     @classmethod
     def from_config(cls, cfg: Any) -> WavLMFeatureCache:
-        """The cache a :class:`~emolab.train.config.TrainConfig` asks for (``feature_cache``, its variants, batch size)."""
+        """The cache a :class:`~emolab.train.config.TrainConfig` asks for (``feature_cache``, variants, batch size)."""
         return cls(enabled=cfg.feature_cache, variants=cfg.feature_cache_variants, batch_size=cfg.batch_size)
 
     def fingerprint(self, backbone: nn.Module) -> str:

@@ -214,7 +214,7 @@ class EmotionTrainer:
             getattr(cb, hook)(self, *args)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The mixed-precision context of the forward passes (a no-op without AMP); callbacks running the model use it too."""
+        """The mixed-precision context of the forward passes (no-op without AMP), for callbacks running the model too."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
@@ -230,7 +230,7 @@ class EmotionTrainer:
         return inputs, batch["label"].to(self.device, non_blocking=True)
 
     def set_loaders(self, loaders: Mapping[str, DataLoader]) -> dict[str, DataLoader]:
-        """Serve the named splits from other loaders from now on (e.g. a callback's, for a stage); returns the replaced ones.
+        """Serve the named splits from other loaders (e.g. a callback's, for a stage); returns the replaced ones.
 
         Only existing splits can be replaced, so a misspelt name fails here
         instead of being silently ignored. Call it from ``on_stage_start`` (the
