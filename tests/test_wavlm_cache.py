@@ -35,7 +35,9 @@ from emolab.data.feature_cache import (
 from emolab.models import WavLMAudioEncoder, build_model, forward_batch
 from emolab.models.fusion import FusionModel
 from emolab.models.registry import ModelConfig
-from emolab.train import EmotionTrainer, OptimConfig, RunPaths, TrainConfig, run_training
+from emolab.train import EmotionTrainer, OptimConfig, RunPaths, TrainConfig, resume_training, run_training
+from emolab.train.callbacks import Callback
+from emolab.train.checkpoint import load_checkpoint
 from emolab.train.cli import build_parser, config_from_args
 from emolab.train.cli import main as train_main
 from emolab.train.feature_cache import (
@@ -475,6 +477,41 @@ def test_two_stage_fusion_run_switches_back(demo_root, tmp_path, capsys) -> None
     assert out.index("feature cache: WavLM backbone frozen") < out.index("stage 1:") < out.index("stage 2:")
     assert len(list((tmp_path / "cache" / "wavlm").rglob("*.npz"))) == 240  # clean only (no variants asked for)
     assert "noise augmentation off" in out
+
+
+class _InterruptAfter(Callback):
+    """Ctrl-C at the end of an epoch (after last.pt was written)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, record) -> None:
+        if record["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_inside_the_cached_stage_reaches_the_same_results(demo_root, tmp_path, capsys) -> None:
+    optim = OptimConfig(lr=1e-3, two_stage_training=True, stage1_epochs=2, fusion_unfreeze_wavlm_layers=1,
+                        fusion_unfreeze_video_blocks=0)
+
+    def cfg(out: str) -> TrainConfig:
+        return dataclasses.replace(_cfg("gated", tmp_path / "cache", optim=optim, epochs=3, feature_cache_variants=2),
+                                   data_root=str(demo_root), output_dir=str(tmp_path / out), batch_size=16)
+
+    full = run_training(cfg("a"))
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg("b"), callbacks=[_InterruptAfter(1)])  # inside stage 1, served from the cache
+    (run_dir,) = (tmp_path / "b" / "runs").iterdir()
+    assert load_checkpoint(run_dir / "last.pt")["callbacks"]["WavLMFeatureCache"] == {}
+    capsys.readouterr()
+    resumed = resume_training(run_dir, overrides={"device": "cpu"})
+    out = capsys.readouterr().out
+    assert "feature cache: WavLM backbone frozen" in out and "0 computed" in out  # the entries of the first start
+    comparable = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert comparable(resumed.history) == comparable(full.history)
+    assert [r["stage"] for r in resumed.history] == [1, 1, 2]
+    drop = lambda m: {k: v for k, v in m.items() if k != "checkpoint"}  # noqa: E731
+    assert drop(resumed.test_metrics) == drop(full.test_metrics)
 
 
 def test_cli_flags_and_config_checks() -> None:
