@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from emolab.cli.main.main import main as emolab_main
+from emolab.cli.main import main as emolab_main
 from emolab.data.datasets import DataConfig
 from emolab.data.splits import SplitConfig
 from emolab.models.registry import ModelConfig

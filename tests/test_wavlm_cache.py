@@ -1,5 +1,10 @@
 """The frozen-WavLM feature cache: same outputs as the backbone, keys, reuse, noise variants, stage switch, runs.
 
+The cache is a trainer callback (``WavLMFeatureCache``) that serves a frozen
+stage from loaders over ``CachedFeaturesDataset``; the model takes the cached
+hidden states through ``forward_features`` because the batch carries
+``audio_features``.
+
 Tiny random WavLM configs (no download); demo corpus clips of 1 s.
 """
 
@@ -20,16 +25,19 @@ from emolab.data import DataConfig, RavdessWavLMDataset, make_loader, pair_corpu
 from emolab.data.audio import AudioNoise, AudioNoiseParams
 from emolab.data.cache import AudioSettings
 from emolab.data.feature_cache import (
+    CachedFeaturesDataset,
     FeatureStore,
-    FeatureSwitch,
     choose_variant,
     clip_identity,
     noise_tag,
     variant_params,
 )
 from emolab.models import WavLMAudioEncoder, build_model, forward_batch
+from emolab.models.fusion import FusionModel
 from emolab.models.registry import ModelConfig
-from emolab.train import EmotionTrainer, OptimConfig, RunPaths, TrainConfig, run_training
+from emolab.train import EmotionTrainer, OptimConfig, RunPaths, TrainConfig, resume_training, run_training
+from emolab.train.callbacks import Callback
+from emolab.train.checkpoint import load_checkpoint
 from emolab.train.cli import build_parser, config_from_args
 from emolab.train.cli import main as train_main
 from emolab.train.feature_cache import (
@@ -92,8 +100,17 @@ def _cfg(fusion: str, cache_dir, **kw) -> TrainConfig:
 
 
 def _trainer(model, cfg, loaders, tmp_path) -> EmotionTrainer:
+    """A trainer with the feature-cache callback run_training gives it (:func:`_cache` finds it)."""
     paths = RunPaths(tmp_path / "run", tmp_path, cfg.model.fusion)
-    return EmotionTrainer(model, cfg, loaders, paths, callbacks=[])
+    return EmotionTrainer(model, cfg, loaders, paths, callbacks=[WavLMFeatureCache.from_config(cfg)])
+
+
+def _cache(trainer: EmotionTrainer) -> WavLMFeatureCache:
+    return next(cb for cb in trainer.callbacks if isinstance(cb, WavLMFeatureCache))
+
+
+def _serves_cached(trainer: EmotionTrainer, name: str) -> bool:
+    return isinstance(trainer.loaders[name].dataset, CachedFeaturesDataset)
 
 
 def _wavlm(model) -> WavLMAudioEncoder:
@@ -112,7 +129,7 @@ def test_cached_features_give_the_plain_logits_and_loss(fusion, pairs, cache_dir
 
     plain = _trainer(model, _cfg(fusion, cache_dir, feature_cache=False), loaders, tmp_path)
     plain._begin_stage(plain.stages[0])
-    assert not ds.feature_switch.enabled and _wavlm(model).input_kind == "wave"
+    assert plain.loaders["val"] is loaders["val"] and not _cache(plain).active
     batch = next(iter(loaders["val"]))
     assert "audio_i16" in batch and "audio_features" not in batch
     with torch.no_grad():
@@ -125,41 +142,69 @@ def test_cached_features_give_the_plain_logits_and_loss(fusion, pairs, cache_dir
     model.train()  # as during training: the fill must still run the backbone in eval mode
     cached._begin_stage(cached.stages[0])  # fills the 6 clips, then serves them
     assert _wavlm(model).backbone.training  # and give the mode back
-    assert cached.feature_cache.active and ds.feature_switch.enabled and _wavlm(model).input_kind == "features"
-    assert cached.feature_cache.last_fill.computed == 6
+    cache = _cache(cached)
+    assert cache.active and cache.last_fill.computed == 6
+    served = cached.loaders["val"]
+    assert isinstance(served.dataset, CachedFeaturesDataset) and served.dataset.base is ds
+    assert served.sampler is loaders["val"].sampler and served.collate_fn is loaders["val"].collate_fn
     calls[0] = 0
-    batch = next(iter(loaders["val"]))
+    batch = next(iter(served))
     assert batch["audio_features"].dtype == torch.float16 and batch["audio_features"].shape == (4, 199, 32)
     assert "audio_i16" not in batch
     with torch.no_grad():
         model.eval()
         logits_cached = forward_batch(model, cached._inputs(batch)[0]).logits
-    preds_cached, _ = cached.evaluate(loaders["val"])
+    preds_cached, _ = cached.evaluate(served)
     assert calls[0] == 0  # no backbone forward at all
     torch.testing.assert_close(logits_cached, logits_plain, rtol=0, atol=2e-3)  # float16 storage
     np.testing.assert_array_equal(preds_cached.index, preds_plain.index)
     np.testing.assert_allclose(preds_cached.loss, preds_plain.loss, rtol=0, atol=2e-3)
     assert (preds_cached.loss > 0).all()
+    cache.on_fit_end(cached, {})  # the run is over: the trainer's own loaders come back
+    assert cached.loaders["val"] is loaders["val"] and not cache.active
 
 
-def test_encoder_input_kind_is_explicit() -> None:
+def test_encoder_entry_from_hidden_states() -> None:
     enc = _encoder()
     wave = torch.randn(2, 1, 4000) * 0.1
+    length = torch.tensor([4000, 2500])
     feats = enc.backbone_sequence(wave)  # (2, 49, 32)
     with pytest.raises(ValueError, match="waveform"):
-        enc(feats)  # wave mode does not take features
-    enc.set_input_kind("features")
-    torch.testing.assert_close(enc(feats), enc.head(feats.mean(1)))
+        enc(feats)  # the waveform entry does not take features
+    torch.testing.assert_close(enc.forward_features(feats), enc.head(feats.mean(1)))
+    with torch.no_grad():  # the same outputs as the backbone path, padding masked alike
+        torch.testing.assert_close(enc.forward_features(feats, audio_length=length), enc(wave, audio_length=length))
+        torch.testing.assert_close(enc.encode_features(feats, audio_length=length),
+                                   enc.encode(wave, audio_length=length))
+        torch.testing.assert_close(enc.sequence_features(feats.half()), feats.half().float())
     with pytest.raises(ValueError, match="cached backbone outputs"):
-        enc(wave)
-    with pytest.raises(ValueError, match="input kind"):
-        enc.set_input_kind("mel")
+        enc.forward_features(wave)
     enc.unfreeze_backbone(1)
     with pytest.raises(ValueError, match="frozen backbone"):
-        enc(feats)  # stale features for a training backbone are refused
-    enc.set_input_kind("wave")
-    with pytest.raises(ValueError, match="frozen backbone"):
-        enc.set_input_kind("features")
+        enc.forward_features(feats)  # stale features for a training backbone are refused
+    assert not hasattr(enc, "set_input_kind") and not hasattr(enc, "input_kind")  # no mode to switch
+
+
+@pytest.mark.parametrize("fusion", ["late", "gated", "xattn"])
+def test_fusion_takes_audio_features_because_the_batch_carries_them(fusion) -> None:
+    torch.manual_seed(0)
+    model = build_model(fusion, use_wavlm=True, wavlm_config=tiny_config(), pretrained_video=False).eval()
+    video, wave, length = torch.randn(2, 2, 3, 32, 32), torch.randn(2, 1, 4000) * 0.1, torch.tensor([4000, 3000])
+    with torch.no_grad():
+        feats = model.audio_model.backbone_sequence(wave)
+        plain = forward_batch(model, {"video": video, "audio": wave, "audio_length": length})
+        cached = forward_batch(model, {"video": video, "audio_features": feats, "audio_length": length})
+    torch.testing.assert_close(cached.logits, plain.logits)
+    with pytest.raises(ValueError, match="not both"):
+        model(video, wave, audio_features=feats)
+    with pytest.raises(ValueError, match="neither"):
+        model(video)
+    mel = build_model(fusion, pretrained_video=False)
+    assert isinstance(mel, FusionModel)
+    with pytest.raises(ValueError, match="takes no cached features"):
+        mel(video, audio_features=feats)
+    with pytest.raises(TypeError, match="takes no cached features"):
+        forward_batch(build_model("audio"), {"audio_features": feats})
 
 
 # ------------------------------------------------------------------ keys
@@ -186,17 +231,18 @@ def test_key_changes_with_weights_config_file_and_variant(pairs, noise, tmp_path
     ds = RavdessWavLMDataset([dataclasses.replace(pairs[0], audio_path=wav)], augment=True, audio_noise=noise,
                              config=_data(tmp_path / "cache"))
     tag = backbone_tag(fp)
-    keys = [ds.feature_key(0, tag, v) for v in range(3)]
+    key = lambda d, t, v: CachedFeaturesDataset(d, t).key(0, v)  # noqa: E731
+    keys = [key(ds, tag, v) for v in range(3)]
     assert len(set(keys)) == 3  # clean and two variants
-    assert ds.feature_key(0, backbone_tag(changed), 0) != keys[0]  # weights
+    assert key(ds, backbone_tag(changed), 0) != keys[0]  # weights
     gaussian = RavdessWavLMDataset(ds.pairs, augment=True, audio_noise=AudioNoise(None), config=ds.config)
-    assert gaussian.feature_key(0, tag, 0) == keys[0] and gaussian.feature_key(0, tag, 1) != keys[1]  # noise source
+    assert key(gaussian, tag, 0) == keys[0] and key(gaussian, tag, 1) != keys[1]  # noise source
     assert noise_tag(noise) != noise_tag(AudioNoise(noise.noise_path, dataclasses.replace(noise.config, heavy_snr=0.0)))
     st = wav.stat()
     os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: mtime
-    assert ds.feature_key(0, tag, 0) != keys[0]
+    assert key(ds, tag, 0) != keys[0]
     wav.write_bytes(wav.read_bytes() + b"\0\0")  # edited: size
-    assert len({ds.feature_key(0, tag, 0), keys[0]}) == 2
+    assert len({key(ds, tag, 0), keys[0]}) == 2
     assert FeatureStore.key("a" * 40, AudioSettings(16000, 3.0), tag) != FeatureStore.key(
         "a" * 40, AudioSettings(16000, 2.0), tag)  # audio settings
     with pytest.raises(ValueError, match="noise tag"):
@@ -256,7 +302,8 @@ def test_noisy_variants_differ_from_clean_and_are_deterministic(pairs, noise, ca
     report = fill_features(enc, [train, val], tag=tag, variants=2, batch_size=8)
     assert report.computed == 4 * 3 + 2  # variants only for the augmenting set
     store = FeatureStore(cache_dir)
-    entry = lambda i, v: store.get(tag, train.feature_key(i, tag, v)).features.astype(np.float32)  # noqa: E731
+    served = CachedFeaturesDataset(train, tag, 2)
+    entry = lambda i, v: store.get(tag, served.key(i, v)).features.astype(np.float32)  # noqa: E731
     for i in range(4):
         clean, v1, v2 = entry(i, 0), entry(i, 1), entry(i, 2)
         assert np.abs(v1 - clean).max() > 0.05 and np.abs(v2 - clean).max() > 0.05 and np.abs(v1 - v2).max() > 0.05
@@ -267,42 +314,59 @@ def test_noisy_variants_differ_from_clean_and_are_deterministic(pairs, noise, ca
         direct = enc.backbone_sequence(noisy[None], audio_length=torch.tensor([length]))[0]
     np.testing.assert_allclose(entry(3, 2), direct.numpy(), rtol=0, atol=2e-3)
 
-    # serving: the dataset's own draws pick the variant; the draws are those of the wave path
+    # serving: the base's own draws pick the variant; the draws are those of the wave path
     twin = _dataset(pairs[:4], cache_dir, augment=True, noise=noise, modalities=("audio", "video"), seed=5)
-    train.feature_switch.enable(tag, 2)
     chosen = set()
     for epoch in range(4):
-        train.set_epoch(epoch)
+        served.set_epoch(epoch)  # the base's epoch
         twin.set_epoch(epoch)
+        assert train.epoch == epoch
         for i in range(4):
-            served, plain = train[i], twin[i]
-            assert "audio_i16" not in served and "audio_aug" not in served
+            item, plain = served[i], twin[i]
+            assert "audio_i16" not in item and "audio_aug" not in item
+            assert torch.equal(item["video_u8"], plain["video_u8"]) and item["label"] == plain["label"]
+            assert item["meta"] == plain["meta"]
             for k, v in plain["video_aug"].items():
-                assert torch.equal(served["video_aug"][k], v)
+                assert torch.equal(item["video_aug"][k], v)
             a = plain["audio_aug"]
             snr = None if torch.isnan(a["snr_db"]) else float(a["snr_db"])
-            v = choose_variant(AudioNoiseParams(snr, int(a["start"]), int(a["seed"])), 2)
+            drawn = AudioNoiseParams(snr, int(a["start"]), int(a["seed"]))
+            assert served.audio_draw(i) == drawn
+            v = choose_variant(drawn, 2)
             chosen.add(v)
-            np.testing.assert_array_equal(served["audio_features"].float().numpy(), entry(i, v))
-            assert served["audio_length"] == plain["audio_length"]
+            np.testing.assert_array_equal(item["audio_features"].float().numpy(), entry(i, v))
+            assert item["audio_length"] == plain["audio_length"]
     assert chosen == {0, 1, 2}
-    train.feature_switch.disable()
-    assert "audio_i16" in train[0]
+    assert "audio_i16" in train[0]  # the base itself never changes mode
 
 
-def test_feature_switch_state_and_missing_entry(pairs, tmp_path) -> None:
-    sw = FeatureSwitch()
-    assert not sw.enabled
-    sw.enable("ab" * 20, 3)
-    assert sw.state() == {"enabled": True, "variants": 3, "backbone": "ab" * 20}
-    with pytest.raises(ValueError):
-        sw.enable("ab", 1)
-    with pytest.raises(ValueError):
-        sw.enable("ab" * 20, 65)
+def test_cached_dataset_checks_missing_entry_and_unreadable_file(pairs, tmp_path) -> None:
     ds = _dataset(pairs[:1], tmp_path / "cache")
-    ds.feature_switch.enable("cd" * 20, 0)
+    tag = "cd" * 20
+    with pytest.raises(ValueError, match="40 lower-case hex digits"):
+        CachedFeaturesDataset(ds, "ab")
+    with pytest.raises(ValueError, match="variants"):
+        CachedFeaturesDataset(ds, tag, 65)
+    with pytest.raises(ValueError, match="disk cache folder"):
+        CachedFeaturesDataset(_dataset(pairs[:1], ""), tag)
+    with pytest.raises(ValueError, match="does not read audio"):
+        CachedFeaturesDataset(_dataset(pairs[:1], tmp_path / "cache", modalities=("video",)), tag)
+    with pytest.raises(TypeError, match="RAVDESS dataset"):
+        CachedFeaturesDataset(list(range(3)), tag)
+    served = CachedFeaturesDataset(ds, tag)
+    assert len(served) == 1 and served.pairs is ds.pairs and served.raw
     with pytest.raises(RuntimeError, match="no_feature_cache"):
-        ds[0]
+        served[0]  # the entry is missing although the file reads
+
+    wav = tmp_path / "clip" / pairs[0].audio_path.name
+    wav.parent.mkdir()
+    wav.write_bytes(b"RIFF not audio")
+    broken = _dataset([dataclasses.replace(pairs[0], audio_path=wav)], tmp_path / "cache")
+    served = CachedFeaturesDataset(broken, tag)
+    assert served[0] is None  # unreadable and not cached: skipped and counted, as the base does
+    assert [p.path for p in broken.failures] == [str(wav)]
+    wav.unlink()
+    assert served[0] is None and len(broken.failures) == 2  # gone
 
 
 def test_memory_only_cache_runs_the_backbone(pairs, tmp_path, capsys) -> None:
@@ -312,17 +376,32 @@ def test_memory_only_cache_runs_the_backbone(pairs, tmp_path, capsys) -> None:
     trainer = _trainer(model, _cfg("audio", ""), {"val": make_loader(ds, 2, num_workers=0)}, tmp_path)
     trainer.log = print
     trainer._begin_stage(trainer.stages[0])
-    assert not trainer.feature_cache.active and model.input_kind == "wave" and not ds.feature_switch.enabled
+    assert not _cache(trainer).active and not _serves_cached(trainer, "val")
     assert "feature cache: off (no disk cache folder" in capsys.readouterr().out
     preds, _ = trainer.evaluate(trainer.loaders["val"])
     assert len(preds.index) == 2
+
+
+def test_trainer_set_loaders_and_autocast(pairs, tmp_path) -> None:
+    ds = RavdessWavLMDataset(pairs[:2], config=_data(""), raw=True, modalities=("audio",))
+    loaders = {"val": make_loader(ds, 2, num_workers=0), "test": make_loader(ds, 1, num_workers=0)}
+    trainer = _trainer(build_model("audio", use_wavlm=True, wavlm_config=tiny_config()), _cfg("audio", ""), loaders,
+                       tmp_path)
+    other = make_loader(ds, 1, num_workers=0)
+    assert trainer.set_loaders({"val": other}) == {"val": loaders["val"]}
+    assert trainer.loaders == {"val": other, "test": loaders["test"]}
+    with pytest.raises(KeyError, match="no split train"):
+        trainer.set_loaders({"train": other})
+    assert trainer.loaders["val"] is other  # a refused call changes nothing
+    with trainer.autocast():  # CPU, no AMP: a no-op context
+        assert not torch.is_autocast_enabled()
 
 
 # ------------------------------------------------------------------ stage switch
 def test_stage_switch_frozen_then_unfrozen_goes_back_to_waveforms(pairs, noise, cache_dir, tmp_path) -> None:
     train = _dataset(pairs[:8], cache_dir, augment=True, noise=noise, modalities=("audio", "video"))
     val = _dataset(pairs[8:12], cache_dir, modalities=("audio", "video"))
-    loaders = {"train": make_loader(train, 4, num_workers=1, shuffle=True),  # a persistent worker sees the switch
+    loaders = {"train": make_loader(train, 4, num_workers=1, shuffle=True),  # the cached loader gets its own worker
                "val": make_loader(val, 4, num_workers=0)}
     optim = OptimConfig(lr=1e-3, two_stage_training=True, stage1_epochs=1, fusion_unfreeze_wavlm_layers=1)
     cfg = _cfg("gated", cache_dir, optim=optim, epochs=2, feature_cache_variants=2)
@@ -333,18 +412,21 @@ def test_stage_switch_frozen_then_unfrozen_goes_back_to_waveforms(pairs, noise, 
     calls = _count_forwards(enc)
 
     trainer._begin_stage(trainer.stages[0])
-    assert trainer.feature_cache.active and enc.input_kind == "features"
-    assert train.feature_switch.state()["variants"] == 2 and val.feature_switch.enabled
+    cache = _cache(trainer)
+    assert cache.active and _serves_cached(trainer, "train") and _serves_cached(trainer, "val")
+    cached_train = trainer.loaders["train"]
+    assert cached_train.dataset.variants == 2 and cached_train.dataset.base is train
+    assert cached_train.sampler is loaders["train"].sampler and cached_train.generator is loaders["train"].generator
+    assert cached_train.num_workers == 1 and cached_train.persistent_workers and cached_train.batch_size == 4
     calls[0] = 0
-    trainer.train_epoch(0)
-    trainer.evaluate(loaders["val"])
-    assert calls[0] == 0
+    preds, _ = trainer.train_epoch(0)
+    trainer.evaluate(trainer.loaders["val"])
+    assert calls[0] == 0 and len(preds.index) == 8
 
     layer = enc.backbone.encoder.layers[-1].feed_forward.output_dense.weight
     before = layer.detach().clone()
     trainer._begin_stage(trainer.stages[1])  # the last WavLM layer trains: waveforms again
-    assert not trainer.feature_cache.active and enc.input_kind == "wave"
-    assert not train.feature_switch.enabled and not val.feature_switch.enabled
+    assert not cache.active and trainer.loaders == loaders
     preds, _ = trainer.train_epoch(1)
     assert calls[0] == 2 and len(preds.index) == 8  # the worker now ships waveforms
     assert not torch.equal(layer, before)  # and the backbone trained
@@ -395,6 +477,41 @@ def test_two_stage_fusion_run_switches_back(demo_root, tmp_path, capsys) -> None
     assert out.index("feature cache: WavLM backbone frozen") < out.index("stage 1:") < out.index("stage 2:")
     assert len(list((tmp_path / "cache" / "wavlm").rglob("*.npz"))) == 240  # clean only (no variants asked for)
     assert "noise augmentation off" in out
+
+
+class _InterruptAfter(Callback):
+    """Ctrl-C at the end of an epoch (after last.pt was written)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, record) -> None:
+        if record["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_inside_the_cached_stage_reaches_the_same_results(demo_root, tmp_path, capsys) -> None:
+    optim = OptimConfig(lr=1e-3, two_stage_training=True, stage1_epochs=2, fusion_unfreeze_wavlm_layers=1,
+                        fusion_unfreeze_video_blocks=0)
+
+    def cfg(out: str) -> TrainConfig:
+        return dataclasses.replace(_cfg("gated", tmp_path / "cache", optim=optim, epochs=3, feature_cache_variants=2),
+                                   data_root=str(demo_root), output_dir=str(tmp_path / out), batch_size=16)
+
+    full = run_training(cfg("a"))
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg("b"), callbacks=[_InterruptAfter(1)])  # inside stage 1, served from the cache
+    (run_dir,) = (tmp_path / "b" / "runs").iterdir()
+    assert load_checkpoint(run_dir / "last.pt")["callbacks"]["WavLMFeatureCache"] == {}
+    capsys.readouterr()
+    resumed = resume_training(run_dir, overrides={"device": "cpu"})
+    out = capsys.readouterr().out
+    assert "feature cache: WavLM backbone frozen" in out and "0 computed" in out  # the entries of the first start
+    comparable = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert comparable(resumed.history) == comparable(full.history)
+    assert [r["stage"] for r in resumed.history] == [1, 1, 2]
+    drop = lambda m: {k: v for k, v in m.items() if k != "checkpoint"}  # noqa: E731
+    assert drop(resumed.test_metrics) == drop(full.test_metrics)
 
 
 def test_cli_flags_and_config_checks() -> None:

@@ -1,5 +1,10 @@
 """WavLM feature-cache benchmark: one stage-1 epoch with and without :mod:`emolab.train.feature_cache`.
 
+The cached epoch is what a run gets: the trainer with the
+:class:`~emolab.train.feature_cache.WavLMFeatureCache` callback, serving loaders
+over :class:`~emolab.data.feature_cache.CachedFeaturesDataset` (loader rebuild
+included in the fill time).
+
 ``emolab bench`` runs :func:`measure_wavlm_cache` (``--wavlm small|base|none``);
 it can be called on its own::
 
@@ -109,6 +114,7 @@ def measure_wavlm_cache(
     from emolab.data.loaders import make_loader, warm_cache
     from emolab.models.registry import ModelConfig, build_model, count_parameters
     from emolab.train.config import TrainConfig
+    from emolab.train.feature_cache import WavLMFeatureCache
     from emolab.train.trainer import EmotionTrainer, RunPaths
 
     say = log or (lambda _msg: None)
@@ -143,13 +149,14 @@ def measure_wavlm_cache(
         loaders = {"train": make_loader(ds, batch_size, shuffle=True, num_workers=num_workers, seed=0)}
         paths = RunPaths(work / "run", work, "audio")
 
-        def trainer(cache: bool) -> EmotionTrainer:
+        def trainer(cache: bool) -> tuple[EmotionTrainer, WavLMFeatureCache]:
             cfg = TrainConfig(data_root=str(work / "data"), model=model_cfg, data=data_cfg, epochs=epochs,
                               batch_size=batch_size, device=device, progress=False, num_workers=num_workers,
                               feature_cache=cache, feature_cache_variants=variants)
-            t = EmotionTrainer(model, cfg, loaders, paths)
+            feature_cache = WavLMFeatureCache.from_config(cfg)  # the callback run_training adds
+            t = EmotionTrainer(model, cfg, loaders, paths, callbacks=[feature_cache])
             t.log = say  # type: ignore[method-assign]  # the fill summary goes to ``log``
-            return t
+            return t, feature_cache
 
         def sync() -> None:
             if torch.device(device).type == "cuda":
@@ -165,28 +172,28 @@ def measure_wavlm_cache(
                 times.append(time.perf_counter() - t0)
             return float(np.median(times))
 
-        plain = trainer(False)
+        plain, _ = trainer(False)
         plain._begin_stage(plain.stages[0])
         say("timing the plain epoch (backbone forward every step)")
         epoch_plain = timed_epochs(plain)
 
-        cached = trainer(True)
+        cached, cache = trainer(True)
         say("filling the feature cache")
         sync()
         t0 = time.perf_counter()
         cached._begin_stage(cached.stages[0])
         sync()
         fill_s = time.perf_counter() - t0
-        computed = cached.feature_cache.last_fill.computed if cached.feature_cache.last_fill else 0
+        computed = cache.last_fill.computed if cache.last_fill else 0
         say("timing the cached epoch")
         epoch_cached = timed_epochs(cached)
-        cached.feature_cache.release(cached)
-        again = trainer(True)  # a new run over the warm cache: fingerprint + entry checks, no forward
+        cache.release(cached)
+        again, warm = trainer(True)  # a new run over the warm cache: fingerprint + entry checks, no forward
         t0 = time.perf_counter()
         again._begin_stage(again.stages[0])
         warm_s = time.perf_counter() - t0
-        assert again.feature_cache.last_fill is not None and again.feature_cache.last_fill.computed == 0
-        again.feature_cache.release(again)
+        assert warm.last_fill is not None and warm.last_fill.computed == 0
+        warm.release(again)
         gain = epoch_plain - epoch_cached
         return {
             "clips": n_clips,

@@ -32,14 +32,6 @@ from torch.utils.data import Dataset
 from emolab.data.audio import RESAMPLERS, AudioNoise, AudioReadError, load_audio, log_mel, soxr_available
 from emolab.data.cache import AudioSettings, ClipAudio, FrameCache, FrameSettings, default_cache_dir
 from emolab.data.faces import FACE_DETECTORS, make_face_detector
-from emolab.data.feature_cache import (
-    CachedFeatures,
-    FeatureStore,
-    FeatureSwitch,
-    choose_variant,
-    clip_identity,
-    noise_tag,
-)
 from emolab.data.loaders import (  # the loaders lived here first; their names stay importable from this module
     FramePassReport,
     collate_skip_failed,
@@ -199,11 +191,9 @@ class RavdessAVDataset(Dataset):
     The keys of a modality not in ``modalities`` are left out (and its files
     are not read); the augmentation draws do not depend on it.
 
-    While :attr:`feature_switch` is on (a frozen WavLM stage, see
-    :mod:`emolab.train.feature_cache`), the audio keys are replaced by
-    ``audio_features``, float16 ``(Ta, hidden)`` backbone outputs read from the
-    feature cache (the clean clip or a fixed noisy variant chosen from the
-    drawn noise), plus ``audio_length``.
+    In a frozen-WavLM stage the trainer serves these items through
+    :class:`~emolab.data.feature_cache.CachedFeaturesDataset`, which replaces
+    the audio keys by cached backbone features.
 
     A pair whose file cannot be decoded is logged with the file and the
     problem, counted in :attr:`failures` (of the process that loaded it), and
@@ -279,8 +269,6 @@ class RavdessAVDataset(Dataset):
                 sample_rate=self.config.sample_rate,
             )
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
-        self.feature_switch = FeatureSwitch()  # serve cached WavLM features instead of audio (emolab.train.feature_cache)
-        self._noise_tag: str | None = None
         self.failures: list[Problem] = []
 
     def __len__(self) -> int:
@@ -340,45 +328,6 @@ class RavdessAVDataset(Dataset):
         clip = self.audio_clip(index)
         return torch.from_numpy(clip.to_float()), clip.length
 
-    @property
-    def noise_tag(self) -> str:
-        """What this dataset's noisy feature variants depend on (:func:`~emolab.data.feature_cache.noise_tag`)."""
-        if self._noise_tag is None:
-            self._noise_tag = noise_tag(self.audio_noise)
-        return self._noise_tag
-
-    def feature_key(self, index: int, backbone: str, variant: int = 0) -> str:
-        """The feature-cache key of pair ``index``'s audio for a backbone tag and variant (0: clean)."""
-        ident = clip_identity(self.pairs[index].audio_path)
-        return FeatureStore.key(ident, self.audio_settings, backbone, variant, self.noise_tag if variant else "")
-
-    def cached_features(self, index: int, audio_params: Any = None) -> CachedFeatures:
-        """The cached backbone features that stand in for pair ``index``'s audio while the switch is on.
-
-        The variant follows the drawn noise parameters
-        (:func:`~emolab.data.feature_cache.choose_variant`).
-
-        Raises:
-            AudioReadError: the entry is missing and the audio file is unreadable.
-            RuntimeError: the entry is missing although the file reads (removed
-                during the run?); training with ``--no_feature_cache`` avoids the cache.
-        """
-        sw = self.feature_switch
-        if self.cache.directory is None:
-            raise RuntimeError("cached features need a disk cache folder (DataConfig.cache_dir is '')")
-        variant = choose_variant(audio_params, sw.variants)
-        key = self.feature_key(index, sw.backbone, variant)
-        store = FeatureStore(self.cache.directory)
-        entry = store.get(sw.backbone, key)
-        if entry is None:
-            self.audio_clip(index)  # an unreadable file raises here and the pair is skipped as usual
-            raise RuntimeError(
-                f"feature cache: no entry for {self.pairs[index].audio_path} (variant {variant}) at "
-                f"{store.path(sw.backbone, key)}; was the cache folder changed during the run? "
-                "(train with --no_feature_cache to run the backbone instead)"
-            )
-        return entry
-
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         rec = self.pairs[index]
         video_params = audio_params = None
@@ -388,10 +337,8 @@ class RavdessAVDataset(Dataset):
             audio_params = self.audio_noise.sample(self.num_samples, rng) if self.audio_noise is not None else None
         try:
             clip = self.frames(index) if "video" in self.modalities else None
-            features = sound = None
-            if "audio" in self.modalities and self.feature_switch.enabled:
-                features = self.cached_features(index, audio_params)
-            elif "audio" in self.modalities:
+            sound = None
+            if "audio" in self.modalities:
                 audio_key = self.audio_key(index)
                 sound = self.audio_clip(index, audio_key)
         except (VideoReadError, AudioReadError, OSError) as e:
@@ -425,9 +372,6 @@ class RavdessAVDataset(Dataset):
                 c = self.config
                 item["audio"] = log_mel(wave, sample_rate=c.sample_rate, n_mels=c.n_mels) if self.audio_kind == "mel" else wave
             item["audio_length"] = sound.length
-        if features is not None:  # noise (if any) is already in the chosen variant
-            item["audio_features"] = torch.from_numpy(features.features)
-            item["audio_length"] = features.length
         return {
             **item,
             "label": rec.label(self.config.num_classes),

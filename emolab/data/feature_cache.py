@@ -4,8 +4,8 @@ While the WavLM backbone is entirely frozen its output for a clip never
 changes, so :mod:`emolab.train.feature_cache` computes it once per clip and
 DataLoader workers serve it from here instead of a waveform. This module is
 the model-free half: where entries live, what they are keyed by, the fixed
-noisy variants, and the shared-memory switch that tells (persistent) workers
-to serve features.
+noisy variants, and :class:`CachedFeaturesDataset`, the dataset that serves
+them in place of a RAVDESS dataset's audio.
 
 Layout: ``<cache_dir>/wavlm/<backbone tag[:16]>/<key[:2]>/<key>.npz`` holding
 ``features`` (float16 ``(Ta, hidden)``, ``Ta = 149`` for 3 s) and ``length``
@@ -25,7 +25,7 @@ as a miss and is recomputed by the next fill.
 Noise variants (an approximation of the augmentation). Variant ``k`` of a clip
 mixes noise drawn from a generator seeded by ``(clip identity, k)`` at an SNR
 drawn from the policy's *noisy* levels (:func:`variant_params`). At training
-time the dataset still draws its per-epoch parameters as always; a clip is
+time the wrapped dataset's per-epoch draws are made as always; a clip is
 clean when the draw says clean (probability ``p_clean``), otherwise it is
 variant ``1 + seed % K`` of the drawn noise seed (:func:`choose_variant`). So
 the clean/noisy proportion follows the policy exactly, but the noise itself is
@@ -36,7 +36,9 @@ noise source. With ``K = 0`` a cached stage trains on clean features only.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import logging
 import os
 import time
 import zipfile
@@ -46,15 +48,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
-from emolab.data.audio import GAUSSIAN_NOISE_SAMPLES, AudioNoise, AudioNoiseParams
+from emolab.data.audio import GAUSSIAN_NOISE_SAMPLES, AudioNoise, AudioNoiseParams, AudioReadError
 from emolab.data.cache import AudioSettings
+from emolab.data.ravdess import Problem
 from emolab.utils.fileio import atomic_write, atomic_write_json, mark_used
 
 __all__ = [
     "CachedFeatures",
+    "CachedFeaturesDataset",
     "FeatureStore",
-    "FeatureSwitch",
     "MAX_VARIANTS",
     "choose_variant",
     "clip_identity",
@@ -64,10 +68,12 @@ __all__ = [
 
 #: Bump when the stored features change meaning (invalidates every entry).
 FEATURE_CACHE_VERSION = 1
-#: Upper bound of the noisy variants per clip (the switch stores K in one byte).
+#: Upper bound of the noisy variants per clip (``TrainConfig.feature_cache_variants``).
 MAX_VARIANTS = 64
-_TAG_BYTES = 20  # a backbone tag is 40 hex digits
+_TAG_DIGITS = 40  # a backbone tag is 40 hex digits (emolab.train.feature_cache.backbone_tag)
 _VARIANT_SEED = 0x5EED_FEA7  # a fixed base: variants belong to the clip, not to a run
+
+log = logging.getLogger(__name__)
 
 
 def clip_identity(path: str | os.PathLike[str]) -> str:
@@ -200,42 +206,169 @@ class FeatureStore:
         return sum(f.stat().st_size for f in base.rglob("*.npz")) if base.exists() else 0
 
 
-class FeatureSwitch:
-    """Shared-memory mode of a dataset: serve cached features (with a backbone tag and ``K``) or waveforms.
+class CachedFeaturesDataset(Dataset):
+    """A RAVDESS dataset's items with cached WavLM features in place of the audio (frozen-backbone stages).
 
-    Like the dataset's epoch counter it lives in shared memory, so persistent
-    DataLoader workers see a switch made between epochs.
+    Wraps a :class:`~emolab.data.datasets.RavdessAVDataset` without changing
+    it: the same items in the same order, the same augmentation draws (the
+    base's :meth:`rng`, video draw then audio draw, exactly as the base draws
+    them), but the audio keys are replaced by ``audio_features`` (float16
+    ``(Ta, hidden)``, the stored ``last_hidden_state``) and ``audio_length``.
+    The entry is the clean clip, or for a noisy draw the fixed variant
+    :func:`choose_variant` picks from it (noise is already in the entry).
+    Everything else of an item (video, label, meta) comes from the base,
+    read without its audio, so it stays whatever the base makes it.
+
+    It is a separate dataset rather than a mode of the base so that switching
+    is building loaders over it (:class:`emolab.train.feature_cache.WavLMFeatureCache`):
+    neither the base, its persistent DataLoader workers nor the model ever
+    change mode, and the base's own loaders are untouched for the stages that
+    run the backbone.
+
+    Args:
+        base: the dataset to stand in for; it must read audio and have a disk
+            cache folder.
+        backbone: the backbone tag the entries are filed under (40 hex digits,
+            :func:`emolab.train.feature_cache.backbone_tag`).
+        variants: noisy variants ``K`` per augmenting clip (``0``: clean only).
+
+    Raises:
+        TypeError: ``base`` lacks what the wrapper reads (not a RAVDESS dataset).
+        ValueError: a malformed tag, ``variants`` outside ``[0, MAX_VARIANTS]``,
+            no disk cache folder, or a base that does not read audio.
     """
 
-    def __init__(self) -> None:
-        self._state = torch.zeros(2 + _TAG_BYTES, dtype=torch.uint8).share_memory_()
+    #: what the wrapper reads from its base
+    BASE_MEMBERS = ("pairs", "cache", "modalities", "augment", "rng", "audio_clip", "load_wave", "audio_settings",
+                    "audio_noise", "num_samples", "failures", "set_epoch")
 
-    def enable(self, backbone: str, variants: int = 0) -> None:
-        """Serve the entries of backbone tag ``backbone`` (40 hex digits), with ``variants`` noisy variants."""
-        raw = bytes.fromhex(backbone)
-        if len(raw) != _TAG_BYTES:
-            raise ValueError(f"a backbone tag has {2 * _TAG_BYTES} hex digits, got {backbone!r}")
+    def __init__(self, base: Any, backbone: str, variants: int = 0) -> None:
+        missing = [m for m in self.BASE_MEMBERS if not hasattr(base, m)]
+        if missing:
+            raise TypeError(f"CachedFeaturesDataset: {type(base).__name__} has no {', '.join(missing)} "
+                            "(a RAVDESS dataset of emolab.data.datasets is needed)")
+        if len(backbone) != _TAG_DIGITS or any(c not in "0123456789abcdef" for c in backbone):
+            raise ValueError(f"a backbone tag has {_TAG_DIGITS} lower-case hex digits, got {backbone!r}")
         if not 0 <= variants <= MAX_VARIANTS:
             raise ValueError(f"variants must be in [0, {MAX_VARIANTS}], got {variants}")
-        self._state[2:] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-        self._state[1] = int(variants)
-        self._state[0] = 1  # last: a reader that sees the flag sees the tag
+        if base.cache.directory is None:
+            raise ValueError("cached features need a disk cache folder (DataConfig.cache_dir is '')")
+        if "audio" not in base.modalities:
+            raise ValueError(f"cached audio features for a dataset that does not read audio "
+                             f"(modalities {base.modalities!r})")
+        self.base = base
+        self.backbone = backbone
+        self.variants = int(variants)
+        self.store = FeatureStore(base.cache.directory)
+        self._noise_tag: str | None = None
+        # the base without its audio: video, label and meta exactly as it makes them, no audio read
+        # (its draws do not depend on `modalities`; it shares the base's epoch counter, cache and failures)
+        self._rest = copy.copy(base)
+        self._rest.modalities = tuple(m for m in base.modalities if m != "audio")
 
-    def disable(self) -> None:
-        """Serve waveforms again."""
-        self._state[0] = 0
+    def __repr__(self) -> str:
+        return (f"CachedFeaturesDataset({type(self.base).__name__}, {len(self)} items, "
+                f"tag {self.backbone[:8]}, K={self.variants})")
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    # the base's own members that loaders and the trainer read
+    @property
+    def pairs(self) -> list[Any]:
+        return self.base.pairs
 
     @property
-    def enabled(self) -> bool:
-        return bool(self._state[0])
+    def cache(self) -> Any:
+        return self.base.cache
 
     @property
-    def variants(self) -> int:
-        return int(self._state[1])
+    def modalities(self) -> tuple[str, ...]:
+        return self.base.modalities
 
     @property
-    def backbone(self) -> str:
-        return bytes(self._state[2:].tolist()).hex()
+    def augment(self) -> bool:
+        return self.base.augment
 
-    def state(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "variants": self.variants, "backbone": self.backbone}
+    @property
+    def raw(self) -> bool:
+        return bool(getattr(self.base, "raw", False))
+
+    @property
+    def failures(self) -> list[Any]:
+        return self.base.failures
+
+    def set_epoch(self, epoch: int) -> None:
+        """The base's epoch (its shared-memory counter: persistent workers see it)."""
+        self.base.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.base.epoch)
+
+    # keys and entries
+    @property
+    def noise_tag(self) -> str:
+        """What the base's noisy variants depend on (:func:`noise_tag`; computed once, on first use)."""
+        if self._noise_tag is None:
+            self._noise_tag = noise_tag(self.base.audio_noise)
+        return self._noise_tag
+
+    def key(self, index: int, variant: int = 0) -> str:
+        """The entry key of pair ``index``'s audio, variant ``variant`` (0: clean); ``OSError`` if the file is gone."""
+        ident = clip_identity(self.base.pairs[index].audio_path)
+        return FeatureStore.key(ident, self.base.audio_settings, self.backbone, variant,
+                                self.noise_tag if variant else "")
+
+    def audio_draw(self, index: int) -> AudioNoiseParams | None:
+        """The audio augmentation the base draws for ``index`` this epoch (``None``: no augmentation).
+
+        The base draws from ``rng(index)`` the video augmentation first, then
+        the audio noise; the same sequence here gives the same draw.
+        """
+        base = self.base
+        if not base.augment or base.audio_noise is None:
+            return None
+        rng = base.rng(index)
+        video_augment = getattr(base, "video_augment", None)
+        if video_augment is not None:
+            video_augment.sample(rng)
+        return base.audio_noise.sample(base.num_samples, rng)
+
+    def features(self, index: int, audio_params: AudioNoiseParams | None = None) -> CachedFeatures:
+        """The entry standing in for pair ``index``'s audio under the drawn ``audio_params``.
+
+        Raises:
+            AudioReadError: the entry is missing and the audio file is unreadable.
+            OSError: the audio file is gone.
+            RuntimeError: the entry is missing although the file reads (removed
+                during the run?); training with ``--no_feature_cache`` avoids the cache.
+        """
+        variant = choose_variant(audio_params, self.variants)
+        key = self.key(index, variant)
+        entry = self.store.get(self.backbone, key)
+        if entry is None:
+            self.base.audio_clip(index)  # an unreadable file raises here and the pair is skipped as usual
+            raise RuntimeError(
+                f"feature cache: no entry for {self.base.pairs[index].audio_path} (variant {variant}) at "
+                f"{self.store.path(self.backbone, key)}; was the cache folder changed during the run? "
+                "(train with --no_feature_cache to run the backbone instead)"
+            )
+        return entry
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        item = self._rest[index]
+        if item is None:  # the video failed: the base logged and counted it
+            return None
+        rec = self.base.pairs[index]
+        try:
+            entry = self.features(index, self.audio_draw(index))
+        except (AudioReadError, OSError) as e:
+            self.base.failures.append(Problem(str(rec.audio_path), str(e)))
+            log.warning("skipping pair %d (%s): %s", index, rec.stem, e)
+            return None
+        out = {k: v for k, v in item.items() if not k.startswith("audio") and k not in ("label", "meta")}
+        out["audio_features"] = torch.from_numpy(entry.features)  # noise (if any) is already in the variant
+        out["audio_length"] = entry.length
+        out["label"], out["meta"] = item["label"], item["meta"]
+        return out

@@ -277,8 +277,9 @@ class FusionModel(nn.Module):
     def forward(
         self,
         video: Tensor,
-        audio: Tensor,
+        audio: Tensor | None = None,
         *,
+        audio_features: Tensor | None = None,
         audio_length: Tensor | None = None,
         video_valid: Tensor | None = None,
         return_attn: bool = False,
@@ -290,6 +291,10 @@ class FusionModel(nn.Module):
             video: frames of shape ``(B, T, 3, H, W)``.
             audio: log-Mel of shape ``(B, 1, n_mels, Tm)`` or waveform of shape
                 ``(B, 1, N)`` (WavLM), whichever the audio model takes.
+            audio_features: instead of ``audio``, cached backbone outputs
+                ``(B, Ta, hidden)`` of a frozen WavLM audio model (its
+                ``forward_features``/``encode_features``/``sequence_features``
+                run; :mod:`emolab.train.feature_cache`).
             audio_length: valid 16 kHz samples per clip, shape ``(B,)``; padded
                 audio frames are then left out of pooling and attention.
             video_valid: bool of shape ``(B, T)``, ``False`` for repeated
@@ -300,15 +305,23 @@ class FusionModel(nn.Module):
         Returns:
             A :class:`FusionOutput`; ``logits`` of shape ``(B, num_classes)``.
         """
+        cached = audio_features is not None
+        if cached == (audio is not None):
+            raise ValueError("FusionModel: give either audio or audio_features (cached backbone outputs), not "
+                             f"{'both' if cached else 'neither'}")
+        if cached and not callable(getattr(self.audio_model, "forward_features", None)):
+            raise ValueError(f"FusionModel: audio_features given, but {type(self.audio_model).__name__} "
+                             "takes no cached features (only a WavLM audio model does)")
         if video_valid is not None:
             video_valid = ensure_nonempty(video_valid.to(device=video.device, dtype=torch.bool))
         if audio_length is not None:
-            audio_length = audio_length.to(audio.device)
+            audio_length = audio_length.to((audio_features if cached else audio).device)
         a_kw = _kwargs(audio_length=audio_length)
         v_kw = _kwargs(video_valid=video_valid)
 
         if self.mode == "late":
-            a_logits = self.audio_model(audio, **a_kw)  # (B, C)
+            a_logits = (self.audio_model.forward_features(audio_features, **a_kw) if cached
+                        else self.audio_model(audio, **a_kw))  # (B, C)
             v_logits = self.video_model(video, **v_kw)  # (B, C)
             dtype = torch.promote_types(a_logits.dtype, torch.float32)  # stable under mixed precision
             a_logp = F.log_softmax(a_logits.to(dtype), dim=-1)
@@ -320,7 +333,8 @@ class FusionModel(nn.Module):
             )
 
         if self.mode in ("concat", "gated"):
-            a = self.audio_proj(self.audio_model.encode(audio, **a_kw))  # (B, common)
+            a = self.audio_proj(self.audio_model.encode_features(audio_features, **a_kw) if cached
+                                else self.audio_model.encode(audio, **a_kw))  # (B, common)
             v = self.video_proj(self.video_model.encode(video, **v_kw))  # (B, common)
             if self.mode == "concat":
                 return FusionOutput.from_logits(self.classifier(torch.cat([a, v], dim=-1)))
@@ -329,11 +343,16 @@ class FusionModel(nn.Module):
             logits = self.classifier(g * a + (1 - g) * v)
             return FusionOutput.from_logits(logits, gate=g if return_gate else None)
 
-        return self._forward_xattn(video, audio, audio_length, video_valid, return_attn, return_gate)
+        return self._forward_xattn(video, audio, audio_features, audio_length, video_valid, return_attn, return_gate)
 
-    def _audio_sequence(self, audio: Tensor, audio_length: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def _audio_sequence(
+        self, audio: Tensor | None, audio_features: Tensor | None, audio_length: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
         """Audio steps ``(B, Ta, d_model)`` and their validity mask ``(B, Ta)`` or ``None``."""
-        if self.uses_audio_sequence:
+        if audio_features is not None:  # cached WavLM outputs: what encode_sequence would return
+            seq = self.audio_model.sequence_features(audio_features)
+            mask = None if audio_length is None else self.audio_model.frame_mask(audio_length, seq.shape[1])
+        elif self.uses_audio_sequence:
             seq = self.audio_model.encode_sequence(audio, **_kwargs(audio_length=audio_length))  # (B, Ta, H)
             mask = None
             if audio_length is not None and callable(getattr(self.audio_model, "frame_mask", None)):
@@ -348,14 +367,15 @@ class FusionModel(nn.Module):
     def _forward_xattn(
         self,
         video: Tensor,
-        audio: Tensor,
+        audio: Tensor | None,
+        audio_features: Tensor | None,
         audio_length: Tensor | None,
         video_valid: Tensor | None,
         return_attn: bool,
         return_gate: bool,
     ) -> FusionOutput:
         v = self.video_proj(self.video_model.encode_sequence(video))  # (B, T, d)
-        a, a_valid = self._audio_sequence(audio, audio_length)  # (B, Ta, d)
+        a, a_valid = self._audio_sequence(audio, audio_features, audio_length)  # (B, Ta, d)
         v_out, w_v2a = self.v2a(v, a, key_valid=a_valid, need_weights=return_attn)  # (B, T, d)
         v_keys = v_out if self.xattn_attention == "sequential" else v  # the seed: a2v sees the updated video
         a_out, w_a2v = self.a2v(a, v_keys, key_valid=video_valid, need_weights=return_attn)  # (B, Ta, d)
@@ -393,7 +413,10 @@ def forward_batch(
 
     Unimodal models get ``batch["audio"]`` (with ``audio_length``) or
     ``batch["video"]`` (with ``video_valid``) according to their
-    ``input_modality``; fusion models get both. Tensors must already be on the
+    ``input_modality``; fusion models get both. A batch carrying
+    ``audio_features`` (cached WavLM outputs, a frozen-backbone stage of
+    :mod:`emolab.train.feature_cache`) goes to the WavLM entry points from
+    hidden states instead of ``audio``. Tensors must already be on the
     model's device. Optional keys (``audio_length``, ``video_valid``) may be
     missing.
 
@@ -403,15 +426,23 @@ def forward_batch(
     modality = getattr(model, "input_modality", None)
     audio_length = batch.get("audio_length")
     video_valid = batch.get("video_valid")
+    features = batch.get("audio_features")
     if modality == "audiovisual":
         return model(
             batch["video"],
-            batch["audio"],
+            None if features is not None else batch["audio"],
+            **_kwargs(audio_features=features),
             audio_length=audio_length,
             video_valid=video_valid,
             return_attn=return_attn,
             return_gate=return_gate,
         )
+    if modality == "audio" and features is not None:
+        forward_features = getattr(model, "forward_features", None)
+        if not callable(forward_features):
+            raise TypeError(f"forward_batch: the batch carries audio_features, but {type(model).__name__} "
+                            "takes no cached features (only WavLMAudioEncoder does)")
+        return FusionOutput.from_logits(forward_features(features, **_kwargs(audio_length=audio_length)))
     if modality == "audio":
         return FusionOutput.from_logits(model(batch["audio"], **_kwargs(audio_length=audio_length)))
     if modality == "video":

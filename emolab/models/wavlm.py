@@ -19,11 +19,13 @@ Either way, ``audio_length`` is turned into a frame mask with the backbone's
 
 Cached features. While the backbone is entirely frozen, a trainer may feed
 the encoder the backbone's stored outputs instead of waveforms
-(:mod:`emolab.train.feature_cache`): :meth:`WavLMAudioEncoder.set_input_kind`
-``("features")`` makes ``encode_sequence``/``encode``/``forward`` take
-``(B, Ta, hidden)`` features and skip the backbone; ``"wave"`` (the default)
-runs it. The mode is explicit, never guessed from shapes, and refuses an
-unfrozen backbone.
+(:mod:`emolab.train.feature_cache`). They have their own entry points,
+:meth:`~WavLMAudioEncoder.forward_features`, :meth:`~WavLMAudioEncoder.encode_features`
+and :meth:`~WavLMAudioEncoder.sequence_features`, taking ``(B, Ta, hidden)``
+``last_hidden_state`` and skipping the backbone: which input a call gets is
+explicit in the call (a batch carrying ``audio_features``, see
+:func:`emolab.models.fusion.forward_batch`), never a mode of the module or a
+guess from shapes, and they refuse a backbone that trains (stale features).
 
 Counts (SPEC §3.3, ``WavLMConfig()`` = wavlm-base shape, 8 classes): total
 94,978,680; trainable 596,744 with the backbone frozen; 14,773,552 with the
@@ -149,12 +151,9 @@ class WavLMAudioEncoder(nn.Module):
         backbone: the ``WavLMModel``. head: the classifier.
         embedding_dim: ``config.hidden_size`` (``head_hidden`` with
             ``embedding="head"``). sequence_dim: ``config.hidden_size``.
-        input_kind: ``"wave"`` (inputs are waveforms) or ``"features"``
-            (inputs are cached backbone outputs); see :meth:`set_input_kind`.
     """
 
     input_modality = "audio"
-    input_kind: str = "wave"
 
     def __init__(
         self,
@@ -272,23 +271,6 @@ class WavLMAudioEncoder(nn.Module):
         """Validity mask of shape ``(B, num_frames)`` for the ``encode_sequence`` output."""
         return ensure_nonempty(lengths_to_mask(self.frame_lengths(audio_length), num_frames))
 
-    def set_input_kind(self, kind: str) -> None:
-        """Take waveforms (``"wave"``, the default) or cached backbone outputs (``"features"``).
-
-        With ``"features"``, the input of ``encode_sequence``/``encode``/``forward``
-        is the backbone's ``last_hidden_state`` of shape ``(B, Ta, hidden)``
-        (as :meth:`backbone_sequence` returns it) and the backbone is skipped.
-
-        Raises:
-            ValueError: an unknown kind, or ``"features"`` while some backbone
-                parameter is trainable (stored features would be stale).
-        """
-        if kind not in ("wave", "features"):
-            raise ValueError(f"WavLMAudioEncoder: input kind must be 'wave' or 'features', got {kind!r}")
-        if kind == "features" and not self.backbone_frozen:
-            raise ValueError("WavLMAudioEncoder: cached features need an entirely frozen backbone")
-        self.input_kind = kind
-
     # ----------------------------------------------------------------- forward
     def _waveform(self, wave: Tensor) -> Tensor:
         if wave.dim() == 3 and wave.shape[1] == 1:
@@ -299,41 +281,42 @@ class WavLMAudioEncoder(nn.Module):
             )
         return wave
 
-    def _features(self, features: Tensor) -> Tensor:
-        if features.dim() != 3 or features.shape[-1] != self.sequence_dim or not features.is_floating_point():
+    def sequence_features(self, hidden: Tensor) -> Tensor:
+        """Cached backbone outputs ``(B, Ta, hidden)`` checked and cast to the head's dtype: what
+        :meth:`encode_sequence` returns for the waveform they were computed from.
+
+        Raises:
+            ValueError: not a float ``(B, Ta, hidden)`` tensor, or some backbone
+                parameter trains (stored features would be stale).
+        """
+        if hidden.dim() != 3 or hidden.shape[-1] != self.sequence_dim or not hidden.is_floating_point():
             raise ValueError(
-                f"WavLMAudioEncoder (input_kind='features') expects cached backbone outputs of shape "
-                f"(B, Ta, {self.sequence_dim}), got {features.dtype} {tuple(features.shape)}"
+                f"WavLMAudioEncoder: cached backbone outputs must have shape "
+                f"(B, Ta, {self.sequence_dim}), got {hidden.dtype} {tuple(hidden.shape)}"
             )
         if not self.backbone_frozen:
             raise ValueError("WavLMAudioEncoder: cached features need an entirely frozen backbone")
-        return features.to(self.head[0].weight.dtype)
+        return hidden.to(self.head[0].weight.dtype)
 
     def encode_sequence(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
-        """Backbone hidden states.
+        """Backbone hidden states (:meth:`sequence_features` takes them cached).
 
-        Runs under ``torch.no_grad()`` while the backbone is fully frozen. In
-        ``input_kind == "features"`` mode ``wave`` is already that output
-        (cached) and is returned as is (in the head's dtype).
+        Runs under ``torch.no_grad()`` while the backbone is fully frozen.
 
         Args:
-            wave: waveform of shape ``(B, 1, N)`` or ``(B, N)`` at 16 kHz
-                (features mode: ``(B, Ta, hidden)``).
+            wave: waveform of shape ``(B, 1, N)`` or ``(B, N)`` at 16 kHz.
             audio_length: valid samples, shape ``(B,)``; passed to the backbone
                 as ``attention_mask`` when ``backbone_attention_mask`` is on.
 
         Returns:
             Tensor of shape ``(B, Ta, hidden)`` (``Ta = 149`` for 48000 samples).
         """
-        if self.input_kind == "features":
-            return self._features(wave)
         return self.backbone_sequence(wave, audio_length=audio_length)
 
     def backbone_sequence(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
         """Run the backbone on a waveform ``(B, 1, N)`` or ``(B, N)``: ``last_hidden_state`` ``(B, Ta, hidden)``.
 
-        What ``encode_sequence`` computes in ``"wave"`` mode, whatever the mode
-        (the feature cache fills its entries with it).
+        What ``encode_sequence`` computes (the feature cache fills its entries with it).
         """
         wave = self._waveform(wave)
         attention_mask = None
@@ -343,11 +326,16 @@ class WavLMAudioEncoder(nn.Module):
         with ctx:
             return self.backbone(wave, attention_mask=attention_mask).last_hidden_state
 
-    def pooled(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
-        """Mean over valid backbone frames, shape ``(B, hidden)``."""
-        seq = self.encode_sequence(wave, audio_length=audio_length)
+    def _pool(self, seq: Tensor, audio_length: Tensor | None) -> Tensor:
         mask = None if audio_length is None else self.frame_mask(audio_length.to(seq.device), seq.shape[1])
         return masked_mean(seq, mask)
+
+    def _embed(self, pooled: Tensor) -> Tensor:
+        return self.head[0](pooled) if self.embedding == "head" else pooled
+
+    def pooled(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
+        """Mean over valid backbone frames, shape ``(B, hidden)``."""
+        return self._pool(self.encode_sequence(wave, audio_length=audio_length), audio_length)
 
     def encode(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
         """Clip embedding of shape ``(B, embedding_dim)``.
@@ -355,9 +343,20 @@ class WavLMAudioEncoder(nn.Module):
         ``embedding="hidden"``: the mean over valid backbone frames ``(B, hidden)``;
         ``"head"`` (the seed's): ``head[0]`` of that mean ``(B, head_hidden)``.
         """
-        pooled = self.pooled(wave, audio_length=audio_length)
-        return self.head[0](pooled) if self.embedding == "head" else pooled
+        return self._embed(self.pooled(wave, audio_length=audio_length))
+
+    def encode_features(self, hidden: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
+        """:meth:`encode` from cached backbone outputs ``(B, Ta, hidden)`` (``audio_length``: the clip's samples)."""
+        return self._embed(self._pool(self.sequence_features(hidden), audio_length))
 
     def forward(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
         """Logits of shape ``(B, num_classes)`` for a waveform of shape ``(B, 1, N)`` or ``(B, N)``."""
         return self.head(self.pooled(wave, audio_length=audio_length))
+
+    def forward_features(self, hidden: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
+        """Logits ``(B, num_classes)`` from cached backbone outputs ``(B, Ta, hidden)``, the backbone skipped.
+
+        The same as :meth:`forward` on the waveform the features were computed
+        from (up to their float16 storage); ``audio_length`` is in samples.
+        """
+        return self.head(self._pool(self.sequence_features(hidden), audio_length))

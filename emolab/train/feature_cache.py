@@ -4,16 +4,31 @@ A frozen WavLM-base forward costs about 0.23 s per 3 s clip on two CPU cores
 and dominates a stage that only trains heads on top of it: ``--fusion audio
 --use_wavlm`` stage 1, one-stage fusion with WavLM audio, and stage 1 of
 ``--two_stage_training`` (stage 2 too when ``--fusion_unfreeze_wavlm_layers
-0``). :class:`WavLMFeatureCache` is what the trainer runs at the start of
+0``). :class:`WavLMFeatureCache` is a trainer callback
+(:func:`emolab.train.run.run_training` adds it first) that acts at the start of
 every stage:
 
 * backbone entirely frozen: compute the missing entries of the train, val and
   test clips (batched, on the training device, backbone in eval mode, no grad;
-  shared out over DDP ranks), then switch the datasets to serve the stored
-  ``last_hidden_state`` (:class:`~emolab.data.feature_cache.FeatureSwitch`, seen
-  by persistent workers) and the encoder to read it
-  (:meth:`~emolab.models.wavlm.WavLMAudioEncoder.set_input_kind`);
-* backbone (partly) trainable: switch both back to waveforms.
+  shared out over DDP ranks), then give the trainer loaders over
+  :class:`~emolab.data.feature_cache.CachedFeaturesDataset` wrappers of its
+  datasets (:meth:`~emolab.train.trainer.EmotionTrainer.set_loaders`): their
+  batches carry the stored ``last_hidden_state`` as ``audio_features``, which
+  :func:`~emolab.models.fusion.forward_batch` hands to the WavLM entry points
+  from hidden states (:meth:`~emolab.models.wavlm.WavLMAudioEncoder.forward_features`);
+* backbone (partly) trainable, or the run is over: give the original loaders back.
+
+Nothing changes mode: not the datasets, not their (persistent) DataLoader
+workers, not the model. A rebuilt loader keeps the original's sampler object,
+generator, batch size, workers and collate function, so the samples come in
+the same order with the same augmentation draws: a two-stage gated run
+(``--feature_cache_variants 2``, 0 or 1 loader worker) gave the same history
+and test metrics as with the earlier in-place switch. Runs of
+:func:`~emolab.train.run.run_training` shuffle with a ``DistributedSampler``
+(seeded by seed and epoch). A hand-made ``shuffle=True`` loader with
+persistent workers is the one exception: each loader draws its workers' base
+seed from the shared generator once, so after a switch back the shuffle order
+differs from a single loader's (still deterministic).
 
 Entries are float16, keyed by the audio file, the audio settings and a
 fingerprint of the backbone (config and every weight, hashed once per stage
@@ -51,13 +66,23 @@ import torch
 from torch import nn
 
 from emolab.data.audio import AudioReadError
-from emolab.data.feature_cache import MAX_VARIANTS, FeatureStore, clip_identity, variant_params
+from torch.utils.data import DataLoader
+
+from emolab.data.feature_cache import (
+    MAX_VARIANTS,
+    CachedFeaturesDataset,
+    FeatureStore,
+    clip_identity,
+    variant_params,
+)
 from emolab.data.ravdess import Problem, strip_path
 from emolab.models.fusion import FusionModel
 from emolab.models.wavlm import WavLMAudioEncoder
+from emolab.train.callbacks import Callback
 
 if TYPE_CHECKING:
     from emolab.data.datasets import RavdessAVDataset
+    from emolab.train.optim import Stage
     from emolab.train.trainer import EmotionTrainer
 
 __all__ = [
@@ -66,6 +91,7 @@ __all__ = [
     "backbone_fingerprint",
     "backbone_tag",
     "fill_features",
+    "loader_over",
     "wavlm_encoder",
 ]
 
@@ -121,7 +147,7 @@ class FillReport:
 
 @dataclass
 class _Job:
-    dataset: Any
+    dataset: CachedFeaturesDataset
     index: int
     variant: int
     key: str
@@ -134,14 +160,14 @@ def _variant_count(ds: Any, variants: int) -> int:
     return variants
 
 
-def _jobs(datasets: Sequence[Any], tag: str, variants: int, report: FillReport) -> list[_Job]:
+def _jobs(datasets: Sequence[CachedFeaturesDataset], variants: int, report: FillReport) -> list[_Job]:
     jobs, seen = [], set()
     for ds in datasets:
-        k = _variant_count(ds, variants)
+        k = _variant_count(ds.base, variants)
         for index in range(len(ds)):
             for v in range(k + 1):
                 try:
-                    key = ds.feature_key(index, tag, v)
+                    key = ds.key(index, v)
                 except OSError as err:  # the audio file is gone: the dataset skips the pair too
                     if v == 0:
                         report.failed.append(Problem(str(ds.pairs[index].audio_path), err.strerror or str(err)))
@@ -153,7 +179,7 @@ def _jobs(datasets: Sequence[Any], tag: str, variants: int, report: FillReport) 
 
 
 def _wave(job: _Job) -> tuple[torch.Tensor, int]:
-    ds = job.dataset
+    ds = job.dataset.base
     wave, length = ds.load_wave(job.index)  # (1, N), from the audio cache
     if job.variant:
         clip_id = clip_identity(ds.pairs[job.index].audio_path)
@@ -186,12 +212,12 @@ def fill_features(
         A :class:`FillReport` of this rank's share.
     """
     t0 = time.perf_counter()
-    datasets = list(datasets)
+    cached = [CachedFeaturesDataset(ds, tag, variants) for ds in datasets]  # the keys its entries are served by
     report = FillReport()
-    if not datasets:
+    if not cached:
         return report
-    store = FeatureStore(datasets[0].cache.directory)
-    jobs = _jobs(datasets, tag, variants, report)[rank::world_size]
+    store = FeatureStore(cached[0].cache.directory)
+    jobs = _jobs(cached, variants, report)[rank::world_size]
     report.entries = len(jobs)
     todo = [j for j in jobs if store.get(tag, j.key) is None]
     report.present = len(jobs) - len(todo)
@@ -232,8 +258,32 @@ def fill_features(
     return report
 
 
-class WavLMFeatureCache:
-    """Per-stage switch between the WavLM backbone and its cached features (owned by the trainer).
+def loader_over(loader: DataLoader, dataset: Any) -> DataLoader:
+    """A DataLoader like ``loader`` over ``dataset`` (of the same length): the same sampler object, generator,
+    batching, workers and collate function, so it yields the same samples in the same order."""
+    kw: dict[str, Any] = dict(
+        num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+        timeout=loader.timeout, worker_init_fn=loader.worker_init_fn, generator=loader.generator,
+        multiprocessing_context=loader.multiprocessing_context, persistent_workers=loader.persistent_workers,
+        pin_memory_device=loader.pin_memory_device, in_order=loader.in_order,
+    )
+    if loader.num_workers > 0:
+        kw["prefetch_factor"] = loader.prefetch_factor
+    if loader.batch_size is None and loader.batch_sampler is not None:  # a batch sampler of its own
+        return DataLoader(dataset, batch_sampler=loader.batch_sampler, **kw)
+    return DataLoader(dataset, batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last, **kw)
+
+
+class WavLMFeatureCache(Callback):
+    """Per-stage switch between the WavLM backbone and its cached features: a trainer callback.
+
+    At each stage start (:meth:`on_stage_start`) it fills the cache and serves
+    the trainer loaders over :class:`~emolab.data.feature_cache.CachedFeaturesDataset`
+    when the stage leaves the backbone entirely frozen, and gives the original
+    loaders back otherwise; at the end of the run (:meth:`on_fit_end`, after
+    the test split) it gives them back too. Put it before the callbacks that
+    print the stage (:func:`emolab.train.run.run_training` puts it first), so
+    that the fill's lines come first.
 
     Args:
         enabled: use the cache in stages where the backbone is entirely frozen
@@ -258,6 +308,12 @@ class WavLMFeatureCache:
         self.last_fill: FillReport | None = None
         self._fingerprint: tuple[tuple[Any, ...], str] | None = None
         self._said: set[str] = set()
+        self._originals: dict[str, DataLoader] | None = None  # the trainer's own loaders while cached ones serve
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> WavLMFeatureCache:
+        """The cache a :class:`~emolab.train.config.TrainConfig` asks for (``feature_cache``, variants, batch size)."""
+        return cls(enabled=cfg.feature_cache, variants=cfg.feature_cache_variants, batch_size=cfg.batch_size)
 
     def fingerprint(self, backbone: nn.Module) -> str:
         """:func:`backbone_fingerprint`, recomputed only when a parameter or buffer changed (version counters)."""
@@ -267,11 +323,11 @@ class WavLMFeatureCache:
         return self._fingerprint[1]
 
     @staticmethod
-    def _datasets(loaders: Mapping[str, Any]) -> list[Any] | None:
+    def _datasets(loaders: Mapping[str, DataLoader]) -> list[Any] | None:
         out = []
         for loader in loaders.values():
             ds = getattr(loader, "dataset", None)
-            if getattr(ds, "feature_switch", None) is None:
+            if ds is None or any(not hasattr(ds, m) for m in CachedFeaturesDataset.BASE_MEMBERS):
                 return None
             if all(ds is not d for d in out):
                 out.append(ds)
@@ -294,18 +350,25 @@ class WavLMFeatureCache:
             return f"cache folder {datasets[0].cache.directory} cannot be written: {datasets[0].cache.write_error}"
         return None
 
+    def on_stage_start(self, trainer: EmotionTrainer, stage: Stage) -> None:
+        self.begin_stage(trainer)
+
+    def on_fit_end(self, trainer: EmotionTrainer, test_metrics: dict[str, Any]) -> None:
+        self.release(trainer)
+
     def begin_stage(self, trainer: EmotionTrainer) -> None:
-        """Fill and serve cached features if the stage leaves the WavLM backbone frozen, else serve waveforms."""
+        """Fill and serve cached features if the stage leaves the WavLM backbone frozen, else the original loaders."""
         encoder = wavlm_encoder(trainer.model)
         if encoder is None:
             return
-        datasets = self._datasets(trainer.loaders)
+        originals = self._originals if self._originals is not None else trainer.loaders
+        datasets = self._datasets(originals)
         reason = self._reason_off(encoder, datasets)
         if reason is not None:
             if reason and (self.active or reason != _TRAINS) and reason not in self._said:
                 self._said.add(reason)
                 trainer.log(f"feature cache: off ({reason}); the backbone runs on waveforms")
-            self._serve(encoder, datasets or [], None)
+            self.release(trainer)
             return
         assert datasets is not None
         precision = str(trainer.amp_dtype or torch.float32).replace("torch.", "")
@@ -323,7 +386,7 @@ class WavLMFeatureCache:
                 variants=self.variants,
                 device=trainer.device,
                 batch_size=self.batch_size,
-                autocast=trainer._autocast,
+                autocast=trainer.autocast,
                 progress=bool(trainer.cfg.progress) and dist.is_main,
                 rank=dist.rank,
                 world_size=dist.world_size,
@@ -339,7 +402,7 @@ class WavLMFeatureCache:
                 "name_or_path": getattr(c, "_name_or_path", "") or "(random init)",
                 "hidden_size": c.hidden_size, "layers": c.num_hidden_layers, "precision": precision})
         self.last_fill = report
-        self._serve(encoder, datasets, tag)
+        self._serve(trainer, datasets, tag)
         augmenting = any(_variant_count(ds, 1) for ds in datasets)
         noise = ""
         if augmenting:
@@ -355,16 +418,21 @@ class WavLMFeatureCache:
             trainer.log(f"  feature cache: {p.path}: {p.reason}")
 
     def release(self, trainer: EmotionTrainer) -> None:
-        """Back to waveforms (after fit: the model and datasets are left as a plain user expects them)."""
-        encoder = wavlm_encoder(trainer.model)
-        if encoder is not None:
-            self._serve(encoder, self._datasets(trainer.loaders) or [], None)
+        """Give the trainer its original loaders back (the backbone trains, or the run is over)."""
+        if self._originals is not None:
+            trainer.set_loaders(self._originals)
+        self._originals = None
+        self.active, self.tag = False, None
 
-    def _serve(self, encoder: WavLMAudioEncoder, datasets: Sequence[Any], tag: str | None) -> None:
-        for ds in datasets:
-            if tag is None:
-                ds.feature_switch.disable()
-            else:
-                ds.feature_switch.enable(tag, self.variants)
-        encoder.set_input_kind("wave" if tag is None else "features")
-        self.active, self.tag = tag is not None, tag
+    def _serve(self, trainer: EmotionTrainer, datasets: Sequence[Any], tag: str) -> None:
+        """Loaders over cached-features wrappers of ``datasets`` (one wrapper per dataset, shared by its loaders)."""
+        if self.active and self.tag == tag:
+            return  # the previous stage served these very entries: keep its loaders (and their workers)
+        self.release(trainer)
+        wrappers = [CachedFeaturesDataset(ds, tag, self.variants) for ds in datasets]
+        cached = {}
+        for name, loader in trainer.loaders.items():
+            wrapper = next(w for w in wrappers if w.base is loader.dataset)
+            cached[name] = loader_over(loader, wrapper)
+        self._originals = trainer.set_loaders(cached)
+        self.active, self.tag = True, tag

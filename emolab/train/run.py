@@ -43,6 +43,7 @@ from emolab.train.callbacks import Callback, default_callbacks
 from emolab.train.checkpoint import atomic_write_json, load_checkpoint, load_warm_start, seed_everything
 from emolab.train.config import RESUMABLE_FIELDS, TrainConfig
 from emolab.train.distributed import DistContext, init_distributed
+from emolab.train.feature_cache import WavLMFeatureCache
 from emolab.train.provenance import FILE as PROVENANCE_FILE, compare, provenance, read_provenance, write_provenance
 from emolab.train.trainer import EmotionTrainer, RunPaths
 from emolab.utils.settings import config_diff, get_path, replace_path
@@ -345,8 +346,10 @@ def _execute(
                 write_provenance(record, paths.run_dir)
             except OSError as err:
                 raise _write_failed(err, paths.run_dir) from None
+        # the WavLM feature cache first: it swaps the stage's loaders before anything reports on the stage
         trainer = EmotionTrainer(
-            model, cfg, data.loaders, paths, callbacks=[*default_callbacks(cfg), *callbacks], dist=ctx
+            model, cfg, data.loaders, paths, dist=ctx,
+            callbacks=[WavLMFeatureCache.from_config(cfg), *default_callbacks(cfg), *callbacks],
         )
         amp = f"mixed precision {str(trainer.amp_dtype).replace('torch.', '')}" if trainer.amp_dtype else "fp32"
         header = [
@@ -374,8 +377,8 @@ def run_training(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> Run
     """Train ``cfg`` in a new run folder and evaluate the best checkpoint on the test split.
 
     Seeds everything with ``cfg.seed`` (plus the rank under torchrun) first.
-    ``callbacks`` run after the default ones (early stopping, history,
-    progress, W&B, checkpoints).
+    ``callbacks`` run after the default ones (the WavLM feature cache, early
+    stopping, history, progress, W&B, checkpoints).
 
     Raises:
         SetupError: the run cannot start (see :func:`prepare_data`, :func:`build_run_model`).

@@ -6,9 +6,11 @@ each it sets up parameters, Adam groups and the optional cosine schedule
 by epoch. Early stopping, checkpoints, history, printing and W&B are
 callbacks (:mod:`emolab.train.callbacks`). At the end it loads the *best*
 checkpoint (highest validation macro-F1, not the last epoch) and evaluates
-it on the test split. In stages where a WavLM backbone is entirely frozen its
-outputs are computed once and read from the feature cache
-(:mod:`emolab.train.feature_cache`, ``TrainConfig.feature_cache``).
+it on the test split. A callback may serve a stage from other loaders
+(:meth:`EmotionTrainer.set_loaders`): in stages where a WavLM backbone is
+entirely frozen, :class:`emolab.train.feature_cache.WavLMFeatureCache` (added by
+:func:`emolab.train.run.run_training`) computes its outputs once and serves
+them from the feature cache (``TrainConfig.feature_cache``).
 
 GPU: mixed precision (bf16 where supported, else fp16 with a grad scaler),
 non-blocking copies from pinned memory, optional ``torch.compile``; DDP under
@@ -40,7 +42,6 @@ from emolab.models.wavlm import WavLMAudioEncoder
 from emolab.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from emolab.train.config import TrainConfig
 from emolab.train.distributed import DistContext, resolve_device
-from emolab.train.feature_cache import WavLMFeatureCache
 from emolab.train.metrics import Predictions, classification_metrics, epoch_metrics
 from emolab.train.optim import (
     Stage,
@@ -54,10 +55,10 @@ from emolab.train.optim import (
 
 __all__ = ["EmotionTrainer", "RunPaths"]
 
-_INPUT_KEYS = {
-    "audio": ("audio", "audio_length"),
+_INPUT_KEYS = {  # audio_features: cached WavLM outputs standing in for the audio (emolab.train.feature_cache)
+    "audio": ("audio", "audio_features", "audio_length"),
     "video": ("video", "video_valid"),
-    "audiovisual": ("audio", "audio_length", "video", "video_valid"),
+    "audiovisual": ("audio", "audio_features", "audio_length", "video", "video_valid"),
 }
 
 
@@ -214,10 +215,6 @@ class EmotionTrainer:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.featurizer = _featurizer_for(self.loaders, channels_last=self.device.type == "cuda")
-        # frozen-WavLM stages read cached backbone features (emolab.train.feature_cache)
-        self.feature_cache = WavLMFeatureCache(
-            enabled=cfg.feature_cache, variants=cfg.feature_cache_variants, batch_size=cfg.batch_size
-        )
         if self.device.type == "cuda" and self.modality != "audio":
             self.model.to(memory_format=torch.channels_last)  # the ResNets read channels-last frames faster
         core: nn.Module = _BatchForward(self.model)
@@ -243,7 +240,8 @@ class EmotionTrainer:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The mixed-precision context of the forward passes (no-op without AMP), for callbacks running the model too."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
@@ -251,14 +249,30 @@ class EmotionTrainer:
     def _inputs(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
         if self.featurizer is not None:  # raw batches: uint8/int16 + augmentation parameters -> model inputs
             batch = self.featurizer(batch, self.device)
-        if "audio_features" in batch:  # a frozen-WavLM stage: cached backbone outputs stand in for the audio
-            batch = {**batch, "audio": batch["audio_features"]}
         inputs = {
             k: batch[k].to(self.device, non_blocking=True)
             for k in _INPUT_KEYS[self.modality]
             if k in batch
         }
         return inputs, batch["label"].to(self.device, non_blocking=True)
+
+    def set_loaders(self, loaders: Mapping[str, DataLoader]) -> dict[str, DataLoader]:
+        """Serve the named splits from other loaders (e.g. a callback's, for a stage); returns the replaced ones.
+
+        Only existing splits can be replaced, so a misspelt name fails here
+        instead of being silently ignored. Call it from ``on_stage_start`` (the
+        stage's epochs read :attr:`loaders`) and give the old ones back when the
+        stage no longer wants them.
+
+        Raises:
+            KeyError: a name that is not one of :attr:`loaders`.
+        """
+        unknown = sorted(set(loaders) - set(self.loaders))
+        if unknown:
+            raise KeyError(f"set_loaders: no split {', '.join(unknown)} (the trainer has {', '.join(self.loaders)})")
+        previous = {name: self.loaders[name] for name in loaders}
+        self.loaders.update(loaders)
+        return previous
 
     def _bar(self, loader: DataLoader, desc: str) -> Iterable:
         show = self.cfg.progress and self.dist.is_main
@@ -309,9 +323,7 @@ class EmotionTrainer:
                 tops = sorted({n.split(".")[0] for n in frozen})
                 self.log(f"frozen BatchNorm layers run in eval mode: {len(frozen)} in {', '.join(tops)} "
                          "(--no_frozen_bn_eval to update their statistics)")
-        # after freezing and DDP's weight broadcast: cached features iff the WavLM backbone is frozen
-        self.feature_cache.begin_stage(self)
-        self._call("on_stage_start", stage)
+        self._call("on_stage_start", stage)  # after freezing and DDP's weight broadcast (WavLMFeatureCache needs both)
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self, epoch: int) -> tuple[Predictions, int]:
@@ -333,7 +345,7 @@ class EmotionTrainer:
                 continue
             skipped += int(batch.get("num_skipped", 0))
             inputs, y = self._inputs(batch)
-            with self._autocast():
+            with self.autocast():
                 logits, log_probs = self._train_module(**inputs)
             losses = self.loss_fn(logits, log_probs, y)  # (B,)
             loss = losses.mean()
@@ -364,7 +376,7 @@ class EmotionTrainer:
                 continue
             skipped += int(batch.get("num_skipped", 0))
             inputs, y = self._inputs(batch)
-            with self._autocast():
+            with self.autocast():
                 logits, log_probs = self._core(**inputs)
             losses = self.loss_fn(logits, log_probs, y)
             parts.append((batch["meta"]["index"], y, logits.argmax(-1), losses))
@@ -476,7 +488,6 @@ class EmotionTrainer:
                 record = self._run_epoch()
                 self._call("on_epoch_end", record)
         metrics = self.test()
-        self.feature_cache.release(self)  # leave the model and datasets on waveforms
         self._call("on_fit_end", metrics)
         return metrics
 
