@@ -115,7 +115,8 @@ def measure_wavlm_cache(
     from emolab.models.registry import ModelConfig, build_model, count_parameters
     from emolab.train.config import TrainConfig
     from emolab.train.feature_cache import WavLMFeatureCache
-    from emolab.train.trainer import EmotionTrainer, RunPaths
+    from emolab.train.checkpoint import RunPaths
+    from emolab.train.trainer import EmotionTrainer
 
     say = log or (lambda _msg: None)
     tmp = tempfile.TemporaryDirectory(prefix="emolab-wavlm-cache-") if workdir is None else None

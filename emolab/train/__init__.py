@@ -45,7 +45,8 @@ from emolab.train.run import (
     run_training,
     shuffle_labels,
 )
-from emolab.train.trainer import EmotionTrainer, RunPaths
+from emolab.train.checkpoint import RunPaths
+from emolab.train.trainer import EmotionTrainer
 
 __all__ = [
     "Callback",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from emolab.utils.fileio import atomic_write_json
 
 __all__ = [
     "CheckpointError",
+    "RunPaths",
     "WarmStartError",
     "atomic_copy",
     "atomic_save",
@@ -44,6 +46,47 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
+
+
+# ------------------------------------------------------------------ run folder
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of a run folder.
+
+    Attributes:
+        run_dir: ``OUTPUT_DIR/runs/<name>``.
+        output_dir: ``OUTPUT_DIR`` (where the best checkpoint is published).
+        fusion: the ``--fusion`` name as given (``best_{fusion}.pt``).
+    """
+
+    run_dir: Path
+    output_dir: Path
+    fusion: str
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / "config.json"
+
+    @property
+    def history(self) -> Path:
+        return self.run_dir / "history.jsonl"
+
+    @property
+    def best(self) -> Path:
+        return self.run_dir / f"best_{self.fusion}.pt"
+
+    @property
+    def published_best(self) -> Path:
+        return self.output_dir / f"best_{self.fusion}.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def test_metrics(self) -> Path:
+        return self.run_dir / "test_metrics.json"
+
 
 
 # ------------------------------------------------------------------ warm start

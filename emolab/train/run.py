@@ -45,7 +45,8 @@ from emolab.train.config import RESUMABLE_FIELDS, TrainConfig
 from emolab.train.distributed import DistContext, init_distributed
 from emolab.train.feature_cache import WavLMFeatureCache
 from emolab.train.provenance import FILE as PROVENANCE_FILE, compare, provenance, read_provenance, write_provenance
-from emolab.train.trainer import EmotionTrainer, RunPaths
+from emolab.train.checkpoint import RunPaths
+from emolab.train.trainer import EmotionTrainer
 from emolab.utils.settings import config_diff, get_path, replace_path
 
 __all__ = [

@@ -25,7 +25,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from emolab.data.features import BatchFeaturizer
 from emolab.data.ravdess import class_names
 from emolab.models.fusion import FusionModel, forward_batch
 from emolab.models.wavlm import WavLMAudioEncoder
-from emolab.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
+from emolab.train.checkpoint import RunPaths, capture_rng_state, load_checkpoint, restore_rng_state
 from emolab.train.config import TrainConfig
 from emolab.train.distributed import DistContext, resolve_device
 from emolab.train.metrics import Predictions, classification_metrics, epoch_metrics
@@ -53,7 +52,7 @@ from emolab.train.optim import (
     plan_stages,
 )
 
-__all__ = ["EmotionTrainer", "RunPaths"]
+__all__ = ["Callback", "EmotionTrainer"]
 
 _INPUT_KEYS = {  # audio_features: cached WavLM outputs standing in for the audio (emolab.train.feature_cache)
     "audio": ("audio", "audio_features", "audio_length"),
@@ -98,45 +97,6 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """The files of a run folder.
-
-    Attributes:
-        run_dir: ``OUTPUT_DIR/runs/<name>``.
-        output_dir: ``OUTPUT_DIR`` (where the best checkpoint is published).
-        fusion: the ``--fusion`` name as given (``best_{fusion}.pt``).
-    """
-
-    run_dir: Path
-    output_dir: Path
-    fusion: str
-
-    @property
-    def config(self) -> Path:
-        return self.run_dir / "config.json"
-
-    @property
-    def history(self) -> Path:
-        return self.run_dir / "history.jsonl"
-
-    @property
-    def best(self) -> Path:
-        return self.run_dir / f"best_{self.fusion}.pt"
-
-    @property
-    def published_best(self) -> Path:
-        return self.output_dir / f"best_{self.fusion}.pt"
-
-    @property
-    def last(self) -> Path:
-        return self.run_dir / "last.pt"
-
-    @property
-    def test_metrics(self) -> Path:
-        return self.run_dir / "test_metrics.json"
 
 
 class _BatchForward(nn.Module):
