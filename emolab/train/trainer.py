@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from emolab.data.features import BatchFeaturizer
 from emolab.data.ravdess import class_names
-from emolab.models.fusion import FusionModel, forward_batch
+from emolab.models.core import INPUT_KEYS, forward_batch
 from emolab.models.wavlm import WavLMAudioEncoder
 from emolab.train.callbacks import Callback
 from emolab.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
@@ -54,13 +54,6 @@ from emolab.train.optim import (
 )
 
 __all__ = ["EmotionTrainer", "RunPaths"]
-
-_INPUT_KEYS = {
-    "audio": ("audio", "audio_length"),
-    "video": ("video", "video_valid"),
-    "audiovisual": ("audio", "audio_length", "video", "video_valid"),
-}
-
 
 def _featurizer_for(loaders: Mapping[str, DataLoader], *, channels_last: bool) -> BatchFeaturizer | None:
     """The featuriser of raw datasets (from the training set, which holds the noise source), else None."""
@@ -125,11 +118,10 @@ class _BatchForward(nn.Module):
 
 def _needs_find_unused(model: nn.Module) -> bool:
     """Whether some trainable parameter may get no gradient in a step (DDP ``find_unused_parameters``)."""
-    if isinstance(model, FusionModel):
-        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        if trainable & model.unused_parameter_names():
-            return True
-        model = model.audio_model
+    unused = getattr(model, "unused_parameter_names", None)
+    if callable(unused) and {n for n, p in model.named_parameters() if p.requires_grad} & unused():
+        return True
+    model = getattr(model, "audio_model", model)
     # WavLM's layerdrop skips whole layers at random in training
     return isinstance(model, WavLMAudioEncoder) and not model.backbone_frozen
 
@@ -180,7 +172,8 @@ class EmotionTrainer:
         self.callbacks = [cb for cb in callbacks if self.dist.is_main or not cb.rank_zero_only]
         self.loss_fn = make_loss(cfg.canonical_fusion, cfg.optim.label_smoothing)
         self.stages = plan_stages(cfg)
-        self.modality = getattr(model, "input_modality", "audiovisual")
+        #: the batch keys the model reads (its declared ``inputs`` and their companions)
+        self.input_keys = tuple(k for name in getattr(model, "inputs", ("audio", "video")) for k in INPUT_KEYS[name])
         use_amp = cfg.amp and self.device.type == "cuda"
         self.amp_dtype: torch.dtype | None = None
         if use_amp:
@@ -191,7 +184,7 @@ class EmotionTrainer:
         self.feature_cache = WavLMFeatureCache(
             enabled=cfg.feature_cache, variants=cfg.feature_cache_variants, batch_size=cfg.batch_size
         )
-        if self.device.type == "cuda" and self.modality != "audio":
+        if self.device.type == "cuda" and "video" in self.input_keys:
             self.model.to(memory_format=torch.channels_last)  # the ResNets read channels-last frames faster
         core: nn.Module = _BatchForward(self.model)
         self._core = torch.compile(core) if cfg.compile else core
@@ -228,7 +221,7 @@ class EmotionTrainer:
             batch = {**batch, "audio": batch["audio_features"]}
         inputs = {
             k: batch[k].to(self.device, non_blocking=True)
-            for k in _INPUT_KEYS[self.modality]
+            for k in self.input_keys
             if k in batch
         }
         return inputs, batch["label"].to(self.device, non_blocking=True)
