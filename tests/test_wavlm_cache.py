@@ -149,7 +149,7 @@ def test_encoder_input_kind_is_explicit() -> None:
     with pytest.raises(ValueError, match="waveform"):
         enc(feats)  # wave mode does not take features
     enc.set_input_kind("features")
-    torch.testing.assert_close(enc(feats), enc.head(feats.mean(1)))
+    torch.testing.assert_close(enc(feats).logits, enc.head(feats.mean(1)))
     with pytest.raises(ValueError, match="cached backbone outputs"):
         enc(wave)
     with pytest.raises(ValueError, match="input kind"):

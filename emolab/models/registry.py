@@ -327,8 +327,8 @@ def _fusion_builder(mode: str) -> Builder:
     return build
 
 
-register_model("audio", inputs=("audio",))(_build_audio_model)
-register_model("video", inputs=("video",))(_build_video_model)
+register_model("audio", inputs=AudioNet.inputs)(_build_audio_model)  # WavLMAudioEncoder.inputs too
+register_model("video", inputs=VideoNet.inputs)(_build_video_model)
 for _mode in ("late", "concat", "gated", "xattn"):
     _family = fusion_class(_mode)
     register_model(_mode, inputs=_family.inputs, fusion_head=_family.has_fusion_head)(_fusion_builder(_mode))

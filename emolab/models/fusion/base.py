@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from emolab.models.core import EmotionModel, FusionOutput, optim_group, trainable_parameters
+from emolab.models.core import EmotionModel, FusionOutput, optim_group
 from emolab.models.layers import ensure_nonempty
 
 __all__ = [
