@@ -234,16 +234,8 @@ class FusionModel(EmotionModel):
             v_kw["video_valid"] = ensure_nonempty(video_valid.to(device=video.device, dtype=torch.bool))
         return a_kw, v_kw
 
-    def forward(
-        self,
-        video: Tensor,
-        audio: Tensor,
-        *,
-        audio_length: Tensor | None = None,
-        video_valid: Tensor | None = None,
-        return_attn: bool = False,
-        return_gate: bool = False,
-    ) -> FusionOutput:
+    def forward(self, video: Tensor, audio: Tensor, *, audio_length: Tensor | None = None,
+                video_valid: Tensor | None = None, return_attn: bool = False, return_gate: bool = False) -> FusionOutput:
         """Classify a batch of clips (each family implements it).
 
         Args:

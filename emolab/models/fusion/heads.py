@@ -31,16 +31,8 @@ class LateFusion(FusionModel, mode="late"):
 
     has_fusion_head = False
 
-    def forward(
-        self,
-        video: Tensor,
-        audio: Tensor,
-        *,
-        audio_length: Tensor | None = None,
-        video_valid: Tensor | None = None,
-        return_attn: bool = False,
-        return_gate: bool = False,
-    ) -> FusionOutput:
+    def forward(self, video: Tensor, audio: Tensor, *, audio_length: Tensor | None = None,
+                video_valid: Tensor | None = None, return_attn: bool = False, return_gate: bool = False) -> FusionOutput:
         """See :meth:`FusionModel.forward`; ``logits`` are the averaged log-probabilities."""
         a_kw, v_kw = self.branch_kwargs(video, audio, audio_length, video_valid)
         a_logits = branch_logits(self.audio_model(audio, **a_kw))  # (B, C)
@@ -105,16 +97,8 @@ class ConcatFusion(EmbeddingFusion, mode="concat"):
             nn.Linear(common_dim, num_classes),
         )
 
-    def forward(
-        self,
-        video: Tensor,
-        audio: Tensor,
-        *,
-        audio_length: Tensor | None = None,
-        video_valid: Tensor | None = None,
-        return_attn: bool = False,
-        return_gate: bool = False,
-    ) -> FusionOutput:
+    def forward(self, video: Tensor, audio: Tensor, *, audio_length: Tensor | None = None,
+                video_valid: Tensor | None = None, return_attn: bool = False, return_gate: bool = False) -> FusionOutput:
         """See :meth:`FusionModel.forward`."""
         a, v = self.embeddings(video, audio, audio_length, video_valid)
         return FusionOutput.from_logits(self.classifier(torch.cat([a, v], dim=-1)))
@@ -158,16 +142,8 @@ class GatedFusion(EmbeddingFusion, mode="gated"):
         if gate_bias_init is not None:
             nn.init.constant_(self.gate[-2].bias, gate_bias_init)
 
-    def forward(
-        self,
-        video: Tensor,
-        audio: Tensor,
-        *,
-        audio_length: Tensor | None = None,
-        video_valid: Tensor | None = None,
-        return_attn: bool = False,
-        return_gate: bool = False,
-    ) -> FusionOutput:
+    def forward(self, video: Tensor, audio: Tensor, *, audio_length: Tensor | None = None,
+                video_valid: Tensor | None = None, return_attn: bool = False, return_gate: bool = False) -> FusionOutput:
         """See :meth:`FusionModel.forward`; ``gate`` is the audio weight ``g`` with ``return_gate``."""
         a, v = self.embeddings(video, audio, audio_length, video_valid)
         a, v = self.modality_dropout(a, v)

@@ -119,16 +119,8 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
                 mask = lengths_to_mask(mel_frames_from_samples(audio_length, self.hop_length), seq.shape[1])
         return self.audio_proj(seq), mask
 
-    def forward(
-        self,
-        video: Tensor,
-        audio: Tensor,
-        *,
-        audio_length: Tensor | None = None,
-        video_valid: Tensor | None = None,
-        return_attn: bool = False,
-        return_gate: bool = False,
-    ) -> FusionOutput:
+    def forward(self, video: Tensor, audio: Tensor, *, audio_length: Tensor | None = None,
+                video_valid: Tensor | None = None, return_attn: bool = False, return_gate: bool = False) -> FusionOutput:
         """See :meth:`FusionModel.forward`."""
         a_kw, v_kw = self.branch_kwargs(video, audio, audio_length, video_valid)
         audio_length, video_valid = a_kw.get("audio_length"), v_kw.get("video_valid")
