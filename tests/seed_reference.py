@@ -77,10 +77,11 @@ def seed_case_output(model: torch.nn.Module, name: str) -> torch.Tensor:
     audio = x["wave"] if spec.get("use_wavlm") else x["mel"]
     model.eval()
     if spec["fusion"] == "audio":
-        return model(audio)
-    if spec["fusion"] == "video":
-        return model(x["video"])
-    out = model(x["video"], audio)
+        out = model(audio)
+    elif spec["fusion"] == "video":
+        out = model(x["video"])
+    else:
+        out = model(x["video"], audio)
     return out.probs if case["output"] == "probs" else out.logits
 
 

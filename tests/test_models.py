@@ -100,7 +100,7 @@ def test_residual_resnet_option_count_and_behaviour() -> None:
     residual.load_state_dict(plain.state_dict(), strict=True)
     x = _mel()
     with torch.no_grad():
-        out_plain, out_res = plain.eval()(x), residual.eval()(x)
+        out_plain, out_res = plain.eval()(x).logits, residual.eval()(x).logits
     assert out_res.shape == (B, C)
     assert not torch.allclose(out_plain, out_res)
 
@@ -198,13 +198,13 @@ def test_unimodal_shapes_and_encoders() -> None:
         assert model.embedding_dim == 128 and model.sequence_dim == 128
         assert model.encode(mel).shape == (B, 128)
         assert model.encode_sequence(mel).shape == (B, Ta, 128)
-        assert model(mel).shape == (B, C)
-        assert model(mel.squeeze(1)).shape == (B, C)  # (B, n_mels, T) accepted too
+        assert model(mel).logits.shape == (B, C)
+        assert model(mel.squeeze(1)).logits.shape == (B, C)  # (B, n_mels, T) accepted too
     video = build_model("video").eval()
     v = _video(size=112)
     assert video.encode_sequence(v).shape == (B, T, 512)
     assert video.encode(v).shape == (B, 512)
-    assert video(v).shape == (B, C)
+    assert video(v).logits.shape == (B, C)
 
 
 def test_bad_input_shapes_raise() -> None:
@@ -640,7 +640,7 @@ def test_build_model_rejects_unknown_keywords() -> None:
 
 
 def test_forward_batch_rejects_models_without_modality() -> None:
-    with pytest.raises(TypeError, match="input_modality"):
+    with pytest.raises(TypeError, match="declares no inputs"):
         forward_batch(nn.Linear(2, 2), _batch())
 
 

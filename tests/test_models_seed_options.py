@@ -176,7 +176,7 @@ def test_wavlm_embedding_head_is_the_first_head_linear() -> None:
     with torch.no_grad():
         pooled = enc.backbone(wave.squeeze(1)).last_hidden_state.mean(1)
         assert torch.allclose(enc.encode(wave), enc.head[0](pooled), atol=1e-6)
-        assert torch.allclose(enc(wave), enc.head(pooled), atol=1e-6)
+        assert torch.allclose(enc(wave).logits, enc.head(pooled), atol=1e-6)
     assert enc.embedding_dim == 768 and enc.sequence_dim == 32
     with pytest.raises(ValueError, match="embedding"):
         WavLMAudioEncoder(config=tiny_config(), embedding="cls")

@@ -122,7 +122,7 @@ def test_tiny_shapes_and_input_layouts() -> None:
     with torch.no_grad():
         assert model.encode_sequence(wave).shape == (B, Ta, 32)
         assert model.encode(wave).shape == (B, 32)
-        out3, out2 = model(wave), model(wave.squeeze(1))
+        out3, out2 = model(wave).logits, model(wave.squeeze(1)).logits
     assert out3.shape == (B, C)
     assert torch.equal(out3, out2)
     with pytest.raises(ValueError, match=r"\(B, 1, N\) or \(B, N\)"):
@@ -167,7 +167,7 @@ def test_frozen_backbone_gets_no_gradient_and_runs_without_grad() -> None:
     assert model.backbone_frozen
     wave = torch.randn(B, 1, N)
     assert not model.encode_sequence(wave).requires_grad  # no_grad while fully frozen
-    F.cross_entropy(model(wave), torch.tensor([0, 1])).backward()
+    F.cross_entropy(model(wave).logits, torch.tensor([0, 1])).backward()
     _grads_exactly(model, {n for n, _ in model.named_parameters() if n.startswith("head.")})
 
 
@@ -178,7 +178,7 @@ def test_stage2_last_layer_gets_gradients() -> None:
     assert not model.backbone_frozen
     wave = torch.randn(B, 1, N)
     assert model.encode(wave).requires_grad  # gradients flow once layers are unfrozen
-    F.cross_entropy(model(wave), torch.tensor([0, 1])).backward()
+    F.cross_entropy(model(wave).logits, torch.tensor([0, 1])).backward()
     expected = {n for n, _ in model.named_parameters() if n.startswith(("head.", "backbone.encoder.layers.1."))}
     _grads_exactly(model, expected)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == expected

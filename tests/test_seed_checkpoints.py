@@ -142,8 +142,8 @@ def test_warm_start_accepts_seed_encoder_files(tmp_path, capsys, caplog) -> None
     assert "converted from the seed project's layout" in caplog.text
     x = seed_inputs()
     with torch.no_grad():
-        a = fusion.audio_model.eval()(x["mel"])
-        v = fusion.video_model.eval()(x["video"])
+        a = fusion.audio_model.eval()(x["mel"]).logits
+        v = fusion.video_model.eval()(x["video"]).logits
     assert (a - expected_output("audio_resnet")).abs().max().item() < TOL
     assert (v - expected_output("video")).abs().max().item() < TOL
 

@@ -82,7 +82,7 @@ def test_forward_backward_channels_last(models, name) -> None:
     valid = torch.tensor([[True, True], [True, False]])
     assert m.encode_sequence(video).shape == (2, 2, EXPECTED[name][0])
     m.zero_grad(set_to_none=True)
-    m(video).logsumexp(-1).sum().backward()
+    m(video).logits.logsumexp(-1).sum().backward()
     for pname, p in m.named_parameters():
         assert p.grad is not None, f"{name}: no gradient for {pname}"
         assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
@@ -91,10 +91,10 @@ def test_forward_backward_channels_last(models, name) -> None:
     with torch.no_grad():
         seq, emb = m.encode_sequence(video), m.encode(video, video_valid=valid)
         torch.testing.assert_close(emb[1], seq[1, 0])  # the repeated frame is left out of the mean
-        ref = m(video)
+        ref = m(video).logits
         cl = m.to(memory_format=torch.channels_last)
         frames = video.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(video)
-        torch.testing.assert_close(cl(frames), ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(cl(frames).logits, ref, rtol=1e-4, atol=1e-4)
         m.to(memory_format=torch.contiguous_format)
 
 

@@ -171,9 +171,10 @@ def test_encoder_entry_from_hidden_states() -> None:
     feats = enc.backbone_sequence(wave)  # (2, 49, 32)
     with pytest.raises(ValueError, match="waveform"):
         enc(feats)  # the waveform entry does not take features
-    torch.testing.assert_close(enc.forward_features(feats), enc.head(feats.mean(1)))
+    torch.testing.assert_close(enc.forward_features(feats).logits, enc.head(feats.mean(1)))
     with torch.no_grad():  # the same outputs as the backbone path, padding masked alike
-        torch.testing.assert_close(enc.forward_features(feats, audio_length=length), enc(wave, audio_length=length))
+        torch.testing.assert_close(enc.forward_features(feats, audio_length=length).logits,
+                                   enc(wave, audio_length=length).logits)
         torch.testing.assert_close(enc.encode_features(feats, audio_length=length),
                                    enc.encode(wave, audio_length=length))
         torch.testing.assert_close(enc.sequence_features(feats.half()), feats.half().float())

@@ -137,9 +137,8 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
     import torch
 
     from emolab.data import AudioNoise, DataConfig, RavdessMelDataset, make_loader
-    from emolab.data.datasets import model_modalities
     from emolab.data.features import BatchFeaturizer
-    from emolab.models import build_model, forward_batch
+    from emolab.models import build_model, forward_batch, model_spec
     from emolab.train.optim import make_loss
 
     device = torch.device(cfg.device)
@@ -172,7 +171,7 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
         need = (steps + 2) * cfg.batch_size
         served = [pairs[i % len(pairs)] for i in range(need)]
         ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True, raw=True,
-                               modalities=model_modalities(mode), audio_noise=AudioNoise(None))
+                               modalities=model_spec(mode).inputs, audio_noise=AudioNoise(None))
         featurize = BatchFeaturizer.for_dataset(ds, channels_last=device.type == "cuda")
         loader = make_loader(ds, cfg.batch_size, num_workers=cfg.workers, shuffle=True, drop_last=True)
         loader_workers = loader.num_workers

@@ -26,7 +26,6 @@ _EXPORTS: dict[str, str] = {
     "resolve_noise_path": "datasets",
     "resolve_num_workers": "loaders",
     "warm_cache": "loaders",
-    "model_modalities": "datasets",
     "BatchFeaturizer": "features",
     "EMOTIONS": "ravdess",
     "PairRecord": "ravdess",

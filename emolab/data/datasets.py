@@ -60,14 +60,6 @@ AudioKind = Literal["mel", "wave"]
 MODALITIES = ("audio", "video")
 
 
-def model_modalities(fusion: str) -> tuple[str, ...]:
-    """The inputs a model of ``fusion`` reads: ``("audio",)``, ``("video",)`` or both."""
-    from emolab.models.registry import resolve_model_name
-
-    canonical, _ = resolve_model_name(fusion)
-    return (canonical,) if canonical in MODALITIES else MODALITIES
-
-
 @dataclass
 class DataConfig:
     """How pairs become tensors.
@@ -410,7 +402,6 @@ __all__ = [
     "RavdessWavLMDataset",
     "collate_skip_failed",
     "make_loader",
-    "model_modalities",
     "resolve_noise_path",
     "resolve_num_workers",
     "warm_cache",

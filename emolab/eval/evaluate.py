@@ -111,7 +111,7 @@ def evaluate_run(
     """
     import pandas as pd
 
-    from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset, model_modalities
+    from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset
     from emolab.data.ravdess import class_names
     from emolab.eval.inference import infer, load_run
     from emolab.train.metrics import Predictions, classification_metrics
@@ -124,7 +124,7 @@ def evaluate_run(
         raise EvaluateError(f"the {split} split of {cfg.data_root} is empty ({description})")
     dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
     ds = dataset_cls(pairs, augment=False, config=cfg.data, data_root=cfg.data_root, raw=True,
-                     modalities=model_modalities(cfg.model.fusion))
+                     modalities=cfg.model.spec.inputs)
     res = infer(model, ds, device=device, batch_size=batch_size)
     names = list(class_names(cfg.data.num_classes))
     metrics = classification_metrics(Predictions(res.index, res.label, res.pred, res.nll), names)

@@ -273,7 +273,7 @@ def _sidecar(model: nn.Module, cfg: TrainConfig, example: dict[str, Any], int8: 
     C = cfg.model.num_classes
     outputs = [{"name": n, "shape": ["batch", 1 if n == "gate" else C], "dtype": "float32"}
                for n in output_names(model)]
-    audio_kind = None if "audio" not in names else ("wave" if cfg.model.use_wavlm else "mel")
+    audio_kind = cfg.model.audio_kind  # the registry's metadata: None when the model reads no audio
     return {
         "format": "emolab-onnx", "format_version": FORMAT_VERSION,
         "emolab_version": emolab.__version__, "torch_version": torch.__version__, "opset": OPSET,

@@ -236,7 +236,6 @@ def predict(
     import pandas as pd
 
     from emolab.data.audio import AudioReadError
-    from emolab.data.datasets import model_modalities
     from emolab.data.ravdess import class_names
     from emolab.data.video import VideoReadError
     from emolab.eval.inference import ClipDataset, eval_config, infer
@@ -245,7 +244,7 @@ def predict(
     name, model, cfg, is_onnx = load_model_or_export(run, device=device, int8=int8)
     if is_onnx and attention_dir is not None:
         raise PredictError("--attention needs a PyTorch run (run folder or checkpoint), not an ONNX export")
-    modalities = model_modalities(cfg.model.fusion)
+    modalities = cfg.model.spec.inputs
     names = list(class_names(cfg.data.num_classes))
     for c in clips:
         c.error = check_clip(c, modalities)

@@ -350,7 +350,7 @@ def evaluate(
             raise InputError(f"model {name!r}: {e} (another corpus: data_root=..., --data_root)") from None
         audio_noise = _noise_for(cfg, noise)
         stems = [p.stem for p in base.pairs]
-        inputs = {"audiovisual": {"audio", "video"}}.get(model.input_modality, {model.input_modality})
+        inputs = set(cfg.model.spec.inputs)  # the registry's metadata: what the model reads
         details[name] = {"fusion": cfg.model.fusion, "test_clips": len(stems), "test_fingerprint": _fingerprint(stems),
                          "noise_source": audio_noise.source, "frame_size": cfg.data.frame_size}
         for c in corruptions:

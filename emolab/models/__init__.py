@@ -6,14 +6,27 @@ checkpoint with :func:`load_seed_checkpoint`.
 """
 
 from emolab.models.audio import AudioCNN, AudioNet, AudioResNet18, SpecAugment, mel_frames_from_samples
-from emolab.models.fusion import FUSION_MODES, XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, FusionModel, FusionOutput, forward_batch
+from emolab.models.core import EmotionModel, FusionOutput, forward_batch
+from emolab.models.fusion import (
+    FUSION_MODES,
+    XATTN_ATTENTION,
+    XATTN_FUSE_ORDERS,
+    XATTN_HEADS,
+    ConcatFusion,
+    CrossAttentionFusion,
+    FusionModel,
+    GatedFusion,
+    LateFusion,
+)
 from emolab.models.layers import CrossAttentionBlock, ModalityDropout, ReLUDropout, lengths_to_mask, masked_mean
 from emolab.models.registry import (
     ModelConfig,
+    ModelSpec,
     available_models,
     build_model,
     build_model_from_config,
     count_parameters,
+    model_spec,
     register_model,
     resolve_model_name,
 )
@@ -38,11 +51,17 @@ __all__ = [
     "AudioCNN",
     "AudioNet",
     "AudioResNet18",
+    "ConcatFusion",
     "CrossAttentionBlock",
+    "CrossAttentionFusion",
+    "EmotionModel",
     "FusionModel",
     "FusionOutput",
+    "GatedFusion",
+    "LateFusion",
     "ModalityDropout",
     "ModelConfig",
+    "ModelSpec",
     "ReLUDropout",
     "SeedLayoutError",
     "SpecAugment",
@@ -62,6 +81,7 @@ __all__ = [
     "load_wavlm_backbone",
     "masked_mean",
     "mel_frames_from_samples",
+    "model_spec",
     "register_model",
     "resolve_model_name",
     "seed_build_kwargs",

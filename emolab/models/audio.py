@@ -14,13 +14,14 @@ adds only parameter-free identity shortcuts, so it has the same count).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchaudio.transforms import FrequencyMasking, TimeMasking
 
+from emolab.models.core import EmotionModel, FusionOutput
 from emolab.models.layers import ensure_nonempty, lengths_to_mask, masked_mean
 
 __all__ = [
@@ -278,7 +279,7 @@ class AudioResNet18(nn.Module):
         return self.fc(seq)
 
 
-class AudioNet(nn.Module):
+class AudioNet(EmotionModel):
     """Log-Mel emotion classifier: SpecAugment → encoder → ``Linear(128 → C)``.
 
     Args:
@@ -299,7 +300,7 @@ class AudioNet(nn.Module):
         sequence_dim: size of ``encode_sequence`` steps (128).
     """
 
-    input_modality = "audio"
+    inputs = ("audio",)
 
     def __init__(
         self,
@@ -394,9 +395,9 @@ class AudioNet(nn.Module):
             return self.encode(x, audio_length=audio_length).unsqueeze(1)
         return self.encoder.forward_sequence(self._prepare(x))
 
-    def forward(self, x: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
-        """Logits of shape ``(B, num_classes)`` for a log-Mel of shape ``(B, 1, n_mels, Tm)``."""
-        return self.head(self.encode(x, audio_length=audio_length))
+    def forward(self, x: Tensor, *, audio_length: Tensor | None = None) -> FusionOutput:
+        """Scores for a log-Mel of shape ``(B, 1, n_mels, Tm)``; ``logits`` of shape ``(B, num_classes)``."""
+        return FusionOutput.from_logits(self.head(self.encode(x, audio_length=audio_length)))
 
     def freeze_backbone(self) -> None:
         """Freeze the encoder; the head stays trainable."""
@@ -406,3 +407,7 @@ class AudioNet(nn.Module):
     def unfreeze_backbone(self) -> None:
         """Make every parameter trainable again."""
         self.requires_grad_(True)
+
+    def unfreeze_in_fusion(self, optim_cfg: Any) -> None:
+        """Stage 2 of two-stage fusion training: all of it trains iff ``optim_cfg.fusion_unfreeze_audio``."""
+        self.requires_grad_(bool(optim_cfg.fusion_unfreeze_audio))

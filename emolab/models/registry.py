@@ -1,4 +1,9 @@
-"""One registry for every ``--fusion`` value: ``build_model`` and ``ModelConfig``.
+"""One registry for every ``--fusion`` value: ``build_model``, ``ModelConfig`` and each model's metadata.
+
+Each name carries a :class:`ModelSpec`: the inputs its model reads and whether
+it has a fusion head. Code above the models (datasets built by the trainer,
+evaluation, robustness, prediction, the config checks) asks
+:func:`model_spec` instead of keeping its own list of names.
 
 Names: ``audio``, ``video``, ``late``, ``concat``, ``gated``, ``xattn``, and the
 aliases ``xattn_concat`` / ``xattn_gated`` (``xattn`` with that head; an alias
@@ -22,7 +27,7 @@ from torch import nn
 from transformers import WavLMConfig
 
 from emolab.models.audio import AudioNet
-from emolab.models.fusion import XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, FusionModel
+from emolab.models.fusion import XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, FusionModel, fusion_class
 from emolab.models.video import VIDEO_BACKBONES, VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
 from emolab.utils.settings import optional_bool, optional_float, setting
@@ -31,28 +36,61 @@ __all__ = [
     "LEGACY_MODEL_DEFAULTS",
     "ModelConfig",
     "ModelRegistry",
+    "ModelSpec",
     "available_models",
     "build_model",
     "build_model_from_config",
     "count_parameters",
+    "model_spec",
     "register_model",
     "resolve_model_name",
 ]
 
 Builder = Callable[["ModelConfig"], nn.Module]
+INPUTS: tuple[tuple[str, ...], ...] = (("audio",), ("video",), ("audio", "video"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the rest of emolab needs to know about a registered model without building it.
+
+    Attributes:
+        inputs: the batch tensors its ``forward`` reads: ``("audio",)``,
+            ``("video",)`` or ``("audio", "video")`` (datasets load only these).
+        fusion_head: it has trainable fusion parameters of its own besides the
+            two branches (two-stage training freezes the branches under them).
+    """
+
+    inputs: tuple[str, ...] = ("audio", "video")
+    fusion_head: bool = False
+
+    def __post_init__(self) -> None:
+        if tuple(self.inputs) not in INPUTS:
+            raise ValueError(f"ModelSpec: inputs must be one of {INPUTS}, got {self.inputs!r}")
+
+    def audio_kind(self, use_wavlm: bool) -> str | None:
+        """The audio input the model takes: ``"wave"`` (WavLM), ``"mel"``, or ``None`` when it reads no audio."""
+        if "audio" not in self.inputs:
+            return None
+        return "wave" if use_wavlm else "mel"
 
 
 class ModelRegistry:
-    """Names (and aliases with config overrides) mapped to builders; duplicates raise."""
+    """Names (and aliases with config overrides) mapped to builders and specs; duplicates raise."""
 
     def __init__(self) -> None:
         self._builders: dict[str, Builder] = {}
+        self._specs: dict[str, ModelSpec] = {}
         self._aliases: dict[str, tuple[str, dict[str, Any]]] = {}
 
-    def register(self, name: str, builder: Builder) -> None:
-        """Register ``builder`` under ``name``; raises ``ValueError`` if the name is taken."""
+    def register(self, name: str, builder: Builder, spec: ModelSpec | None = None) -> None:
+        """Register ``builder`` under ``name`` with its metadata (default: reads both inputs, no fusion head).
+
+        Raises ``ValueError`` if the name is taken.
+        """
         self._check_free(name)
         self._builders[name] = builder
+        self._specs[name] = spec or ModelSpec()
 
     def register_alias(self, alias: str, target: str, **overrides: Any) -> None:
         """Register ``alias`` for ``target`` with ``ModelConfig`` field overrides."""
@@ -81,18 +119,33 @@ class ModelRegistry:
     def builder(self, canonical: str) -> Builder:
         return self._builders[canonical]
 
+    def spec(self, name: str) -> ModelSpec:
+        """The :class:`ModelSpec` of a name or alias."""
+        return self._specs[self.resolve(name)[0]]
+
 
 MODEL_REGISTRY = ModelRegistry()
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering a ``builder(cfg: ModelConfig) -> nn.Module`` under ``name``."""
+def register_model(
+    name: str, *, inputs: tuple[str, ...] = ("audio", "video"), fusion_head: bool = False
+) -> Callable[[Builder], Builder]:
+    """Decorator registering a ``builder(cfg: ModelConfig) -> nn.Module`` under ``name``.
+
+    ``inputs`` and ``fusion_head`` are its :class:`ModelSpec` (they must
+    agree with the built model's ``inputs`` and ``has_fusion_head``).
+    """
 
     def deco(builder: Builder) -> Builder:
-        MODEL_REGISTRY.register(name, builder)
+        MODEL_REGISTRY.register(name, builder, ModelSpec(tuple(inputs), fusion_head))
         return builder
 
     return deco
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of a registered name or alias (``ValueError`` listing valid names otherwise)."""
+    return MODEL_REGISTRY.spec(name)
 
 
 def available_models() -> list[str]:
@@ -229,6 +282,16 @@ class ModelConfig:
         """The registered name ``fusion`` resolves to (``xattn_gated`` → ``xattn``)."""
         return MODEL_REGISTRY.resolve(self.fusion)[0]
 
+    @property
+    def spec(self) -> ModelSpec:
+        """The registry's metadata of ``fusion`` (inputs read, fusion head)."""
+        return MODEL_REGISTRY.spec(self.fusion)
+
+    @property
+    def audio_kind(self) -> str | None:
+        """``"wave"`` (WavLM), ``"mel"``, or ``None`` for a model that reads no audio."""
+        return self.spec.audio_kind(self.use_wavlm)
+
 
 #: Values of ModelConfig fields added after configs were first saved, as those models behaved: a saved
 #: config without the field gets this value, not today's default (xattn attended in parallel before
@@ -293,10 +356,11 @@ def _fusion_builder(mode: str) -> Builder:
     return build
 
 
-register_model("audio")(_build_audio_model)
-register_model("video")(_build_video_model)
+register_model("audio", inputs=AudioNet.inputs)(_build_audio_model)  # WavLMAudioEncoder.inputs too
+register_model("video", inputs=VideoNet.inputs)(_build_video_model)
 for _mode in ("late", "concat", "gated", "xattn"):
-    register_model(_mode)(_fusion_builder(_mode))
+    _family = fusion_class(_mode)
+    register_model(_mode, inputs=_family.inputs, fusion_head=_family.has_fusion_head)(_fusion_builder(_mode))
 MODEL_REGISTRY.register_alias("xattn_concat", "xattn", xattn_head="concat")
 MODEL_REGISTRY.register_alias("xattn_gated", "xattn", xattn_head="gated")
 
@@ -347,7 +411,8 @@ def build_model(
 
     Returns:
         ``AudioNet``/``WavLMAudioEncoder`` for ``audio``, ``VideoNet`` for
-        ``video``, ``FusionModel`` otherwise.
+        ``video``, the ``FusionModel`` family of the name otherwise (all
+        :class:`~emolab.models.core.EmotionModel` s).
 
     Raises:
         ValueError: unknown name (the message lists the valid ones) or

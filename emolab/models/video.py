@@ -29,6 +29,7 @@ import os
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,7 @@ from torchvision.models import (
 from torchvision.models.vision_transformer import interpolate_embeddings
 
 from emolab.models import layers
+from emolab.models.core import EmotionModel, FusionOutput
 from emolab.models.layers import masked_mean
 
 __all__ = ["VIDEO_BACKBONES", "VideoNet", "load_resnet18", "load_video_backbone", "video_blocks"]
@@ -147,7 +149,7 @@ def load_resnet18(pretrained: bool) -> nn.Module:
     return load_video_backbone("resnet18", pretrained)
 
 
-class VideoNet(nn.Module):
+class VideoNet(EmotionModel):
     """Per-frame backbone features, (masked) mean over time, ``Linear(D → C)``.
 
     Args:
@@ -163,7 +165,7 @@ class VideoNet(nn.Module):
         backbone_name: the ``backbone`` argument.
     """
 
-    input_modality = "video"
+    inputs = ("video",)
 
     def __init__(self, num_classes: int = 8, *, pretrained: bool = False, backbone: str = "resnet18") -> None:
         super().__init__()
@@ -210,9 +212,9 @@ class VideoNet(nn.Module):
         """
         return masked_mean(self.encode_sequence(video), video_valid)
 
-    def forward(self, video: Tensor, *, video_valid: Tensor | None = None) -> Tensor:
-        """Logits of shape ``(B, num_classes)`` for video of shape ``(B, T, 3, H, W)``."""
-        return self.head(self.encode(video, video_valid=video_valid))
+    def forward(self, video: Tensor, *, video_valid: Tensor | None = None) -> FusionOutput:
+        """Scores for video of shape ``(B, T, 3, H, W)``; ``logits`` of shape ``(B, num_classes)``."""
+        return FusionOutput.from_logits(self.head(self.encode(video, video_valid=video_valid)))
 
     def freeze_backbone(self) -> None:
         """Freeze the backbone; the head stays trainable."""
@@ -222,6 +224,10 @@ class VideoNet(nn.Module):
     def unfreeze_backbone(self) -> None:
         """Make every parameter trainable."""
         self.requires_grad_(True)
+
+    def unfreeze_in_fusion(self, optim_cfg: Any) -> None:
+        """Stage 2 of two-stage fusion training: the last ``optim_cfg.fusion_unfreeze_video_blocks`` blocks train."""
+        self.unfreeze_last_blocks(optim_cfg.fusion_unfreeze_video_blocks)
 
     def unfreeze_last_blocks(self, n: int) -> None:
         """Train only the last ``n`` backbone blocks (plus the head).

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from transformers import WavLMConfig, WavLMModel
 
 from emolab.models import layers
+from emolab.models.core import EmotionModel, FusionOutput, optim_group
 from emolab.models.layers import ensure_nonempty, lengths_to_mask, masked_mean
 
 __all__ = ["WavLMAudioEncoder", "load_wavlm_backbone"]
@@ -126,7 +127,7 @@ def load_wavlm_backbone(name_or_path: str | os.PathLike[str] = "microsoft/wavlm-
         raise RuntimeError(_offline_message(name, f"download failed ({err})")) from err
 
 
-class WavLMAudioEncoder(nn.Module):
+class WavLMAudioEncoder(EmotionModel):
     """WavLM backbone → (masked) mean over time → ``Linear(hidden→768)→ReLU→Dropout→Linear(768→C)``.
 
     Args:
@@ -153,7 +154,7 @@ class WavLMAudioEncoder(nn.Module):
             ``embedding="head"``). sequence_dim: ``config.hidden_size``.
     """
 
-    input_modality = "audio"
+    inputs = ("audio",)
 
     def __init__(
         self,
@@ -262,6 +263,22 @@ class WavLMAudioEncoder(nn.Module):
             groups[-1]["lr"] = head_lr
         return groups
 
+    def param_groups(self, stage: int, optim_cfg: Any) -> list[dict[str, Any]]:
+        """Stage 1: backbone frozen, ``head`` at ``lr``. Stage 2: the last ``wavlm_unfreeze_layers`` layers
+        as ``backbone`` at ``backbone_lr``, ``head`` at ``lr`` (SPEC §4: the backbone learns slower)."""
+        if stage == 1:
+            self.freeze_backbone()
+            return [optim_group("head", self.get_stage1_params(), optim_cfg.lr)]
+        self.unfreeze_backbone(optim_cfg.wavlm_unfreeze_layers)
+        return [
+            dict(g, lr=optim_cfg.backbone_lr if g["name"] == "backbone" else optim_cfg.lr)
+            for g in self.get_stage2_params(backbone_lr=optim_cfg.backbone_lr, head_lr=optim_cfg.lr)
+        ]
+
+    def unfreeze_in_fusion(self, optim_cfg: Any) -> None:
+        """Stage 2 of two-stage fusion training: the last ``fusion_unfreeze_wavlm_layers`` layers train (head too)."""
+        self.unfreeze_backbone(optim_cfg.fusion_unfreeze_wavlm_layers)
+
     # ----------------------------------------------------------------- lengths
     def frame_lengths(self, audio_length: Tensor) -> Tensor:
         """Backbone frames covering ``audio_length`` valid samples, shape ``(B,)``."""
@@ -349,14 +366,14 @@ class WavLMAudioEncoder(nn.Module):
         """:meth:`encode` from cached backbone outputs ``(B, Ta, hidden)`` (``audio_length``: the clip's samples)."""
         return self._embed(self._pool(self.sequence_features(hidden), audio_length))
 
-    def forward(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
-        """Logits of shape ``(B, num_classes)`` for a waveform of shape ``(B, 1, N)`` or ``(B, N)``."""
-        return self.head(self.pooled(wave, audio_length=audio_length))
+    def forward(self, wave: Tensor, *, audio_length: Tensor | None = None) -> FusionOutput:
+        """Scores for a waveform of shape ``(B, 1, N)`` or ``(B, N)``; ``logits`` of shape ``(B, num_classes)``."""
+        return FusionOutput.from_logits(self.head(self.pooled(wave, audio_length=audio_length)))
 
-    def forward_features(self, hidden: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
-        """Logits ``(B, num_classes)`` from cached backbone outputs ``(B, Ta, hidden)``, the backbone skipped.
+    def forward_features(self, hidden: Tensor, *, audio_length: Tensor | None = None) -> FusionOutput:
+        """Scores from cached backbone outputs ``(B, Ta, hidden)``, the backbone skipped.
 
         The same as :meth:`forward` on the waveform the features were computed
         from (up to their float16 storage); ``audio_length`` is in samples.
         """
-        return self.head(self._pool(self.sequence_features(hidden), audio_length))
+        return FusionOutput.from_logits(self.head(self._pool(self.sequence_features(hidden), audio_length)))

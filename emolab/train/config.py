@@ -41,12 +41,7 @@ from emolab.models.registry import LEGACY_MODEL_DEFAULTS, ModelConfig
 from emolab.models.video import video_blocks
 from emolab.utils.settings import Alias, neutral_fields, resumable_fields, setting
 
-__all__ = ["FUSION_WITH_HEAD", "NEUTRAL_FIELDS", "OptimConfig", "RESUMABLE_FIELDS", "TrainConfig", "UNIMODAL"]
-
-#: Canonical ``--fusion`` names of unimodal models.
-UNIMODAL: tuple[str, ...] = ("audio", "video")
-#: Canonical fusion modes that add trainable fusion parameters (``late`` adds none).
-FUSION_WITH_HEAD: tuple[str, ...] = ("concat", "gated", "xattn")
+__all__ = ["NEUTRAL_FIELDS", "OptimConfig", "RESUMABLE_FIELDS", "TrainConfig"]
 
 
 def _positive(name: str, value: float) -> None:
@@ -300,7 +295,7 @@ class TrainConfig:
                 "with --two_stage_training --fusion_unfreeze_wavlm_layers N"
             )
         if o.two_stage_training:
-            if fusion not in FUSION_WITH_HEAD:
+            if not self.model.spec.fusion_head:  # the registry's metadata (late adds no parameters)
                 raise ValueError(
                     f"two_stage_training needs a fusion model with a fusion head (concat, gated, xattn), "
                     f"got fusion {self.model.fusion!r}"
@@ -318,9 +313,9 @@ class TrainConfig:
                 f"{self.model.video_backbone!r} (blocks from the end, {n_blocks} = everything), "
                 f"got {o.fusion_unfreeze_video_blocks!r}"
             )
-        if self.video_ckpt and fusion == "audio":
+        if self.video_ckpt and "video" not in self.model.spec.inputs:
             raise ValueError("video_ckpt needs a model with a video branch (--fusion video or a fusion model)")
-        if self.audio_ckpt and fusion == "video":
+        if self.audio_ckpt and "audio" not in self.model.spec.inputs:
             raise ValueError("audio_ckpt needs a model with an audio branch (--fusion audio or a fusion model)")
 
     # ------------------------------------------------------------------ helpers

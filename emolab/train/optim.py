@@ -2,7 +2,8 @@
 
 A run is a list of :class:`Stage` s (:func:`plan_stages`). At the start of each
 stage :func:`configure_stage` sets which parameters train and returns the
-named optimiser groups with their learning rates:
+named optimiser groups with their learning rates, which the model provides
+(``param_groups(stage, optim_cfg)`` of :class:`~emolab.models.core.EmotionModel`):
 
 =============================  =======  ==========================================
 path                           stage    groups (name: LR)
@@ -32,9 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emolab.models.fusion import FusionModel
-from emolab.models.wavlm import WavLMAudioEncoder
-from emolab.train.config import OptimConfig, TrainConfig
+from emolab.models.core import optim_group, trainable_parameters
+from emolab.train.config import TrainConfig
 
 __all__ = [
     "LossFn",
@@ -96,14 +96,6 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
     return [Stage(1, "all trainable parameters", 0, cfg.epochs, cos)]
 
 
-def _group(name: str, params: list[nn.Parameter], lr: float) -> dict[str, Any]:
-    return {"name": name, "params": params, "lr": lr}
-
-
-def _trainable(module: nn.Module) -> list[nn.Parameter]:
-    return [p for p in module.parameters() if p.requires_grad]
-
-
 def frozen_batchnorm_to_eval(model: nn.Module) -> list[str]:
     """Put every BatchNorm layer whose parameters are all frozen in eval mode; call after ``model.train()``.
 
@@ -124,19 +116,9 @@ def frozen_batchnorm_to_eval(model: nn.Module) -> list[str]:
     return switched
 
 
-def _unfreeze_stage2(model: FusionModel, o: OptimConfig) -> None:
-    audio, video = model.audio_model, model.video_model
-    if isinstance(audio, WavLMAudioEncoder):
-        audio.unfreeze_backbone(o.fusion_unfreeze_wavlm_layers)  # head always trainable
-    elif o.fusion_unfreeze_audio:
-        audio.requires_grad_(True)
-    else:
-        audio.requires_grad_(False)
-    video.unfreeze_last_blocks(o.fusion_unfreeze_video_blocks)
-
-
 def configure_stage(model: nn.Module, cfg: TrainConfig, stage: Stage) -> list[dict[str, Any]]:
-    """Freeze/unfreeze ``model`` for ``stage`` and return its optimiser groups.
+    """Freeze/unfreeze ``model`` for ``stage`` and return its optimiser groups (the model decides: its
+    ``param_groups(stage.index, cfg.optim)``).
 
     Args:
         model: the (unwrapped) model ``build_model`` made for ``cfg``.
@@ -150,32 +132,11 @@ def configure_stage(model: nn.Module, cfg: TrainConfig, stage: Stage) -> list[di
     Raises:
         ValueError: nothing would train.
     """
-    o = cfg.optim
-    if isinstance(model, FusionModel) and o.two_stage_training:
-        if stage.index == 1:
-            model.freeze_encoders()
-            groups = [_group("fusion", model.parameter_groups()["fusion"], o.lr)]
-        else:
-            model.freeze_encoders()
-            _unfreeze_stage2(model, o)
-            parts = model.parameter_groups()
-            groups = [
-                _group("fusion", parts["fusion"], o.lr),
-                _group("audio", parts["audio"], o.audio_backbone_lr),
-                _group("video", parts["video"], o.video_backbone_lr),
-            ]
-    elif isinstance(model, WavLMAudioEncoder):
-        if stage.index == 1:
-            model.freeze_backbone()
-            groups = [_group("head", model.get_stage1_params(), o.lr)]
-        else:
-            model.unfreeze_backbone(o.wavlm_unfreeze_layers)
-            groups = [
-                dict(g, lr=o.backbone_lr if g["name"] == "backbone" else o.lr)
-                for g in model.get_stage2_params(backbone_lr=o.backbone_lr, head_lr=o.lr)
-            ]
-    else:
-        groups = [_group("all", _trainable(model), o.lr)]
+    param_groups = getattr(model, "param_groups", None)
+    if callable(param_groups):
+        groups = param_groups(stage.index, cfg.optim)
+    else:  # a model registered by a user that is no EmotionModel: everything trainable at lr
+        groups = [optim_group("all", trainable_parameters(model), cfg.optim.lr)]
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError(f"stage {stage.index} ({stage.name}): no trainable parameters")

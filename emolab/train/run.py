@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset, model_modalities
+from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset
 from emolab.data.loaders import loads_in_process, make_loader, warm_cache
 from emolab.data.ravdess import PairRecord, pair_corpus
 from emolab.data.splits import Split, make_split
@@ -149,7 +149,7 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
 
     dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
     cache = cfg.data.make_cache()
-    modalities = model_modalities(cfg.model.fusion)
+    modalities = cfg.model.spec.inputs  # the registry's metadata: what the model reads
 
     def make(name: str, recs: list[PairRecord]) -> Any:
         return dataset_cls(

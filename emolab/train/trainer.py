@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from emolab.data.features import BatchFeaturizer
 from emolab.data.ravdess import class_names
-from emolab.models.fusion import FusionModel, forward_batch
+from emolab.models.core import CACHED_AUDIO_KEY, INPUT_KEYS, forward_batch
 from emolab.models.wavlm import WavLMAudioEncoder
 from emolab.train.checkpoint import RunPaths, capture_rng_state, load_checkpoint, restore_rng_state
 from emolab.train.config import TrainConfig
@@ -53,13 +53,6 @@ from emolab.train.optim import (
 )
 
 __all__ = ["Callback", "EmotionTrainer"]
-
-_INPUT_KEYS = {  # audio_features: cached WavLM outputs standing in for the audio (emolab.train.feature_cache)
-    "audio": ("audio", "audio_features", "audio_length"),
-    "video": ("video", "video_valid"),
-    "audiovisual": ("audio", "audio_features", "audio_length", "video", "video_valid"),
-}
-
 
 def _featurizer_for(loaders: Mapping[str, DataLoader], *, channels_last: bool) -> BatchFeaturizer | None:
     """The featuriser of raw datasets (from the training set, which holds the noise source), else None."""
@@ -113,11 +106,10 @@ class _BatchForward(nn.Module):
 
 def _needs_find_unused(model: nn.Module) -> bool:
     """Whether some trainable parameter may get no gradient in a step (DDP ``find_unused_parameters``)."""
-    if isinstance(model, FusionModel):
-        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        if trainable & model.unused_parameter_names():
-            return True
-        model = model.audio_model
+    unused = getattr(model, "unused_parameter_names", None)
+    if callable(unused) and {n for n, p in model.named_parameters() if p.requires_grad} & unused():
+        return True
+    model = getattr(model, "audio_model", model)
     # WavLM's layerdrop skips whole layers at random in training
     return isinstance(model, WavLMAudioEncoder) and not model.backbone_frozen
 
@@ -168,14 +160,17 @@ class EmotionTrainer:
         self.callbacks = [cb for cb in callbacks if self.dist.is_main or not cb.rank_zero_only]
         self.loss_fn = make_loss(cfg.canonical_fusion, cfg.optim.label_smoothing)
         self.stages = plan_stages(cfg)
-        self.modality = getattr(model, "input_modality", "audiovisual")
+        #: the batch keys the model reads (its declared ``inputs`` and their companions)
+        inputs = getattr(model, "inputs", ("audio", "video"))
+        self.input_keys = tuple(k for name in inputs for k in INPUT_KEYS[name]) + (
+            (CACHED_AUDIO_KEY,) if "audio" in inputs else ())  # a frozen-WavLM stage's cached outputs
         use_amp = cfg.amp and self.device.type == "cuda"
         self.amp_dtype: torch.dtype | None = None
         if use_amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.featurizer = _featurizer_for(self.loaders, channels_last=self.device.type == "cuda")
-        if self.device.type == "cuda" and self.modality != "audio":
+        if self.device.type == "cuda" and "video" in self.input_keys:
             self.model.to(memory_format=torch.channels_last)  # the ResNets read channels-last frames faster
         core: nn.Module = _BatchForward(self.model)
         self._core = torch.compile(core) if cfg.compile else core
@@ -211,7 +206,7 @@ class EmotionTrainer:
             batch = self.featurizer(batch, self.device)
         inputs = {
             k: batch[k].to(self.device, non_blocking=True)
-            for k in _INPUT_KEYS[self.modality]
+            for k in self.input_keys
             if k in batch
         }
         return inputs, batch["label"].to(self.device, non_blocking=True)
