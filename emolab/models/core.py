@@ -147,7 +147,7 @@ def forward_batch(
     returns bare logits gets them wrapped in a :class:`FusionOutput`.
     """
     inputs = tuple(getattr(model, "inputs", ()))
-    features = batch.get(CACHED_AUDIO_KEY)
+    features = batch.get(CACHED_AUDIO_KEY) if "audio" in inputs else None
     if inputs == ("audio", "video"):
         out = model(
             batch["video"],
