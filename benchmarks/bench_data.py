@@ -9,9 +9,7 @@ Measures clips/s from MP4 + WAV files to a ready batch of video
   the cache (face crop included; the audio read and resampled once, int16);
 * emolab warm: later epochs, served from the cache: workers ship uint8 frames
   and int16 audio, the batch is featurised in the main process (log-Mel,
-  normalisation), as the trainer does;
-* emolab warm, plain: the same cache, float tensors made in the workers
-  (``dataset[i]``).
+  normalisation), as the trainer does.
 
 The naive pipeline reads the WAV, resamples and computes the log-Mel every epoch. The clips are
 generated at RAVDESS's resolution (1280x720, 30 fps, 3.5 s, H.264) unless
@@ -79,7 +77,6 @@ def main(argv=None) -> int:
         ("naive (OpenCV, decode every epoch)", res["naive_clips_per_s"]),
         ("emolab cold (first epoch, fills cache)", res["cold_clips_per_s"]),
         ("emolab warm (cached)", res["warm_clips_per_s"]),
-        ("emolab warm, plain (floats made in workers)", res["warm_plain_clips_per_s"]),
     ]
     m = res["machine"]
     print(f"\n{res['clips']} clips {res['clip']['size']} {res['clip']['seconds']} s @ {res['clip']['fps']} fps, "

@@ -127,7 +127,7 @@ def make_clips(out: Path, n: int, size: tuple[int, int], seconds: float, fps: fl
 
 
 def time_epoch(loader: DataLoader, featurize: Any = None) -> tuple[float, int]:
-    """Seconds and clips of one pass over ``loader`` to ready batches (featurised when raw), checking the shapes."""
+    """Seconds and clips of one pass over ``loader`` to ready batches (featurised when given), checking the shapes."""
     t0 = time.perf_counter()
     n = 0
     for batch in loader:
@@ -138,15 +138,15 @@ def time_epoch(loader: DataLoader, featurize: Any = None) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def emolab_loader(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, workers: int,
-                  raw: bool = True) -> tuple[Any, DataLoader, Any]:
-    """The dataset, loader and featuriser of emolab's data path (raw: the trainer's; else the plain one)."""
+def emolab_loader(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int,
+                  workers: int) -> tuple[Any, DataLoader, Any]:
+    """The dataset, loader and featuriser of emolab's data path (the trainer's)."""
     from emolab.data import DataConfig, RavdessMelDataset, make_loader
     from emolab.data.features import BatchFeaturizer
 
-    ds = RavdessMelDataset(pairs, config=DataConfig(cache_dir=str(cache_dir)), raw=raw)
+    ds = RavdessMelDataset(pairs, config=DataConfig(cache_dir=str(cache_dir)))
     loader = make_loader(ds, batch_size, num_workers=workers, shuffle=True)
-    return ds, loader, BatchFeaturizer.for_dataset(ds, channels_last=False) if raw else None
+    return ds, loader, BatchFeaturizer.for_dataset(ds, channels_last=False)
 
 
 def measure_data(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, workers: int,
@@ -155,9 +155,8 @@ def measure_data(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, work
 
     emolab's figures use the trainer's path: workers read ``uint8`` frames and
     ``int16`` audio, the batch is featurised in this process (log-Mel,
-    normalisation). ``warm_plain_clips_per_s`` is the plain path (float tensors
-    made in the workers, what ``dataset[i]`` gives) over the same cache. Warm
-    epochs serve the cached clips repeated to at least 256 per epoch.
+    normalisation). Warm epochs serve the cached clips repeated to at least 256
+    per epoch.
     """
     import numpy as np
     from torch.utils.data import DataLoader
@@ -174,16 +173,15 @@ def measure_data(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, work
     # cost of starting an epoch; they run over the cached clips repeated to >= 256 per epoch.
     served = [pairs[i % len(pairs)] for i in range(max(len(pairs), 256))]
     res["warm_epoch_clips"] = len(served)
-    for raw, key in ((True, "warm_clips_per_s"), (False, "warm_plain_clips_per_s")):
-        warm_ds, warm, feat = emolab_loader(served, cache_dir, batch_size=batch_size, workers=workers, raw=raw)
-        time_epoch(warm, feat)  # worker start-up and their memory caches: not timed
-        rates = []
-        for epoch in range(1, max(1, warm_epochs) + 1):
-            warm_ds.set_epoch(epoch)
-            t, n = time_epoch(warm, feat)
-            rates.append(n / t)
-        res[key] = float(np.median(rates))
-        del warm
+    warm_ds, warm, feat = emolab_loader(served, cache_dir, batch_size=batch_size, workers=workers)
+    time_epoch(warm, feat)  # worker start-up and their memory caches: not timed
+    rates = []
+    for epoch in range(1, max(1, warm_epochs) + 1):
+        warm_ds.set_epoch(epoch)
+        t, n = time_epoch(warm, feat)
+        rates.append(n / t)
+    res["warm_clips_per_s"] = float(np.median(rates))
+    del warm
     res["cache_bytes"] = ds.cache.disk_bytes(None)
     res["cache_frame_bytes"] = ds.cache.disk_bytes("frames")
     res["cache_audio_bytes"] = ds.cache.disk_bytes("audio")
@@ -331,7 +329,7 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
         # uint8/int16 batches featurised on the device, only the modalities the model reads).
         need = (steps + 2) * cfg.batch_size
         served = [pairs[i % len(pairs)] for i in range(need)]
-        ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True, raw=True,
+        ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True,
                                modalities=model_modalities(mode), audio_noise=AudioNoise(None))
         featurize = BatchFeaturizer.for_dataset(ds, channels_last=device.type == "cuda")
         loader = make_loader(ds, cfg.batch_size, num_workers=cfg.workers, shuffle=True, drop_last=True)
@@ -478,9 +476,6 @@ def format_table(res: dict[str, Any]) -> str:
                       ("emolab cold (first epoch, fills cache)", "cold_clips_per_s"),
                       ("emolab warm (cached)", "warm_clips_per_s")):
         lines.append(f"{name:<42}{d[key]:>10.2f}{d[key] / d['naive_clips_per_s']:>10.1f}")
-    if "warm_plain_clips_per_s" in d:
-        name = "emolab warm, plain (floats made in workers)"
-        lines.append(f"{name:<42}{d['warm_plain_clips_per_s']:>10.2f}{d['warm_plain_clips_per_s'] / d['naive_clips_per_s']:>10.1f}")
     lines.append(f"cache: {d['cache_bytes_per_clip'] / 1024:.0f} KiB per clip "
                  f"(8x3x112x112 frames = {FRAME_BYTES / 1024:.0f} KiB, 3 s of int16 audio = 94 KiB)")
     cuda = any("cuda_max_allocated_mb" in r for r in res["train"].values())

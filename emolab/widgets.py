@@ -41,7 +41,9 @@ import soundfile as sf
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from emolab.data.audio import SAMPLE_RATE, AudioNoise, load_audio, log_mel, measure_snr
+from emolab.data.audio import SAMPLE_RATE, load_audio, log_mel
+
+from emolab.data.noise import AudioNoise, measure_snr
 from emolab.data.ravdess import PairRecord
 from emolab.data.video import (
     ClipFrames,

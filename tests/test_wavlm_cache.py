@@ -17,7 +17,7 @@ import torch
 from transformers import WavLMModel
 
 from emolab.data import DataConfig, RavdessWavLMDataset, make_loader, pair_corpus
-from emolab.data.audio import AudioNoise, AudioNoiseParams
+from emolab.data.noise import AudioNoise, AudioNoiseParams
 from emolab.data.cache import AudioSettings
 from emolab.data.feature_cache import (
     FeatureStore,
@@ -61,7 +61,7 @@ def _data(cache_dir, **kw) -> DataConfig:
 
 
 def _dataset(pairs, cache_dir, *, augment=False, noise=None, modalities=("audio",), seed=0) -> RavdessWavLMDataset:
-    return RavdessWavLMDataset(pairs, augment=augment, audio_noise=noise, config=_data(cache_dir), raw=True,
+    return RavdessWavLMDataset(pairs, augment=augment, audio_noise=noise, config=_data(cache_dir),
                                modalities=modalities, seed=seed)
 
 
@@ -306,7 +306,7 @@ def test_feature_switch_state_and_missing_entry(pairs, tmp_path) -> None:
 
 
 def test_memory_only_cache_runs_the_backbone(pairs, tmp_path, capsys) -> None:
-    ds = RavdessWavLMDataset(pairs[:2], config=_data(""), raw=True, modalities=("audio",))
+    ds = RavdessWavLMDataset(pairs[:2], config=_data(""), modalities=("audio",))
     torch.manual_seed(0)
     model = build_model("audio", use_wavlm=True, wavlm_config=tiny_config())
     trainer = _trainer(model, _cfg("audio", ""), {"val": make_loader(ds, 2, num_workers=0)}, tmp_path)

@@ -11,13 +11,13 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "AudioNoise": "audio",
-    "AudioNoiseConfig": "audio",
+    "AudioNoise": "noise",
+    "AudioNoiseConfig": "noise",
     "AudioReadError": "audio",
     "load_audio": "audio",
-    "load_noise": "audio",
+    "load_noise": "noise",
     "log_mel": "audio",
-    "mix_at_snr": "audio",
+    "mix_at_snr": "noise",
     "DataConfig": "datasets",
     "RavdessAVDataset": "datasets",
     "RavdessMelDataset": "datasets",

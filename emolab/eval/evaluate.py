@@ -123,7 +123,7 @@ def evaluate_run(
     if not pairs:
         raise EvaluateError(f"the {split} split of {cfg.data_root} is empty ({description})")
     dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
-    ds = dataset_cls(pairs, augment=False, config=cfg.data, data_root=cfg.data_root, raw=True,
+    ds = dataset_cls(pairs, augment=False, config=cfg.data, data_root=cfg.data_root,
                      modalities=model_modalities(cfg.model.fusion))
     res = infer(model, ds, device=device, batch_size=batch_size)
     names = list(class_names(cfg.data.num_classes))

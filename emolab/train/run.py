@@ -156,7 +156,6 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
             cache=cache,
             data_root=cfg.data_root,
             seed=cfg.seed,
-            raw=True,
             modalities=modalities,
         )
 
