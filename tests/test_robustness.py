@@ -16,7 +16,8 @@ from emolab.data.audio import log_mel
 from emolab.data.noise import AudioNoise, measure_snr
 from emolab.data.datasets import resolve_noise_path
 from emolab.data.features import BatchFeaturizer
-from emolab.data.video import IMAGENET_MEAN, denormalize, gaussian_blur, normalize
+from emolab.data.augment import gaussian_blur
+from emolab.data.video import IMAGENET_MEAN, denormalize, normalize
 from emolab.viz import robustness_curves
 
 VIDEO_FAMILIES = ("blur", "darkness", "occlusion")

@@ -30,11 +30,11 @@ import torch
 from torch.utils.data import Dataset
 
 from emolab.data.audio import RESAMPLERS, AudioReadError, load_audio, soxr_available
-from emolab.data.augment import flat_draws
+from emolab.data.augment import VideoAugment, flat_draws
 
 from emolab.data.noise import AudioNoise
 from emolab.data.cache import AudioSettings, ClipAudio, FrameCache, FrameSettings, default_cache_dir
-from emolab.data.faces import FACE_DETECTORS, make_face_detector
+from emolab.data.faces import FACE_DETECTORS, FaceDetector, make_face_detector
 from emolab.data.feature_cache import (
     CachedFeatures,
     FeatureStore,
@@ -44,13 +44,7 @@ from emolab.data.feature_cache import (
     noise_tag,
 )
 from emolab.data.ravdess import PairRecord, Problem
-from emolab.data.video import (
-    ClipFrames,
-    FaceDetector,
-    VideoAugment,
-    VideoReadError,
-    preprocess_clip,
-)
+from emolab.data.video import ClipFrames, VideoReadError, preprocess_clip
 
 log = logging.getLogger(__name__)
 
