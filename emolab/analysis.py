@@ -46,7 +46,8 @@ from emolab.data.datasets import (
 from emolab.data.features import BatchFeaturizer, Condition
 from emolab.data.loaders import collate_skip_failed, make_loader
 from emolab.data.noise import AudioNoise
-from emolab.data.ravdess import class_names, pair_corpus
+from emolab.data.pairing import pair_corpus
+from emolab.data.ravdess import class_names
 from emolab.data.splits import SplitConfig, make_split
 from emolab.data.video import probe_video
 from emolab.models.fusion import forward_batch

@@ -13,7 +13,7 @@ from PIL import Image
 from emolab.data import DataConfig, RavdessMelDataset
 from emolab.data.cache import CACHE_VERSION, FrameSettings
 from emolab.data.faces import FACE_DETECTORS, FaceDetector, MTCNNFaceDetector, make_face_detector
-from emolab.data.ravdess import pair_corpus
+from emolab.data.pairing import pair_corpus
 from emolab.train.cli import build_parser, config_from_args
 
 pytest.importorskip("facenet_pytorch")

@@ -1,4 +1,4 @@
-"""RAVDESS data layer: names, pairing, labels, splits, tensors, datasets, demo corpus.
+"""RAVDESS data layer: names, pairing, labels, splits, media I/O, augmentation, datasets, featurisation, demo corpus.
 
 Names are imported lazily (PEP 562): ``import emolab.data`` is cheap, and a
 process that only needs the name parser or the demo generator (e.g. a demo
@@ -32,13 +32,13 @@ _EXPORTS: dict[str, str] = {
     "Condition": "features",
     "EMOTIONS": "ravdess",
     "PairRecord": "ravdess",
-    "PairingReport": "ravdess",
-    "PairingResult": "ravdess",
+    "PairingReport": "pairing",
+    "PairingResult": "pairing",
     "RavdessName": "ravdess",
     "RavdessNameError": "ravdess",
     "class_names": "ravdess",
     "label_of": "ravdess",
-    "pair_corpus": "ravdess",
+    "pair_corpus": "pairing",
     "parse_name": "ravdess",
     "PROTOCOLS": "splits",
     "SpeakerLeakageWarning": "splits",

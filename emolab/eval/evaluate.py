@@ -58,7 +58,7 @@ class EvalResult:
 
 
 def _pairs(cfg: Any, split: str, protocol: str | None, fold: int | None) -> tuple[list, str]:
-    from emolab.data.ravdess import pair_corpus
+    from emolab.data.pairing import pair_corpus
     from emolab.data.splits import SplitConfig, fold_actors, make_split
 
     try:
