@@ -17,6 +17,7 @@ import torch
 from transformers import WavLMModel
 
 from emolab.data import DataConfig, RavdessWavLMDataset, make_loader, pair_corpus
+from emolab.data.augment import split_draws
 from emolab.data.noise import AudioNoise, AudioNoiseParams
 from emolab.data.cache import AudioSettings
 from emolab.data.feature_cache import (
@@ -276,10 +277,12 @@ def test_noisy_variants_differ_from_clean_and_are_deterministic(pairs, noise, ca
         twin.set_epoch(epoch)
         for i in range(4):
             served, plain = train[i], twin[i]
-            assert "audio_i16" not in served and "audio_aug" not in served
-            for k, v in plain["video_aug"].items():
-                assert torch.equal(served["video_aug"][k], v)
-            a = plain["audio_aug"]
+            assert "audio_i16" not in served
+            video_s, audio_s = split_draws(served["aug_f"][None], served["aug_i"][None])
+            video_p, a = split_draws(plain["aug_f"][None], plain["aug_i"][None])
+            for k, v in video_p.items():
+                assert torch.equal(video_s[k], v)
+            assert torch.isnan(audio_s["snr_db"]).all() and not audio_s["start"].any()  # the noise is in the variant
             snr = None if torch.isnan(a["snr_db"]) else float(a["snr_db"])
             v = choose_variant(AudioNoiseParams(snr, int(a["start"]), int(a["seed"])), 2)
             chosen.add(v)
