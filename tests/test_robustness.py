@@ -13,10 +13,10 @@ from emolab import analysis
 from emolab import robustness as R
 from emolab.cli import main
 from emolab.data.audio import log_mel
-from emolab.data.noise import AudioNoise, measure_snr
+from emolab.data.augment import gaussian_blur
 from emolab.data.datasets import resolve_noise_path
 from emolab.data.features import BatchFeaturizer
-from emolab.data.augment import gaussian_blur
+from emolab.data.noise import AudioNoise, measure_snr
 from emolab.data.video import IMAGENET_MEAN, denormalize, normalize
 from emolab.viz import robustness_curves
 

@@ -18,7 +18,6 @@ from transformers import WavLMModel
 
 from emolab.data import DataConfig, RavdessWavLMDataset, make_loader, pair_corpus
 from emolab.data.augment import split_draws
-from emolab.data.noise import AudioNoise, AudioNoiseParams
 from emolab.data.cache import AudioSettings
 from emolab.data.feature_cache import (
     FeatureStore,
@@ -28,6 +27,7 @@ from emolab.data.feature_cache import (
     noise_tag,
     variant_params,
 )
+from emolab.data.noise import AudioNoise, AudioNoiseParams
 from emolab.models import WavLMAudioEncoder, build_model, forward_batch
 from emolab.models.registry import ModelConfig
 from emolab.train import EmotionTrainer, OptimConfig, RunPaths, TrainConfig, run_training

@@ -31,8 +31,6 @@ from torch.utils.data import Dataset
 
 from emolab.data.audio import RESAMPLERS, AudioReadError, load_audio, soxr_available
 from emolab.data.augment import VideoAugment, flat_draws
-
-from emolab.data.noise import AudioNoise
 from emolab.data.cache import AudioSettings, ClipAudio, FrameCache, FrameSettings, default_cache_dir
 from emolab.data.faces import FACE_DETECTORS, FaceDetector, make_face_detector
 from emolab.data.feature_cache import (
@@ -43,6 +41,7 @@ from emolab.data.feature_cache import (
     clip_identity,
     noise_tag,
 )
+from emolab.data.noise import AudioNoise
 from emolab.data.ravdess import PairRecord, Problem
 from emolab.data.video import ClipFrames, VideoReadError, preprocess_clip
 

@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from emolab.data.noise import GAUSSIAN_NOISE_SAMPLES, AudioNoise, AudioNoiseParams
 from emolab.data.cache import AudioSettings
+from emolab.data.noise import GAUSSIAN_NOISE_SAMPLES, AudioNoise, AudioNoiseParams
 from emolab.fileio import atomic_write, atomic_write_json, mark_used
 
 __all__ = [
