@@ -113,13 +113,18 @@ def test_noisy_dataset_mixes_at_the_snr(trained):
     _, cfg, _, _, _ = trained
     from emolab.data import AudioNoise, resolve_noise_path
 
+    from emolab.data.features import BatchFeaturizer
+
     base = analysis.test_dataset(cfg, max_items=2)
     noise = AudioNoise(resolve_noise_path(cfg.data_root), sample_rate=cfg.data.sample_rate)
-    clean = analysis.NoisyAtSNR(base, noise, None)[0]
-    noisy = analysis.NoisyAtSNR(base, noise, 0.0, seed=1)[0]
-    assert torch.equal(clean["audio"], base[0]["audio"]) and torch.equal(clean["video"], noisy["video"])
+    featurize = BatchFeaturizer.for_dataset(base, audio_noise=noise)
+    assert analysis.noise_condition(None) is None
+    clean = featurize.with_condition(analysis.noise_condition(None)).item(base[0])
+    noisy = featurize.with_condition(analysis.noise_condition(0.0, seed=1)).item(base[0])
+    assert torch.equal(clean["audio"], featurize.item(base[0])["audio"]) and torch.equal(clean["video"], noisy["video"])
     assert noisy["audio"].shape == clean["audio"].shape and not torch.equal(noisy["audio"], clean["audio"])
-    assert torch.equal(noisy["audio"], analysis.NoisyAtSNR(base, noise, 0.0, seed=1)[0]["audio"])
+    again = featurize.with_condition(analysis.noise_condition(0.0, seed=1)).item(base[0])
+    assert torch.equal(noisy["audio"], again["audio"])
 
 
 def test_collect_gates_needs_a_gate(trained):

@@ -34,7 +34,7 @@ def test_bench_json_structure(tmp_path: Path, capsys) -> None:
     for key in ("cpu", "cores", "gpu", "torch"):
         assert key in written["machine"]
     data = written["data"]
-    for key in ("naive_clips_per_s", "cold_clips_per_s", "warm_clips_per_s", "warm_plain_clips_per_s",
+    for key in ("naive_clips_per_s", "cold_clips_per_s", "warm_clips_per_s",
                 "cache_bytes_per_clip", "cache_frame_bytes", "cache_audio_bytes"):
         assert _positive(data[key]), key
     assert data["cache_bytes"] == data["cache_frame_bytes"] + data["cache_audio_bytes"]

@@ -17,7 +17,8 @@ from emolab.data import (
     resolve_num_workers,
     warm_cache,
 )
-from emolab.data.audio import AudioNoise
+from emolab.data.features import BatchFeaturizer
+from emolab.data.noise import AudioNoise
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,13 @@ def pairs(demo_root):
 
 def test_mel_item_shapes_and_meta(pairs, cache_dir):
     d = RavdessMelDataset(pairs[:3])
-    item = d[1]
+    raw = d[1]
+    assert raw["video_u8"].shape == (8, 112, 112, 3) and raw["video_u8"].dtype == torch.uint8
+    assert raw["audio_i16"].shape == (1, 48000) and raw["audio_i16"].dtype == torch.int16
+    assert raw["aug_f"].shape == (3,) and raw["aug_i"].shape == (4,)  # no-op draws: the dataset does not augment
+    assert raw["aug_f"][:2].eq(0).all() and raw["aug_f"][2].isnan() and raw["aug_i"].eq(0).all()
+    assert "video" not in raw and "audio" not in raw
+    item = BatchFeaturizer.for_dataset(d).item(raw)
     assert item["video"].shape == (8, 3, 112, 112) and item["video"].dtype == torch.float32
     assert item["audio"].shape == (1, 64, 301) and torch.isfinite(item["audio"]).all()
     assert item["label"] == pairs[1].emotion - 1
@@ -40,7 +47,7 @@ def test_mel_item_shapes_and_meta(pairs, cache_dir):
 
 def test_wave_dataset_and_four_classes(pairs, cache_dir):
     d = RavdessWavLMDataset(pairs[:2], config=DataConfig(num_classes=4, num_frames=4, frame_size=64))
-    item = d[0]
+    item = BatchFeaturizer.for_dataset(d).item(d[0])
     assert item["audio"].shape == (1, 48000)
     assert item["video"].shape == (4, 3, 64, 64)
     assert item["label"] == pairs[0].label(4)
@@ -50,8 +57,11 @@ def test_wave_dataset_and_four_classes(pairs, cache_dir):
 
 
 def test_loader_batches(pairs, cache_dir):
-    loader = make_loader(RavdessMelDataset(pairs[:6]), batch_size=4, num_workers=0)
-    batch = next(iter(loader))
+    d = RavdessMelDataset(pairs[:6])
+    loader = make_loader(d, batch_size=4, num_workers=0)
+    raw = next(iter(loader))
+    assert raw["video_u8"].shape == (4, 8, 112, 112, 3) and raw["aug_f"].shape == (4, 3)
+    batch = BatchFeaturizer.for_dataset(d)(raw)
     assert batch["video"].shape == (4, 8, 3, 112, 112)
     assert batch["audio"].shape == (4, 1, 64, 301)
     assert batch["audio_length"].shape == (4,) and batch["video_valid"].shape == (4, 8)
@@ -76,14 +86,15 @@ def test_frames_decoded_once(pairs, cache_dir, monkeypatch):
 
 def test_augmentation_is_seeded_per_epoch_and_sample(pairs, cache_dir):
     d = RavdessMelDataset(pairs[:2], augment=True, seed=3)
-    a = d[0]
-    b = d[0]
+    feat = BatchFeaturizer.for_dataset(d)
+    a = feat.item(d[0])
+    b = feat.item(d[0])
     torch.testing.assert_close(a["video"], b["video"])
     torch.testing.assert_close(a["audio"], b["audio"])
     d.set_epoch(1)
-    c = d[0]
+    c = feat.item(d[0])
     assert not (torch.equal(a["video"], c["video"]) and torch.equal(a["audio"], c["audio"]))
-    clean = RavdessMelDataset(pairs[:2], augment=False)[0]
+    clean = feat.item(RavdessMelDataset(pairs[:2], augment=False)[0])
     d.set_epoch(0)
     assert d.epoch == 0 and d.rng(0).integers(1 << 30) == np.random.default_rng([3, 0, 0]).integers(1 << 30)
     assert clean["video"].shape == a["video"].shape
@@ -93,8 +104,9 @@ def test_augmentation_is_seeded_per_epoch_and_sample(pairs, cache_dir):
 def test_workers_give_the_same_batches(pairs, cache_dir):
     d = RavdessMelDataset(pairs[:8], augment=True, seed=5)
     d.set_epoch(2)
-    serial = list(make_loader(d, batch_size=4, num_workers=0))
-    parallel = list(make_loader(d, batch_size=4, num_workers=2))
+    feat = BatchFeaturizer.for_dataset(d)
+    serial = [feat(b) for b in make_loader(d, batch_size=4, num_workers=0)]
+    parallel = [feat(b) for b in make_loader(d, batch_size=4, num_workers=2)]
     for s, p in zip(serial, parallel):
         torch.testing.assert_close(s["video"], p["video"])
         torch.testing.assert_close(s["audio"], p["audio"])
@@ -111,7 +123,7 @@ def test_bad_clip_is_skipped_and_reported(pairs, cache_dir, tmp_path, caplog):
     d = RavdessMelDataset(recs)
     with caplog.at_level(logging.WARNING, logger="emolab.data.datasets"):
         batch = next(iter(make_loader(d, batch_size=4, num_workers=0)))
-    assert batch["video"].shape[0] == 2 and batch["num_skipped"] == 2
+    assert batch["video_u8"].shape[0] == 2 and batch["num_skipped"] == 2
     assert {f.path for f in d.failures} == {str(bad_video), str(bad_audio)}
     assert str(bad_video.name) in caplog.text or str(bad_video) in caplog.text
     report = warm_cache(RavdessMelDataset(recs), num_workers=0, progress=False)
@@ -173,13 +185,12 @@ def test_num_workers_policy(monkeypatch):
 def test_auto_workers_load_audio_only_log_mel_in_process(pairs, cache_dir):
     from emolab.data.loaders import loads_in_process
 
-    audio = RavdessMelDataset(pairs[:2], raw=True, modalities=("audio",))
+    audio = RavdessMelDataset(pairs[:2], modalities=("audio",))
     assert loads_in_process(audio) and resolve_num_workers(-1, dataset=audio) == 0
     assert make_loader(audio, 2).num_workers == 0 and make_loader(audio, 2, num_workers=2).num_workers == 2
     auto = resolve_num_workers(-1)
-    for other in (RavdessMelDataset(pairs[:2], raw=True),  # reads frames too
-                  RavdessMelDataset(pairs[:2], modalities=("audio",)),  # plain: log-Mel made in the workers
-                  RavdessWavLMDataset(pairs[:2], raw=True, modalities=("audio",))):  # waves / WavLM features
+    for other in (RavdessMelDataset(pairs[:2]),  # reads frames too
+                  RavdessWavLMDataset(pairs[:2], modalities=("audio",))):  # waves / WavLM features
         assert not loads_in_process(other) and resolve_num_workers(-1, dataset=other) == auto
 
 

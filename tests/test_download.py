@@ -133,7 +133,7 @@ def run(out: Path, mirror: Mirror, *extra: str) -> int:
 
 
 def pairs(out: Path) -> int:
-    from emolab.data.ravdess import pair_corpus
+    from emolab.data.pairing import pair_corpus
 
     return len(pair_corpus(out, check="header").pairs)  # opens every file: real media only
 

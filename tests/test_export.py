@@ -13,6 +13,7 @@ import torch
 
 from emolab.eval import analysis
 from emolab.cli.main import main
+from emolab.data.features import BatchFeaturizer
 from emolab.data.loaders import make_loader
 from emolab.eval import export as E
 from emolab.eval.onnx_runtime import OnnxModel, is_export_dir
@@ -42,7 +43,9 @@ def gated_export(runs, tmp_path_factory):
 
 
 def _test_batch(cfg, n: int) -> dict:
-    return next(iter(make_loader(analysis.test_dataset(cfg, max_items=n), n, num_workers=0, pin_memory=False)))
+    ds = analysis.test_dataset(cfg, max_items=n)
+    raw = next(iter(make_loader(ds, n, num_workers=0, pin_memory=False)))
+    return BatchFeaturizer.for_dataset(ds, channels_last=False)(raw)
 
 
 def test_gated_export_matches_pytorch(runs, gated_export):

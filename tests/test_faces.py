@@ -12,9 +12,8 @@ from PIL import Image
 
 from emolab.data import DataConfig, RavdessMelDataset
 from emolab.data.cache import CACHE_VERSION, FrameSettings
-from emolab.data.faces import FACE_DETECTORS, MTCNNFaceDetector, make_face_detector
-from emolab.data.ravdess import pair_corpus
-from emolab.data.video import FaceDetector
+from emolab.data.faces import FACE_DETECTORS, FaceDetector, MTCNNFaceDetector, make_face_detector
+from emolab.data.pairing import pair_corpus
 from emolab.train.cli import build_parser, config_from_args
 
 pytest.importorskip("facenet_pytorch")
@@ -87,7 +86,7 @@ def test_dataset_with_mtcnn(demo_root, cache_dir) -> None:
     d = RavdessMelDataset(pairs, config=cfg)
     assert isinstance(d.detector, MTCNNFaceDetector) and d.frame_settings.detector == "mtcnn"
     item = d[0]
-    assert item["video"].shape == (2, 3, 32, 32)
+    assert item["video_u8"].shape == (2, 32, 32, 3)
     plain = RavdessMelDataset(pairs, config=DataConfig(num_frames=2, frame_size=32))
     assert isinstance(plain.detector, FaceDetector)
     keys = {d.cache.key(pairs[0].video_path, s) for s in (d.frame_settings, plain.frame_settings)}

@@ -1,13 +1,18 @@
-"""The fast paths agree with the plain ones: audio cache, raw datasets + BatchFeaturizer, modalities."""
+"""The data path: raw items, default_collate, and the one featuriser against independent references."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
+import torchaudio
 
 from emolab.data import DataConfig, RavdessMelDataset, RavdessWavLMDataset, collate_skip_failed, make_loader, pair_corpus
-from emolab.data.audio import AudioNoise, load_audio, log_mel
+from emolab.data.audio import load_audio, log_mel
+from emolab.data.augment import AUG_F, AUG_I, VideoAugmentParams, flat_draws, seeded_normal, split_draws
 from emolab.data.cache import ClipAudio
-from emolab.data.features import BatchFeaturizer
+from emolab.data.features import BatchFeaturizer, Condition
+from emolab.data.noise import AudioNoise, AudioNoiseParams
+from emolab.data.video import IMAGENET_MEAN, IMAGENET_STD
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +24,34 @@ def _batch(ds, indices):
     return collate_skip_failed([ds[i] for i in indices])
 
 
-def _plain_and_raw(pairs, cls=RavdessMelDataset, **kwargs):
-    cfg = DataConfig(face_crop="none")
-    plain = cls(pairs, config=cfg, **kwargs)
-    raw = cls(pairs, config=cfg, raw=True, **kwargs)
-    return plain, raw
+def _reference_log_mel(wave: torch.Tensor, n_mels: int = 64) -> torch.Tensor:
+    """torchaudio's transforms, built here independently of emolab."""
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=400, win_length=400, hop_length=160,
+                                               n_mels=n_mels)
+    return torchaudio.transforms.AmplitudeToDB()(mel(wave))
+
+
+def _reference_video(frames: np.ndarray, blur: int, brightness: float, noise_scale: float, noise_seed: int) -> np.ndarray:
+    """numpy/cv2 version of the video path: [0, 1], blur, darken, noise, ImageNet normalisation -> (T, 3, H, W)."""
+    x = frames.astype(np.float32) / 255.0
+    if blur > 1:  # OpenCV's sigma rule for a kernel side, reflect-101 borders: what torchvision's blur does
+        sigma = 0.3 * ((blur - 1) * 0.5 - 1) + 0.8  # given: for sides <= 7 OpenCV's sigma 0 uses a fixed table
+        x = np.stack([cv2.GaussianBlur(f, (blur, blur), sigma, borderType=cv2.BORDER_REFLECT_101) for f in x])
+    x = x * (1.0 - brightness)
+    x = x.transpose(0, 3, 1, 2)
+    if noise_scale > 0:
+        x = np.clip(x + seeded_normal(x.shape, noise_seed).numpy() * noise_scale, 0.0, 1.0)
+    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+    return (x - mean[:, None, None]) / std[:, None, None]
+
+
+def _reference_mix(wave: torch.Tensor, noise: AudioNoise, snr: float, start: int) -> torch.Tensor:
+    """The noise excerpt at ``start`` scaled to ``snr`` dB over the whole wave, in float64."""
+    n = wave.shape[-1]
+    excerpt = noise.samples[0].double()[torch.arange(start, start + n) % noise.samples.shape[-1]]
+    w = wave.double()
+    scale = torch.sqrt(w.pow(2).sum() / (excerpt.pow(2).sum() * 10 ** (snr / 10)))
+    return (w + scale * excerpt).float()
 
 
 def test_cached_audio_matches_direct_read_within_quantisation(pairs, cache_dir):
@@ -33,7 +61,7 @@ def test_cached_audio_matches_direct_read_within_quantisation(pairs, cache_dir):
     assert length == direct_len and wave.shape == direct.shape
     peak = float(direct.abs().max())
     assert float((wave - direct).abs().max()) <= peak / 32767 * 0.51 + 1e-7  # half an int16 step of the clip's scale
-    # the log-Mel of the cached clip is the plain one within tolerance where there is signal
+    # the log-Mel of the cached clip is the direct one within tolerance where there is signal
     a, b = log_mel(wave), log_mel(direct)
     loud = b > b.max() - 60
     assert float((a - b)[loud].abs().max()) < 0.5
@@ -52,69 +80,124 @@ def test_clip_audio_quantisation_roundtrip():
     assert np.all(silent.to_float() == 0)
 
 
-def test_raw_eval_batch_featurizes_to_the_plain_batch(pairs, cache_dir):
-    plain, raw = _plain_and_raw(pairs[:4])
-    p, r = _batch(plain, range(4)), _batch(raw, range(4))
-    assert r["video_u8"].dtype == torch.uint8 and r["video_u8"].shape == (4, 8, 112, 112, 3)
-    assert r["audio_i16"].dtype == torch.int16 and r["audio_i16"].shape == (4, 1, 48000)
-    assert "video" not in r and "audio" not in r and "video_aug" not in r
-    f = BatchFeaturizer.for_dataset(raw)(r)
-    assert f["video"].shape == p["video"].shape and f["audio"].shape == p["audio"].shape
-    torch.testing.assert_close(f["video"], p["video"], rtol=0, atol=1e-6)
-    torch.testing.assert_close(f["audio"], p["audio"], rtol=1e-5, atol=1e-3)
-    assert torch.equal(f["audio_length"], p["audio_length"]) and torch.equal(f["video_valid"], p["video_valid"])
+def test_flat_draws_layout_and_no_op_values():
+    empty = flat_draws(None, None)
+    assert empty["aug_f"].dtype == torch.float32 and empty["aug_i"].dtype == torch.int64
+    assert empty["aug_f"][:2].tolist() == [0.0, 0.0] and empty["aug_f"][2].isnan() and empty["aug_i"].tolist() == [0] * 4
+    drawn = flat_draws(VideoAugmentParams(5, 0.3, None, 2**61 + 7), AudioNoiseParams(10.0, 123, 2**60 + 1))
+    video, audio = split_draws(drawn["aug_f"][None], drawn["aug_i"][None])
+    assert set(video) == {k for g, k, _ in AUG_F + AUG_I if g == "video"} and set(audio) == {"snr_db", "start", "seed"}
+    assert int(video["blur_kernel"]) == 5 and float(video["noise_scale"]) == 0.0
+    assert int(video["noise_seed"]) == 2**61 + 7 and int(audio["seed"]) == 2**60 + 1  # seeds survive exactly
+    assert float(audio["snr_db"]) == 10.0 and int(audio["start"]) == 123
+    with pytest.raises(ValueError, match="shape"):
+        split_draws(torch.zeros(3), torch.zeros(4, dtype=torch.int64))
+
+
+def test_items_are_raw_and_collate_with_default_collate(pairs, cache_dir, demo_root):
+    ds = RavdessMelDataset(pairs[:5], config=DataConfig(face_crop="none"), augment=True, seed=4,
+                           audio_noise=AudioNoise(demo_root / "Noise" / "noise.wav"))
+    items = [ds[i] for i in range(5)]
+    assert all(set(it) == {"video_u8", "video_valid", "audio_i16", "audio_scale", "audio_length", "aug_f", "aug_i",
+                           "label", "meta"} for it in items)
+    batch = collate_skip_failed(items + [None])  # a failed sample is dropped and counted
+    plain = torch.utils.data.default_collate(items)
+    assert batch["num_skipped"] == 1 and set(batch) == set(plain) | {"num_skipped"}
+    for k in ("video_u8", "audio_i16", "audio_scale", "aug_f", "aug_i", "label", "audio_length"):
+        torch.testing.assert_close(batch[k], plain[k], rtol=0, atol=0, equal_nan=True)
+    assert batch["aug_f"].shape == (5, 3) and batch["aug_i"].shape == (5, 4)
+    assert torch.equal(batch["meta"]["index"], torch.arange(5))
+    assert make_loader(ds, 2, num_workers=0).collate_fn is collate_skip_failed
+    assert collate_skip_failed([None, None]) is None
+
+
+def test_eval_batch_matches_cv2_and_torchaudio_references(pairs, cache_dir):
+    ds = RavdessMelDataset(pairs[:4], config=DataConfig(face_crop="none"))
+    r = _batch(ds, range(4))
+    f = BatchFeaturizer.for_dataset(ds)(r)
+    assert f["video"].shape == (4, 8, 3, 112, 112) and f["audio"].shape == (4, 1, 64, 301)
+    assert "video_u8" not in f and "aug_f" not in f
+    for i in range(4):
+        want = _reference_video(ds.frames(i).frames, 0, 0.0, 0.0, 0)
+        np.testing.assert_allclose(f["video"][i].numpy(), want, rtol=0, atol=1e-5)
+        torch.testing.assert_close(f["audio"][i], _reference_log_mel(ds.load_wave(i)[0]), rtol=1e-5, atol=1e-3)
     assert f["video"].is_contiguous(memory_format=torch.channels_last) or f["video"].stride()[2] == 1
-    flat = BatchFeaturizer.for_dataset(raw, channels_last=False)(r)["video"]
-    assert flat.is_contiguous()
-    torch.testing.assert_close(flat, p["video"], rtol=0, atol=1e-6)
+    flat = BatchFeaturizer.for_dataset(ds, channels_last=False)(r)["video"]
+    assert flat.is_contiguous() and torch.equal(flat, f["video"])
 
 
 @pytest.mark.parametrize("noise", ["file", "gaussian"])
-def test_raw_augmented_batch_matches_plain_augmentation(pairs, cache_dir, demo_root, noise):
+def test_augmented_batch_matches_the_references_of_its_draws(pairs, cache_dir, demo_root, noise):
     noise_src = AudioNoise(demo_root / "Noise" / "noise.wav" if noise == "file" else None)
-    kwargs = dict(augment=True, seed=3, audio_noise=noise_src)
-    plain, raw = _plain_and_raw(pairs[:6], **kwargs)
+    ds = RavdessMelDataset(pairs[:6], config=DataConfig(face_crop="none"), augment=True, seed=3, audio_noise=noise_src)
+    feat = BatchFeaturizer.for_dataset(ds)
+    noisy_clips = blurred = 0
     for epoch in (0, 1):
-        plain.set_epoch(epoch)
-        raw.set_epoch(epoch)
-        p, r = _batch(plain, range(6)), _batch(raw, range(6))
-        assert set(r["video_aug"]) == {"blur_kernel", "brightness", "noise_scale", "noise_seed"}
-        assert set(r["audio_aug"]) == {"snr_db", "start", "seed"}
-        f = BatchFeaturizer.for_dataset(raw)(r)
-        torch.testing.assert_close(f["video"], p["video"], rtol=0, atol=1e-5)
-        torch.testing.assert_close(f["audio"], p["audio"], rtol=1e-4, atol=2e-3)
-    # the draws did something: some clips blurred, darkened, noised, some audio mixed, some clean
-    assert (r["video_aug"]["blur_kernel"] > 0).any() or (r["video_aug"]["brightness"] > 0).any()
-    snr = r["audio_aug"]["snr_db"]
-    clean = _plain_and_raw(pairs[:6])[0]
-    cp = _batch(clean, range(6))
-    differs = [(not torch.equal(cp["audio"][i], p["audio"][i])) for i in range(6)]
-    assert differs == [not bool(torch.isnan(s)) for s in snr]
+        ds.set_epoch(epoch)
+        r = _batch(ds, range(6))
+        f = feat(r)
+        video, audio = split_draws(r["aug_f"], r["aug_i"])
+        for i in range(6):
+            want = _reference_video(ds.frames(i).frames, int(video["blur_kernel"][i]), float(video["brightness"][i]),
+                                    float(video["noise_scale"][i]), int(video["noise_seed"][i]))
+            np.testing.assert_allclose(f["video"][i].numpy(), want, rtol=0, atol=1e-4)
+            wave = ds.load_wave(i)[0]
+            snr = float(audio["snr_db"][i])
+            if not np.isnan(snr):
+                wave = _reference_mix(wave, noise_src, snr, int(audio["start"][i]))
+                noisy_clips += 1
+            blurred += int(video["blur_kernel"][i]) > 1
+            torch.testing.assert_close(f["audio"][i], _reference_log_mel(wave), rtol=1e-4, atol=2e-3)
+    assert 0 < noisy_clips < 12 and blurred > 0  # the draws did something, not everything
 
 
-def test_same_loss_on_the_same_batch(pairs, cache_dir, demo_root, one_torch_thread):
-    from emolab.models import build_model, forward_batch
-    from emolab.train.optim import make_loss
-
-    torch.manual_seed(0)
-    model = build_model("gated", pretrained_video=False).eval()
-    loss_fn = make_loss("gated")
-    plain, raw = _plain_and_raw(pairs[:4], augment=True, seed=1,
-                                audio_noise=AudioNoise(demo_root / "Noise" / "noise.wav"))
-    p = _batch(plain, range(4))
-    f = BatchFeaturizer.for_dataset(raw)(_batch(raw, range(4)))
-    with torch.no_grad():
-        losses = []
-        for b in (p, f):
-            out = forward_batch(model, b)
-            losses.append(loss_fn(out.logits, out.log_probs, b["label"]).mean())
-    torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-5)
+def test_item_featurises_as_its_batch(pairs, cache_dir, demo_root):
+    ds = RavdessMelDataset(pairs[:3], augment=True, seed=1, audio_noise=AudioNoise(demo_root / "Noise" / "noise.wav"))
+    feat = BatchFeaturizer.for_dataset(ds, channels_last=False)
+    batch = feat(_batch(ds, range(3)))
+    for i in range(3):
+        one = feat.item(ds[i])
+        assert set(one) == {"video", "video_valid", "audio", "audio_length", "label", "meta"}
+        torch.testing.assert_close(one["video"], batch["video"][i], rtol=0, atol=1e-6)
+        torch.testing.assert_close(one["audio"], batch["audio"][i], rtol=1e-5, atol=1e-4)
 
 
-def test_wave_dataset_raw_path(pairs, cache_dir):
-    plain, raw = _plain_and_raw(pairs[:3], cls=RavdessWavLMDataset)
-    f = BatchFeaturizer.for_dataset(raw)(_batch(raw, range(3)))
-    torch.testing.assert_close(f["audio"], _batch(plain, range(3))["audio"], rtol=0, atol=0)
+def test_wave_dataset_gives_the_cached_wave(pairs, cache_dir):
+    ds = RavdessWavLMDataset(pairs[:3])
+    f = BatchFeaturizer.for_dataset(ds)(_batch(ds, range(3)))
+    want = torch.stack([ds.load_wave(i)[0] for i in range(3)])
+    torch.testing.assert_close(f["audio"], want, rtol=0, atol=0)
+
+
+def test_conditions_blur_darken_occlude_drop_and_mix(pairs, cache_dir, demo_root):
+    ds = RavdessMelDataset(pairs[:3], config=DataConfig(face_crop="none"))
+    noise = AudioNoise(demo_root / "Noise" / "noise.wav")
+    feat = BatchFeaturizer.for_dataset(ds, channels_last=False, audio_noise=noise)
+    r = _batch(ds, range(3))
+    frames = ds.frames(1).frames
+    blur = feat.with_condition(Condition(blur_kernel=5, brightness=0.75))(r)
+    np.testing.assert_allclose(blur["video"][1].numpy(), _reference_video(frames, 5, 0.75, 0.0, 0), rtol=0, atol=1e-5)
+    occluded = feat.with_condition(Condition(occlusion=(10, 20, 30, 60), fill=(0.0, 0.0, 0.0)))(r)["video"]
+    black = (-np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD)).astype(np.float32)
+    np.testing.assert_allclose(occluded[:, :, :, 10:20, 30:60].amax((0, 1, 3, 4)).numpy(), black, atol=1e-6)
+    assert torch.equal(occluded[..., 20:, :], feat(r)["video"][..., 20:, :])  # the rest untouched
+    gone = feat.with_condition(Condition(drop="video"))(r)
+    assert not gone["video"].any() and torch.equal(gone["audio"], feat(r)["audio"])
+    silent = feat.with_condition(Condition(drop="audio"))(r)["audio"]
+    assert (silent == -100.0).all()
+    # noise at an exact SNR, its excerpt fixed by (seed, clip index, level): batch order does not matter
+    cond = Condition(snr_db=5.0, noise_seed=2)
+    mixed = feat.with_condition(cond)(r)["audio"]
+    for i in range(3):
+        start, _ = cond.noise_draw(noise, i, 48000)
+        want = _reference_log_mel(_reference_mix(ds.load_wave(i)[0], noise, 5.0, start))
+        torch.testing.assert_close(mixed[i], want, rtol=1e-4, atol=2e-3)
+    alone = feat.with_condition(cond)(_batch(ds, [2]))["audio"][0]
+    torch.testing.assert_close(alone, mixed[2], rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="noise source"):
+        BatchFeaturizer.for_dataset(ds, condition=cond)(r)
+    with pytest.raises(ValueError, match="drop"):
+        Condition(drop="smell")
 
 
 def test_modalities_leave_out_the_other_input_and_keep_the_draws(pairs, cache_dir):
@@ -122,18 +205,23 @@ def test_modalities_leave_out_the_other_input_and_keep_the_draws(pairs, cache_di
     audio = RavdessMelDataset(pairs[:3], augment=True, seed=5, audio_noise=AudioNoise(None), modalities=("audio",))
     video = RavdessMelDataset(pairs[:3], augment=True, seed=5, audio_noise=AudioNoise(None), modalities=("video",))
     b, a, v = both[2], audio[2], video[2]
-    assert "video" not in a and "video_valid" not in a and "audio" not in v and "audio_length" not in v
-    torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0)
-    torch.testing.assert_close(v["video"], b["video"], rtol=0, atol=0)
+    assert "video_u8" not in a and "video_valid" not in a and "audio_i16" not in v and "audio_length" not in v
+    for k in ("aug_f", "aug_i"):
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(v[k], b[k], rtol=0, atol=0, equal_nan=True)
+    feat = BatchFeaturizer.for_dataset(both)
+    fb, fa, fv = feat.item(b), feat.item(a), feat.item(v)
+    assert "video" not in fa and "audio" not in fv
+    torch.testing.assert_close(fa["audio"], fb["audio"], rtol=0, atol=0)
+    torch.testing.assert_close(fv["video"], fb["video"], rtol=0, atol=0)
     with pytest.raises(ValueError, match="modalities"):
         RavdessMelDataset(pairs[:1], modalities=("smell",))
 
 
-def test_featurizer_errors_and_passthrough(pairs, cache_dir):
-    plain = RavdessMelDataset(pairs[:2])
-    p = _batch(plain, range(2))
-    f = BatchFeaturizer()(p)
-    assert f["video"] is p["video"] and f["audio"] is p["audio"]  # a plain batch passes through
+def test_featurizer_errors_and_passthrough():
+    floats = {"video": torch.zeros(2, 1, 3, 8, 8), "audio": torch.zeros(2, 1, 64, 301), "label": torch.zeros(2)}
+    f = BatchFeaturizer()(floats)
+    assert f["video"] is floats["video"] and f["audio"] is floats["audio"]  # a batch of model inputs passes through
     with pytest.raises(ValueError, match="uint8"):
         BatchFeaturizer().video(torch.zeros(1, 2, 8, 8, 3))
     with pytest.raises(ValueError, match="noise source"):
@@ -143,116 +231,29 @@ def test_featurizer_errors_and_passthrough(pairs, cache_dir):
         BatchFeaturizer("spectrum")
 
 
-def test_raw_loader_with_workers_matches_in_process(pairs, cache_dir):
-    raw = RavdessMelDataset(pairs[:4], config=DataConfig(face_crop="none"), raw=True, augment=True, seed=2,
-                            audio_noise=AudioNoise(None))
-    feat = BatchFeaturizer.for_dataset(raw)
-    a = feat(next(iter(make_loader(raw, 4, num_workers=0))))
-    b = feat(next(iter(make_loader(raw, 4, num_workers=2))))
+def test_loader_with_workers_matches_in_process(pairs, cache_dir):
+    ds = RavdessMelDataset(pairs[:4], config=DataConfig(face_crop="none"), augment=True, seed=2,
+                           audio_noise=AudioNoise(None))
+    feat = BatchFeaturizer.for_dataset(ds)
+    a = feat(next(iter(make_loader(ds, 4, num_workers=0))))
+    b = feat(next(iter(make_loader(ds, 4, num_workers=2))))
     torch.testing.assert_close(a["video"], b["video"], rtol=0, atol=0)
     torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_featurizer_on_cuda_matches_cpu(pairs, cache_dir):
-    raw = RavdessMelDataset(pairs[:4], config=DataConfig(face_crop="none"), raw=True)
-    b = _batch(raw, range(4))
-    feat = BatchFeaturizer.for_dataset(raw)
+    ds = RavdessMelDataset(pairs[:4], config=DataConfig(face_crop="none"))
+    b = _batch(ds, range(4))
+    feat = BatchFeaturizer.for_dataset(ds)
     cpu, gpu = feat(b), feat(b, "cuda")
     assert gpu["video"].is_cuda and gpu["audio"].is_cuda
     assert gpu["video"].is_contiguous(memory_format=torch.channels_last) or gpu["video"].stride()[2] == 1
     torch.testing.assert_close(gpu["video"].cpu(), cpu["video"], rtol=0, atol=1e-5)
     torch.testing.assert_close(gpu["audio"].cpu(), cpu["audio"], rtol=1e-4, atol=1e-2)
     # Gaussian audio noise is the same fixed noise on both devices
-    noisy = RavdessMelDataset(pairs[:4], config=DataConfig(face_crop="none"), raw=True, augment=True, seed=1,
+    noisy = RavdessMelDataset(pairs[:4], config=DataConfig(face_crop="none"), augment=True, seed=1,
                               audio_noise=AudioNoise(None), modalities=("audio",))
     b = _batch(noisy, range(4))
     feat = BatchFeaturizer.for_dataset(noisy)
     torch.testing.assert_close(feat(b, "cuda")["audio"].cpu(), feat(b)["audio"], rtol=1e-4, atol=1e-2)
-
-
-def _raw_audio_batches(pairs, demo_root, n=6, **kwargs):
-    ds = RavdessMelDataset(pairs[:n], config=DataConfig(face_crop="none"), raw=True, modalities=("audio",),
-                           audio_noise=AudioNoise(demo_root / "Noise" / "noise.wav"), **kwargs)
-    return ds, [_batch(ds, range(i, min(i + 3, n))) for i in range(0, n, 3)]
-
-
-def test_clean_log_mel_memory_gives_the_computed_log_mel(pairs, cache_dir, demo_root):
-    ds, batches = _raw_audio_batches(pairs, demo_root, augment=True, seed=7)
-    assert all(len(b["audio_key"]) == len(b["audio_i16"]) for b in batches)
-    fresh = BatchFeaturizer.for_dataset(ds)
-    fresh.mel_memory_bytes = 0
-    remembering = BatchFeaturizer.for_dataset(ds)
-    snr = torch.cat([b["aug_f"][:, 2] if "aug_f" in b else b["audio_aug"]["snr_db"] for b in batches])
-    assert bool(torch.isnan(snr).any()) and not bool(torch.isnan(snr).all())  # clean and noisy clips
-    for epoch in range(2):  # the second pass takes the clean clips' log-Mels from memory
-        for b in batches:
-            torch.testing.assert_close(remembering(b)["audio"], fresh(b)["audio"], rtol=1e-5, atol=1e-4)
-    assert len(remembering._mel_memory) == int(torch.isnan(snr).sum())  # clean clips only
-    # an evaluation set (no augmentation): every clip remembered, then all served from memory
-    ev, ev_batches = _raw_audio_batches(pairs, demo_root)
-    feat = BatchFeaturizer.for_dataset(ev)
-    first = [feat(b)["audio"] for b in ev_batches]
-    assert len(feat._mel_memory) == 6
-    for b, want in zip(ev_batches, first):
-        torch.testing.assert_close(feat(b)["audio"], want, rtol=0, atol=0)
-    # the bound holds: room for two log-Mels keeps the two most recent
-    small = BatchFeaturizer.for_dataset(ev)
-    small.mel_memory_bytes = 2 * first[0][0].numel() * 4
-    for b in ev_batches:
-        small(b)
-    assert list(small._mel_memory) == list(ev_batches[-1]["audio_key"][-2:])
-
-
-def test_one_segment_batches_unpickle_to_the_plain_batch(pairs, cache_dir, demo_root):
-    from multiprocessing.reduction import ForkingPickler
-
-    import torch.multiprocessing  # noqa: F401  (registers the tensor reductions)
-
-    from emolab.data.handover import OneSegment, stack_batch
-
-    columns = {"a": [torch.arange(6, dtype=torch.int16).view(2, 3)] * 3, "b": torch.tensor([0.5, 1.5]),
-               "meta": {"index": torch.tensor([4, 5, 6]), "name": ["x", "y", "z"]}, "n": 2,
-               "flag": [torch.tensor(True), torch.tensor(False), torch.tensor(True)]}
-    plain = stack_batch(columns, one_segment=False)
-    packed = stack_batch(columns, one_segment=True)
-    assert isinstance(packed, OneSegment) and packed.buffer.is_shared()
-    got = ForkingPickler.loads(ForkingPickler.dumps(packed))
-    assert isinstance(got, dict) and set(got) == set(plain) and got["meta"]["name"] == ["x", "y", "z"] and got["n"] == 2
-    for key in ("a", "b", "flag"):
-        assert got[key].dtype == plain[key].dtype and torch.equal(got[key], plain[key])
-    assert torch.equal(got["meta"]["index"], plain["meta"]["index"])
-    storages = {got[k].untyped_storage().data_ptr() for k in ("a", "b", "flag")}
-    assert len(storages) == 1  # one segment
-    # a raw loader's batches from workers are the in-process ones, key by key
-    ds, _ = _raw_audio_batches(pairs, demo_root, augment=True, seed=3)
-    a = next(iter(make_loader(ds, 3, num_workers=0)))
-    b = next(iter(make_loader(ds, 3, num_workers=1)))
-    assert set(a) == set(b) and a["audio_key"] == b["audio_key"]
-    for k in ("audio_i16", "audio_scale", "audio_length", "label", "aug_f", "aug_i"):
-        assert a[k].dtype == b[k].dtype, k
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, equal_nan=True)
-
-
-def test_packed_raw_batches_featurize_like_unpacked(pairs, cache_dir, demo_root):
-    from emolab.data.features import collate_raw, unpack_augment
-
-    raw = RavdessMelDataset(pairs[:5], config=DataConfig(face_crop="none"), raw=True, augment=True, seed=4,
-                            audio_noise=AudioNoise(demo_root / "Noise" / "noise.wav"))
-    items = [raw[i] for i in range(5)] + [None]  # a failed sample is dropped and counted
-    loose, packed = collate_skip_failed(items), collate_raw(items)
-    assert packed["num_skipped"] == 1 and packed["aug_f"].shape == (5, 3) and packed["aug_i"].shape == (5, 4)
-    assert "video_aug" not in packed and "audio_aug" not in packed
-    assert torch.equal(packed["meta"]["index"], torch.arange(5)) and packed["meta"]["actor"] == [p.actor for p in pairs[:5]]
-    video, audio = unpack_augment(packed)
-    for got, want in ((video, loose["video_aug"]), (audio, loose["audio_aug"])):
-        assert set(got) == set(want)
-        for k in want:
-            torch.testing.assert_close(got[k], want[k].to(got[k].dtype), rtol=0, atol=0, equal_nan=True)
-    feat = BatchFeaturizer.for_dataset(raw)
-    a, b = feat(loose), feat(packed)
-    torch.testing.assert_close(a["video"], b["video"], rtol=0, atol=0)
-    torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0)
-    assert make_loader(raw, 2, num_workers=0).collate_fn is collate_raw
-    # an unaugmented raw batch has nothing to pack
-    assert "aug_f" not in collate_raw([RavdessMelDataset(pairs[:1], raw=True)[0]])

@@ -2,12 +2,12 @@ from pathlib import Path
 
 import pytest
 
+from emolab.data.pairing import pair_corpus
 from emolab.data.ravdess import (
     EMOTIONS,
     RavdessNameError,
     class_names,
     label_of,
-    pair_corpus,
     parse_name,
 )
 from tests.helpers import ravdess_name, speech_keys, write_fake_corpus

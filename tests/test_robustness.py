@@ -12,9 +12,12 @@ import torch
 from emolab.eval import analysis
 from emolab.eval import robustness as R
 from emolab.cli.main import main
-from emolab.data.audio import AudioNoise, log_mel, measure_snr
+from emolab.data.audio import log_mel
+from emolab.data.augment import gaussian_blur
 from emolab.data.datasets import resolve_noise_path
-from emolab.data.video import IMAGENET_MEAN, denormalize, gaussian_blur, normalize
+from emolab.data.features import BatchFeaturizer
+from emolab.data.noise import AudioNoise, measure_snr
+from emolab.data.video import IMAGENET_MEAN, denormalize, normalize
 from emolab.viz import robustness_curves
 
 VIDEO_FAMILIES = ("blur", "darkness", "occlusion")
@@ -111,21 +114,39 @@ def test_noise_mixes_at_the_snr_per_clip_and_deterministically(runs, monkeypatch
     assert [s.source for s in sources] == ["file", "gaussian"]
     for noise in sources:
         residuals = []
+        featurize = {ds.audio_kind: BatchFeaturizer.for_dataset(ds, audio_noise=noise) for ds in (waves, mels)}
+
+        def heard(ds, c, i, seed=0):
+            cond = R.condition_for(c, cfg.data.frame_size, seed=seed)
+            return featurize[ds.audio_kind].with_condition(cond).item(ds[i])["audio"]
+
         for snr in R.NOISE_SNRS:
             c = R.Corruption("noise", snr, 1)
             for i in range(3):
                 clean, _ = waves.load_wave(i)
-                noisy = R.CorruptedTestSet(waves, c, noise, seed=0)[i]["audio"]
+                noisy = heard(waves, c, i)
                 assert measure_snr(clean, noisy) == pytest.approx(snr, abs=0.5)
-                again = R.CorruptedTestSet(waves, c, noise, seed=0)[i]["audio"]
-                assert torch.equal(noisy, again)  # deterministic per clip
-                mel = R.CorruptedTestSet(mels, c, noise, seed=0)[i]["audio"]
+                assert torch.equal(noisy, heard(waves, c, i))  # deterministic per clip
+                mel = heard(mels, c, i)
                 torch.testing.assert_close(mel, log_mel(noisy), atol=1e-3, rtol=0)  # same excerpt, Mel of it
                 if snr == 0.0:
                     residuals.append(noisy - clean)
         assert not torch.allclose(residuals[0], residuals[1])  # each clip its own excerpt
-        other = R.CorruptedTestSet(waves, R.Corruption("noise", 0.0, 4), noise, seed=1)[0]["audio"]
+        other = heard(waves, R.Corruption("noise", 0.0, 4), 0, seed=1)
         assert not torch.allclose(other - waves.load_wave(0)[0], residuals[0])  # and the seed matters
+
+
+def test_conditions_of_the_corruptions():
+    assert R.condition_for(R.Corruption("clean"), 112) is None
+    assert R.condition_for(R.Corruption("blur", 21, 3), 48).blur_kernel == R.scaled_kernel(21, 48)
+    assert R.condition_for(R.Corruption("darkness", 0.25, 2), 112).brightness == 0.75
+    eyes = R.condition_for(R.Corruption("occlusion", "eyes", 1), 64, fill="black")
+    assert eyes.occlusion == R.occlusion_box("eyes", 64) and eyes.fill == (0.0, 0.0, 0.0)
+    assert R.condition_for(R.Corruption("missing", "audio", 1), 112).drop == "audio"
+    noisy = R.condition_for(R.Corruption("noise", 5.0, 3), 112, seed=7)
+    assert (noisy.snr_db, noisy.noise_seed) == (5.0, 7)
+    with pytest.raises(ValueError, match="fill"):
+        R.condition_for(R.Corruption("occlusion", "eyes", 1), 64, fill="pink")
 
 
 # --------------------------------------------------------------------------- evaluation

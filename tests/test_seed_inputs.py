@@ -59,7 +59,7 @@ def test_dataset_frames_with_resize_linear_are_the_seeds(clip, tmp_path) -> None
     cache = str(tmp_path / "cache")
     for name in ("area", "linear", "area"):
         cfg = DataConfig(num_frames=4, frame_size=64, face_crop="none", resize=name, cache_dir=cache)
-        ds = RavdessMelDataset([clip], config=cfg, raw=True, modalities=("video",))
+        ds = RavdessMelDataset([clip], config=cfg, modalities=("video",))
         np.testing.assert_array_equal(ds[0]["video_u8"].numpy(), expected[name], err_msg=name)
         assert ds.frame_settings.resize == name
     keys = {FrameCache(None).key(clip.video_path, FrameSettings(4, 64, False, r)) for r in ("area", "linear")}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from emolab.data.datasets import collate_skip_failed
+from emolab.data.loaders import collate_skip_failed
 from emolab.models import build_model
 from emolab.models.registry import ModelConfig
 from emolab.train import (

@@ -12,24 +12,23 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from emolab.data import video as V
+from emolab.data.augment import (
+    VideoAugment,
+    VideoAugmentConfig,
+    VideoAugmentParams,
+    add_gaussian_noise,
+    attenuate_brightness,
+    gaussian_blur,
+)
+from emolab.data.faces import FaceDetector, center_square, crop_frames, face_box_to_square
 from emolab.data.video import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClipFrames,
-    FaceDetector,
-    VideoAugment,
-    VideoAugmentConfig,
-    VideoAugmentParams,
     VideoReadError,
-    add_gaussian_noise,
-    attenuate_brightness,
-    center_square,
-    crop_frames,
     denormalize,
-    face_box_to_square,
     frames_to_float,
     frames_to_tensor,
-    gaussian_blur,
     load_video_frames,
     normalize,
     preprocess_clip,

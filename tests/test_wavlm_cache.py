@@ -22,7 +22,7 @@ import torch
 from transformers import WavLMModel
 
 from emolab.data import DataConfig, RavdessWavLMDataset, make_loader, pair_corpus
-from emolab.data.audio import AudioNoise, AudioNoiseParams
+from emolab.data.augment import split_draws
 from emolab.data.cache import AudioSettings
 from emolab.data.feature_cache import (
     CachedFeaturesDataset,
@@ -32,6 +32,7 @@ from emolab.data.feature_cache import (
     noise_tag,
     variant_params,
 )
+from emolab.data.noise import AudioNoise, AudioNoiseParams
 from emolab.models import WavLMAudioEncoder, build_model, forward_batch
 from emolab.models.fusion import FusionModel
 from emolab.models.registry import ModelConfig
@@ -69,7 +70,7 @@ def _data(cache_dir, **kw) -> DataConfig:
 
 
 def _dataset(pairs, cache_dir, *, augment=False, noise=None, modalities=("audio",), seed=0) -> RavdessWavLMDataset:
-    return RavdessWavLMDataset(pairs, augment=augment, audio_noise=noise, config=_data(cache_dir), raw=True,
+    return RavdessWavLMDataset(pairs, augment=augment, audio_noise=noise, config=_data(cache_dir),
                                modalities=modalities, seed=seed)
 
 
@@ -324,12 +325,14 @@ def test_noisy_variants_differ_from_clean_and_are_deterministic(pairs, noise, ca
         assert train.epoch == epoch
         for i in range(4):
             item, plain = served[i], twin[i]
-            assert "audio_i16" not in item and "audio_aug" not in item
+            assert "audio_i16" not in item
             assert torch.equal(item["video_u8"], plain["video_u8"]) and item["label"] == plain["label"]
             assert item["meta"] == plain["meta"]
-            for k, v in plain["video_aug"].items():
-                assert torch.equal(item["video_aug"][k], v)
-            a = plain["audio_aug"]
+            video_s, audio_s = split_draws(item["aug_f"][None], item["aug_i"][None])
+            video_p, a = split_draws(plain["aug_f"][None], plain["aug_i"][None])
+            for k, v in video_p.items():
+                assert torch.equal(video_s[k], v)
+            assert torch.isnan(audio_s["snr_db"]).all() and not audio_s["start"].any()  # the noise is in the variant
             snr = None if torch.isnan(a["snr_db"]) else float(a["snr_db"])
             drawn = AudioNoiseParams(snr, int(a["start"]), int(a["seed"]))
             assert served.audio_draw(i) == drawn
@@ -371,7 +374,7 @@ def test_cached_dataset_checks_missing_entry_and_unreadable_file(pairs, tmp_path
 
 
 def test_memory_only_cache_runs_the_backbone(pairs, tmp_path, capsys) -> None:
-    ds = RavdessWavLMDataset(pairs[:2], config=_data(""), raw=True, modalities=("audio",))
+    ds = RavdessWavLMDataset(pairs[:2], config=_data(""), modalities=("audio",))
     torch.manual_seed(0)
     model = build_model("audio", use_wavlm=True, wavlm_config=tiny_config())
     trainer = _trainer(model, _cfg("audio", ""), {"val": make_loader(ds, 2, num_workers=0)}, tmp_path)
@@ -384,7 +387,7 @@ def test_memory_only_cache_runs_the_backbone(pairs, tmp_path, capsys) -> None:
 
 
 def test_trainer_set_loaders_and_autocast(pairs, tmp_path) -> None:
-    ds = RavdessWavLMDataset(pairs[:2], config=_data(""), raw=True, modalities=("audio",))
+    ds = RavdessWavLMDataset(pairs[:2], config=_data(""), modalities=("audio",))
     loaders = {"val": make_loader(ds, 2, num_workers=0), "test": make_loader(ds, 1, num_workers=0)}
     trainer = _trainer(build_model("audio", use_wavlm=True, wavlm_config=tiny_config()), _cfg("audio", ""), loaders,
                        tmp_path)

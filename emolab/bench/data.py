@@ -9,9 +9,7 @@ Measures clips/s from MP4 + WAV files to a ready batch of video
   the cache (face crop included; the audio read and resampled once, int16);
 * emolab warm: later epochs, served from the cache: workers ship uint8 frames
   and int16 audio, the batch is featurised in the main process (log-Mel,
-  normalisation), as the trainer does;
-* emolab warm, plain: the same cache, float tensors made in the workers
-  (``dataset[i]``).
+  normalisation), as the trainer does.
 
 The naive pipeline reads the WAV, resamples and computes the log-Mel every epoch. The clips are
 generated at RAVDESS's resolution (1280x720, 30 fps, 3.5 s, H.264) unless
@@ -89,7 +87,7 @@ def make_clips(out: Path, n: int, size: tuple[int, int], seconds: float, fps: fl
 
 
 def time_epoch(loader: DataLoader, featurize: Any = None) -> tuple[float, int]:
-    """Seconds and clips of one pass over ``loader`` to ready batches (featurised when raw), checking the shapes."""
+    """Seconds and clips of one pass over ``loader`` to ready batches (featurised when given), checking the shapes."""
     t0 = time.perf_counter()
     n = 0
     for batch in loader:
@@ -100,15 +98,15 @@ def time_epoch(loader: DataLoader, featurize: Any = None) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def emolab_loader(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, workers: int,
-                  raw: bool = True) -> tuple[Any, DataLoader, Any]:
-    """The dataset, loader and featuriser of emolab's data path (raw: the trainer's; else the plain one)."""
+def emolab_loader(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int,
+                  workers: int) -> tuple[Any, DataLoader, Any]:
+    """The dataset, loader and featuriser of emolab's data path (the trainer's)."""
     from emolab.data import DataConfig, RavdessMelDataset, make_loader
     from emolab.data.features import BatchFeaturizer
 
-    ds = RavdessMelDataset(pairs, config=DataConfig(cache_dir=str(cache_dir)), raw=raw)
+    ds = RavdessMelDataset(pairs, config=DataConfig(cache_dir=str(cache_dir)))
     loader = make_loader(ds, batch_size, num_workers=workers, shuffle=True)
-    return ds, loader, BatchFeaturizer.for_dataset(ds, channels_last=False) if raw else None
+    return ds, loader, BatchFeaturizer.for_dataset(ds, channels_last=False)
 
 
 def measure_data(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, workers: int,
@@ -117,9 +115,8 @@ def measure_data(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, work
 
     emolab's figures use the trainer's path: workers read ``uint8`` frames and
     ``int16`` audio, the batch is featurised in this process (log-Mel,
-    normalisation). ``warm_plain_clips_per_s`` is the plain path (float tensors
-    made in the workers, what ``dataset[i]`` gives) over the same cache. Warm
-    epochs serve the cached clips repeated to at least 256 per epoch.
+    normalisation). Warm epochs serve the cached clips repeated to at least 256
+    per epoch.
     """
     import numpy as np
     from torch.utils.data import DataLoader
@@ -136,16 +133,15 @@ def measure_data(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int, work
     # cost of starting an epoch; they run over the cached clips repeated to >= 256 per epoch.
     served = [pairs[i % len(pairs)] for i in range(max(len(pairs), 256))]
     res["warm_epoch_clips"] = len(served)
-    for raw, key in ((True, "warm_clips_per_s"), (False, "warm_plain_clips_per_s")):
-        warm_ds, warm, feat = emolab_loader(served, cache_dir, batch_size=batch_size, workers=workers, raw=raw)
-        time_epoch(warm, feat)  # worker start-up and their memory caches: not timed
-        rates = []
-        for epoch in range(1, max(1, warm_epochs) + 1):
-            warm_ds.set_epoch(epoch)
-            t, n = time_epoch(warm, feat)
-            rates.append(n / t)
-        res[key] = float(np.median(rates))
-        del warm
+    warm_ds, warm, feat = emolab_loader(served, cache_dir, batch_size=batch_size, workers=workers)
+    time_epoch(warm, feat)  # worker start-up and their memory caches: not timed
+    rates = []
+    for epoch in range(1, max(1, warm_epochs) + 1):
+        warm_ds.set_epoch(epoch)
+        t, n = time_epoch(warm, feat)
+        rates.append(n / t)
+    res["warm_clips_per_s"] = float(np.median(rates))
+    del warm
     res["cache_bytes"] = ds.cache.disk_bytes(None)
     res["cache_frame_bytes"] = ds.cache.disk_bytes("frames")
     res["cache_audio_bytes"] = ds.cache.disk_bytes("audio")
@@ -212,7 +208,6 @@ def main(argv=None) -> int:
         ("naive (OpenCV, decode every epoch)", res["naive_clips_per_s"]),
         ("emolab cold (first epoch, fills cache)", res["cold_clips_per_s"]),
         ("emolab warm (cached)", res["warm_clips_per_s"]),
-        ("emolab warm, plain (floats made in workers)", res["warm_plain_clips_per_s"]),
     ]
     m = res["machine"]
     print(f"\n{res['clips']} clips {res['clip']['size']} {res['clip']['seconds']} s @ {res['clip']['fps']} fps, "

@@ -26,7 +26,7 @@ from matplotlib import cbook
 from PIL import Image
 
 from emolab.data.faces import FACE_DETECTORS, make_face_detector
-from emolab.data.ravdess import pair_corpus
+from emolab.data.pairing import pair_corpus
 from emolab.data.video import preprocess_clip
 
 #: Hand-checked face boxes (x0, y0, x1, y1) in the originals (drawn and looked at).

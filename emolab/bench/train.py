@@ -170,7 +170,7 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
         # uint8/int16 batches featurised on the device, only the modalities the model reads).
         need = (steps + 2) * cfg.batch_size
         served = [pairs[i % len(pairs)] for i in range(need)]
-        ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True, raw=True,
+        ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True,
                                modalities=model_spec(mode).inputs, audio_noise=AudioNoise(None))
         featurize = BatchFeaturizer.for_dataset(ds, channels_last=device.type == "cuda")
         loader = make_loader(ds, cfg.batch_size, num_workers=cfg.workers, shuffle=True, drop_last=True)
@@ -317,9 +317,6 @@ def format_table(res: dict[str, Any]) -> str:
                       ("emolab cold (first epoch, fills cache)", "cold_clips_per_s"),
                       ("emolab warm (cached)", "warm_clips_per_s")):
         lines.append(f"{name:<42}{d[key]:>10.2f}{d[key] / d['naive_clips_per_s']:>10.1f}")
-    if "warm_plain_clips_per_s" in d:
-        name = "emolab warm, plain (floats made in workers)"
-        lines.append(f"{name:<42}{d['warm_plain_clips_per_s']:>10.2f}{d['warm_plain_clips_per_s'] / d['naive_clips_per_s']:>10.1f}")
     lines.append(f"cache: {d['cache_bytes_per_clip'] / 1024:.0f} KiB per clip "
                  f"(8x3x112x112 frames = {FRAME_BYTES / 1024:.0f} KiB, 3 s of int16 audio = 94 KiB)")
     cuda = any("cuda_max_allocated_mb" in r for r in res["train"].values())

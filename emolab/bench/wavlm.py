@@ -145,7 +145,7 @@ def measure_wavlm_cache(
         pairs = _bench_clips(work / "data", n_clips, seconds)
         data_cfg = DataConfig(cache_dir=str(work / "cache"), face_crop="none", clip_seconds=seconds)
         ds = RavdessWavLMDataset(pairs, augment=True, config=data_cfg, data_root=work / "data", seed=0,
-                                 raw=True, modalities=("audio",))
+                                 modalities=("audio",))
         warm_cache(ds, num_workers=0, progress=False)
         loaders = {"train": make_loader(ds, batch_size, shuffle=True, num_workers=num_workers, seed=0)}
         paths = RunPaths(work / "run", work, "audio")

@@ -1,4 +1,4 @@
-"""RAVDESS data layer: names, pairing, labels, splits, tensors, datasets, demo corpus.
+"""RAVDESS data layer: names, pairing, labels, splits, media I/O, augmentation, datasets, featurisation, demo corpus.
 
 Names are imported lazily (PEP 562): ``import emolab.data`` is cheap, and a
 process that only needs the name parser or the demo generator (e.g. a demo
@@ -10,13 +10,13 @@ from __future__ import annotations
 from emolab.utils.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
-    "AudioNoise": "audio",
-    "AudioNoiseConfig": "audio",
+    "AudioNoise": "noise",
+    "AudioNoiseConfig": "noise",
     "AudioReadError": "audio",
     "load_audio": "audio",
-    "load_noise": "audio",
+    "load_noise": "noise",
     "log_mel": "audio",
-    "mix_at_snr": "audio",
+    "mix_at_snr": "noise",
     "DataConfig": "datasets",
     "RavdessAVDataset": "datasets",
     "RavdessMelDataset": "datasets",
@@ -27,15 +27,16 @@ _EXPORTS: dict[str, str] = {
     "resolve_num_workers": "loaders",
     "warm_cache": "loaders",
     "BatchFeaturizer": "features",
+    "Condition": "features",
     "EMOTIONS": "ravdess",
     "PairRecord": "ravdess",
-    "PairingReport": "ravdess",
-    "PairingResult": "ravdess",
+    "PairingReport": "pairing",
+    "PairingResult": "pairing",
     "RavdessName": "ravdess",
     "RavdessNameError": "ravdess",
     "class_names": "ravdess",
     "label_of": "ravdess",
-    "pair_corpus": "ravdess",
+    "pair_corpus": "pairing",
     "parse_name": "ravdess",
     "PROTOCOLS": "splits",
     "SpeakerLeakageWarning": "splits",
@@ -48,7 +49,7 @@ _EXPORTS: dict[str, str] = {
     "stratified_split": "splits",
     "ClipFrames": "video",
     "FACE_DETECTORS": "faces",
-    "FaceDetector": "video",
+    "FaceDetector": "faces",
     "MTCNNFaceDetector": "faces",
     "make_face_detector": "faces",
     "VideoAugment": "augment",

@@ -4,14 +4,16 @@ Every random choice of a clip is drawn up front into a
 :class:`VideoAugmentParams` (the Gaussian noise as a seed), so the same
 augmentation can be applied in two places with the same result:
 
-* per clip, in a DataLoader worker (:meth:`VideoAugment.__call__`), the plain
-  path that notebooks and ``dataset[i]`` use;
-* per batch, on the training device (:func:`apply_video_batch`), the fast path
-  where workers only ship ``uint8`` frames and the parameters
-  (:mod:`emolab.data.features`).
+* per batch, on the device (:func:`apply_video_batch`), by the featuriser
+  (:class:`~emolab.data.features.BatchFeaturizer`): datasets only draw the
+  parameters and ship them with the ``uint8`` frames;
+* per clip (:meth:`VideoAugment.__call__`, a batch of one), for previews.
 
-Both run the same code (a clip is a batch of one), so they agree up to float
-rounding; :mod:`tests.test_features` checks it.
+A dataset item carries the draws of both augmentations as two flat tensors of
+fixed width (:func:`flat_draws`): ``aug_f`` float32 (:data:`AUG_F`) and
+``aug_i`` int64 (:data:`AUG_I`), the no-op values where nothing was drawn, so
+that ``torch.utils.data.default_collate`` stacks them into ``(B, 3)`` and
+``(B, 4)`` like any other tensor. :func:`split_draws` names the columns again.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ __all__ = [
     "draw_seed",
     "VideoAugment",
     "apply_video_batch",
+    "AUG_F",
+    "AUG_I",
+    "flat_draws",
+    "split_draws",
 ]
 
 _SEED_HIGH = 2**62  # seeds drawn for torch generators (fit in int64)
@@ -223,3 +229,42 @@ class VideoAugment:
     def __call__(self, video: Tensor, rng: np.random.Generator) -> Tensor:
         """Augment a float [0, 1] video of shape `(T, 3, H, W)`; returns the same shape."""
         return self.apply(video, self.sample(rng))
+
+
+# --------------------------------------------------------------------------- flat draws
+
+#: Columns of ``aug_f`` (float32): (group, parameter, no-op value). A NaN SNR means "clean".
+AUG_F: tuple[tuple[str, str, float], ...] = (
+    ("video", "brightness", 0.0), ("video", "noise_scale", 0.0), ("audio", "snr_db", float("nan")))
+#: Columns of ``aug_i`` (int64; seeds are drawn below 2**62, which a float cannot hold).
+AUG_I: tuple[tuple[str, str, int], ...] = (
+    ("video", "blur_kernel", 0), ("video", "noise_seed", 0), ("audio", "start", 0), ("audio", "seed", 0))
+
+
+def flat_draws(video: VideoAugmentParams | None, audio: object | None) -> dict[str, Tensor]:
+    """One item's augmentation draws as ``{"aug_f": (3,) float32, "aug_i": (4,) int64}``.
+
+    ``audio`` is an :class:`~emolab.data.noise.AudioNoiseParams` (``snr_db``,
+    ``start``, ``seed``) or None; a skipped op or a missing draw gets the
+    no-op value of its column.
+    """
+    values = {"video": {} if video is None else video.as_tensors(), "audio": {}}
+    if audio is not None:
+        snr = getattr(audio, "snr_db")
+        values["audio"] = {"snr_db": float("nan") if snr is None else float(snr),
+                           "start": int(getattr(audio, "start")), "seed": int(getattr(audio, "seed"))}
+    f = [float(values[g].get(k, d)) for g, k, d in AUG_F]
+    i = [int(values[g].get(k, d)) for g, k, d in AUG_I]
+    return {"aug_f": torch.tensor(f, dtype=torch.float32), "aug_i": torch.tensor(i, dtype=torch.int64)}
+
+
+def split_draws(aug_f: Tensor, aug_i: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``(video, audio)`` parameter dicts of collated draws ``(B, 3)``/``(B, 4)``: ``(B,)`` tensors by name,
+    as :func:`apply_video_batch` and :meth:`~emolab.data.noise.AudioNoise.apply_batch` take them."""
+    out: dict[str, dict[str, Tensor]] = {"video": {}, "audio": {}}
+    for cols, packed in ((AUG_F, aug_f), (AUG_I, aug_i)):
+        if packed.dim() != 2 or packed.shape[1] != len(cols):
+            raise ValueError(f"expected collated draws of shape (B, {len(cols)}), got {tuple(packed.shape)}")
+        for j, (group, key, _default) in enumerate(cols):
+            out[group][key] = packed[:, j]
+    return out["video"], out["audio"]

@@ -1,19 +1,19 @@
-"""Datasets and loaders: pairs in, ``video``/``audio``/``label``/``meta`` batches out.
+"""Datasets: pairs in, raw items out (``uint8`` frames, ``int16`` audio, flat augmentation draws).
 
-Two datasets share one implementation: :class:`RavdessMelDataset` yields log-Mel
-audio ``(1, 64, 301)`` (SPEC §2.2), :class:`RavdessWavLMDataset` waveforms
-``(1, 48000)`` (SPEC §2.3). Both yield video ``(T, 3, 112, 112)`` (SPEC §2.1)
-read through the decode-once :class:`~emolab.data.cache.FrameCache`.
+The path from file to model is: file -> decode once into the
+:class:`~emolab.data.cache.FrameCache` -> raw item (this module) ->
+``default_collate`` (:func:`~emolab.data.loaders.make_loader`) ->
+:class:`~emolab.data.features.BatchFeaturizer` on the model's device -> model.
+
+Two datasets share one implementation and differ in what the featuriser makes
+of the audio: :class:`RavdessMelDataset` log-Mel ``(1, 64, 301)`` (SPEC §2.2),
+:class:`RavdessWavLMDataset` waveforms ``(1, 48000)`` (SPEC §2.3). Both give
+video ``(T, 3, 112, 112)`` once featurised (SPEC §2.1).
 
 Augmentation randomness comes from a generator seeded by ``(seed, epoch, index)``,
 so a sample's augmentation does not depend on the number of workers or on which
-worker loads it, and an interrupted run can be reproduced.
-
-With ``raw=True`` a dataset yields what the cache holds, ``uint8`` frames and
-``int16`` audio, plus the drawn augmentation parameters; a
-:class:`~emolab.data.features.BatchFeaturizer` then builds the float tensors per
-batch on the training device (the trainer's path). Both paths give the same
-tensors (``tests/test_features.py``).
+worker loads it, and an interrupted run can be reproduced. Items carry only the
+draws (:func:`~emolab.data.augment.flat_draws`); the featuriser applies them.
 """
 
 from __future__ import annotations
@@ -29,26 +29,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emolab.data.audio import RESAMPLERS, AudioNoise, AudioReadError, load_audio, log_mel, soxr_available
+from emolab.data.audio import RESAMPLERS, AudioReadError, load_audio, soxr_available
+from emolab.data.augment import VideoAugment, flat_draws
 from emolab.data.cache import AudioSettings, ClipAudio, FrameCache, FrameSettings, default_cache_dir
-from emolab.data.faces import FACE_DETECTORS, make_face_detector
-from emolab.data.loaders import (  # the loaders lived here first; their names stay importable from this module
-    FramePassReport,
-    collate_skip_failed,
-    make_loader,
-    resolve_num_workers,
-    warm_cache,
-)
+from emolab.data.faces import FACE_DETECTORS, FaceDetector, make_face_detector
+from emolab.data.noise import AudioNoise
 from emolab.data.ravdess import PairRecord, Problem
-from emolab.data.video import (
-    ClipFrames,
-    FaceDetector,
-    VideoAugment,
-    VideoReadError,
-    frames_to_float,
-    normalize,
-    preprocess_clip,
-)
+from emolab.data.video import ClipFrames, VideoReadError, preprocess_clip
 from emolab.utils.settings import Alias, setting
 
 log = logging.getLogger(__name__)
@@ -149,7 +136,7 @@ def resolve_noise_path(data_root: str | os.PathLike[str] | None, noise_path: str
 
     Returns ``None`` when none exists (augmentation then uses Gaussian noise).
     An explicit path that does not exist is returned as is, so that
-    :class:`~emolab.data.audio.AudioNoise` reports it by name.
+    :class:`~emolab.data.noise.AudioNoise` reports it by name.
     """
     if noise_path:
         return Path(noise_path)
@@ -163,23 +150,26 @@ def resolve_noise_path(data_root: str | os.PathLike[str] | None, noise_path: str
 
 
 class RavdessAVDataset(Dataset):
-    """Audio-visual RAVDESS pairs as tensors.
+    """Audio-visual RAVDESS pairs as raw items, what the cache holds plus the augmentation draws.
 
-    Each item is a dict:
+    Each item is a dict of tensors (and ``meta``), so that
+    :func:`torch.utils.data.default_collate` stacks a batch:
 
-    * ``video``: float ``(T, 3, S, S)``, ImageNet-normalised;
-    * ``audio``: log-Mel ``(1, n_mels, 301)`` or waveform ``(1, 48000)``;
-    * ``audio_length``: int, valid (unpadded) audio samples at ``sample_rate``;
+    * ``video_u8``: uint8 ``(T, S, S, 3)`` RGB frames;
     * ``video_valid``: bool ``(T,)``, False for frames repeating an earlier one;
+    * ``audio_i16``: int16 ``(1, N)`` and ``audio_scale`` float32 (float = int16 / 32767 * scale);
+    * ``audio_length``: int, valid (unpadded) audio samples at ``sample_rate``;
+    * ``aug_f`` float32 ``(3,)`` and ``aug_i`` int64 ``(4,)``: the drawn video
+      and audio augmentation (:func:`~emolab.data.augment.flat_draws`; the
+      no-op values when the dataset does not augment);
     * ``label``: int class index;
     * ``meta``: dict with ``actor``, ``emotion``, ``intensity``, ``statement``,
       ``repetition``, ``video_path``, ``audio_path``, ``index``.
 
-    With ``raw=True``, ``video`` and ``audio`` are replaced by what the cache
-    holds: ``video_u8`` uint8 ``(T, S, S, 3)``, ``audio_i16`` int16 ``(1, N)``
-    and ``audio_scale`` (float = int16 / 32767 * scale), and an augmenting
-    dataset adds the drawn parameters ``video_aug`` and ``audio_aug`` (dicts of
-    scalar tensors) for :class:`~emolab.data.features.BatchFeaturizer`.
+    :class:`~emolab.data.features.BatchFeaturizer` (``for_dataset(ds)``) turns
+    a batch, or one item (``.item(ds[i])``), into ``video`` float
+    ``(T, 3, S, S)`` ImageNet-normalised and ``audio`` log-Mel
+    ``(1, n_mels, 301)`` or waveform ``(1, 48000)``.
     The keys of a modality not in ``modalities`` are left out (and its files
     are not read); the augmentation draws do not depend on it.
 
@@ -189,7 +179,7 @@ class RavdessAVDataset(Dataset):
 
     A pair whose file cannot be decoded is logged with the file and the
     problem, counted in :attr:`failures` (of the process that loaded it), and
-    yields ``None``, which :func:`collate_skip_failed` drops from the batch.
+    yields ``None``, which :func:`~emolab.data.loaders.collate_skip_failed` drops from the batch.
 
     Args:
         pairs: the records to serve.
@@ -201,8 +191,6 @@ class RavdessAVDataset(Dataset):
         data_root: where to look for ``Noise/noise.wav``.
         seed: base seed of the augmentation randomness.
         video_augment, audio_noise: override the default augmentations.
-        raw: yield cached ``uint8``/``int16`` data and augmentation parameters
-            instead of float tensors (see above).
         modalities: ``("audio", "video")`` (default) or one of them.
     """
 
@@ -219,7 +207,6 @@ class RavdessAVDataset(Dataset):
         video_augment: VideoAugment | None = None,
         audio_noise: AudioNoise | None = None,
         detector: FaceDetector | None = None,
-        raw: bool = False,
         modalities: Sequence[str] = MODALITIES,
     ):
         if audio not in ("mel", "wave"):
@@ -228,7 +215,6 @@ class RavdessAVDataset(Dataset):
         if not modalities or any(m not in MODALITIES for m in modalities):
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities!r}")
         self.modalities = modalities
-        self.raw = bool(raw)
         self.pairs = list(pairs)
         self.audio_kind = audio
         self.augment = augment
@@ -331,8 +317,7 @@ class RavdessAVDataset(Dataset):
             clip = self.frames(index) if "video" in self.modalities else None
             sound = None
             if "audio" in self.modalities:
-                audio_key = self.audio_key(index)
-                sound = self.audio_clip(index, audio_key)
+                sound = self.audio_clip(index)
         except (VideoReadError, AudioReadError, OSError) as e:
             path = rec.audio_path if isinstance(e, AudioReadError) else rec.video_path
             self.failures.append(Problem(str(path), str(e)))
@@ -340,30 +325,14 @@ class RavdessAVDataset(Dataset):
             return None
         item: dict[str, Any] = {}
         if clip is not None:
-            if self.raw:
-                item["video_u8"] = torch.from_numpy(np.ascontiguousarray(clip.frames))
-                if video_params is not None:
-                    item["video_aug"] = video_params.as_tensors()
-            else:
-                video = frames_to_float(clip.frames)
-                if video_params is not None:
-                    video = self.video_augment.apply(video, video_params)
-                item["video"] = normalize(video)
+            item["video_u8"] = torch.from_numpy(np.ascontiguousarray(clip.frames))
             item["video_valid"] = torch.from_numpy(np.asarray(clip.valid, dtype=bool))
         if sound is not None:
-            if self.raw:
-                item["audio_i16"] = torch.from_numpy(sound.samples)
-                item["audio_scale"] = torch.tensor(sound.scale, dtype=torch.float32)
-                item["audio_key"] = audio_key  # identifies the clip for the featuriser's clean log-Mel memory
-                if audio_params is not None:
-                    item["audio_aug"] = audio_params.as_tensors()
-            else:
-                wave = torch.from_numpy(sound.to_float())
-                if audio_params is not None:
-                    wave = self.audio_noise.apply(wave, audio_params)
-                c = self.config
-                item["audio"] = log_mel(wave, sample_rate=c.sample_rate, n_mels=c.n_mels) if self.audio_kind == "mel" else wave
+            item["audio_i16"] = torch.from_numpy(sound.samples)
+            item["audio_scale"] = torch.tensor(sound.scale, dtype=torch.float32)
             item["audio_length"] = sound.length
+        # a dataset without audio ships no audio draw (the cached-features dataset: the noise is in the variant)
+        item.update(flat_draws(video_params, audio_params if "audio" in self.modalities else None))
         return {
             **item,
             "label": rec.label(self.config.num_classes),
@@ -395,14 +364,9 @@ class RavdessWavLMDataset(RavdessAVDataset):
 
 __all__ = [
     "DataConfig",
-    "FramePassReport",
     "MODALITIES",
     "RavdessAVDataset",
     "RavdessMelDataset",
     "RavdessWavLMDataset",
-    "collate_skip_failed",
-    "make_loader",
     "resolve_noise_path",
-    "resolve_num_workers",
-    "warm_cache",
 ]

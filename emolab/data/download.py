@@ -308,7 +308,7 @@ def fetch_and_extract(archive: Archive, out: Path, *, actors: Sequence[int] | No
 
 def report_pairs(out: Path, channels: Sequence[int]) -> dict[int, int]:
     """Print how many pairs :func:`emolab.data.pair_corpus` finds per vocal channel, and what to run next."""
-    from emolab.data.ravdess import pair_corpus
+    from emolab.data.pairing import pair_corpus
 
     counts = {vc: len(pair_corpus(out, vocal_channel=vc, check="size").pairs) for vc in channels}
     for vc, n in counts.items():

@@ -50,8 +50,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emolab.data.audio import GAUSSIAN_NOISE_SAMPLES, AudioNoise, AudioNoiseParams, AudioReadError
+from emolab.data.audio import AudioReadError
 from emolab.data.cache import AudioSettings
+from emolab.data.noise import GAUSSIAN_NOISE_SAMPLES, AudioNoise, AudioNoiseParams
 from emolab.data.ravdess import Problem
 from emolab.utils.fileio import atomic_write, atomic_write_json, mark_used
 

@@ -11,7 +11,8 @@ import warnings
 from collections import Counter
 from typing import Any
 
-from emolab.data.ravdess import EMOTIONS, VOCAL_CHANNELS, PairRecord, pair_corpus
+from emolab.data.pairing import pair_corpus
+from emolab.data.ravdess import EMOTIONS, VOCAL_CHANNELS, PairRecord
 from emolab.data.splits import (
     PROTOCOLS,
     SpeakerLeakageWarning,

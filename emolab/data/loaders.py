@@ -1,8 +1,13 @@
 """DataLoaders over the datasets: collation, worker policy, and the parallel decode-once pass.
 
 :func:`make_loader` builds emolab's DataLoader (worker policy of SPEC §4, seeded
-shuffling, failed samples dropped); :func:`warm_cache` decodes every clip of a
-dataset once, in parallel, before training reads the cache.
+shuffling, raw items collated by :func:`torch.utils.data.default_collate` once
+failed ones are dropped); :func:`warm_cache` decodes every clip of a dataset
+once, in parallel, before training reads the cache.
+
+This module does not import :mod:`emolab.data.datasets`: it reads datasets
+through what they provide (:class:`CachedClips`), so that the datasets layer
+sits above it.
 """
 
 from __future__ import annotations
@@ -14,26 +19,38 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emolab.data.audio import AudioReadError
-from emolab.data.features import collate_raw
-from emolab.data.ravdess import Problem, strip_path
-from emolab.data.video import DecodeStats, VideoReadError
-
-if TYPE_CHECKING:
-    from emolab.data.datasets import RavdessAVDataset
+from emolab.data.cache import FrameCache
+from emolab.data.ravdess import PairRecord, Problem, strip_path
+from emolab.data.video import ClipFrames, DecodeStats, VideoReadError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FramePassReport", "collate_skip_failed", "loads_in_process", "make_loader", "resolve_num_workers", "warm_cache"]
+__all__ = ["CachedClips", "FramePassReport", "collate_skip_failed", "loads_in_process", "make_loader",
+           "resolve_num_workers", "warm_cache"]
+
+
+class CachedClips(Protocol):
+    """What :func:`warm_cache` needs of a dataset (:class:`~emolab.data.datasets.RavdessAVDataset` has it)."""
+
+    pairs: Sequence[PairRecord]
+    modalities: tuple[str, ...]
+    cache: FrameCache
+
+    def __len__(self) -> int: ...
+
+    def frames(self, index: int) -> ClipFrames: ...
+
+    def audio_clip(self, index: int) -> Any: ...
 
 
 def collate_skip_failed(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-    """Collate samples, dropping those that failed to load.
+    """Collate raw items with :func:`torch.utils.data.default_collate`, dropping those that failed to load.
 
     Returns the batch with an extra ``num_skipped`` int, or ``None`` when every
     sample of the batch failed.
@@ -58,7 +75,7 @@ def _is_wsl() -> bool:
 
 
 def loads_in_process(dataset: Any) -> bool:
-    """Whether auto workers leave ``dataset`` to the training process: a raw log-Mel dataset that reads audio only.
+    """Whether auto workers leave ``dataset`` to the training process: a log-Mel dataset that reads audio only.
 
     Its items are cache reads and a few random draws (0.1–0.2 ms each, 1.1–1.5 ms
     a batch of 8), which costs less than handing a batch over from a worker
@@ -68,8 +85,7 @@ def loads_in_process(dataset: Any) -> bool:
     warm (:func:`warm_cache`; the trainer warms it): a cold one is filled
     serially, about 5 ms a clip.
     """
-    return (getattr(dataset, "raw", False) and getattr(dataset, "audio_kind", None) == "mel"
-            and tuple(getattr(dataset, "modalities", ())) == ("audio",))
+    return getattr(dataset, "audio_kind", None) == "mel" and tuple(getattr(dataset, "modalities", ())) == ("audio",)
 
 
 def resolve_num_workers(num_workers: int, data_root: str | os.PathLike[str] | None = None,
@@ -113,8 +129,8 @@ def make_loader(
     ``num_workers=-1`` resolves by :func:`resolve_num_workers` (given the dataset); with workers,
     ``persistent_workers=True`` and ``prefetch_factor=2``. Pinned memory is on
     when CUDA is available unless given. Shuffling uses a generator seeded by
-    ``seed``. Failed samples are dropped by :func:`collate_skip_failed`, or for a
-    raw dataset by :func:`~emolab.data.features.collate_raw` (fewer tensors per batch).
+    ``seed``. Failed samples are dropped by :func:`collate_skip_failed`, which
+    collates the rest with ``default_collate``.
     """
     workers = resolve_num_workers(num_workers, data_root, dataset)
     if pin_memory is None:
@@ -133,7 +149,7 @@ def make_loader(
         pin_memory=pin_memory,
         drop_last=drop_last,
         generator=generator,
-        collate_fn=collate_raw if getattr(dataset, "raw", False) else collate_skip_failed,
+        collate_fn=collate_skip_failed,
         **kwargs,
     )
 
@@ -158,7 +174,7 @@ def _identity(x: Any) -> Any:
 class _DecodeOnce(Dataset):
     """Fills the cache with what ``dataset`` reads: frames and/or audio (by its ``modalities``)."""
 
-    def __init__(self, dataset: RavdessAVDataset):
+    def __init__(self, dataset: CachedClips):
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -181,7 +197,7 @@ class _DecodeOnce(Dataset):
 
 
 def warm_cache(
-    dataset: RavdessAVDataset,
+    dataset: CachedClips,
     *,
     num_workers: int = -1,
     progress: bool = True,

@@ -1,14 +1,17 @@
-"""Video tensors (SPEC §2.1): decode, sample, face-crop, resize, normalise, augment.
+"""Video tensors (SPEC §2.1): decode, sample, face-crop, resize, normalise.
 
 The pipeline is split so that the expensive part can be cached:
 
 * :func:`preprocess_clip` decodes a clip once (PyAV), samples ``num_frames``
-  frames uniformly from what actually decodes, crops the face (box from the
-  first sampled frame, reused for all frames) and resizes to ``size x size``.
-  Its result, :class:`ClipFrames` (uint8 frames + validity mask), is the unit a
-  cache stores.
-* :func:`frames_to_float` / :func:`normalize` / :class:`VideoAugment` turn
-  cached frames into the float tensors models see, cheaply, every epoch.
+  frames uniformly from what actually decodes, crops the face
+  (:mod:`emolab.data.faces`; box from the first sampled frame, reused for all
+  frames) and resizes to ``size x size``. Its result, :class:`ClipFrames`
+  (uint8 frames + validity mask), is the unit a cache stores and what a
+  dataset item carries (``video_u8``).
+* :func:`frames_to_float` / :func:`normalize` turn frames into the float
+  tensors models see; in training and evaluation the featuriser
+  (:class:`~emolab.data.features.BatchFeaturizer`) does it per batch on the
+  device, with the augmentation of :mod:`emolab.data.augment`.
 
 :func:`load_video_frames` composes both for one-off use.
 """
@@ -28,14 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from emolab.data.augment import (  # re-exported: they used to live here
-    VideoAugment,
-    VideoAugmentConfig,
-    VideoAugmentParams,
-    add_gaussian_noise,
-    attenuate_brightness,
-    gaussian_blur,
-)
+from emolab.data.augment import VideoAugment
+from emolab.data.faces import FaceDetector, center_square_box, crop_frames, default_face_detector, face_box_to_square
 from emolab.utils.fileio import media_source
 
 __all__ = [
@@ -51,11 +48,6 @@ __all__ = [
     "read_sampled_frames_stats",
     "decode_stats",
     "DecodeStats",
-    "FaceDetector",
-    "default_face_detector",
-    "face_box_to_square",
-    "crop_frames",
-    "center_square",
     "resize_frames",
     "RESIZE_MODES",
     "ClipFrames",
@@ -64,12 +56,6 @@ __all__ = [
     "frames_to_tensor",
     "normalize",
     "denormalize",
-    "VideoAugmentConfig",
-    "VideoAugmentParams",
-    "gaussian_blur",
-    "attenuate_brightness",
-    "add_gaussian_noise",
-    "VideoAugment",
     "load_video_frames",
 ]
 
@@ -339,216 +325,6 @@ def decode_stats(path: PathLike) -> DecodeStats:
     return DecodeStats(info.frames_reported or int(round(info.duration_s * info.fps)), n, error)
 
 
-# --------------------------------------------------------------------------- faces
-
-
-class FaceDetectorBase:
-    """What every largest-face detector shares: a backend built lazily on first use and
-    dropped when pickled (rebuilt in each DataLoader worker), detection on a copy
-    downscaled to at most ``detect_width`` pixels wide, and one box format.
-
-    Subclasses set ``name`` and implement ``_load()`` (the backend, or None with
-    ``_reason`` set) and ``_find(backend, frame, scale)``: the largest face found on the
-    copy downscaled by ``scale`` (each detector makes its own copy), as ``(x0, y0, x1, y1)``
-    in the frame's pixel coordinates, or None.
-    """
-
-    name = ""
-
-    def __init__(self, detect_width: int) -> None:
-        if detect_width < 24:
-            raise ValueError(f"detect_width must be >= 24, got {detect_width}")
-        self.detect_width = detect_width
-        self._backend = None
-        self._reason: str | None = None
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_backend"] = None
-        state["_reason"] = None
-        return state
-
-    def _load(self):
-        raise NotImplementedError  # pragma: no cover - every detector overrides it
-
-    def _find(self, backend, frame: np.ndarray, scale: float) -> tuple[float, float, float, float] | None:
-        raise NotImplementedError  # pragma: no cover - every detector overrides it
-
-    @property
-    def available(self) -> bool:
-        """Whether detection can run (builds the backend)."""
-        return self._load() is not None
-
-    @property
-    def reason(self) -> str | None:
-        """Why the detector is unavailable (None when it is available)."""
-        self._load()
-        return self._reason
-
-    def detect(self, frame: np.ndarray) -> tuple[int, int, int, int] | None:
-        """Find the largest face in an RGB uint8 frame of shape ``(H, W, 3)``.
-
-        Returns:
-            ``(x, y, w, h)`` in the frame's pixel coordinates, or None if no face.
-
-        Raises:
-            RuntimeError: the detector is unavailable (see :attr:`reason`).
-        """
-        backend = self._load()
-        if backend is None:
-            raise RuntimeError(f"face detector unavailable: {self._reason}")
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
-        h, w = frame.shape[:2]
-        box = self._find(backend, frame, min(1.0, self.detect_width / w))
-        if box is None:
-            return None
-        x0, y0, x1, y1 = box
-        x, y = min(max(round(x0), 0), w - 1), min(max(round(y0), 0), h - 1)
-        return x, y, max(1, min(round(x1) - x, w - x)), max(1, min(round(y1) - y, h - y))
-
-
-class FaceDetector(FaceDetectorBase):
-    """Largest-face detector on OpenCV's bundled Haar cascade (works offline).
-
-    The cascade is loaded lazily on first use and dropped when pickled (it is
-    rebuilt in each DataLoader worker). Detection runs on a grayscale,
-    histogram-equalised copy downscaled to at most ``detect_width`` pixels wide.
-
-    Args:
-        cascade_path: cascade XML; defaults to ``haarcascade_frontalface_default.xml``
-            from ``cv2.data.haarcascades``.
-        detect_width: width of the downscaled copy detection runs on.
-        scale_factor: ``detectMultiScale`` pyramid step.
-        min_neighbors: ``detectMultiScale`` neighbour threshold (higher: fewer false faces).
-        min_size: smallest face side, in pixels of the downscaled copy.
-    """
-
-    name = "haar"
-
-    def __init__(
-        self,
-        cascade_path: PathLike | None = None,
-        detect_width: int = 320,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 5,
-        min_size: int = 24,
-    ) -> None:
-        super().__init__(detect_width)
-        self.cascade_path = cascade_path
-        self.scale_factor = scale_factor
-        self.min_neighbors = min_neighbors
-        self.min_size = min_size
-
-    def _load(self):  # the cascade, or None with _reason set
-        if self._backend is None and self._reason is None:
-            if not hasattr(cv2, "CascadeClassifier"):
-                self._reason = (
-                    f"OpenCV {cv2.__version__} has no CascadeClassifier "
-                    "(install opencv-python-headless<5)"
-                )
-                return None
-            path = self.cascade_path
-            if path is None:
-                base = getattr(getattr(cv2, "data", None), "haarcascades", None)
-                if base is None:
-                    self._reason = "cv2.data.haarcascades is missing from this OpenCV build"
-                    return None
-                path = os.path.join(base, "haarcascade_frontalface_default.xml")
-            if not os.path.isfile(path):
-                self._reason = f"Haar cascade file {path} not found"
-                return None
-            cascade = cv2.CascadeClassifier(str(path))
-            if cascade.empty():
-                self._reason = f"Haar cascade file {path} could not be loaded"
-                return None
-            self._backend = cascade
-        return self._backend
-
-    def _find(self, cascade, frame: np.ndarray, scale: float) -> tuple[int, int, int, int] | None:
-        h, w = frame.shape[:2]
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)
-        boxes = cascade.detectMultiScale(
-            gray,
-            scaleFactor=self.scale_factor,
-            minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size),
-        )
-        if len(boxes) == 0:
-            return None
-        x, y, bw, bh = max((tuple(int(v) for v in b) for b in boxes), key=lambda b: b[2] * b[3])
-        if scale < 1.0:
-            x, y, bw, bh = (round(v / scale) for v in (x, y, bw, bh))
-        return x, y, x + bw, y + bh
-
-
-_DEFAULT_DETECTOR: FaceDetector | None = None
-
-
-def default_face_detector() -> FaceDetector:
-    """The shared default :class:`FaceDetector` (built lazily on first call)."""
-    global _DEFAULT_DETECTOR
-    if _DEFAULT_DETECTOR is None:
-        _DEFAULT_DETECTOR = FaceDetector()
-    return _DEFAULT_DETECTOR
-
-
-def face_box_to_square(
-    box: tuple[int, int, int, int], frame_hw: tuple[int, int], margin: float = 0.25
-) -> tuple[int, int, int, int]:
-    """Turn a face box into a square crop box with context around the face.
-
-    The square is centred on the box, its side is ``max(w, h) * (1 + 2 * margin)``
-    (``margin`` of the face size added on every side), capped at the shorter frame
-    side, and shifted (not shrunk) to lie inside the frame.
-
-    Args:
-        box: ``(x, y, w, h)`` face box.
-        frame_hw: ``(H, W)`` of the frame.
-        margin: extra context per side as a fraction of the face size.
-
-    Returns:
-        ``(x0, y0, x1, y1)`` with ``x1 - x0 == y1 - y0``, inside the frame.
-    """
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    x, y, w, h = box
-    fh, fw = frame_hw
-    if w <= 0 or h <= 0:
-        raise ValueError(f"face box must have positive size, got {box}")
-    side = min(int(round(max(w, h) * (1 + 2 * margin))), fh, fw)
-    cx, cy = x + w / 2, y + h / 2
-    x0 = int(round(cx - side / 2))
-    y0 = int(round(cy - side / 2))
-    x0 = min(max(x0, 0), fw - side)
-    y0 = min(max(y0, 0), fh - side)
-    return x0, y0, x0 + side, y0 + side
-
-
-def crop_frames(frames: np.ndarray, box_xyxy: tuple[int, int, int, int]) -> np.ndarray:
-    """Crop every frame of `(T, H, W, 3)` to ``(x0, y0, x1, y1)`` -> `(T, y1-y0, x1-x0, 3)`."""
-    x0, y0, x1, y1 = (int(v) for v in box_xyxy)
-    h, w = frames.shape[1:3]
-    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-        raise ValueError(f"crop box {box_xyxy} does not fit frames of size {w}x{h}")
-    return frames[:, y0:y1, x0:x1]
-
-
-def _center_square_box(hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    h, w = hw
-    side = min(h, w)
-    x0, y0 = (w - side) // 2, (h - side) // 2
-    return x0, y0, x0 + side, y0 + side
-
-
-def center_square(frames: np.ndarray) -> np.ndarray:
-    """Central square crop of `(T, H, W, 3)` -> `(T, S, S, 3)`, ``S = min(H, W)``."""
-    return crop_frames(frames, _center_square_box(frames.shape[1:3]))
-
-
 #: ``resize`` names -> OpenCV interpolation: ``"area"`` (emolab's default: averages the
 #: source pixels, no aliasing when shrinking 720p to 112 px) or ``"linear"`` (the seed's
 #: ``cv2.resize`` default, bilinear from 4 source pixels: reproduces its tensors).
@@ -643,7 +419,7 @@ def preprocess_clip(
             if found is not None:
                 face, box = "found", face_box_to_square(found, frames.shape[1:3], margin)
             else:
-                face, box = "not_found", _center_square_box(frames.shape[1:3])
+                face, box = "not_found", center_square_box(frames.shape[1:3])
             frames = crop_frames(frames, box)
     return ClipFrames(frames=resize_frames(frames, size, resize), valid=valid, face=face, box=box, decode=stats)
 

@@ -11,10 +11,10 @@ and is tested in ``tests/test_analysis.py``.
 * :func:`train`: a training run whose printed paths hold nothing machine-specific.
 * :func:`load_model`: a checkpoint (``best_{fusion}.pt``) and the config saved in it.
 * :func:`load_or_train`: that, or a small run when no checkpoint is given.
-* :func:`test_dataset`: the test split of a config as a dataset, optionally with
-  noise mixed in at a fixed SNR (:class:`NoisyAtSNR`).
+* :func:`test_dataset`: the test split of a config as a dataset.
 * :func:`collect_gates`: the gate ``g`` (audio weight) of every test clip at each
-  SNR level, with labels and accuracy.
+  SNR level, with labels and accuracy; the noise is a featuriser
+  :class:`~emolab.data.features.Condition` (:func:`noise_condition`).
 * :func:`collect_attention`: v2a/a2v attention of chosen test clips with their
   frames, log-Mel and the times in seconds of video frames and audio steps.
 """
@@ -35,9 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from emolab.data.audio import AudioNoise, log_mel
 from emolab.data.datasets import (
     DataConfig,
     RavdessAVDataset,
@@ -45,8 +43,11 @@ from emolab.data.datasets import (
     RavdessWavLMDataset,
     resolve_noise_path,
 )
+from emolab.data.features import BatchFeaturizer, Condition
 from emolab.data.loaders import collate_skip_failed, make_loader
-from emolab.data.ravdess import class_names, pair_corpus
+from emolab.data.noise import AudioNoise
+from emolab.data.pairing import pair_corpus
+from emolab.data.ravdess import class_names
 from emolab.data.splits import SplitConfig, make_split
 from emolab.data.video import probe_video
 from emolab.models.fusion import forward_batch
@@ -61,13 +62,13 @@ __all__ = [
     "SMOKE_SPLIT",
     "AttentionClip",
     "GateCollection",
-    "NoisyAtSNR",
     "collect_attention",
     "collect_gates",
     "corpus_actors",
     "cpu_determinism",
     "load_model",
     "load_or_train",
+    "noise_condition",
     "notebook_config",
     "smoke_actor_lists",
     "snr_label",
@@ -289,39 +290,16 @@ def load_or_train(
 # --------------------------------------------------------------------------- test data
 
 
-class NoisyAtSNR(Dataset):
-    """A test dataset whose audio gets noise mixed in at exactly ``snr_db`` (None: clean).
+def noise_condition(snr_db: float | None, seed: int = 0) -> Condition | None:
+    """The featuriser condition of test-time noise at exactly ``snr_db`` (None: clean, no condition).
 
-    The noise goes into the waveform; a Mel dataset then yields the log-Mel of the
-    noisy wave, a waveform (WavLM) dataset the noisy wave itself.
-
-    The noise excerpt of item ``i`` is drawn from ``default_rng([seed, i, level])``,
-    so every level and item is reproducible whatever the batch order.
-
-    Args:
-        dataset: a non-augmented :class:`RavdessMelDataset` (or :class:`RavdessWavLMDataset`).
-        noise: the noise source (file or Gaussian).
-        snr_db: the SNR in dB, or None for clean audio.
-        seed: base seed of the noise excerpts.
+    The noise goes into the waveform before the log-Mel. The excerpt of test
+    clip ``i`` is drawn from ``default_rng([seed, i, level])``
+    (:meth:`~emolab.data.features.Condition.noise_draw`), so every level and
+    clip is reproducible whatever the batch order, and every model evaluated on
+    the same split hears the same noise in the same clip.
     """
-
-    def __init__(self, dataset: RavdessAVDataset, noise: AudioNoise, snr_db: float | None, seed: int = 0):
-        self.dataset, self.noise, self.snr_db, self.seed = dataset, noise, snr_db, int(seed)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        item = self.dataset[index]
-        if item is None or self.snr_db is None:
-            return item
-        wave, _ = self.dataset.load_wave(index)
-        level = int(round(self.snr_db * 10)) + 10_000
-        noisy = self.noise.mix(wave, self.snr_db, np.random.default_rng([self.seed, int(index), level]))
-        c = self.dataset.config
-        mel = self.dataset.audio_kind == "mel"
-        item["audio"] = log_mel(noisy, sample_rate=c.sample_rate, n_mels=c.n_mels) if mel else noisy
-        return item
+    return None if snr_db is None else Condition(snr_db=float(snr_db), noise_seed=int(seed))
 
 
 def stratified_subset(pairs: Sequence[Any], n: int) -> list[Any]:
@@ -436,13 +414,15 @@ def collect_gates(
     device = next(model.parameters()).device
     base = test_dataset(cfg, max_items=max_items)
     noise = AudioNoise(resolve_noise_path(cfg.data_root, cfg.data.noise_path), sample_rate=cfg.data.sample_rate)
+    featurize = BatchFeaturizer.for_dataset(base, channels_last=False, audio_noise=noise)
     out: dict[str, dict[str, np.ndarray]] = {"gates": {}, "labels": {}, "preds": {}}
     for snr in snrs:
-        loader = make_loader(NoisyAtSNR(base, noise, snr, seed), batch_size, num_workers=0, seed=seed)
+        level = featurize.with_condition(noise_condition(snr, seed))
         gates, labels, preds = [], [], []
-        for batch in loader:
+        for batch in make_loader(base, batch_size, num_workers=0, seed=seed):
             if batch is None:
                 continue
+            batch = level(batch, device)
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             o = forward_batch(model, batch, return_gate=True)
             if o.gate is None:
@@ -521,6 +501,7 @@ def collect_attention(model: nn.Module, dataset: RavdessMelDataset, indices: Seq
     batch = collate_skip_failed([it for it in items if it is not None])
     if batch is None:
         raise ValueError("none of the chosen clips could be decoded")
+    batch = BatchFeaturizer.for_dataset(dataset, channels_last=False)(batch, device)
     tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     o = forward_batch(model, tensors, return_attn=True)
     if o.attn_v2a is None or o.attn_a2v is None:
@@ -532,7 +513,7 @@ def collect_attention(model: nn.Module, dataset: RavdessMelDataset, indices: Seq
         rec = dataset.pairs[index]
         v2a = o.attn_v2a[b].float().cpu().numpy()
         ta = v2a.shape[-1]
-        mel = item["audio"].numpy()
+        mel = batch["audio"][b].cpu().numpy()
         info = probe_video(rec.video_path)
         clips.append(
             AttentionClip(

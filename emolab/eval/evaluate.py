@@ -58,7 +58,7 @@ class EvalResult:
 
 
 def _pairs(cfg: Any, split: str, protocol: str | None, fold: int | None) -> tuple[list, str]:
-    from emolab.data.ravdess import pair_corpus
+    from emolab.data.pairing import pair_corpus
     from emolab.data.splits import SplitConfig, fold_actors, make_split
 
     try:
@@ -123,7 +123,7 @@ def evaluate_run(
     if not pairs:
         raise EvaluateError(f"the {split} split of {cfg.data_root} is empty ({description})")
     dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
-    ds = dataset_cls(pairs, augment=False, config=cfg.data, data_root=cfg.data_root, raw=True,
+    ds = dataset_cls(pairs, augment=False, config=cfg.data, data_root=cfg.data_root,
                      modalities=cfg.model.spec.inputs)
     res = infer(model, ds, device=device, batch_size=batch_size)
     names = list(class_names(cfg.data.num_classes))

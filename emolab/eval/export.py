@@ -133,15 +133,17 @@ def export_module(model: nn.Module) -> nn.Module:
 def _test_batches(cfg: TrainConfig, max_items: int | None, batch_size: int) -> Iterator[dict[str, Any]]:
     """Batches of the run's test split as the model gets them (emolab's featuriser, no augmentation)."""
     from emolab.eval.analysis import test_dataset
+    from emolab.data.features import BatchFeaturizer
     from emolab.data.loaders import make_loader
 
     try:
         dataset = test_dataset(cfg, max_items=max_items)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         raise ExportError(f"test split of {cfg.data_root}: {e} (another corpus: --data_root)") from None
+    featurize = BatchFeaturizer.for_dataset(dataset, channels_last=False)
     for batch in make_loader(dataset, batch_size, num_workers=0, pin_memory=False):
         if batch is not None:
-            yield batch
+            yield featurize(batch)
 
 
 def _feeds(batch: dict[str, Any], names: tuple[str, ...]) -> dict[str, np.ndarray]:

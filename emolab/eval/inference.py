@@ -5,7 +5,7 @@
 * :class:`ClipDataset`: the run's own dataset class for any files: a video and a WAV, or a video container
   whose own audio track (AAC in an MP4, a phone recording) is decoded with PyAV and then resampled, mixed
   down and padded exactly as :func:`emolab.data.audio.load_audio` does with a WAV.
-* :func:`infer`: class probabilities (and the gate of gated models) of every item of a raw dataset, featurised
+* :func:`infer`: class probabilities (and the gate of gated models) of every item of a dataset, featurised
   by :class:`~emolab.data.features.BatchFeaturizer` as the trainer does it.
 
 The preprocessing is the run's: its ``DataConfig`` (frames, frame size, face crop, resize, sample rate,
@@ -152,7 +152,7 @@ class Inference:
 @torch.no_grad()
 def infer(model: Any, dataset: RavdessAVDataset, *, device: str | torch.device = "cpu",
           batch_size: int = 16) -> Inference:
-    """Class probabilities of every item of a raw (``raw=True``), non-augmented dataset.
+    """Class probabilities of every item of a non-augmented dataset.
 
     ``model`` is a PyTorch model, or anything with a ``forward_batch(batch)`` method returning a
     :class:`~emolab.models.fusion.FusionOutput` (an :class:`~emolab.eval.onnx_runtime.OnnxModel`).
@@ -162,8 +162,8 @@ def infer(model: Any, dataset: RavdessAVDataset, *, device: str | torch.device =
     from emolab.data.loaders import make_loader
     from emolab.models.fusion import forward_batch
 
-    if not dataset.raw or dataset.augment:
-        raise ValueError("infer needs a raw, non-augmented dataset")
+    if dataset.augment:
+        raise ValueError("infer needs a non-augmented dataset")
     dev = torch.device(device)
     own = None if isinstance(model, torch.nn.Module) else model.forward_batch  # e.g. OnnxModel
     if own is None:

@@ -252,7 +252,7 @@ def predict(
     # unused modalities point at the other file (never opened: the dataset reads only `modalities`)
     records = [_record(c.video or c.audio, c.audio if "audio" in modalities and c.audio else c.video) for c in good]
     kind = "wave" if cfg.model.use_wavlm else "mel"
-    ds = ClipDataset(records, audio=kind, config=eval_config(cfg, memory_cache=True), raw=True,
+    ds = ClipDataset(records, audio=kind, config=eval_config(cfg, memory_cache=True),
                      modalities=modalities, data_root=cfg.data_root)
     min_samples = math.ceil(MIN_AUDIO_SECONDS * cfg.data.sample_rate)
     min_frames = min(MIN_VIDEO_FRAMES, cfg.data.num_frames)  # a 1-frame model samples one frame of any clip
@@ -299,7 +299,6 @@ def predict(
 def _save_attention(model: Any, cfg: Any, raw_ds: Any, clips: list[Clip], out: Path) -> list[Path]:
     """The attention figure (:func:`emolab.viz.attention_over_media`) of each clip, for log-Mel xattn models."""
     from emolab.eval.analysis import collect_attention
-    from emolab.eval.inference import ClipDataset
     from emolab.utils.fileio import atomic_write
     from emolab.viz import attention_over_media
 
@@ -307,10 +306,9 @@ def _save_attention(model: Any, cfg: Any, raw_ds: Any, clips: list[Clip], out: P
         print(f"note: --attention: only log-Mel xattn models have attention figures ({cfg.model.fusion} "
               f"{'with WavLM' if cfg.model.use_wavlm else ''} has none); nothing written", file=sys.stderr)
         return []
-    plain = ClipDataset(raw_ds.pairs, audio="mel", config=raw_ds.config, cache=raw_ds.cache, raw=False)
     written = []
     for i, c in enumerate(clips):
-        (a,) = collect_attention(model, plain, [i])
+        (a,) = collect_attention(model, raw_ds, [i])
         fig = attention_over_media(a.frames, a.mel, a.attn_v2a, a.video_times, a.audio_times, attn_a2v=a.attn_a2v,
                                    audio_mask=a.audio_mask, video_mask=a.video_mask,
                                    title=f"{Path(c.name).name}: predicted {a.pred}")

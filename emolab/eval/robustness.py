@@ -8,7 +8,9 @@ Each model is evaluated on the test split of its own saved config (``max_items``
 
 Choices (also written into ``robustness.json``):
 
-* **Noise** is :class:`emolab.eval.analysis.NoisyAtSNR`, the noise of notebook 05: an excerpt of ``Noise/noise.wav``
+* Every condition is a featuriser :class:`~emolab.data.features.Condition` (:func:`condition_for`): the test
+  set stays as it is and the one featuriser applies the corruption, as it applies training augmentations.
+* **Noise** is the noise of notebook 05 (:func:`emolab.eval.analysis.noise_condition`): an excerpt of ``Noise/noise.wav``
   found as training finds it (:func:`~emolab.data.datasets.resolve_noise_path`), or Gaussian noise
   (``noise="gaussian"``), drawn from ``default_rng([seed, i, level])`` for test clip ``i`` and mixed into the
   waveform at exactly that SNR. Every model evaluated on the same split hears the same noise in the same clip.
@@ -47,8 +49,8 @@ if TYPE_CHECKING:
     from emolab.train.config import TrainConfig
 
 __all__ = [
-    "BLUR_KERNELS", "BRIGHTNESS_FACTORS", "FAMILIES", "NOISE_SNRS", "REGIONS", "Corruption", "CorruptedTestSet",
-    "InputError", "RobustnessResult", "add_arguments", "corrupt_frames", "default_corruptions", "evaluate",
+    "BLUR_KERNELS", "BRIGHTNESS_FACTORS", "FAMILIES", "NOISE_SNRS", "REGIONS", "Corruption", "InputError",
+    "RobustnessResult", "add_arguments", "condition_for", "corrupt_frames", "default_corruptions", "evaluate",
     "load_runs", "occlusion_box", "run_from_args", "scaled_kernel", "silent_audio", "write_results",
 ]
 
@@ -139,29 +141,43 @@ def occlusion_box(region: str, size: int) -> tuple[int, int, int, int]:
     return round(top * size), round(bottom * size), round(left * size), round(right * size)
 
 
-def corrupt_frames(video: Tensor, corruption: Corruption, *, fill: Fill = "grey") -> Tensor:
-    """Apply ``corruption`` to float frames `(T, 3, S, S)` in [0, 1], then ImageNet-normalise them (what the
-    datasets yield). Families that do not touch video only normalise. ``fill``: the occlusion colour,
-    ``"grey"`` (ImageNet mean, 0 once normalised) or ``"black"``."""
-    import torch
-
-    from emolab.data.video import IMAGENET_MEAN, attenuate_brightness, gaussian_blur, normalize
+def condition_for(corruption: Corruption, size: int, *, fill: Fill = "grey", seed: int = 0) -> Any:
+    """The featuriser :class:`~emolab.data.features.Condition` of ``corruption`` on ``size`` px frames
+    (None for ``clean``). ``fill``: the occlusion colour, ``"grey"`` (ImageNet mean, 0 once normalised) or
+    ``"black"``; ``seed``: base seed of the noise excerpts."""
+    from emolab.data.features import Condition
+    from emolab.data.video import IMAGENET_MEAN
 
     c = corruption
-    if c.family == "missing" and c.value == "video":
-        return torch.zeros_like(video)
+    if c.family == "occlusion" and fill not in ("grey", "black"):
+        raise ValueError(f"fill must be 'grey' or 'black', got {fill!r}")
+    if c.family == "clean":
+        return None
+    if c.family == "noise":
+        return Condition(snr_db=float(c.value), noise_seed=int(seed))
     if c.family == "blur":
-        video = gaussian_blur(video, scaled_kernel(int(c.value), video.shape[-1]))
-    elif c.family == "darkness":
-        video = attenuate_brightness(video, 1.0 - float(c.value))
-    elif c.family == "occlusion":
-        if fill not in ("grey", "black"):
-            raise ValueError(f"fill must be 'grey' or 'black', got {fill!r}")
-        y0, y1, x0, x1 = occlusion_box(str(c.value), video.shape[-1])
-        video = video.clone()
-        colour = torch.tensor(IMAGENET_MEAN if fill == "grey" else (0.0, 0.0, 0.0), dtype=video.dtype)
-        video[..., y0:y1, x0:x1] = colour.view(3, 1, 1)
-    return normalize(video)
+        return Condition(blur_kernel=scaled_kernel(int(c.value), size))
+    if c.family == "darkness":
+        return Condition(brightness=1.0 - float(c.value))
+    if c.family == "occlusion":
+        return Condition(occlusion=occlusion_box(str(c.value), size),
+                         fill=IMAGENET_MEAN if fill == "grey" else (0.0, 0.0, 0.0))
+    return Condition(drop=str(c.value))
+
+
+def corrupt_frames(video: Tensor, corruption: Corruption, *, fill: Fill = "grey") -> Tensor:
+    """Apply ``corruption`` to float frames `(T, 3, S, S)` in [0, 1], then ImageNet-normalise them: what the
+    featuriser gives under :func:`condition_for` (a preview of one clip). Families that do not touch video
+    only normalise."""
+    import torch
+
+    from emolab.data.video import normalize
+
+    cond = condition_for(corruption, video.shape[-1], fill=fill)
+    if cond is None or corruption.modality != "video":
+        return normalize(video)
+    out = normalize(cond.apply_video(video))
+    return torch.zeros_like(out) if cond.drop == "video" else out
 
 
 def silent_audio(audio: Tensor, kind: str, *, sample_rate: int = 16000, n_mels: int = 64) -> Tensor:
@@ -176,43 +192,6 @@ def silent_audio(audio: Tensor, kind: str, *, sample_rate: int = 16000, n_mels: 
     silence = log_mel(torch.zeros(1, (audio.shape[-1] - 1) * HOP_LENGTH), sample_rate=sample_rate, n_mels=n_mels)
     assert silence.shape == audio.shape, (silence.shape, audio.shape)
     return silence
-
-
-class CorruptedTestSet:
-    """A test dataset with one corruption applied to every item (map-style; for ``make_loader``).
-
-    Args:
-        base: a non-augmented dataset (:func:`emolab.eval.analysis.test_dataset`).
-        corruption: the condition.
-        noise: the noise source (:class:`~emolab.data.audio.AudioNoise`) of the ``noise`` family.
-        seed: seed of the noise excerpts (per clip, see :class:`~emolab.eval.analysis.NoisyAtSNR`).
-        fill: occlusion colour.
-    """
-
-    def __init__(self, base: Any, corruption: Corruption, noise: Any, seed: int = 0, fill: Fill = "grey"):
-        from emolab.eval.analysis import NoisyAtSNR
-
-        snr = float(corruption.value) if corruption.family == "noise" else None
-        self.base, self.corruption, self.fill = base, corruption, fill
-        self.audio_source = NoisyAtSNR(base, noise, snr, seed)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        from emolab.data.video import frames_to_float
-
-        item = self.audio_source[index]
-        c = self.corruption
-        if item is None or c.modality is None:
-            return item
-        if c.modality == "video":
-            item["video"] = corrupt_frames(frames_to_float(self.base.frames(index).frames), c, fill=self.fill)
-        elif c.family == "missing":
-            d = self.base.config
-            kind = self.base.audio_kind
-            item["audio"] = silent_audio(item["audio"], kind, sample_rate=d.sample_rate, n_mels=d.n_mels)
-        return item
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -263,7 +242,7 @@ class RobustnessResult:
 
 
 def _noise_for(cfg: TrainConfig, noise: str) -> Any:
-    from emolab.data.audio import AudioNoise
+    from emolab.data.noise import AudioNoise
     from emolab.data.datasets import resolve_noise_path
 
     if noise == "gaussian":
@@ -277,7 +256,7 @@ def _noise_for(cfg: TrainConfig, noise: str) -> Any:
     return AudioNoise(path, sample_rate=cfg.data.sample_rate)
 
 
-def _predict(model: nn.Module, dataset: CorruptedTestSet, batch_size: int, device: Any) -> dict[str, Any]:
+def _predict(model: nn.Module, dataset: Any, featurize: Any, batch_size: int, device: Any) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -289,6 +268,7 @@ def _predict(model: nn.Module, dataset: CorruptedTestSet, batch_size: int, devic
         for batch in make_loader(dataset, batch_size, num_workers=0, pin_memory=False):
             if batch is None:
                 continue
+            batch = featurize(batch, device)
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             o = forward_batch(model, batch, return_gate=True)
             y = batch["label"]
@@ -337,6 +317,7 @@ def evaluate(
     import torch
 
     from emolab.eval.analysis import test_dataset
+    from emolab.data.features import BatchFeaturizer
     from emolab.train.metrics import Predictions, epoch_metrics, summary_metrics
 
     corruptions = list(corruptions) if corruptions is not None else default_corruptions()
@@ -353,8 +334,10 @@ def evaluate(
         inputs = set(cfg.model.spec.inputs)  # the registry's metadata: what the model reads
         details[name] = {"fusion": cfg.model.fusion, "test_clips": len(stems), "test_fingerprint": _fingerprint(stems),
                          "noise_source": audio_noise.source, "frame_size": cfg.data.frame_size}
+        featurize = BatchFeaturizer.for_dataset(base, channels_last=False, audio_noise=audio_noise)
         for c in corruptions:
-            r = _predict(model, CorruptedTestSet(base, c, audio_noise, seed, fill), batch_size, dev)
+            cond = condition_for(c, cfg.data.frame_size, fill=fill, seed=seed)
+            r = _predict(model, base, featurize.with_condition(cond), batch_size, dev)
             m = epoch_metrics(Predictions(r["index"], r["label"], r["pred"], r["nll"]), cfg.data.num_classes)
             s = summary_metrics(r["label"], r["pred"], cfg.data.num_classes)
             gate = float(np.mean(r["gate"])) if len(r["gate"]) and not np.isnan(r["gate"]).any() else math.nan

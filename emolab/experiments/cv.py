@@ -239,7 +239,7 @@ def resolve_plan(protocol: str, folds: Sequence[int] | None, seeds: Sequence[int
 
 def check_corpus(base: TrainConfig, protocol: str, folds: Sequence[int]) -> None:
     """Raise :class:`SweepError` when a fold's train, val or test actors are missing from the corpus."""
-    from emolab.data.ravdess import pair_corpus
+    from emolab.data.pairing import pair_corpus
     from emolab.data.splits import PROTOCOLS, format_ids, fold_actors
 
     try:

@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset
 from emolab.data.loaders import loads_in_process, make_loader, warm_cache
-from emolab.data.ravdess import PairRecord, pair_corpus
+from emolab.data.pairing import pair_corpus
+from emolab.data.ravdess import PairRecord
 from emolab.data.splits import Split, make_split
 from emolab.utils.fileio import remove_stale_tmp
 from emolab.models.registry import build_model_from_config, count_parameters
@@ -159,7 +160,6 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
             cache=cache,
             data_root=cfg.data_root,
             seed=cfg.seed,
-            raw=True,
             modalities=modalities,
         )
 

@@ -55,9 +55,10 @@ from emolab.train.optim import (
 __all__ = ["Callback", "EmotionTrainer"]
 
 def _featurizer_for(loaders: Mapping[str, DataLoader], *, channels_last: bool) -> BatchFeaturizer | None:
-    """The featuriser of raw datasets (from the training set, which holds the noise source), else None."""
+    """The featuriser of emolab datasets (from the training set, which holds the noise source), else None
+    (loaders of other datasets, whose batches already hold model inputs)."""
     datasets = [getattr(loader, "dataset", None) for loader in loaders.values()]
-    raw = [d for d in datasets if getattr(d, "raw", False)]
+    raw = [d for d in datasets if hasattr(d, "audio_kind") and hasattr(d, "config")]
     if not raw:
         return None
     train = getattr(loaders.get("train"), "dataset", None)
@@ -202,7 +203,7 @@ class EmotionTrainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _inputs(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
-        if self.featurizer is not None:  # raw batches: uint8/int16 + augmentation parameters -> model inputs
+        if self.featurizer is not None:  # raw batches: uint8/int16 + augmentation draws -> model inputs
             batch = self.featurizer(batch, self.device)
         inputs = {
             k: batch[k].to(self.device, non_blocking=True)

@@ -1,8 +1,7 @@
 """A least-recently-used map bounded by the bytes of its values.
 
 Used by the decode-once cache (:class:`~emolab.data.cache.FrameCache`, frames and
-audio per process) and by the featuriser's memory of clean log-Mels
-(:class:`~emolab.data.features.BatchFeaturizer`).
+audio per process).
 """
 
 from __future__ import annotations

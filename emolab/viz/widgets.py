@@ -41,16 +41,11 @@ import soundfile as sf
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from emolab.data.audio import SAMPLE_RATE, AudioNoise, load_audio, log_mel, measure_snr
+from emolab.data.audio import SAMPLE_RATE, load_audio, log_mel
+from emolab.data.augment import add_gaussian_noise, attenuate_brightness, gaussian_blur
+from emolab.data.noise import AudioNoise, measure_snr
 from emolab.data.ravdess import PairRecord
-from emolab.data.video import (
-    ClipFrames,
-    add_gaussian_noise,
-    attenuate_brightness,
-    frames_to_float,
-    gaussian_blur,
-    preprocess_clip,
-)
+from emolab.data.video import ClipFrames, frames_to_float, preprocess_clip
 from emolab.viz import as_display_frames, as_mel_image, augmentation_panel, frame_strip, log_mel_image
 from emolab.viz._common import new_figure
 
