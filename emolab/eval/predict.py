@@ -298,7 +298,7 @@ def predict(
 
 def _save_attention(model: Any, cfg: Any, raw_ds: Any, clips: list[Clip], out: Path) -> list[Path]:
     """The attention figure (:func:`emolab.viz.attention_over_media`) of each clip, for log-Mel xattn models."""
-    from emolab.eval.analysis import collect_attention
+    from emolab.eval.attention import collect_attention
     from emolab.utils.fileio import atomic_write
     from emolab.viz import attention_over_media
 
