@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 import emolab.data.cache as cache_mod
-from emolab.data import DataConfig, RavdessMelDataset, pair_corpus, warm_cache
+from emolab.data import RavdessMelDataset, pair_corpus, warm_cache
 from emolab.data.cache import CacheWriteWarning, FrameCache, FrameSettings
 from emolab.data.video import ClipFrames
 from emolab.fileio import atomic_write, remove_stale_tmp
+from tests.configs import tiny_data, tiny_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,14 +55,9 @@ def pairs(demo_root):
     return pair_corpus(demo_root).pairs
 
 
-TINY = DataConfig(num_frames=1, frame_size=32, clip_seconds=1.0)
-
-
 # ------------------------------------------------------------------ 1. a cache that cannot be written
 def _dataset(pairs, cache_dir):
-    from dataclasses import replace
-
-    return RavdessMelDataset(pairs, config=replace(TINY, cache_dir=str(cache_dir)))
+    return RavdessMelDataset(pairs, config=tiny_data(cache_dir))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -218,16 +214,6 @@ def test_symlink_loop_is_walked_once_and_named(small_root):
 
 
 # ------------------------------------------------------------------ 5. --resume on a changed corpus
-def _cfg(root, out, cache, **kw):
-    from emolab.models.registry import ModelConfig
-    from emolab.train import OptimConfig, TrainConfig
-
-    return TrainConfig(data_root=str(root), model=kw.pop("model", ModelConfig(fusion="audio")),
-                       data=DataConfig(num_frames=1, frame_size=32, clip_seconds=1.0, cache_dir=str(cache)),
-                       optim=OptimConfig(lr=1e-3), batch_size=32, num_workers=0, output_dir=str(out),
-                       progress=False, device="cpu", seed=3, **kw)
-
-
 class _StopAfter:
     def __new__(cls, epoch):
         from emolab.train import Callback
@@ -255,7 +241,8 @@ def stopped_run(corpus4, tmp_path, one_torch_thread):
     from emolab.train import run_training
 
     with pytest.raises(KeyboardInterrupt):
-        run_training(_cfg(corpus4, tmp_path / "out", tmp_path / "cache", epochs=3), callbacks=[_StopAfter(1)])
+        cfg = tiny_train(corpus4, tmp_path / "cache", tmp_path / "out", fusion="audio", batch_size=32, seed=3, epochs=3)
+        run_training(cfg, callbacks=[_StopAfter(1)])
     (run_dir,) = (tmp_path / "out" / "runs").iterdir()
     return run_dir
 

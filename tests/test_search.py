@@ -1,7 +1,7 @@
 """``emolab search``: Optuna trials over cross-validated runs, SQLite storage, continuation, pruning, summaries.
 
 Trials train a tiny xattn model (d_model 16, 2 heads) for one epoch on the
-six-actor corpus of ``tests/test_sweeps.py``.
+six-actor corpus of ``tests/helpers.make_cv_corpus``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from emolab.models.registry import ModelConfig
 from emolab.search import PruningReporter, SearchSpace, run_search
 from emolab.sweeps import CVRun, SweepError
 from emolab.train import TrainConfig
-from tests.test_sweeps import make_cv_corpus, tiny_config, tiny_flags
+from tests.configs import tiny_audio_run, tiny_train_flags
+from tests.helpers import make_cv_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,7 +38,7 @@ def cache(tmp_path_factory) -> Path:
 
 
 def _xattn(corpus: Path, cache: Path):
-    return tiny_config(corpus, cache, model=ModelConfig(fusion="xattn"))
+    return tiny_audio_run(corpus, cache, model=ModelConfig(fusion="xattn"))
 
 
 def _best_val_f1(run_dir: Path) -> float:
@@ -193,7 +194,7 @@ def _cfg(fusion: str) -> TrainConfig:
     ],
 )
 def test_cli_errors(args, message, cv_corpus, cache, tmp_path, capsys) -> None:
-    argv = ["search", *args, *tiny_flags(cv_corpus, cache, lr=False)]
+    argv = ["search", *args, *tiny_train_flags(cv_corpus, cache, lr=False)]
     if "--out" not in args and "--summary" not in args:
         argv += ["--out", str(tmp_path / "s")]
     if "--summary" in args:

@@ -28,7 +28,6 @@ from emolab.data.feature_cache import (
     variant_params,
 )
 from emolab.models import WavLMAudioEncoder, build_model, forward_batch
-from emolab.models.registry import ModelConfig
 from emolab.train import EmotionTrainer, OptimConfig, RunPaths, TrainConfig, run_training
 from emolab.train.cli import build_parser, config_from_args
 from emolab.train.cli import main as train_main
@@ -38,7 +37,8 @@ from emolab.train.feature_cache import (
     backbone_tag,
     fill_features,
 )
-from tests.test_models_wavlm import tiny_config
+from tests.configs import save_tiny_wavlm, tiny_data, tiny_model
+from tests.configs import tiny_wavlm_config as tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,7 +57,7 @@ def noise(demo_root) -> AudioNoise:
 
 
 def _data(cache_dir, **kw) -> DataConfig:
-    return DataConfig(num_frames=1, frame_size=32, face_crop="none", clip_seconds=SECONDS, cache_dir=str(cache_dir), **kw)
+    return tiny_data(cache_dir, face_crop="none", clip_seconds=SECONDS, **kw)
 
 
 def _dataset(pairs, cache_dir, *, augment=False, noise=None, modalities=("audio",), seed=0) -> RavdessWavLMDataset:
@@ -86,7 +86,7 @@ def _count_forwards(encoder: WavLMAudioEncoder) -> list[int]:
 def _cfg(fusion: str, cache_dir, **kw) -> TrainConfig:
     optim = kw.pop("optim", OptimConfig(lr=1e-3))
     return TrainConfig(
-        model=ModelConfig(fusion=fusion, use_wavlm=True, wavlm_config=tiny_config(), pretrained_video=False),
+        model=tiny_model(fusion, use_wavlm=True, wavlm_config=tiny_config()),
         data=_data(cache_dir), optim=optim, device="cpu", progress=False, batch_size=4, num_workers=0, **kw,
     )
 
@@ -354,10 +354,7 @@ def test_stage_switch_frozen_then_unfrozen_goes_back_to_waveforms(pairs, noise, 
 # ------------------------------------------------------------------ whole runs
 @pytest.fixture(scope="module")
 def tiny_wavlm_dir(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tiny-wavlm")
-    torch.manual_seed(0)
-    WavLMModel(tiny_config(conv_kernel=(10, 8, 8), conv_stride=(10, 8, 8))).save_pretrained(path)
-    return str(path)
+    return save_tiny_wavlm(tmp_path_factory.mktemp("tiny-wavlm"))
 
 
 def test_short_runs_with_and_without_the_cache(demo_root, tiny_wavlm_dir, tmp_path, capsys) -> None:
