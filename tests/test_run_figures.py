@@ -21,6 +21,7 @@ def _png(path) -> np.ndarray:
     return img
 
 
+@pytest.mark.slow  # a whole training run
 def test_train_writes_curves_and_confusion_png(demo_root, tmp_path, monkeypatch):
     import emolab.viz as viz
 

@@ -45,6 +45,7 @@ def _best_val_f1(run_dir: Path) -> float:
     return json.loads((run_dir / "test_metrics.json").read_text())["best_val_f1"]
 
 
+@pytest.mark.slow  # search runs
 def test_two_trials_in_sqlite_then_the_study_continues(cv_corpus, cache, tmp_path, capsys) -> None:
     out = tmp_path / "search"
     common = dict(out=out, protocol="six_fold", folds=(0, 1), seeds=(0,), space=TINY, verbose=False)
@@ -99,6 +100,7 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
         return True
 
 
+@pytest.mark.slow  # search runs
 def test_a_pruned_trial_is_marked_and_stops_training(cv_corpus, cache, tmp_path) -> None:
     out = tmp_path / "search"
     res = run_search(_xattn(cv_corpus, cache), out=out, protocol="six_fold", folds=(0, 1), seeds=(0,), space=TINY,
@@ -112,6 +114,7 @@ def test_a_pruned_trial_is_marked_and_stops_training(cv_corpus, cache, tmp_path)
     assert json.loads((out / "study_summary.json").read_text())["trials"][0]["state"] == "PRUNED"
 
 
+@pytest.mark.slow  # search runs
 def test_an_interrupted_trial_is_requeued_in_its_folder(cv_corpus, cache, tmp_path, monkeypatch) -> None:
     out = tmp_path / "search"
     kw = dict(out=out, protocol="six_fold", folds=(0, 1), seeds=(0,), space=TINY, verbose=False)

@@ -39,6 +39,7 @@ def _metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "test_metrics.json").read_text())
 
 
+@pytest.mark.slow  # cv runs
 def test_every_fold_and_seed_once_and_the_summary(cv_corpus, cache, tmp_path, capsys) -> None:
     out = tmp_path / "sweep"
     res = run_cv(tiny_audio_run(cv_corpus, cache), out=out, protocol="six_fold", folds=(0, 2), seeds=(0, 1))
@@ -121,6 +122,7 @@ class _InterruptSecondRun(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow  # cv runs
 def test_an_interrupted_sweep_resumes_where_it_stopped(cv_corpus, cache, tmp_path) -> None:
     out = tmp_path / "sweep"
     cfg = tiny_audio_run(cv_corpus, cache, epochs=2)
@@ -147,6 +149,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(cv_corpus, cache, tmp_pat
     assert json.loads((out / "results.json").read_text())["complete"] is True
 
 
+@pytest.mark.slow  # cv runs
 def test_cli_parallel_jobs(cv_corpus, cache, tmp_path, capsys) -> None:
     out = tmp_path / "sweep"
     argv = ["cv", "--protocol", "luna5", "--fusion", "audio", "--folds", "3,4", "--jobs", "2", "--out", str(out),

@@ -14,7 +14,7 @@ from emolab.train import OptimConfig, TrainConfig, configure_stage, cosine_lr, m
 from emolab.train.optim import make_scheduler
 from tests.configs import WAVLM_640X, tiny_model, tiny_wavlm_config
 
-TINY_WAVLM = tiny_wavlm_config(**WAVLM_640X)
+TINY_WAVLM = tiny_wavlm_config(**WAVLM_640X, mask_time_prob=0.05)  # wavlm-base's default: it has masked_spec_embed
 
 
 def _cfg(fusion: str, *, use_wavlm: bool = False, epochs: int = 10, **optim) -> TrainConfig:

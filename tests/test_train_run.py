@@ -63,6 +63,7 @@ def _comparable(history):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 
 
+@pytest.mark.slow  # whole training runs
 def test_resume_reaches_the_same_results(demo_root, frame_cache, tmp_path, capsys) -> None:
     # two stages + cosine: resuming inside stage 2 must restore its optimizer, scheduler and RNG state
     optim = OptimConfig(lr=1e-3, two_stage_training=True, stage1_epochs=1, use_cosine_annealing=True,
@@ -87,6 +88,7 @@ def test_resume_reaches_the_same_results(demo_root, frame_cache, tmp_path, capsy
 
 
 # ------------------------------------------------------------------ the seed's recommended commands (§6)
+@pytest.mark.slow  # whole training runs
 def test_seed_commands_run(demo_root, frame_cache, tiny_wavlm, tmp_path, monkeypatch, capsys) -> None:
     """Seed §6.1-6.5 with `python -m emolab.train` as entry point (flags unchanged), short epochs, no downloads."""
     from emolab.cli import main as emolab_main
@@ -175,6 +177,7 @@ def test_setup_errors(tmp_path, capsys) -> None:
 
 
 # ------------------------------------------------------------------ DDP (gloo, 2 CPU processes)
+@pytest.mark.slow  # a whole DDP training run
 def test_torchrun_ddp_on_cpu(demo_root, frame_cache, tmp_path) -> None:
     out = tmp_path / "ddp"
     cmd = [

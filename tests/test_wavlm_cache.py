@@ -357,6 +357,7 @@ def tiny_wavlm_dir(tmp_path_factory) -> str:
     return save_tiny_wavlm(tmp_path_factory.mktemp("tiny-wavlm"))
 
 
+@pytest.mark.slow  # whole training runs
 def test_short_runs_with_and_without_the_cache(demo_root, tiny_wavlm_dir, tmp_path, capsys) -> None:
     common = (f"--data_root {demo_root} --fusion audio --use_wavlm --wavlm_name_or_path {tiny_wavlm_dir} "
               "--epochs 2 --batch_size 16 --lr 1e-3 --frames 1 --frame_size 32 --clip_seconds 1 --num_workers 0 "
@@ -381,6 +382,7 @@ def test_short_runs_with_and_without_the_cache(demo_root, tiny_wavlm_dir, tmp_pa
         assert [r["epoch"] for r in h] == [1, 2] and all(np.isfinite(r["train_loss"]) for r in h)
 
 
+@pytest.mark.slow  # a whole training run
 def test_two_stage_fusion_run_switches_back(demo_root, tmp_path, capsys) -> None:
     optim = OptimConfig(lr=1e-3, two_stage_training=True, stage1_epochs=1, fusion_unfreeze_wavlm_layers=1,
                         fusion_unfreeze_video_blocks=0)
@@ -405,6 +407,7 @@ def test_cli_flags_and_config_checks() -> None:
     assert TrainConfig.from_dict(TrainConfig(feature_cache_variants=4).to_dict()).feature_cache_variants == 4
 
 
+@pytest.mark.slow  # runs the benchmark
 def test_measure_wavlm_cache_structure(tmp_path) -> None:
     from emolab.bench_wavlm import measure_wavlm_cache
 
