@@ -52,7 +52,8 @@ CLEAN = {
     "utils/files.py": "import os\n",
     "data/video.py": "from emolab.utils import files\nfrom emolab.utils.files import os\n",
     "data/audio.py": "from .video import files\nfrom . import video\n",
-    "data/synthetic/demo.py": "from ..audio import video\nfrom emolab.utils.files import os\n" + "x = 1\n" * 600,  # exempt
+    # over 500 lines, but exempt
+    "data/synthetic/demo.py": "from ..audio import video\nfrom emolab.utils.files import os\n" + "x = 1\n" * 600,
     "models/net.py": "import emolab.data.video\nfrom emolab.data import audio\n",
     "cli/main.py": "from emolab.models import net\nfrom emolab.data.audio import __doc__\n",
     "__init__.py": "from emolab.cli.main import net\n",

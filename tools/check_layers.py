@@ -115,7 +115,7 @@ def resolve_relative(tree: Tree, source: str, module: str | None, level: int) ->
 
 
 def known_module(tree: Tree, name: str) -> str | None:
-    """``name`` if it is a module of the tree, else its closest enclosing module (``emolab.x.attr`` → ``emolab.x``)."""
+    """``name`` if it is a module of the tree, else its closest enclosing one (``emolab.x.attr`` → ``emolab.x``)."""
     while name:
         if name in tree.modules:
             return name
