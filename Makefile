@@ -1,4 +1,5 @@
-# emolab: `make demo` runs the kit end to end, `make test` runs the test suite.
+# emolab: `make demo` runs the kit end to end, `make test` runs the test suite, `make test-fast` all of it
+# but the whole-run tests (marked slow: training runs, notebooks, export, browser, cv/search, demo).
 # Both create .venv (if missing) and install emolab with its pinned dependencies.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.emolab-installed
 DATA_ROOT ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean-cache notebooks-refresh
+.PHONY: demo test test-fast install clean-cache notebooks-refresh
 
 install: $(STAMP)
 
@@ -22,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Re-execute the committed notebooks in place (smoke mode, demo corpus) and clean their metadata;
 # `make test` then compares fresh runs against them with nbval. NOTEBOOKS=01 limits it to some.

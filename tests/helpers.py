@@ -1,7 +1,9 @@
-"""Test helpers: RAVDESS names and fake trees."""
+"""Test helpers: RAVDESS names, fake trees (names only) and the small cross-validation corpus."""
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -30,3 +32,28 @@ def write_fake_corpus(root: Path, actors: Iterable[int] = (1, 2), modalities=(1,
             folder.mkdir(parents=True, exist_ok=True)
             (folder / ravdess_name(m, e, i, s, r, a)).write_bytes(b"x")
     return root
+
+
+#: One actor in each six_fold block (1-4, 5-8, ...) and in each luna5 fold.
+CV_ACTORS = (2, 6, 10, 14, 17, 22)
+RAVDESS_FILE = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.(mp4|wav)")
+
+
+def make_cv_corpus(root: Path, actors=CV_ACTORS) -> Path:
+    """Two generated actors copied under other actor ids; statement 1, repetition 1 only (15 pairs per actor)."""
+    from emolab.data.synthetic import DemoConfig, generate_demo_corpus
+
+    src = root / "src"
+    generate_demo_corpus(src, DemoConfig(actors=(1, 2), size=(64, 48), seconds=1.0, fps=8.0, seed=0, noise=False),
+                         workers=0, progress=False)
+    out = root / "corpus"
+    for f in sorted(src.rglob("*")):
+        m = RAVDESS_FILE.fullmatch(f.name)
+        if not m or m.group(1) == "01" or m.group(5) != "01" or m.group(6) != "01":
+            continue
+        for k, actor in enumerate(actors):
+            if int(m.group(7)) == 1 + k % 2:
+                dst = out / f"Actor_{actor:02d}" / f"{f.name[:-6]}{actor:02d}.{m.group(8)}"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dst)
+    return out

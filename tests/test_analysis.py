@@ -73,6 +73,7 @@ def test_snr_label():
     assert [analysis.snr_label(s) for s in analysis.SNR_LEVELS] == ["clean", "20 dB", "10 dB", "5 dB", "0 dB"]
 
 
+@pytest.mark.slow  # trains a model
 def test_train_prints_no_machine_paths(trained):
     model, cfg, result, out, text = trained
     assert result is not None and result.best_checkpoint.is_file()
@@ -82,6 +83,7 @@ def test_train_prints_no_machine_paths(trained):
     assert f"run {display_path(out)}/runs/xattn_gated-seed0" in text and "epoch 1/1" in text  # the real folder
 
 
+@pytest.mark.slow  # trains a model
 def test_load_or_train_round_trip(trained):
     model, cfg, result, _, _ = trained
     elsewhere = dataclasses.replace(cfg, data_root="/elsewhere", split=SplitConfig())
@@ -95,6 +97,7 @@ def test_load_or_train_round_trip(trained):
         analysis.load_model(result.run_dir / "missing.pt")
 
 
+@pytest.mark.slow  # trains a model
 def test_collect_gates_per_snr(trained):
     model, cfg, _, _, _ = trained
     gates = analysis.collect_gates(model, cfg, analysis.SNR_LEVELS, max_items=6, batch_size=4)
@@ -109,6 +112,7 @@ def test_collect_gates_per_snr(trained):
     np.testing.assert_allclose(again.gates["0 dB"], gates.gates["0 dB"], rtol=0, atol=1e-6)  # noise fixed by seed
 
 
+@pytest.mark.slow  # trains a model
 def test_noisy_dataset_mixes_at_the_snr(trained):
     _, cfg, _, _, _ = trained
     from emolab.data import AudioNoise, resolve_noise_path
@@ -127,6 +131,7 @@ def test_noisy_dataset_mixes_at_the_snr(trained):
     assert torch.equal(noisy["audio"], again["audio"])
 
 
+@pytest.mark.slow  # trains a model
 def test_collect_gates_needs_a_gate(trained):
     _, cfg, _, _, _ = trained
     concat = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fusion="concat"))
@@ -134,6 +139,7 @@ def test_collect_gates_needs_a_gate(trained):
         analysis.collect_gates(build_run_model(concat).eval(), concat, [None], max_items=2)
 
 
+@pytest.mark.slow  # trains a model
 def test_collect_attention(trained):
     model, cfg, _, _, _ = trained
     test = analysis.test_dataset(cfg)

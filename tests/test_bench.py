@@ -20,6 +20,7 @@ def _positive(x: object) -> bool:
     return isinstance(x, (int, float)) and x > 0
 
 
+@pytest.mark.slow  # runs the benchmark
 def test_bench_json_structure(tmp_path: Path, capsys) -> None:
     out = tmp_path / "results" / "bench.json"
     assert main(["bench", *TINY, "--modes", "audio,gated", "--json", "--out", str(out),
@@ -56,6 +57,7 @@ def test_bench_json_structure(tmp_path: Path, capsys) -> None:
     assert "WavLM stage-1 epoch" in captured.err
 
 
+@pytest.mark.slow  # runs the benchmark
 def test_bench_table_to_stdout(tmp_path: Path, capsys) -> None:
     out = tmp_path / "b.json"
     assert main(["bench", *TINY, "--modes", "audio", "--out", str(out)]) == 0

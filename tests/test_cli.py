@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 
 from emolab.cli.main import main
 
@@ -65,6 +66,7 @@ def test_module_entry_point_help():
         assert cmd in r.stdout
 
 
+@pytest.mark.slow  # the whole demo
 def test_demo_runs_notebook_04_on_its_xattn_model_and_05_06_on_the_gated_one(tmp_path):
     from emolab.cli import notebooks as nbs
     from pathlib import Path

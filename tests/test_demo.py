@@ -184,6 +184,7 @@ def test_noise_file(corpus):
 # --------------------------------------------------------------------------- determinism
 
 
+@pytest.mark.slow  # generates demo corpora
 def test_determinism_overwrite_and_seed(corpus, tmp_path):
     root, _ = corpus
     ref = {k: v for k, v in hashes(root).items() if k.endswith("-02.wav") or k.endswith("-02.mp4")}
@@ -208,6 +209,7 @@ def test_determinism_overwrite_and_seed(corpus, tmp_path):
     assert not demo.is_generated(tmp_path, cfg)
 
 
+@pytest.mark.slow  # generates demo corpora
 def test_regenerating_with_fewer_actors_removes_the_others(tmp_path):
     cfg = dict(seed=0, noise=False, speech=True, **{**TINY, "seconds": 0.6})
     generate_demo_corpus(tmp_path, DemoConfig(actors=[1, 2], **cfg), workers=0, progress=False)

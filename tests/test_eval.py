@@ -56,6 +56,7 @@ def _run_cli(argv: list[str]) -> tuple[int, str, str]:
 # --------------------------------------------------------------------------- acceptance: predict = evaluate
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_predict_video_plus_wav_gives_evaluates_probabilities(runs, evaluated, demo_root, tmp_path):
     files = _files(demo_root)
     clip = tmp_path / "my clip.mp4"  # not a RAVDESS name, not the corpus's path (decoded afresh)
@@ -75,6 +76,7 @@ def test_predict_video_plus_wav_gives_evaluates_probabilities(runs, evaluated, d
     assert "my clip.mp4" in out and row["pred"] in out
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_predict_on_the_aac_track_of_a_modality_01_mp4(runs, evaluated, demo_root, tmp_path):
     files = _files(demo_root)
     clip = tmp_path / "my clip.mp4"
@@ -133,6 +135,7 @@ def _write_av_clip(path: Path, video_src: Path, wav: Path, *, stereo_gain: float
             out.mux(p)
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_predict_a_non_ravdess_mp4_with_stereo_aac_made_here(runs, evaluated, demo_root, tmp_path):
     files = _files(demo_root)
     clip = tmp_path / "phone recording.mp4"
@@ -158,6 +161,7 @@ def test_predict_a_non_ravdess_mp4_with_stereo_aac_made_here(runs, evaluated, de
 # --------------------------------------------------------------------------- errors
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_folder_with_bad_files_reports_each_and_predicts_the_others(runs, demo_root, tmp_path):
     files = _files(demo_root)
     folder = tmp_path / "clips"
@@ -191,6 +195,7 @@ def test_folder_with_bad_files_reports_each_and_predicts_the_others(runs, demo_r
     assert _probs(rows[files["02"].name]) == pytest.approx(_probs(direct), abs=1e-6)
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_video_without_audio_is_a_clear_error(runs, demo_root, tmp_path):
     clip = tmp_path / "no sound.mp4"
     shutil.copy(_files(demo_root)["02"], clip)
@@ -201,6 +206,7 @@ def test_video_without_audio_is_a_clear_error(runs, demo_root, tmp_path):
     assert code == 2 and "missing.mp4: no such file or folder" in stderr and "Traceback" not in stderr
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_audio_model_reads_only_audio_and_refuses_too_short_clips(runs, demo_root, tmp_path):
     files = _files(demo_root)
     short = tmp_path / "short.wav"
@@ -214,6 +220,7 @@ def test_audio_model_reads_only_audio_and_refuses_too_short_clips(runs, demo_roo
     assert _probs(t.loc[files["03"].name]) == pytest.approx(_probs(ev), abs=1e-5)
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_video_model_reads_only_video(runs, demo_root, tmp_path):
     files = _files(demo_root)
     silent = tmp_path / "no sound at all.mp4"  # modality 02: no audio track, and none needed
@@ -228,6 +235,7 @@ def test_video_model_reads_only_video(runs, demo_root, tmp_path):
     assert _probs(t.loc[silent.name]) == pytest.approx(_probs(ev), abs=1e-5)
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_attention_figures_of_an_xattn_model(runs, demo_root, tmp_path):
     files = _files(demo_root)
     code, stdout, _ = _run_cli(["predict", str(runs["xattn"]), str(files["02"]), "--audio", str(files["03"]),
@@ -243,6 +251,7 @@ def test_attention_figures_of_an_xattn_model(runs, demo_root, tmp_path):
 # --------------------------------------------------------------------------- evaluate
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_evaluate_writes_metrics_that_match_sklearn_on_its_predictions(runs, tmp_path):
     out = tmp_path / "ev"
     code, stdout, _ = _run_cli(["evaluate", str(runs["gated"]), "--out", str(out), "--device", "cpu"])
@@ -266,6 +275,7 @@ def test_evaluate_writes_metrics_that_match_sklearn_on_its_predictions(runs, tmp
     assert (out / "confusion.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_evaluate_other_splits_and_corpora(runs, demo_root, tmp_path):
     val = evaluate_run(runs["audio"], split="val", device="cpu")
     assert set(val.predictions["actor"]) == {3}

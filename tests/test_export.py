@@ -21,7 +21,7 @@ from emolab.models.fusion import forward_batch
 from emolab.eval.robustness import load_runs
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # slow: trains and exports runs
 
 
 @pytest.fixture(scope="module")
@@ -180,10 +180,10 @@ def test_wavlm_export_round_trip(tmp_path):
     import onnxruntime as ort
 
     from emolab.models import build_model
-    from tests.test_models_wavlm import tiny_config
+    from tests.configs import tiny_wavlm_config
 
     torch.manual_seed(0)
-    model = build_model("audio", use_wavlm=True, wavlm_config=tiny_config(), pretrained_video=False).eval()
+    model = build_model("audio", use_wavlm=True, wavlm_config=tiny_wavlm_config(), pretrained_video=False).eval()
     n = 4000
 
     def batch(b: int) -> dict:

@@ -35,10 +35,10 @@ from emolab.models import (
     resolve_model_name,
 )
 from emolab.models.registry import ModelRegistry
+from tests.configs import model_inputs, registered_models
 
 B, T, C = 2, 2, 8
 SILENCE_DB = -80.0
-FUSION_NAMES = ["late", "concat", "gated", "xattn", "xattn_concat", "xattn_gated"]
 
 
 def _np(t: torch.Tensor):
@@ -148,7 +148,7 @@ def test_xattn_settings_are_passed_through() -> None:
 
 
 # --------------------------------------------------------------------------- shapes
-SHAPE_CASES = [("video", False)] + [(n, r) for n in ["audio", *FUSION_NAMES] for r in (False, True)]
+SHAPE_CASES = [(n, r) for n in registered_models() for r in ((False, True) if "audio" in model_inputs(n) else (False,))]
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
@@ -288,7 +288,7 @@ def _check_grads(model: nn.Module, expect_grad: set[str]) -> None:
             assert p.grad is None, f"{name} should get no gradient"
 
 
-@pytest.mark.parametrize("name", ["audio", "video", *FUSION_NAMES])
+@pytest.mark.parametrize("name", registered_models())
 def test_every_trainable_parameter_gets_a_gradient(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name).train()
@@ -395,7 +395,7 @@ def test_audio_frame_masks() -> None:
     assert res.frame_mask(n, 10).sum(1).tolist() == [10, 5, 1]
 
 
-@pytest.mark.parametrize("name", ["audio", *FUSION_NAMES])
+@pytest.mark.parametrize("name", registered_models(reading="audio"))
 def test_extra_audio_padding_leaves_output_unchanged(name: str) -> None:
     """Same 60 valid Mel frames followed by 60 or 200 frames of silence."""
     torch.manual_seed(0)
@@ -429,7 +429,7 @@ def test_extra_audio_padding_resnet_audio() -> None:
     assert outs[0].attn_v2a[..., 1:].abs().max().item() == 0.0  # padded audio steps get no attention
 
 
-@pytest.mark.parametrize("name", ["video", *FUSION_NAMES])
+@pytest.mark.parametrize("name", registered_models(reading="video"))
 def test_repeated_video_frames_leave_output_unchanged(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name).eval()

@@ -21,7 +21,7 @@ from emolab.models import (
     count_parameters,
     forward_batch,
 )
-from tests.test_models_wavlm import tiny_config
+from tests.configs import tiny_wavlm_config as tiny_config
 
 B, T = 2, 3
 

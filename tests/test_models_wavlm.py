@@ -16,35 +16,15 @@ from transformers import WavLMConfig, WavLMModel
 import emolab.models.layers as layers_mod
 import emolab.models.wavlm as wavlm_mod
 from emolab.models import FusionModel, WavLMAudioEncoder, build_model, count_parameters, forward_batch
+from tests.configs import registered_models
+from tests.configs import tiny_wavlm_config as tiny_config
 
 B, T, C = 2, 2, 8
 N = 4000  # samples per tiny clip (tiny configs downsample by 80: 49 frames)
-FUSION_NAMES = ["late", "concat", "gated", "xattn", "xattn_concat", "xattn_gated"]
 
 
 def _np(t: torch.Tensor):
     return t.detach().cpu().numpy()
-
-
-def tiny_config(**overrides) -> WavLMConfig:
-    """A small WavLM: hidden 32, 2 layers, 2 heads, 3 conv layers with total stride 80."""
-    kw = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16, 16, 16),
-        conv_kernel=(10, 4, 4),
-        conv_stride=(5, 4, 4),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        num_buckets=32,
-        max_bucket_distance=64,
-        layerdrop=0.0,  # no random layer skipping: deterministic gradient checks
-        mask_time_prob=0.0,
-    )
-    kw.update(overrides)
-    return WavLMConfig(**kw)
 
 
 def _batch(b: int = B, n: int = N) -> dict[str, torch.Tensor]:
@@ -136,7 +116,7 @@ def test_config_can_be_a_dict() -> None:
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("name", ["audio", *FUSION_NAMES])
+@pytest.mark.parametrize("name", registered_models(reading="audio"))
 def test_tiny_wavlm_every_mode_shapes(name: str, train: bool) -> None:
     torch.manual_seed(0)
     model = build_model(name, use_wavlm=True, wavlm_config=tiny_config()).train(train)

@@ -203,6 +203,7 @@ def test_clean_notebook_strips_volatile_metadata():
 # --------------------------------------------------------------------------- running
 
 
+@pytest.mark.slow  # starts a kernel and executes a notebook
 def test_run_notebook_writes_run_folder(tmp_path):
     nb = _tiny_notebook(tmp_path / "tiny.ipynb")
     out = nbs.run_notebook(nb, {"seed": 3}, tmp_path / "run", timeout=120)
@@ -212,6 +213,7 @@ def test_run_notebook_writes_run_folder(tmp_path):
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
 
+@pytest.mark.slow  # starts a kernel and executes a notebook
 def test_run_grid_summary_and_failures(tmp_path):
     nb = _tiny_notebook(tmp_path / "tiny.ipynb", body=(
         "if seed == 2:\n    raise RuntimeError('seed 2 fails')\n"
@@ -228,6 +230,7 @@ def test_run_grid_summary_and_failures(tmp_path):
     assert (tmp_path / "grid" / "tiny" / "seed=0,scale=0.5" / "tiny.ipynb").is_file()
 
 
+@pytest.mark.slow  # starts a kernel and executes a notebook
 def test_cli_notebooks_run_with_grid(tmp_path, capsys):
     nb = _tiny_notebook(tmp_path / "tiny.ipynb")
     rc = main(["notebooks", "run", str(nb), "-p", "scale", "2", "--grid", "seed=1,2", "--out", str(tmp_path / "o")])
@@ -257,6 +260,7 @@ def test_unknown_parameter_is_an_error_listing_the_parameters(tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # nothing ran
 
 
+@pytest.mark.slow  # starts a kernel and executes a notebook
 def test_headless_kernels_start_quietly(tmp_path, capfd):
     nb = _tiny_notebook(tmp_path / "tiny.ipynb")
     nbs.run_notebook(nb, {"seed": 1}, tmp_path / "run", timeout=120)
@@ -265,6 +269,7 @@ def test_headless_kernels_start_quietly(tmp_path, capfd):
     assert "WARNING" not in captured.err
 
 
+@pytest.mark.slow  # starts a kernel and executes a notebook
 def test_refresh_committed_cleans_and_refuses_stderr(tmp_path):
     nb = _tiny_notebook(tmp_path / "05_tiny.ipynb")
     (done,) = nbs.refresh_committed([nb], timeout=120)
@@ -280,6 +285,7 @@ def test_refresh_committed_cleans_and_refuses_stderr(tmp_path):
     assert noisy.read_text() == before
 
 
+@pytest.mark.slow  # starts a kernel and executes a notebook
 def test_pairing_notebook_on_a_small_corpus(tmp_path, demo_root):
     out = nbs.run_notebook("01", {"data_root": str(demo_root), "SMOKE": True}, tmp_path / "run01", timeout=300)
     metrics = nbh.read_metrics(out.parent)
@@ -288,6 +294,7 @@ def test_pairing_notebook_on_a_small_corpus(tmp_path, demo_root):
     assert sum(metrics["actor_split"].values()) == 240
 
 
+@pytest.mark.slow  # starts a kernel and executes a notebook
 def test_augmentation_notebook_on_a_small_corpus(tmp_path, demo_root):
     out = nbs.run_notebook("02", {"data_root": str(demo_root), "num_frames": 4}, tmp_path / "run02", timeout=300)
     metrics = nbh.read_metrics(out.parent)

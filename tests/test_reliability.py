@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 import emolab.data.cache as cache_mod
-from emolab.data import DataConfig, RavdessMelDataset, pair_corpus, warm_cache
+from emolab.data import RavdessMelDataset, pair_corpus, warm_cache
 from emolab.data.cache import CacheWriteWarning, FrameCache, FrameSettings
 from emolab.data.video import ClipFrames
 from emolab.utils.fileio import atomic_write, remove_stale_tmp
+from tests.configs import tiny_data, tiny_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,14 +55,9 @@ def pairs(demo_root):
     return pair_corpus(demo_root).pairs
 
 
-TINY = DataConfig(num_frames=1, frame_size=32, clip_seconds=1.0)
-
-
 # ------------------------------------------------------------------ 1. a cache that cannot be written
 def _dataset(pairs, cache_dir):
-    from dataclasses import replace
-
-    return RavdessMelDataset(pairs, config=replace(TINY, cache_dir=str(cache_dir)))
+    return RavdessMelDataset(pairs, config=tiny_data(cache_dir))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -91,6 +87,7 @@ def test_read_only_cache_folder_is_memory_only(pairs, tmp_path):
         assert all(d[i] is not None for i in range(4))
 
 
+@pytest.mark.slow  # a whole training run
 def test_full_cache_disk_train_uses_every_pair(demo_root, tmp_path):
     with tmpfs(tmp_path / "full", size="200k") as full:
         res = run_cli("train", "--data_root", str(demo_root), "--fusion", "gated", "--no_pretrained_video",
@@ -137,6 +134,7 @@ def test_stale_tmp_files_are_removed(tmp_path):
 
 
 # ------------------------------------------------------------------ 2. folder names that are not UTF-8
+@pytest.mark.slow  # a whole training run
 def test_non_utf8_folder_name_trains(demo_root, tmp_path):
     import shutil
 
@@ -177,6 +175,7 @@ def small_root(demo_root, tmp_path):
     return root, cut
 
 
+@pytest.mark.slow  # runs the emolab command
 def test_inspect_check_decode_names_videos_that_decode_in_part(small_root):
     root, cut = small_root
     res = run_cli("inspect", "--data_root", str(root), "--check", "decode", "--json")
@@ -218,16 +217,6 @@ def test_symlink_loop_is_walked_once_and_named(small_root):
 
 
 # ------------------------------------------------------------------ 5. --resume on a changed corpus
-def _cfg(root, out, cache, **kw):
-    from emolab.models.registry import ModelConfig
-    from emolab.train import OptimConfig, TrainConfig
-
-    return TrainConfig(data_root=str(root), model=kw.pop("model", ModelConfig(fusion="audio")),
-                       data=DataConfig(num_frames=1, frame_size=32, clip_seconds=1.0, cache_dir=str(cache)),
-                       optim=OptimConfig(lr=1e-3), batch_size=32, num_workers=0, output_dir=str(out),
-                       progress=False, device="cpu", seed=3, **kw)
-
-
 class _StopAfter:
     def __new__(cls, epoch):
         from emolab.train import Callback
@@ -255,11 +244,13 @@ def stopped_run(corpus4, tmp_path, one_torch_thread):
     from emolab.train import run_training
 
     with pytest.raises(KeyboardInterrupt):
-        run_training(_cfg(corpus4, tmp_path / "out", tmp_path / "cache", epochs=3), callbacks=[_StopAfter(1)])
+        cfg = tiny_train(corpus4, tmp_path / "cache", tmp_path / "out", fusion="audio", batch_size=32, seed=3, epochs=3)
+        run_training(cfg, callbacks=[_StopAfter(1)])
     (run_dir,) = (tmp_path / "out" / "runs").iterdir()
     return run_dir
 
 
+@pytest.mark.slow  # trains stopped_run
 def test_resume_refuses_a_changed_corpus_and_keeps_config(stopped_run, corpus4, tmp_path, capsys):
     import shutil
 
@@ -290,6 +281,7 @@ def test_resume_refuses_a_changed_corpus_and_keeps_config(stopped_run, corpus4, 
     assert (stopped_run / "config.json").read_bytes() == config
 
 
+@pytest.mark.slow  # trains stopped_run
 def test_resume_refuses_an_edited_config(stopped_run):
     from emolab.train import SetupError, resume_training
 
@@ -335,6 +327,7 @@ def test_bad_checkpoint_files_are_one_line(tmp_path, corpus4, capsys):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # trains stopped_run
 def test_bad_resume_folders_are_one_line(stopped_run, tmp_path, capsys):
     import shutil
 
@@ -371,6 +364,7 @@ def _dead_pid() -> int:
                               text=True).stdout)
 
 
+@pytest.mark.slow  # a whole training run
 def test_disk_full_while_writing_last_pt(corpus4, tmp_path, monkeypatch, capsys, one_torch_thread):
     import emolab.train.callbacks as callbacks
     from emolab.train import load_checkpoint
@@ -409,6 +403,7 @@ def test_atomic_save_on_a_full_filesystem(tmp_path):
         assert [f.name for f in tiny.iterdir()] == ["last.pt"]
 
 
+@pytest.mark.slow  # runs emolab train twice
 def test_output_folder_checked_before_decoding(corpus4, tmp_path):
     with tmpfs(tmp_path / "ro", ro=True) as ro:
         res = run_cli("train", "--data_root", str(corpus4), "--fusion", "audio", "--output_dir", str(ro),
@@ -422,6 +417,7 @@ def test_output_folder_checked_before_decoding(corpus4, tmp_path):
     assert "decoded" not in res.stdout and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow  # runs the emolab command twice
 def test_debug_shows_the_traceback(tmp_path):
     res = run_cli("train", "--data_root", str(tmp_path / "nope"), "--fusion", "audio")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "does not exist" in res.stderr
@@ -432,28 +428,29 @@ def test_debug_shows_the_traceback(tmp_path):
 # ------------------------------------------------------------------ 6./7. sweeps: threads, lock, children
 @pytest.fixture(scope="module")
 def cv_corpus(tmp_path_factory):
-    from tests.test_sweeps import make_cv_corpus
+    from tests.helpers import make_cv_corpus
 
     return make_cv_corpus(tmp_path_factory.mktemp("cv-corpus"))
 
 
+@pytest.mark.slow  # cv runs
 def test_sweep_threads_do_not_depend_on_jobs(cv_corpus, tmp_path, capsys):
     import torch
 
     from emolab.experiments.cv import SweepError, run_cv
-    from tests.test_sweeps import tiny_config, tiny_flags
+    from tests.configs import tiny_audio_run, tiny_train_flags
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # what a plain process on 2 cores has
     try:
-        one = run_cv(tiny_config(cv_corpus, tmp_path / "cache"), out=tmp_path / "one", protocol="luna5",
+        one = run_cv(tiny_audio_run(cv_corpus, tmp_path / "cache"), out=tmp_path / "one", protocol="luna5",
                      folds=(3,), seeds=(1,), jobs=1)
         assert torch.get_num_threads() == 2  # restored after the sweep
     finally:
         torch.set_num_threads(before)
     assert "1 torch thread per run" in capsys.readouterr().out
     res = run_cli("cv", "--protocol", "luna5", "--fusion", "audio", "--folds", "3", "--seeds", "1", "--jobs", "2",
-                  "--out", str(tmp_path / "two"), *tiny_flags(cv_corpus, tmp_path / "cache"),
+                  "--out", str(tmp_path / "two"), *tiny_train_flags(cv_corpus, tmp_path / "cache"),
                   env={"OMP_NUM_THREADS": "2"})
     assert res.returncode == 0, res.stderr[-2000:]
     for out in ("one", "two"):
@@ -463,7 +460,7 @@ def test_sweep_threads_do_not_depend_on_jobs(cv_corpus, tmp_path, capsys):
     b = json.loads((tmp_path / "two" / "runs" / "fold3-seed1" / "history.jsonl").read_text().splitlines()[0])
     assert a["train_loss"] == b["train_loss"] and a["val_f1"] == b["val_f1"]
     with pytest.raises(SweepError, match="--threads 1"):
-        run_cv(tiny_config(cv_corpus, tmp_path / "cache"), out=tmp_path / "one", protocol="luna5", folds=(3,),
+        run_cv(tiny_audio_run(cv_corpus, tmp_path / "cache"), out=tmp_path / "one", protocol="luna5", folds=(3,),
                seeds=(1,), threads=2)
 
 
@@ -475,16 +472,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow  # cv runs
 def test_killing_cv_stops_its_jobs_and_the_folder_is_locked(cv_corpus, tmp_path):
     import re
     import signal
     import time
 
-    from tests.test_sweeps import tiny_flags
+    from tests.configs import tiny_train_flags
 
     out = tmp_path / "sweep"
     argv = ["cv", "--protocol", "luna5", "--fusion", "audio", "--folds", "3,4", "--jobs", "2", "--out", str(out),
-            *tiny_flags(cv_corpus, tmp_path / "cache")]
+            *tiny_train_flags(cv_corpus, tmp_path / "cache")]
     argv[argv.index("--epochs") + 1] = "50"  # long enough to be killed while training
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     parent = subprocess.Popen([sys.executable, "-m", "emolab", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -515,6 +513,7 @@ def test_killing_cv_stops_its_jobs_and_the_folder_is_locked(cv_corpus, tmp_path)
 
 
 # ------------------------------------------------------------------ 9. cache info and prune: damaged entries, stale temporaries
+@pytest.mark.slow  # runs the emolab command twice
 def test_cache_info_counts_damaged_entries_and_prune_removes_stale_tmp(pairs, tmp_path):
     d = _dataset(pairs[:3], tmp_path / "cache")
     warm_cache(d, num_workers=0, progress=False)

@@ -105,6 +105,7 @@ def test_missing_modalities():
     assert torch.equal(R.silent_audio(wave, "wave"), torch.zeros_like(wave))
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_noise_mixes_at_the_snr_per_clip_and_deterministically(runs, monkeypatch):
     _, cfg = analysis.load_model(runs["gated"] / "best_gated.pt")
     wave_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, use_wavlm=True))
@@ -152,6 +153,7 @@ def test_conditions_of_the_corruptions():
 # --------------------------------------------------------------------------- evaluation
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_table_structure(result):
     t = result.table
     assert list(t.columns) == ["model", "fusion", "corruption", "level", "modality", "severity", "input_used", "n",
@@ -178,6 +180,7 @@ def test_table_structure(result):
     assert info["test_clips"] == 6 and info["noise_source"] == "file" and info["frame_size"] == 48
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_audio_model_ignores_video_corruptions_but_not_silence(result):
     clips = result.clips[result.clips["model"] == "audio-seed0"]
     clean = clips[clips["corruption"] == "clean"]
@@ -196,6 +199,7 @@ def test_audio_model_ignores_video_corruptions_but_not_silence(result):
         assert not np.allclose(part["nll"].to_numpy(), g_clean, atol=1e-5, rtol=0), key  # it reads both
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_evaluation_is_deterministic(runs, result):
     models = R.load_runs(runs["gated"])
     keys = ("clean", "noise 0 dB", "occlusion mouth", "missing video")
@@ -209,6 +213,7 @@ def test_evaluation_is_deterministic(runs, result):
     np.testing.assert_allclose(again["mean_gate"], first["mean_gate"], atol=1e-6)
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_noise_file_is_required_unless_gaussian(runs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data/Noise/noise.wav here either
     (model, cfg), = R.load_runs(runs["audio"]).values()
@@ -220,6 +225,7 @@ def test_noise_file_is_required_unless_gaussian(runs, tmp_path, monkeypatch):
     assert res.meta["models"]["a"]["noise_source"] == "gaussian" and res.table["n"].tolist() == [2]
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_plot(result):
     fig = robustness_curves(result.table)
     assert len(fig.axes) == 2 * 5
@@ -239,6 +245,7 @@ def test_plot(result):
 # --------------------------------------------------------------------------- command line
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_cli_writes_three_files(runs, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["robustness", "--run", str(runs["audio"]), "--run", str(runs["gated"]), "--out", str(out),
@@ -261,6 +268,7 @@ def test_cli_writes_three_files(runs, tmp_path, capsys):
     assert (runs["gated"] / "robustness" / "robustness.csv").is_file()  # default: beside the first run
 
 
+@pytest.mark.slow  # trains tiny_runs
 def test_cli_bad_input(runs, tmp_path, capsys):
     empty = tmp_path / "no_ckpt"
     empty.mkdir()

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from emolab.data import DataConfig
-from emolab.models import ModelConfig
-from emolab.train import OptimConfig, TrainConfig, run_training
+from emolab.train import run_training
+from tests.configs import tiny_train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -22,6 +21,7 @@ def _png(path) -> np.ndarray:
     return img
 
 
+@pytest.mark.slow  # a whole training run
 def test_train_writes_curves_and_confusion_png(demo_root, tmp_path, monkeypatch):
     import emolab.viz.training as viz  # where RunFigures finds them
 
@@ -30,13 +30,7 @@ def test_train_writes_curves_and_confusion_png(demo_root, tmp_path, monkeypatch)
         real = getattr(viz, name)
         monkeypatch.setattr(viz, name, lambda *a, _real=real, _name=name, **k: drawn.setdefault(_name, (a, k))
                             and _real(*a, **k))
-    cfg = TrainConfig(
-        data_root=str(demo_root),
-        model=ModelConfig(fusion="audio", pretrained_video=False),
-        data=DataConfig(num_frames=1, frame_size=32, clip_seconds=1.0, cache_dir=""),
-        optim=OptimConfig(lr=1e-3),
-        epochs=2, batch_size=16, num_workers=0, output_dir=str(tmp_path), progress=False, device="cpu", seed=0,
-    )
+    cfg = tiny_train(demo_root, "", tmp_path, fusion="audio", epochs=2, seed=0)  # "": no frame cache
     result = run_training(cfg)
     _png(result.run_dir / "curves.png")
     _png(result.run_dir / "confusion.png")

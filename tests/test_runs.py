@@ -48,6 +48,7 @@ def _files(run_dir):
     return tm, hist
 
 
+@pytest.mark.slow  # trains the runs of tree
 def test_table_matches_run_files(tree):
     root, dirs = tree
     table = R.collect_runs(root, sort="seed")
@@ -70,6 +71,7 @@ def test_table_matches_run_files(tree):
     assert table["config"].nunique() == 2 and all(c.startswith("audio (cnn) #") for c in table["config"])
 
 
+@pytest.mark.slow  # trains the runs of tree
 def test_sorting_and_summary(tree, tmp_path):
     root, dirs = tree
     by_f1 = R.collect_runs(root)  # default: test macro-F1, best first
@@ -100,6 +102,7 @@ def test_sorting_and_summary(tree, tmp_path):
     assert [b.get_height() for b in bars] == pytest.approx([s[f"{m}_mean"].iloc[0] for m in R.METRICS])
 
 
+@pytest.mark.slow  # trains the runs of tree
 def test_unfinished_run(tree, tmp_path):
     _, dirs = tree
     shutil.copytree(dirs[0], tmp_path / "r")
@@ -109,6 +112,7 @@ def test_unfinished_run(tree, tmp_path):
     assert R.summarise(R.collect_runs(tmp_path)).empty
 
 
+@pytest.mark.slow  # trains the runs of tree
 def test_cli_writes_csv_json_png(tree, tmp_path, capsys):
     root, dirs = tree
     out = tmp_path / "table"
@@ -132,6 +136,7 @@ def test_cli_writes_csv_json_png(tree, tmp_path, capsys):
 # --------------------------------------------------------------------------- --tensorboard
 
 
+@pytest.mark.slow  # trains the runs of tree
 def test_tensorboard_events(tree):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

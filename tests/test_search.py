@@ -1,7 +1,7 @@
 """``emolab search``: Optuna trials over cross-validated runs, SQLite storage, continuation, pruning, summaries.
 
 Trials train a tiny xattn model (d_model 16, 2 heads) for one epoch on the
-six-actor corpus of ``tests/test_sweeps.py``.
+six-actor corpus of ``tests/helpers.make_cv_corpus``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from emolab.models.registry import ModelConfig
 from emolab.experiments.search import PruningReporter, SearchSpace, run_search
 from emolab.experiments.cv import CVRun, SweepError
 from emolab.train import TrainConfig
-from tests.test_sweeps import make_cv_corpus, tiny_config, tiny_flags
+from tests.configs import tiny_audio_run, tiny_train_flags
+from tests.helpers import make_cv_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,13 +38,14 @@ def cache(tmp_path_factory) -> Path:
 
 
 def _xattn(corpus: Path, cache: Path):
-    return tiny_config(corpus, cache, model=ModelConfig(fusion="xattn"))
+    return tiny_audio_run(corpus, cache, model=ModelConfig(fusion="xattn"))
 
 
 def _best_val_f1(run_dir: Path) -> float:
     return json.loads((run_dir / "test_metrics.json").read_text())["best_val_f1"]
 
 
+@pytest.mark.slow  # search runs
 def test_two_trials_in_sqlite_then_the_study_continues(cv_corpus, cache, tmp_path, capsys) -> None:
     out = tmp_path / "search"
     common = dict(out=out, protocol="six_fold", folds=(0, 1), seeds=(0,), space=TINY, verbose=False)
@@ -98,6 +100,7 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
         return True
 
 
+@pytest.mark.slow  # search runs
 def test_a_pruned_trial_is_marked_and_stops_training(cv_corpus, cache, tmp_path) -> None:
     out = tmp_path / "search"
     res = run_search(_xattn(cv_corpus, cache), out=out, protocol="six_fold", folds=(0, 1), seeds=(0,), space=TINY,
@@ -111,6 +114,7 @@ def test_a_pruned_trial_is_marked_and_stops_training(cv_corpus, cache, tmp_path)
     assert json.loads((out / "study_summary.json").read_text())["trials"][0]["state"] == "PRUNED"
 
 
+@pytest.mark.slow  # search runs
 def test_an_interrupted_trial_is_requeued_in_its_folder(cv_corpus, cache, tmp_path, monkeypatch) -> None:
     out = tmp_path / "search"
     kw = dict(out=out, protocol="six_fold", folds=(0, 1), seeds=(0,), space=TINY, verbose=False)
@@ -193,7 +197,7 @@ def _cfg(fusion: str) -> TrainConfig:
     ],
 )
 def test_cli_errors(args, message, cv_corpus, cache, tmp_path, capsys) -> None:
-    argv = ["search", *args, *tiny_flags(cv_corpus, cache, lr=False)]
+    argv = ["search", *args, *tiny_train_flags(cv_corpus, cache, lr=False)]
     if "--out" not in args and "--summary" not in args:
         argv += ["--out", str(tmp_path / "s")]
     if "--summary" in args:

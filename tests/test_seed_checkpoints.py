@@ -57,6 +57,7 @@ def test_reference_covers_every_seed_model() -> None:
     assert names == {"audio_cnn", "audio_resnet", "audio_wavlm", "video"} | fusions  # 19 models
 
 
+@pytest.mark.slow  # every full-size seed model
 @pytest.mark.parametrize("name", case_names())
 def test_converted_seed_model_reproduces_seed_outputs(name: str) -> None:
     sd = case_state_dict(name)
@@ -75,6 +76,7 @@ def test_converted_seed_model_reproduces_seed_outputs(name: str) -> None:
     assert (out - expected_output(name)).abs().max().item() < TOL
 
 
+@pytest.mark.slow  # full-size seed models
 def test_seed_checkpoint_from_a_file_and_in_emolab_layout(tmp_path) -> None:
     name = "xattn_gated_cnn"
     sd = case_state_dict(name)
@@ -156,6 +158,7 @@ def test_warm_start_accepts_seed_encoder_files(tmp_path, capsys, caplog) -> None
 
 
 # --------------------------------------------------------------------------- convert-checkpoint
+@pytest.mark.slow  # converts and evaluates a run
 def test_convert_checkpoint_writes_a_run_that_emolab_loads(tmp_path, capsys, demo_root) -> None:
     from emolab.eval import robustness
     from emolab.eval.analysis import load_model

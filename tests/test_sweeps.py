@@ -18,59 +18,12 @@ import numpy as np
 import pytest
 
 from emolab.cli.main import main as emolab_main
-from emolab.data.datasets import DataConfig
-from emolab.models.registry import ModelConfig
 from emolab.experiments.cv import SweepError, parse_int_list, run_cv
-from emolab.train import Callback, OptimConfig, TrainConfig
+from emolab.train import Callback
+from tests.configs import tiny_audio_run, tiny_train_flags
+from tests.helpers import make_cv_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-#: One actor in each six_fold block (1-4, 5-8, ...) and in each luna5 fold.
-CV_ACTORS = (2, 6, 10, 14, 17, 22)
-NAME = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.(mp4|wav)")
-
-
-def make_cv_corpus(root: Path, actors=CV_ACTORS) -> Path:
-    """Two generated actors copied under other actor ids; statement 1, repetition 1 only (15 pairs per actor)."""
-    from emolab.data.synthetic import DemoConfig, generate_demo_corpus
-
-    src = root / "src"
-    generate_demo_corpus(src, DemoConfig(actors=(1, 2), size=(64, 48), seconds=1.0, fps=8.0, seed=0, noise=False),
-                         workers=0, progress=False)
-    out = root / "corpus"
-    for f in sorted(src.rglob("*")):
-        m = NAME.fullmatch(f.name)
-        if not m or m.group(1) == "01" or m.group(5) != "01" or m.group(6) != "01":
-            continue
-        for k, actor in enumerate(actors):
-            if int(m.group(7)) == 1 + k % 2:
-                dst = out / f"Actor_{actor:02d}" / f"{f.name[:-6]}{actor:02d}.{m.group(8)}"
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(f, dst)
-    return out
-
-
-def tiny_config(data_root: Path, cache: Path, **kw) -> TrainConfig:
-    return TrainConfig(
-        data_root=str(data_root),
-        model=kw.pop("model", ModelConfig(fusion="audio")),
-        data=DataConfig(num_frames=1, frame_size=32, clip_seconds=1.0, face_crop="none", cache_dir=str(cache)),
-        optim=OptimConfig(lr=1e-3),
-        epochs=kw.pop("epochs", 1),
-        batch_size=16,
-        num_workers=0,
-        progress=False,
-        device="cpu",
-        **kw,
-    )
-
-
-def tiny_flags(data_root: Path, cache: Path, *, lr: bool = True) -> list[str]:
-    """The train flags of :func:`tiny_config`."""
-    return ["--data_root", str(data_root), "--epochs", "1", "--frames", "1", "--frame_size", "32", "--clip_seconds",
-            "1", "--face_crop", "none", "--num_workers", "0", "--no_progress", "--cache_dir", str(cache),
-            "--device", "cpu", "--no_pretrained_video", *(["--lr", "1e-3"] if lr else [])]
-
 
 @pytest.fixture(scope="module")
 def cv_corpus(tmp_path_factory) -> Path:
@@ -86,9 +39,10 @@ def _metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "test_metrics.json").read_text())
 
 
+@pytest.mark.slow  # cv runs
 def test_every_fold_and_seed_once_and_the_summary(cv_corpus, cache, tmp_path, capsys) -> None:
     out = tmp_path / "sweep"
-    res = run_cv(tiny_config(cv_corpus, cache), out=out, protocol="six_fold", folds=(0, 2), seeds=(0, 1))
+    res = run_cv(tiny_audio_run(cv_corpus, cache), out=out, protocol="six_fold", folds=(0, 2), seeds=(0, 1))
     names = ["fold0-seed0", "fold0-seed1", "fold2-seed0", "fold2-seed1"]
     assert [r.name for r in res.runs] == names
     assert sorted(p.name for p in (out / "runs").iterdir()) == names
@@ -136,7 +90,7 @@ def test_every_fold_and_seed_once_and_the_summary(cv_corpus, cache, tmp_path, ca
 
     # the same sweep again: nothing retrained, same numbers
     stamps = {n: (out / "runs" / n / "test_metrics.json").stat().st_mtime_ns for n in names}
-    changed = dataclasses.replace(tiny_config(cv_corpus, cache), log_every=5, wandb_project="other")  # no effect
+    changed = dataclasses.replace(tiny_audio_run(cv_corpus, cache), log_every=5, wandb_project="other")  # no effect
     again = run_cv(changed, out=out, protocol="six_fold",
                    folds=(0, 2), seeds=(0, 1), verbose=False)
     assert {r.status for r in again.runs} == {"skipped"}
@@ -145,9 +99,9 @@ def test_every_fold_and_seed_once_and_the_summary(cv_corpus, cache, tmp_path, ca
 
     # other settings into the same folder are refused, naming what changed
     with pytest.raises(SweepError, match=r"other settings \(train\.epochs: 1 -> 2\)"):
-        run_cv(tiny_config(cv_corpus, cache, epochs=2), out=out, protocol="six_fold", folds=(0, 2), seeds=(0, 1))
+        run_cv(tiny_audio_run(cv_corpus, cache, epochs=2), out=out, protocol="six_fold", folds=(0, 2), seeds=(0, 1))
     # fewer seeds or folds: the finished runs of the command, nothing trained; sweep.json keeps every one
-    fewer = run_cv(tiny_config(cv_corpus, cache), out=out, protocol="six_fold", folds=(2,), seeds=(1,), verbose=False)
+    fewer = run_cv(tiny_audio_run(cv_corpus, cache), out=out, protocol="six_fold", folds=(2,), seeds=(1,), verbose=False)
     assert [(r.name, r.status) for r in fewer.runs] == [("fold2-seed1", "skipped")]
     assert fewer.headline().startswith("audio, six_fold, 1 seed × 1 fold:")
     saved = json.loads((out / "sweep.json").read_text())["settings"]
@@ -168,9 +122,10 @@ class _InterruptSecondRun(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow  # cv runs
 def test_an_interrupted_sweep_resumes_where_it_stopped(cv_corpus, cache, tmp_path) -> None:
     out = tmp_path / "sweep"
-    cfg = tiny_config(cv_corpus, cache, epochs=2)
+    cfg = tiny_audio_run(cv_corpus, cache, epochs=2)
     with pytest.raises(KeyboardInterrupt):
         run_cv(cfg, out=out, protocol="luna5", folds=(0, 1, 2, 3), seeds=(5,), callbacks=[_InterruptSecondRun()],
                verbose=False)
@@ -194,10 +149,11 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(cv_corpus, cache, tmp_pat
     assert json.loads((out / "results.json").read_text())["complete"] is True
 
 
+@pytest.mark.slow  # cv runs
 def test_cli_parallel_jobs(cv_corpus, cache, tmp_path, capsys) -> None:
     out = tmp_path / "sweep"
     argv = ["cv", "--protocol", "luna5", "--fusion", "audio", "--folds", "3,4", "--jobs", "2", "--out", str(out),
-            *tiny_flags(cv_corpus, cache)]
+            *tiny_train_flags(cv_corpus, cache)]
     assert emolab_main(argv) == 0
     text = capsys.readouterr().out
     assert "fold3-seed0: started (job" in text and "fold4-seed0: started (job" in text

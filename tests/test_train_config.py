@@ -13,10 +13,11 @@ from emolab.models.registry import ModelConfig
 from emolab.train import OptimConfig, TrainConfig
 from emolab.train.cli import build_parser, config_from_args, explicit_dests
 from emolab.train.cli import main as train_main
+from tests.configs import tiny_model
 
 
 def _cfg(**kw) -> TrainConfig:
-    model = kw.pop("model", ModelConfig(fusion="gated", pretrained_video=False))
+    model = kw.pop("model", tiny_model())
     return TrainConfig(model=model, **kw)
 
 

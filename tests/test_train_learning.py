@@ -19,8 +19,8 @@ import pytest
 
 from emolab.data.datasets import DataConfig
 from emolab.data.splits import SplitConfig
-from emolab.models.registry import ModelConfig
 from emolab.train import OptimConfig, TrainConfig, run_training
+from tests.configs import tiny_model
 
 CHANCE = 1 / 8
 
@@ -45,7 +45,7 @@ def cache(tmp_path_factory) -> str:
 def _train(corpus: Path, cache: str, out: Path, fusion: str, shuffle: int | None = None) -> dict:
     cfg = TrainConfig(
         data_root=str(corpus),
-        model=ModelConfig(fusion=fusion, pretrained_video=False),
+        model=tiny_model(fusion),
         data=DataConfig(num_frames=1, frame_size=48, face_crop="none", clip_seconds=1.0, cache_dir=cache),
         split=SplitConfig(train_actors=(1, 2, 3, 4), val_actors=(5,), test_actors=(6, 7)),
         optim=OptimConfig(lr=1e-3, use_cosine_annealing=True),

@@ -10,19 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from emolab.models import build_model
-from emolab.models.registry import ModelConfig
 from emolab.train import OptimConfig, TrainConfig, configure_stage, cosine_lr, make_loss, make_optimizer, plan_stages
 from emolab.train.optim import make_scheduler
+from tests.configs import WAVLM_640X, tiny_model, tiny_wavlm_config
 
-TINY_WAVLM = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16, 16),
-    conv_kernel=(10, 8, 8), conv_stride=(10, 8, 8), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-    num_buckets=32, max_bucket_distance=64, layerdrop=0.0,
-)
+TINY_WAVLM = tiny_wavlm_config(**WAVLM_640X, mask_time_prob=0.05)  # wavlm-base's default: it has masked_spec_embed
 
 
 def _cfg(fusion: str, *, use_wavlm: bool = False, epochs: int = 10, **optim) -> TrainConfig:
-    model = ModelConfig(fusion=fusion, use_wavlm=use_wavlm, wavlm_config=TINY_WAVLM if use_wavlm else None)
+    model = tiny_model(fusion, use_wavlm=use_wavlm, wavlm_config=TINY_WAVLM if use_wavlm else None)
     return TrainConfig(model=model, optim=OptimConfig(**optim), epochs=epochs)
 
 

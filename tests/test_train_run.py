@@ -13,11 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from emolab.data.datasets import DataConfig
 from emolab.data.splits import SpeakerLeakageWarning
-from emolab.models.registry import ModelConfig
 from emolab.train import (
     Callback,
     EmotionTrainer,
@@ -32,6 +29,7 @@ from emolab.train import (
     run_training,
 )
 from emolab.train.cli import main as train_main
+from tests.configs import save_tiny_wavlm, tiny_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,35 +44,7 @@ def frame_cache(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def tiny_wavlm(tmp_path_factory) -> str:
     """A small WavLM saved like a Hub checkpoint (hidden 32, 2 layers, 640x downsampling)."""
-    from transformers import WavLMConfig, WavLMModel
-
-    cfg = WavLMConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16, 16),
-        conv_kernel=(10, 8, 8), conv_stride=(10, 8, 8), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        num_buckets=32, max_bucket_distance=64, layerdrop=0.0, mask_time_prob=0.0,
-    )
-    path = tmp_path_factory.mktemp("tiny-wavlm")
-    torch.manual_seed(0)
-    WavLMModel(cfg).save_pretrained(path)
-    return str(path)
-
-
-def _tiny_cfg(data_root, cache, out, **kw) -> TrainConfig:
-    optim = kw.pop("optim", OptimConfig(lr=1e-3))
-    model = kw.pop("model", ModelConfig(fusion="gated", pretrained_video=False))
-    return TrainConfig(
-        data_root=str(data_root),
-        model=model,
-        data=DataConfig(num_frames=1, frame_size=32, clip_seconds=1.0, cache_dir=cache),
-        optim=optim,
-        batch_size=16,
-        num_workers=0,
-        output_dir=str(out),
-        progress=False,
-        device="cpu",
-        seed=3,
-        **kw,
-    )
+    return save_tiny_wavlm(tmp_path_factory.mktemp("tiny-wavlm"))
 
 
 # ------------------------------------------------------------------ resume
@@ -93,12 +63,13 @@ def _comparable(history):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 
 
+@pytest.mark.slow  # whole training runs
 def test_resume_reaches_the_same_results(demo_root, frame_cache, tmp_path, capsys) -> None:
     # two stages + cosine: resuming inside stage 2 must restore its optimizer, scheduler and RNG state
     optim = OptimConfig(lr=1e-3, two_stage_training=True, stage1_epochs=1, use_cosine_annealing=True,
                         fusion_unfreeze_video_blocks=2)
-    full = run_training(_tiny_cfg(demo_root, frame_cache, tmp_path / "a", optim=optim, epochs=3))
-    cfg = _tiny_cfg(demo_root, frame_cache, tmp_path / "b", optim=optim, epochs=3)
+    full = run_training(tiny_train(demo_root, frame_cache, tmp_path / "a", optim=optim, epochs=3, seed=3))
+    cfg = tiny_train(demo_root, frame_cache, tmp_path / "b", optim=optim, epochs=3, seed=3)
     with pytest.raises(KeyboardInterrupt):
         run_training(cfg, callbacks=[_InterruptAfter(2)])
     (run_dir,) = (tmp_path / "b" / "runs").iterdir()
@@ -117,6 +88,7 @@ def test_resume_reaches_the_same_results(demo_root, frame_cache, tmp_path, capsy
 
 
 # ------------------------------------------------------------------ the seed's recommended commands (§6)
+@pytest.mark.slow  # whole training runs
 def test_seed_commands_run(demo_root, frame_cache, tiny_wavlm, tmp_path, monkeypatch, capsys) -> None:
     """Seed §6.1-6.5 with `python -m emolab.train` as entry point (flags unchanged), short epochs, no downloads."""
     from emolab.cli.main import main as emolab_main
@@ -205,6 +177,7 @@ def test_setup_errors(tmp_path, capsys) -> None:
 
 
 # ------------------------------------------------------------------ DDP (gloo, 2 CPU processes)
+@pytest.mark.slow  # a whole DDP training run
 def test_torchrun_ddp_on_cpu(demo_root, frame_cache, tmp_path) -> None:
     out = tmp_path / "ddp"
     cmd = [

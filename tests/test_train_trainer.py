@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from emolab.data.loaders import collate_skip_failed
 from emolab.models import build_model
-from emolab.models.registry import ModelConfig
 from emolab.train import (
     Callback,
     EarlyStopping,
@@ -29,6 +28,7 @@ from emolab.train import (
 )
 from emolab.train.callbacks import WandbLogger, format_epoch
 from emolab.train.optim import plan_stages
+from tests.configs import tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +75,7 @@ def _loaders(n: int = 16, fail: tuple[int, ...] = ()) -> dict[str, DataLoader]:
 def _cfg(fusion: str = "gated", **kw) -> TrainConfig:
     optim = kw.pop("optim", OptimConfig(lr=1e-3))
     return TrainConfig(
-        model=ModelConfig(fusion=fusion, pretrained_video=False), optim=optim, progress=False, device="cpu", **kw
+        model=tiny_model(fusion), optim=optim, progress=False, device="cpu", **kw
     )
 
 

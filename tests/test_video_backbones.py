@@ -42,10 +42,24 @@ STEM = {
 }
 
 
+#: Every backbone, ViT-B/16 (86M parameters, the slowest to build and run on a CPU) marked slow.
+BACKBONES = [pytest.param(n, marks=pytest.mark.slow) if n.startswith("vit") else n for n in VIDEO_BACKBONES]
+#: Every backbone for forward and backward passes, all but the default marked slow (seconds each on a CPU).
+FORWARD_BACKBONES = [n if n == "resnet18" else pytest.param(n, marks=pytest.mark.slow) for n in VIDEO_BACKBONES]
+
+
+class _Built(dict):
+    """Backbones built on first use (so ``-m "not slow"`` never builds the ViT), each from seed 0."""
+
+    def __missing__(self, name: str) -> VideoNet:
+        torch.manual_seed(0)
+        self[name] = VideoNet(8, backbone=name)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def models() -> dict[str, VideoNet]:
-    torch.manual_seed(0)
-    return {name: VideoNet(8, backbone=name) for name in VIDEO_BACKBONES}
+    return _Built()
 
 
 def test_choices_and_default() -> None:
@@ -63,7 +77,7 @@ def test_default_is_unchanged_resnet18(models) -> None:
     assert isinstance(build_model("video"), VideoNet) and build_model("video").backbone_name == "resnet18"
 
 
-@pytest.mark.parametrize("name", VIDEO_BACKBONES)
+@pytest.mark.parametrize("name", BACKBONES)
 def test_counts_and_dims(models, name) -> None:
     dim, blocks, params = EXPECTED[name]
     m = models[name]
@@ -72,7 +86,7 @@ def test_counts_and_dims(models, name) -> None:
     assert count_parameters(m) == params
 
 
-@pytest.mark.parametrize("name", VIDEO_BACKBONES)
+@pytest.mark.parametrize("name", FORWARD_BACKBONES)
 def test_forward_backward_channels_last(models, name) -> None:
     m = models[name]
     m.unfreeze_backbone()
@@ -102,7 +116,7 @@ def _trainable_backbone(m: VideoNet) -> set[str]:
     return {n for n, p in m.backbone.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("name", VIDEO_BACKBONES)
+@pytest.mark.parametrize("name", BACKBONES)
 def test_unfreeze_last_blocks(models, name) -> None:
     m = models[name]
     all_names = {n for n, _ in m.backbone.named_parameters()}
@@ -135,6 +149,7 @@ def test_frozen_batchnorm_of_efficientnet_goes_to_eval(models) -> None:
     m.unfreeze_backbone()
 
 
+@pytest.mark.slow  # builds ViT-B/16
 def test_vit_resizes_other_frame_sizes(models) -> None:
     m = models["vit_b_16"].eval()
     video = torch.randn(1, 2, 3, 64, 64)
@@ -162,6 +177,7 @@ def test_pretrained_offline_message_names_the_backbone(monkeypatch, tmp_path) ->
         build_model("video", video_backbone="efficientnet_b0", pretrained_video=True)
 
 
+@pytest.mark.slow  # builds ViT-B/16
 def test_pretrained_vit_interpolates_position_embeddings(monkeypatch, tmp_path) -> None:
     """ImageNet ViT weights (224: 14x14 patches) load into the 112 model with a 7x7 position grid."""
     monkeypatch.setattr(layers_mod, "host_reachable", lambda url, timeout=3.0: True)
@@ -186,6 +202,7 @@ def test_pretrained_vit_interpolates_position_embeddings(monkeypatch, tmp_path) 
     assert ResNet18_Weights.IMAGENET1K_V1.url.endswith("resnet18-f37072fd.pth")  # the default's file is unchanged
 
 
+@pytest.mark.slow  # a whole training run
 def test_cli_trains_a_non_default_backbone(demo_root, tmp_path, cache_dir, one_torch_thread, capsys) -> None:
     out = tmp_path / "out"
     rc = emolab_main([

@@ -35,7 +35,6 @@ from emolab.data.feature_cache import (
 from emolab.data.noise import AudioNoise, AudioNoiseParams
 from emolab.models import WavLMAudioEncoder, build_model, forward_batch
 from emolab.models.fusion import FusionModel
-from emolab.models.registry import ModelConfig
 from emolab.train import EmotionTrainer, OptimConfig, RunPaths, TrainConfig, resume_training, run_training
 from emolab.train.callbacks import Callback
 from emolab.train.checkpoint import load_checkpoint
@@ -47,7 +46,8 @@ from emolab.train.feature_cache import (
     backbone_tag,
     fill_features,
 )
-from tests.test_models_wavlm import tiny_config
+from tests.configs import save_tiny_wavlm, tiny_data, tiny_model
+from tests.configs import tiny_wavlm_config as tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,7 +66,7 @@ def noise(demo_root) -> AudioNoise:
 
 
 def _data(cache_dir, **kw) -> DataConfig:
-    return DataConfig(num_frames=1, frame_size=32, face_crop="none", clip_seconds=SECONDS, cache_dir=str(cache_dir), **kw)
+    return tiny_data(cache_dir, face_crop="none", clip_seconds=SECONDS, **kw)
 
 
 def _dataset(pairs, cache_dir, *, augment=False, noise=None, modalities=("audio",), seed=0) -> RavdessWavLMDataset:
@@ -95,7 +95,7 @@ def _count_forwards(encoder: WavLMAudioEncoder) -> list[int]:
 def _cfg(fusion: str, cache_dir, **kw) -> TrainConfig:
     optim = kw.pop("optim", OptimConfig(lr=1e-3))
     return TrainConfig(
-        model=ModelConfig(fusion=fusion, use_wavlm=True, wavlm_config=tiny_config(), pretrained_video=False),
+        model=tiny_model(fusion, use_wavlm=True, wavlm_config=tiny_config()),
         data=_data(cache_dir), optim=optim, device="cpu", progress=False, batch_size=4, num_workers=0, **kw,
     )
 
@@ -440,12 +440,10 @@ def test_stage_switch_frozen_then_unfrozen_goes_back_to_waveforms(pairs, noise, 
 # ------------------------------------------------------------------ whole runs
 @pytest.fixture(scope="module")
 def tiny_wavlm_dir(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tiny-wavlm")
-    torch.manual_seed(0)
-    WavLMModel(tiny_config(conv_kernel=(10, 8, 8), conv_stride=(10, 8, 8))).save_pretrained(path)
-    return str(path)
+    return save_tiny_wavlm(tmp_path_factory.mktemp("tiny-wavlm"))
 
 
+@pytest.mark.slow  # whole training runs
 def test_short_runs_with_and_without_the_cache(demo_root, tiny_wavlm_dir, tmp_path, capsys) -> None:
     common = (f"--data_root {demo_root} --fusion audio --use_wavlm --wavlm_name_or_path {tiny_wavlm_dir} "
               "--epochs 2 --batch_size 16 --lr 1e-3 --frames 1 --frame_size 32 --clip_seconds 1 --num_workers 0 "
@@ -470,6 +468,7 @@ def test_short_runs_with_and_without_the_cache(demo_root, tiny_wavlm_dir, tmp_pa
         assert [r["epoch"] for r in h] == [1, 2] and all(np.isfinite(r["train_loss"]) for r in h)
 
 
+@pytest.mark.slow  # a whole training run
 def test_two_stage_fusion_run_switches_back(demo_root, tmp_path, capsys) -> None:
     optim = OptimConfig(lr=1e-3, two_stage_training=True, stage1_epochs=1, fusion_unfreeze_wavlm_layers=1,
                         fusion_unfreeze_video_blocks=0)
@@ -529,6 +528,7 @@ def test_cli_flags_and_config_checks() -> None:
     assert TrainConfig.from_dict(TrainConfig(feature_cache_variants=4).to_dict()).feature_cache_variants == 4
 
 
+@pytest.mark.slow  # runs the benchmark
 def test_measure_wavlm_cache_structure(tmp_path) -> None:
     from emolab.bench.wavlm import measure_wavlm_cache
 
