@@ -358,7 +358,7 @@ def test_cached_dataset_checks_missing_entry_and_unreadable_file(pairs, tmp_path
     with pytest.raises(TypeError, match="RAVDESS dataset"):
         CachedFeaturesDataset(list(range(3)), tag)
     served = CachedFeaturesDataset(ds, tag)
-    assert len(served) == 1 and served.pairs is ds.pairs and served.raw
+    assert len(served) == 1 and served.pairs is ds.pairs
     with pytest.raises(RuntimeError, match="no_feature_cache"):
         served[0]  # the entry is missing although the file reads
 

@@ -18,6 +18,8 @@ that ``torch.utils.data.default_collate`` stacks them into ``(B, 3)`` and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +41,7 @@ __all__ = [
     "AUG_I",
     "flat_draws",
     "split_draws",
+    "without_audio_draw",
 ]
 
 _SEED_HIGH = 2**62  # seeds drawn for torch generators (fit in int64)
@@ -256,6 +259,19 @@ def flat_draws(video: VideoAugmentParams | None, audio: object | None) -> dict[s
     f = [float(values[g].get(k, d)) for g, k, d in AUG_F]
     i = [int(values[g].get(k, d)) for g, k, d in AUG_I]
     return {"aug_f": torch.tensor(f, dtype=torch.float32), "aug_i": torch.tensor(i, dtype=torch.int64)}
+
+
+def without_audio_draw(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """An item's ``aug_f``/``aug_i`` with the audio columns set to their no-op values (the video draw kept):
+    for items whose audio already holds its noise (cached WavLM feature variants)."""
+    out = dict(draws)
+    for key, cols in (("aug_f", AUG_F), ("aug_i", AUG_I)):
+        if key in out:
+            out[key] = out[key].clone()
+            for j, (group, _name, default) in enumerate(cols):
+                if group == "audio":
+                    out[key][j] = default
+    return out
 
 
 def split_draws(aug_f: Tensor, aug_i: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

@@ -331,8 +331,7 @@ class RavdessAVDataset(Dataset):
             item["audio_i16"] = torch.from_numpy(sound.samples)
             item["audio_scale"] = torch.tensor(sound.scale, dtype=torch.float32)
             item["audio_length"] = sound.length
-        # a dataset without audio ships no audio draw (the cached-features dataset: the noise is in the variant)
-        item.update(flat_draws(video_params, audio_params if "audio" in self.modalities else None))
+        item.update(flat_draws(video_params, audio_params))
         return {
             **item,
             "label": rec.label(self.config.num_classes),

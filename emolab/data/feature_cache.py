@@ -51,6 +51,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emolab.data.audio import AudioReadError
+from emolab.data.augment import without_audio_draw
 from emolab.data.cache import AudioSettings
 from emolab.data.noise import GAUSSIAN_NOISE_SAMPLES, AudioNoise, AudioNoiseParams
 from emolab.data.ravdess import Problem
@@ -368,7 +369,7 @@ class CachedFeaturesDataset(Dataset):
             self.base.failures.append(Problem(str(rec.audio_path), str(e)))
             log.warning("skipping pair %d (%s): %s", index, rec.stem, e)
             return None
-        out = {k: v for k, v in item.items() if not k.startswith("audio") and k not in ("label", "meta")}
+        out = without_audio_draw({k: v for k, v in item.items() if not k.startswith("audio") and k not in ("label", "meta")})
         out["audio_features"] = torch.from_numpy(entry.features)  # noise (if any) is already in the variant
         out["audio_length"] = entry.length
         out["label"], out["meta"] = item["label"], item["meta"]
