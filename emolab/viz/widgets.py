@@ -29,7 +29,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from emolab.data.ravdess import PairRecord
-from emolab.viz.augmentation import (  # re-exported: notebook 02 imports the panel and the galleries from here
+from emolab.viz import augmentation
+from emolab.viz.augmentation import (  # noqa: F401  (re-exported: notebook 02 imports them all from here)
     SNR_LEVELS,
     AugmentedClip,
     AugmentSettings,
@@ -49,22 +50,7 @@ from emolab.viz.augmentation import (  # re-exported: notebook 02 imports the pa
     wav_bytes,
 )
 
-__all__ = [
-    "AugmentSettings",
-    "AugmentedClip",
-    "AugmentationPreview",
-    "SNR_LEVELS",
-    "audio_players",
-    "augment_clip",
-    "choose_clip",
-    "clip_label",
-    "noise_gallery",
-    "pick_clips",
-    "preview_figure",
-    "render_png",
-    "video_gallery",
-    "wav_bytes",
-]
+__all__ = ["AugmentationPreview", *augmentation.__all__]
 
 
 class AugmentationPreview:
