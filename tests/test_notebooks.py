@@ -315,7 +315,7 @@ def test_output_folder_keeps_the_model_unless_smoke(tmp_path, monkeypatch):
     smoke.cleanup()
     assert not smoke.path.exists()  # CI and nbval leave nothing behind
 
-    monkeypatch.setattr(nbs, "repo_root", lambda: tmp_path)
+    monkeypatch.setattr(nbh, "repo_root", lambda: tmp_path)
     kept = nbh.output_folder(None, "04", smoke=False)
     assert kept.path == (tmp_path / "outputs" / "notebooks" / "04").resolve() and not kept.temporary
     kept.cleanup()
