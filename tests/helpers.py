@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+from emolab.train.callbacks import Callback
+
 
 def ravdess_name(modality: int, emotion: int, intensity: int, statement: int, repetition: int,
                  actor: int, vocal: int = 1) -> str:
@@ -57,3 +59,14 @@ def make_cv_corpus(root: Path, actors=CV_ACTORS) -> Path:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(f, dst)
     return out
+
+
+class InterruptAfter(Callback):
+    """A trainer callback that simulates Ctrl-C at the end of an epoch (after ``last.pt`` was written)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, record) -> None:
+        if record["epoch"] == self.epoch:
+            raise KeyboardInterrupt

@@ -16,7 +16,6 @@ import pytest
 
 from emolab.data.splits import SpeakerLeakageWarning
 from emolab.train import (
-    Callback,
     EmotionTrainer,
     OptimConfig,
     RunPaths,
@@ -30,6 +29,7 @@ from emolab.train import (
 )
 from emolab.train.cli import main as train_main
 from tests.configs import save_tiny_wavlm, tiny_train
+from tests.helpers import InterruptAfter
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,17 +48,6 @@ def tiny_wavlm(tmp_path_factory) -> str:
 
 
 # ------------------------------------------------------------------ resume
-class _InterruptAfter(Callback):
-    """Simulates Ctrl-C at the end of an epoch (after last.pt was written)."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, record) -> None:
-        if record["epoch"] == self.epoch:
-            raise KeyboardInterrupt
-
-
 def _comparable(history):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 
@@ -71,7 +60,7 @@ def test_resume_reaches_the_same_results(demo_root, frame_cache, tmp_path, capsy
     full = run_training(tiny_train(demo_root, frame_cache, tmp_path / "a", optim=optim, epochs=3, seed=3))
     cfg = tiny_train(demo_root, frame_cache, tmp_path / "b", optim=optim, epochs=3, seed=3)
     with pytest.raises(KeyboardInterrupt):
-        run_training(cfg, callbacks=[_InterruptAfter(2)])
+        run_training(cfg, callbacks=[InterruptAfter(2)])
     (run_dir,) = (tmp_path / "b" / "runs").iterdir()
     assert "continue with --resume" in capsys.readouterr().out
     assert not (run_dir / "test_metrics.json").exists()

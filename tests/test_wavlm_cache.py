@@ -36,7 +36,6 @@ from emolab.data.noise import AudioNoise, AudioNoiseParams
 from emolab.models import WavLMAudioEncoder, build_model, forward_batch
 from emolab.models.fusion import FusionModel
 from emolab.train import EmotionTrainer, OptimConfig, RunPaths, TrainConfig, resume_training, run_training
-from emolab.train.callbacks import Callback
 from emolab.train.checkpoint import load_checkpoint
 from emolab.train.cli import build_parser, config_from_args
 from emolab.train.cli import main as train_main
@@ -48,6 +47,7 @@ from emolab.train.feature_cache import (
 )
 from tests.configs import save_tiny_wavlm, tiny_data, tiny_model
 from tests.configs import tiny_wavlm_config as tiny_config
+from tests.helpers import InterruptAfter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -482,17 +482,6 @@ def test_two_stage_fusion_run_switches_back(demo_root, tmp_path, capsys) -> None
     assert "noise augmentation off" in out
 
 
-class _InterruptAfter(Callback):
-    """Ctrl-C at the end of an epoch (after last.pt was written)."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, record) -> None:
-        if record["epoch"] == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_resume_inside_the_cached_stage_reaches_the_same_results(demo_root, tmp_path, capsys) -> None:
     optim = OptimConfig(lr=1e-3, two_stage_training=True, stage1_epochs=2, fusion_unfreeze_wavlm_layers=1,
                         fusion_unfreeze_video_blocks=0)
@@ -503,7 +492,7 @@ def test_resume_inside_the_cached_stage_reaches_the_same_results(demo_root, tmp_
 
     full = run_training(cfg("a"))
     with pytest.raises(KeyboardInterrupt):
-        run_training(cfg("b"), callbacks=[_InterruptAfter(1)])  # inside stage 1, served from the cache
+        run_training(cfg("b"), callbacks=[InterruptAfter(1)])  # inside stage 1, served from the cache
     (run_dir,) = (tmp_path / "b" / "runs").iterdir()
     assert load_checkpoint(run_dir / "last.pt")["callbacks"]["WavLMFeatureCache"] == {}
     capsys.readouterr()

@@ -335,14 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download_arguments(p)
     p.set_defaults(func=cmd_download_ravdess)
 
-    from emolab.experiments import search as _search, cv as _sweeps  # light: no torch at import
+    from emolab.experiments import cv as _cv, search as _search  # light: no torch at import
 
     p = sub.add_parser(
         "cv", allow_abbrev=False, help="k-fold cross-validation: every fold x seed of six_fold/luna5, mean ± std",
         description="Train every fold x seed of a protocol into a resumable sweep folder; other flags are "
         "emolab train flags (e.g. --data_root, --epochs, --batch_size).",
     )
-    _sweeps.add_arguments(p)
+    _cv.add_arguments(p)
     p.set_defaults(func=cmd_cv, train_args=[])
 
     p = sub.add_parser(
