@@ -366,6 +366,8 @@ def test_attention_notebook_figures_display_in_chromium(tmp_path):
                 page.goto(f"{lab.base}/lab/tree/{name}?token={lab.token}&reset")
                 page.wait_for_selector(".jp-NotebookPanel .jp-OutputArea-output img", timeout=90_000)
                 images = page.locator(".jp-NotebookPanel .jp-OutputArea-output img")
+                # JupyterLab renders outputs as they scroll into its window: wait for the third, then count
+                images.nth(2).wait_for(state="attached", timeout=90_000)
                 assert images.count() >= 3  # two clips' attention figures and the per-head maps
                 shots = []
                 for i in range(images.count()):
