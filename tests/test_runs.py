@@ -58,7 +58,7 @@ def test_table_matches_run_files(tree):
         tm, hist = _files(d)
         cm = np.asarray(tm["confusion_matrix"], dtype=float)
         rows = cm.sum(1)
-        uar = np.mean(np.where(rows > 0, np.diag(cm) / np.maximum(rows, 1), 0.0))  # macro recall, independently
+        uar = np.mean((np.diag(cm) / np.maximum(rows, 1))[rows > 0])  # recall over present classes, independently
         assert row.test_accuracy == pytest.approx(np.trace(cm) / cm.sum())
         assert row.test_accuracy == pytest.approx(tm["accuracy"]) and row.test_macro_f1 == pytest.approx(tm["macro_f1"])
         assert row.test_uar == pytest.approx(uar)
@@ -196,3 +196,27 @@ def test_tensorboard_resume_drops_later_events(tmp_path):
     acc.Reload()
     assert [(e.step, round(e.value, 4)) for e in acc.Scalars("macro_f1/val")] == [(1, 0.1), (2, 0.2), (3, 0.9)]
     assert [e.value for e in acc.Scalars("test/accuracy")] == [0.5]
+
+
+def _old_run(tmp_path, model):
+    """A run folder as runs made before ``test_metrics.json`` had ``uar``: class 2 absent from the test split."""
+    d = tmp_path / "runs" / "old"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"seed": 0, "epochs": 1, "model": model, "split": {"mode": "actor"}}))
+    (d / "history.jsonl").write_text(json.dumps({"epoch": 1, "val_f1": 0.5, "seconds": 1.0}) + "\n")
+    per_class = {"a": {"precision": 1.0, "recall": 1.0, "f1-score": 1.0, "support": 2},
+                 "b": {"precision": 1.0, "recall": 0.5, "f1-score": 2 / 3, "support": 2},
+                 "c": {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0}}
+    tm = {"accuracy": 0.75, "macro_f1": 5 / 9, "per_class": per_class,
+          "macro_avg": {"recall": 0.5, "f1-score": 5 / 9}, "weighted_avg": {"f1-score": 5 / 6}}
+    (d / "test_metrics.json").write_text(json.dumps(tm))
+    return d
+
+
+def test_uar_of_old_runs_averages_present_classes_only(tmp_path):
+    # the classification report's macro recall (0.5) counts absent class c as 0; UAR as summary_metrics defines it
+    # averages the classes present: (1.0 + 0.5) / 2
+    row = R.read_run(_old_run(tmp_path, {"fusion": "video", "video_backbone": "resnet34"}))
+    assert row["test_uar"] == pytest.approx(0.75)
+    assert row["test_weighted_f1"] == pytest.approx(5 / 6)
+    assert (row["audio"], row["video"]) == ("-", "resnet34")

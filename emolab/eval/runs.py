@@ -6,13 +6,15 @@ folders of ``emolab train`` (``outputs/runs/<fusion>-seed<S>-<time>/``), of ``em
 (:data:`COLUMNS`), read from its files:
 
 * ``config.json``: fusion (as given, e.g. ``xattn_gated``), the audio encoder (``cnn``, ``resnet18``,
-  ``wavlm:<name>``; ``-`` for a video-only model), the video encoder (``resnet18``; ``-`` for audio only), the split
-  (``actor``, ``stratified``, ``six_fold``/``luna5``), the fold (k-fold splits only), the seed, the epochs asked for.
+  ``wavlm:<name>``; ``-`` for a video-only model), the video encoder (``--video_backbone``, e.g. ``resnet18``;
+  ``-`` for audio only), the split (``actor``, ``stratified``, ``six_fold``/``luna5``), the fold (k-fold splits
+  only), the seed, the epochs asked for.
 * ``history.jsonl``: epochs run, the best validation macro-F1 and its epoch, the training time (sum of the epochs'
   ``seconds``).
 * ``test_metrics.json`` (finished runs only; otherwise ``status`` is ``unfinished`` and the test columns are
   empty): accuracy (= WAR), macro-F1, and UAR and weighted F1: the ``uar`` / ``weighted_f1`` keys when the file
-  has them, else the macro-average recall and the weighted-average F1 of its per-class report (the same numbers).
+  has them, else the mean recall over the classes present and the weighted-average F1 of its per-class report
+  (the same numbers).
 
 ``config`` groups runs that differ only in seed and fold (and settings that do not change results, such as the
 data root or the device: :data:`NOT_SETTINGS`): the fusion and encoders, plus a short hash of
@@ -103,7 +105,21 @@ def _encoders(model: dict[str, Any]) -> tuple[str, str]:
         audio = f"wavlm:{Path(name).name or name}" if name and model.get("wavlm_config") is None else "wavlm:random"
     else:
         audio = "resnet18" if model.get("use_resnet_audio") else "cnn"
-    return ("-" if fusion == "video" else audio), ("-" if fusion == "audio" else "resnet18")
+    video = str(model.get("video_backbone") or "resnet18")
+    return ("-" if fusion == "video" else audio), ("-" if fusion == "audio" else video)
+
+
+def _uar(tm: dict[str, Any]) -> float:
+    """UAR of a ``test_metrics.json``: its ``uar`` key, or for files written before it existed, the mean recall over
+    the classes present in the test split (support > 0), which is how :func:`emolab.train.metrics.summary_metrics`
+    defines it (the report's ``macro avg`` also averages the absent classes' zero recall)."""
+    if "uar" in tm:
+        return _nan_if_none(tm["uar"])
+    per_class = tm.get("per_class") or {}
+    recalls = [float(c["recall"]) for c in per_class.values() if float(c.get("support") or 0) > 0]
+    if recalls:
+        return float(sum(recalls) / len(recalls))
+    return _nan_if_none((tm.get("macro_avg") or {}).get("recall"))
 
 
 def _nan_if_none(v: Any) -> float:
@@ -144,7 +160,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     if tm:
         row["test_accuracy"] = _nan_if_none(tm.get("accuracy"))
         row["test_macro_f1"] = _nan_if_none(tm.get("macro_f1"))
-        row["test_uar"] = _nan_if_none(tm["uar"] if "uar" in tm else (tm.get("macro_avg") or {}).get("recall"))
+        row["test_uar"] = _uar(tm)
         row["test_weighted_f1"] = _nan_if_none(
             tm["weighted_f1"] if "weighted_f1" in tm else (tm.get("weighted_avg") or {}).get("f1-score"))
     return row
