@@ -140,3 +140,17 @@ def test_soxr_missing_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(datasets, "soxr_available", lambda: False)
     with pytest.raises(ValueError, match=r"needs the soxr package \(pip install soxr"):
         DataConfig(resampler="soxr")
+
+
+def test_noise_file_follows_the_resampler(clip, tmp_path) -> None:
+    """The training noise file is resampled like the clips (the seed loads it with librosa too)."""
+    pytest.importorskip("soxr", reason="soxr is pinned in pyproject.toml; this environment lacks it")
+    path = write_wav(tmp_path / "noise.wav", _broadband(1.0, 48000, 2), 48000)
+    ds = RavdessMelDataset([clip], config=DataConfig(resampler="soxr", noise_path=str(path), face_crop="none",
+                                                     cache_dir=str(tmp_path / "cache")),
+                           modalities=("audio",), augment=True)
+    np.testing.assert_allclose(ds.audio_noise.noise[0].numpy(), _librosa_load(path), rtol=0, atol=1e-7)
+    default = RavdessMelDataset([clip], config=DataConfig(noise_path=str(path), face_crop="none",
+                                                          cache_dir=str(tmp_path / "cache")),
+                                modalities=("audio",), augment=True)
+    assert (default.audio_noise.noise - ds.audio_noise.noise).abs().max() > 1e-3

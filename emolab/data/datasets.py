@@ -245,6 +245,7 @@ class RavdessAVDataset(Dataset):
             self.audio_noise = AudioNoise(
                 resolve_noise_path(data_root, self.config.noise_path),
                 sample_rate=self.config.sample_rate,
+                resampler=self.config.resampler,
             )
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
         self.failures: list[Problem] = []

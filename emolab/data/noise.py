@@ -85,8 +85,9 @@ def measure_snr(clean: Tensor, noisy: Tensor) -> float:
     return float(10.0 * torch.log10(p_sig / p_noise))
 
 
-def load_noise(path: PathLike, sample_rate: int = SAMPLE_RATE) -> Tensor:
-    """Load a whole noise file as mono at ``sample_rate`` (any input rate/channel count).
+def load_noise(path: PathLike, sample_rate: int = SAMPLE_RATE, resampler: str = "torchaudio") -> Tensor:
+    """Load a whole noise file as mono at ``sample_rate`` (any input rate/channel count), resampled by
+    ``resampler`` (as the clips: ``--resampler``).
 
     Returns:
         float32 tensor of shape `(1, N)`.
@@ -94,7 +95,7 @@ def load_noise(path: PathLike, sample_rate: int = SAMPLE_RATE) -> Tensor:
     Raises:
         AudioReadError: the file is missing, empty, truncated, not audio, or silent.
     """
-    wave = load_mono(path, sample_rate).contiguous()
+    wave = load_mono(path, sample_rate, resampler).contiguous()
     if not bool(wave.abs().max() > 0):
         raise AudioReadError(f"{path}: noise file is silent (all samples are zero)")
     return wave
@@ -179,6 +180,7 @@ class AudioNoise:
         noise_path: PathLike | None = None,
         config: AudioNoiseConfig | None = None,
         sample_rate: int = SAMPLE_RATE,
+        resampler: str = "torchaudio",
     ) -> None:
         self.config = config if config is not None else AudioNoiseConfig()
         self.sample_rate = sample_rate
@@ -191,7 +193,7 @@ class AudioNoise:
                 stacklevel=2,
             )
         elif self.noise_path is not None:
-            self.noise = load_noise(self.noise_path, sample_rate)
+            self.noise = load_noise(self.noise_path, sample_rate, resampler)
         self._device_noise: dict[str, Tensor] = {}  # the noise moved to each device once
         self.source = "file" if self.noise is not None else "gaussian"
         self.samples = self.noise if self.noise is not None else gaussian_noise()

@@ -412,7 +412,8 @@ def collect_gates(
     model.eval()
     device = next(model.parameters()).device
     base = test_dataset(cfg, max_items=max_items)
-    noise = AudioNoise(resolve_noise_path(cfg.data_root, cfg.data.noise_path), sample_rate=cfg.data.sample_rate)
+    noise = AudioNoise(resolve_noise_path(cfg.data_root, cfg.data.noise_path), sample_rate=cfg.data.sample_rate,
+                       resampler=cfg.data.resampler)
     featurize = BatchFeaturizer.for_dataset(base, channels_last=False, audio_noise=noise)
     out: dict[str, dict[str, np.ndarray]] = {"gates": {}, "labels": {}, "preds": {}}
     for snr in snrs:

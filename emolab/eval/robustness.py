@@ -253,7 +253,7 @@ def _noise_for(cfg: TrainConfig, noise: str) -> Any:
     if path is None or not path.is_file():
         looked = cfg.data.noise_path or f"{Path(cfg.data_root) / 'Noise' / 'noise.wav'} and data/Noise/noise.wav"
         raise InputError(f"no noise file (looked for {looked}); use Gaussian noise instead (--noise gaussian)")
-    return AudioNoise(path, sample_rate=cfg.data.sample_rate)
+    return AudioNoise(path, sample_rate=cfg.data.sample_rate, resampler=cfg.data.resampler)
 
 
 def _predict(model: nn.Module, dataset: Any, featurize: Any, batch_size: int, device: Any) -> dict[str, Any]:
