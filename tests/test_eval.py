@@ -291,3 +291,35 @@ def test_evaluate_other_splits_and_corpora(runs, demo_root, tmp_path):
     assert m["num_samples"] == 60 and m["data_root"] == str(other)
     code, _, stderr = _run_cli(["evaluate", str(runs["audio"]), "--data_root", str(tmp_path / "nowhere")])
     assert code == 2 and "nowhere" in stderr and "Traceback" not in stderr
+
+
+def test_predict_on_an_export_follows_onnxruntimes_providers(tmp_path, monkeypatch):
+    """An export runs in onnxruntime: ``--device cuda`` needs its CUDA provider (a clear error, not a silent CPU
+    run), and the default device is the CPU when onnxruntime has no CUDA provider, whatever torch sees."""
+    import argparse
+
+    import onnxruntime as ort
+    import torch
+
+    from emolab.eval import predict as P
+    from emolab.eval.export import SIDECAR
+
+    export = tmp_path / "onnx"
+    export.mkdir()
+    (export / SIDECAR).write_text("{}")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(P.PredictError, match=r"--device cuda: .*onnx is an ONNX export .*no CUDA execution provider"):
+        P.load_model_or_export(export, device="cuda")
+    seen = {}
+
+    def fake_predict(run, inputs, *, device, **kw):
+        seen["device"] = device
+        raise P.PredictError("stop here")
+
+    monkeypatch.setattr(P, "predict", fake_predict)
+    args = argparse.Namespace(run=str(export), inputs=[], audio=None, device=None, batch_size=8, attention=None,
+                              int8=False, out=str(tmp_path / "p.csv"))
+    with pytest.raises(P.PredictError, match="stop here"):
+        P.run_from_args(args)
+    assert seen["device"] == "cpu"

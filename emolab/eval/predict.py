@@ -199,8 +199,16 @@ def load_model_or_export(run: str | os.PathLike[str], *, device: str = "cpu",
 
     p = Path(run)
     if p.is_dir() and is_export_dir(p):
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":  # onnxruntime, not torch, runs an export: it needs its own CUDA build
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise PredictError(f"--device cuda: {p} is an ONNX export and this onnxruntime has no CUDA execution "
+                                   f"provider (install onnxruntime-gpu), or run it with --device cpu")
+            providers.insert(0, "CUDAExecutionProvider")
         try:
-            model = OnnxModel(p, int8=int8)
+            model = OnnxModel(p, int8=int8, providers=providers)
         except (FileNotFoundError, ValueError, KeyError) as e:
             raise PredictError(str(e).strip("'")) from None
         src = model.meta.get("source")
@@ -348,9 +356,16 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     from emolab.utils.fileio import atomic_write
 
+    from emolab.eval.onnx_runtime import is_export_dir
+
     if args.device == "cuda" and not torch.cuda.is_available():
         raise PredictError("--device cuda: CUDA is not available")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device is None and Path(args.run).is_dir() and is_export_dir(Path(args.run)):
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            device = "cpu"  # the default follows what can run the export, not what torch sees
     result = predict(args.run, args.inputs, audio=args.audio, device=device, batch_size=args.batch_size,
                      attention_dir=args.attention, int8=args.int8)
     print(f"run {result.run} ({result.fusion})")
