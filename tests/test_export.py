@@ -131,6 +131,29 @@ def test_predict_with_the_export_folder_gives_the_runs_probabilities(runs, gated
         assert msg in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_evaluate_an_export_folder_scores_as_the_run(runs, gated_export, tmp_path, capsys):
+    """``emolab evaluate EXPORT_DIR`` (onnxruntime) = ``emolab evaluate RUN``: same clips, probabilities within 1e-4;
+    ``--int8`` scores the INT8 model; ``--int8`` with a PyTorch run is one clear line."""
+    import pandas as pd
+
+    from emolab.eval.evaluate import evaluate_run
+
+    out, _ = gated_export
+    run = evaluate_run(runs["gated"], batch_size=4)
+    onnx = evaluate_run(out, batch_size=4)
+    cols = [c for c in run.predictions.columns if c.startswith("prob_")]
+    assert onnx.predictions["stem"].tolist() == run.predictions["stem"].tolist()
+    assert np.abs(onnx.predictions[cols].to_numpy() - run.predictions[cols].to_numpy()).max() < 1e-4
+    assert onnx.metrics["checkpoint"].endswith("model.onnx") and onnx.metrics["num_samples"] == run.metrics["num_samples"]
+    assert main(["evaluate", str(out), "--int8", "--out", str(tmp_path / "int8")]) == 0
+    int8 = pd.read_csv(tmp_path / "int8" / "predictions.csv")
+    assert np.abs(int8[cols].to_numpy() - run.predictions[cols].to_numpy()).max() < 0.05  # quantized, not exact
+    capsys.readouterr()
+    assert main(["evaluate", str(runs["gated"]), "--int8", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--int8 needs an export folder" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_predict_int8_without_the_int8_file(runs, tmp_path, demo_root, capsys):
     ((_, (model, cfg)),) = load_runs([runs["audio"]]).items()
     E.export_onnx(model, cfg, tmp_path / "onnx", max_items=2, batch_size=2)

@@ -1,5 +1,8 @@
 """``emolab evaluate``: a trained run's metrics on any RAVDESS-layout corpus (its own, or another: cross-corpus).
 
+The run is a run folder of ``emolab train``, one of its checkpoints, or a folder of ``emolab export`` (the model run
+by onnxruntime, ``--int8`` its INT8 file: what a deployment would score).
+
 The corpus is paired as training pairs it (modality-02 video with the modality-03 WAV), split with the run's
 own split settings (default: its test split), ``--split val|all``, or another protocol fold
 (``--protocol six_fold --fold 2``). Clips go through the run's preprocessing and the shared inference path
@@ -17,6 +20,7 @@ Written into the output folder (default ``<run>/evaluate/<corpus>-<split>``), at
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -96,14 +100,16 @@ def evaluate_run(
     fold: int | None = None,
     device: str = "cpu",
     batch_size: int = 16,
+    int8: bool = False,
 ) -> EvalResult:
     """Evaluate a run folder (or checkpoint) on a split of a corpus.
 
     Args:
-        run: run folder of ``emolab train`` or its ``best_*.pt``.
+        run: run folder of ``emolab train``, its ``best_*.pt``, or a folder of ``emolab export``.
         data_root: the corpus (default: the run's own).
         split: ``test`` (default), ``val``, ``train`` or ``all`` (every pair: another corpus).
         protocol, fold: a k-fold protocol's fold instead of the run's own split settings.
+        int8: with an export folder, its INT8 model.
 
     Raises:
         EvaluateError: no pairs, an empty split, a bad protocol or fold.
@@ -114,11 +120,23 @@ def evaluate_run(
     from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset
     from emolab.data.ravdess import class_names
     from emolab.eval.inference import infer, load_run
+    from emolab.eval.onnx_runtime import is_export_dir
+    from emolab.eval.predict import PredictError, load_model_or_export
     from emolab.train.metrics import Predictions, classification_metrics
 
     if split not in SPLITS:
         raise EvaluateError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-    name, model, cfg = load_run(run, data_root=data_root, device=device)
+    if is_export_dir(run) or int8:
+        try:
+            name, model, cfg, _ = load_model_or_export(run, device=device, int8=int8)
+        except PredictError as e:
+            raise EvaluateError(str(e)) from None
+        if data_root is not None:
+            cfg = dataclasses.replace(cfg, data_root=str(data_root))
+        ckpt, device = model.path, "cpu"  # featurised on the CPU, run by onnxruntime (on its providers)
+    else:
+        name, model, cfg = load_run(run, data_root=data_root, device=device)
+        ckpt = Path(run) if Path(run).is_file() else next(Path(run).glob("best_*.pt"))
     pairs, description = _pairs(cfg, split, protocol, fold)
     if not pairs:
         raise EvaluateError(f"the {split} split of {cfg.data_root} is empty ({description})")
@@ -128,7 +146,6 @@ def evaluate_run(
     res = infer(model, ds, device=device, batch_size=batch_size)
     names = list(class_names(cfg.data.num_classes))
     metrics = classification_metrics(Predictions(res.index, res.label, res.pred, res.nll), names)
-    ckpt = Path(run) if Path(run).is_file() else next(Path(run).glob("best_*.pt"))
     metrics.update(run=name, fusion=cfg.model.fusion, checkpoint=str(ckpt), data_root=str(cfg.data_root),
                    split=split if protocol is None and fold is None else f"{protocol or 'six_fold'} fold {fold or 0} {split}",
                    split_description=description,
@@ -174,7 +191,8 @@ def write_evaluation(result: EvalResult, out_dir: str | os.PathLike[str]) -> lis
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``emolab evaluate``."""
-    p.add_argument("run", metavar="RUN_OR_CKPT", help="run folder of `emolab train` (best_*.pt + config.json) or a checkpoint")
+    p.add_argument("run", metavar="RUN_OR_CKPT", help="run folder of `emolab train` (best_*.pt + config.json), a "
+                   "checkpoint, or a folder of `emolab export` (run by onnxruntime)")
     p.add_argument("--data_root", default=None, help="RAVDESS-layout corpus to evaluate on (default: the run's own)")
     p.add_argument("--split", choices=SPLITS, default="test",
                    help="split of the run's split settings (default test), or all pairs of the corpus")
@@ -183,6 +201,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default <run>/evaluate/<corpus>-<split>)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--batch_size", type=int, default=16, help="inference batch size (default 16)")
+    p.add_argument("--int8", action="store_true", help="with an export folder: its INT8 model (model.int8.onnx)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -191,9 +210,13 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise EvaluateError("--device cuda: CUDA is not available")
+    from emolab.eval.onnx_runtime import has_cuda_provider, is_export_dir
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device is None and is_export_dir(args.run) and not has_cuda_provider():
+        device = "cpu"  # the default follows what can run the export, not what torch sees
     result = evaluate_run(args.run, data_root=args.data_root, split=args.split, protocol=args.protocol,
-                          fold=args.fold, device=device, batch_size=args.batch_size)
+                          fold=args.fold, device=device, batch_size=args.batch_size, int8=args.int8)
     run = Path(args.run)
     m = result.metrics
     tag = f"{Path(m['data_root']).resolve().name}-{m['split'].replace(' ', '-')}"

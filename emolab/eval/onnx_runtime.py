@@ -17,6 +17,13 @@ __all__ = ["OnnxModel", "is_export_dir"]
 _DTYPES = {"float32": "float32", "int64": "int64", "bool": "bool"}
 
 
+def has_cuda_provider() -> bool:
+    """Whether onnxruntime here can run an export on CUDA (``onnxruntime-gpu``); torch's CUDA does not matter."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def is_export_dir(path: str | Path) -> bool:
     """Whether ``path`` is a folder written by ``emolab export`` (it holds ``emolab_export.json``)."""
     from emolab.eval.export import SIDECAR

@@ -195,15 +195,13 @@ def load_model_or_export(run: str | os.PathLike[str], *, device: str = "cpu",
         emolab.eval.robustness.InputError: a run folder or checkpoint that does not load.
     """
     from emolab.eval.inference import load_run
-    from emolab.eval.onnx_runtime import OnnxModel, is_export_dir
+    from emolab.eval.onnx_runtime import OnnxModel, has_cuda_provider, is_export_dir
 
     p = Path(run)
     if p.is_dir() and is_export_dir(p):
         providers = ["CPUExecutionProvider"]
         if device == "cuda":  # onnxruntime, not torch, runs an export: it needs its own CUDA build
-            import onnxruntime as ort
-
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
+            if not has_cuda_provider():
                 raise PredictError(f"--device cuda: {p} is an ONNX export and this onnxruntime has no CUDA execution "
                                    f"provider (install onnxruntime-gpu), or run it with --device cpu")
             providers.insert(0, "CUDAExecutionProvider")
@@ -356,16 +354,13 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     from emolab.utils.fileio import atomic_write
 
-    from emolab.eval.onnx_runtime import is_export_dir
+    from emolab.eval.onnx_runtime import has_cuda_provider, is_export_dir
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise PredictError("--device cuda: CUDA is not available")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.device is None and Path(args.run).is_dir() and is_export_dir(Path(args.run)):
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            device = "cpu"  # the default follows what can run the export, not what torch sees
+    if args.device is None and is_export_dir(args.run) and not has_cuda_provider():
+        device = "cpu"  # the default follows what can run the export, not what torch sees
     result = predict(args.run, args.inputs, audio=args.audio, device=device, batch_size=args.batch_size,
                      attention_dir=args.attention, int8=args.int8)
     print(f"run {result.run} ({result.fusion})")
