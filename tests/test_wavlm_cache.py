@@ -529,3 +529,33 @@ def test_measure_wavlm_cache_structure(tmp_path) -> None:
     for key in ("epoch_s_plain", "fill_s", "epoch_s_cached", "speedup", "warm_start_s", "cache_bytes"):
         assert res[key] > 0
     assert res["backbone_params"] == sum(p.numel() for p in WavLMModel(tiny_config()).parameters())
+
+
+def test_a_failed_fill_on_another_ddp_rank_turns_the_cache_off_here(pairs, cache_dir, tmp_path, capsys) -> None:
+    """Rank 0 fills its share; rank 1's disk is full. Rank 0 must not wait in the barrier or serve cached features
+    while rank 1 runs the backbone on waveforms: both turn the cache off (the failure is gathered)."""
+    from emolab.train.distributed import DistContext
+
+    class OtherRankFails(DistContext):
+        barriers = 0
+
+        def all_gather_object(self, obj):
+            return [obj, obj] if obj is not None else [None, "No space left on device"]  # the tag; this rank's fill
+
+        def barrier(self):
+            OtherRankFails.barriers += 1
+
+    ds = _dataset(pairs[:4], cache_dir, modalities=("audio",))
+    model = build_model("audio", use_wavlm=True, wavlm_config=tiny_config())
+    trainer = _trainer(model, _cfg("audio", cache_dir), {"val": make_loader(ds, 2, num_workers=0)}, tmp_path)
+    trainer._begin_stage(trainer.stages[0])  # one process: the stage freezes the backbone, the cache serves
+    cache = _cache(trainer)
+    assert cache.active
+    cache.release(trainer)
+    trainer.dist = OtherRankFails(rank=0, world_size=2)  # the callback alone: no process group to wrap DDP in
+    trainer.log = print
+    cache.begin_stage(trainer)
+    assert not _cache(trainer).active and not _serves_cached(trainer, "val")
+    assert OtherRankFails.barriers == 0
+    assert ds.cache.write_error == "No space left on device"
+    assert "feature cache: off (cache folder" in capsys.readouterr().out

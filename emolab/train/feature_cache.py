@@ -378,6 +378,7 @@ class WavLMFeatureCache(Callback):
         dist = trainer.dist
         if len(set(dist.all_gather_object(tag))) > 1:  # DDP ranks must hold one backbone (DDP broadcasts rank 0's)
             raise RuntimeError("feature cache: the WavLM backbone differs between DDP ranks")
+        failure = None
         try:
             report = fill_features(
                 encoder,
@@ -392,7 +393,12 @@ class WavLMFeatureCache(Callback):
                 world_size=dist.world_size,
             )
         except OSError as err:  # the cache folder is full or read-only: a cache failure, not a data one
-            datasets[0].cache.disable_writes(err.strerror or str(err), warn=False)
+            failure = err.strerror or str(err)
+        # DDP: a rank whose share failed turns the cache off, so every rank does (else one runs the backbone on
+        # waveforms while the others wait in the barrier below)
+        failures = [f for f in dist.all_gather_object(failure) if f]
+        if failures:
+            datasets[0].cache.disable_writes(failures[0], warn=False)
             self.begin_stage(trainer)  # now off, with the reason logged
             return
         dist.barrier()  # every rank's share is on disk
