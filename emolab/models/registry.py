@@ -27,7 +27,8 @@ from torch import nn
 from transformers import WavLMConfig
 
 from emolab.models.audio import AudioNet
-from emolab.models.fusion import XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, FusionModel, fusion_class
+from emolab.models.fields import SEED_FIDELITY_GROUP, XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, model_field
+from emolab.models.fusion import FusionModel, fusion_class
 from emolab.models.video import VIDEO_BACKBONES, VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
 from emolab.utils.settings import optional_bool, optional_float, setting
@@ -158,25 +159,24 @@ def resolve_model_name(name: str) -> tuple[str, dict[str, Any]]:
     return MODEL_REGISTRY.resolve(name)
 
 
-#: ``--help`` section of the ModelConfig flags that select the seed's xattn and gate behaviour (issue #12).
-SEED_FIDELITY_GROUP = "model: the seed's xattn and gate (README 'Seed checkpoints')"
 
 
 @dataclass
 class ModelConfig:
     """Everything ``build_model`` needs; the CLI maps its flags onto these fields."""
 
-    fusion: str = setting("audio", choices=available_models, help="model (a registered name or alias)")
-    num_classes: int = setting(8, choices=(8, 4), group="data", help="8 emotions or 4 groups")
+    # fields read by torch-free code (the convert-checkpoint flags) are declared in emolab.models.fields
+    fusion: str = model_field("fusion", choices=available_models)
+    num_classes: int = model_field("num_classes")
     # audio branch
-    use_wavlm: bool = setting(False, help="WavLM on waveforms as the audio model")
-    use_resnet_audio: bool = setting(False, help="AudioResNet18 instead of AudioCNN")
+    use_wavlm: bool = model_field("use_wavlm")
+    use_resnet_audio: bool = model_field("use_resnet_audio")
     audio_residual: bool = setting(False, help="AudioResNet18 with identity shortcuts (same parameter count)")
     spec_augment: bool = setting(True, help="no SpecAugment in training mode (Mel branch)")
-    n_mels: int = setting(64, flag="audio_n_mels", group="data", help="Mel bins of the log-Mel features")
+    n_mels: int = model_field("n_mels")
     hop_length: int = setting(160, flag=None, help="STFT hop, to convert audio_length (samples) to frames",
                               no_flag="derived: must equal the featuriser's fixed hop (emolab.data.audio.HOP_LENGTH)")
-    wavlm_name_or_path: str = setting("microsoft/wavlm-base", help="Hub name or local WavLM folder")
+    wavlm_name_or_path: str = model_field("wavlm_name_or_path")
     wavlm_config: WavLMConfig | dict[str, Any] | None = setting(
         None, flag=None, help="random-init WavLM backbone of this config, no download",
         no_flag="an object (transformers.WavLMConfig or its dict): set in Python, e.g. for tests")
@@ -199,9 +199,9 @@ class ModelConfig:
     common_dim: int = setting(256, help="concat/gated projection size; xattn concat head width")
     fusion_dropout: float = setting(0.2, help="dropout in the concat/gated MLPs")
     modality_dropout: float = setting(0.2, help="gated: drop each modality per sample")
-    xattn_head: str = setting("concat", choices=XATTN_HEADS, help="xattn head: concat or gated")
-    xattn_d_model: int = setting(128, help="xattn model width")
-    xattn_heads: int = setting(4, help="xattn attention heads")
+    xattn_head: str = model_field("xattn_head")
+    xattn_d_model: int = model_field("xattn_d_model")
+    xattn_heads: int = model_field("xattn_heads")
     xattn_attn_dropout: float = setting(0.1, help="xattn attention dropout")
     xattn_stochastic_depth: float = setting(0.1, help="xattn stochastic depth")
     # seed fidelity (issue #12); `load_seed_checkpoint` sets the seed's values, the defaults are for new training
