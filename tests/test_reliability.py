@@ -341,7 +341,7 @@ def test_bad_resume_folders_are_one_line(stopped_run, tmp_path, capsys):
     assert "damaged or truncated" in err and len(err.strip().splitlines()) == 1
     # another model's last.pt
     cfg = json.loads((stopped_run / "config.json").read_text())
-    cfg["model"]["num_classes"] = cfg["data"]["num_classes"] = 4
+    cfg["model"]["num_classes"] = 4
     other = tmp_path / "other" / "runs" / "x"
     shutil.copytree(stopped_run, other)
     (other / "config.json").write_text(json.dumps(cfg))

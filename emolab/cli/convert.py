@@ -105,7 +105,7 @@ def convert_seed_checkpoint(
     except (SeedLayoutError, ValueError, TypeError) as err:
         raise ConvertError(str(err)) from None
     base = TrainConfig()
-    data = dataclasses.replace(base.data, num_classes=model_cfg.num_classes, n_mels=model_cfg.n_mels)
+    data = base.data
     if "face_crop" in {f.name for f in dataclasses.fields(data)}:
         data = dataclasses.replace(data, face_crop="all")  # the seed crops faces in every split
     cfg = dataclasses.replace(

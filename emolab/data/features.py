@@ -115,7 +115,8 @@ class BatchFeaturizer:
 
     Args:
         audio_kind: ``"mel"`` (log-Mel ``(B, 1, n_mels, F)``) or ``"wave"`` (``(B, 1, N)``).
-        sample_rate, n_mels: as in :class:`~emolab.data.datasets.DataConfig`.
+        sample_rate: as in :class:`~emolab.data.datasets.DataConfig`.
+        n_mels: Mel bands (a dataset's ``n_mels``, the model's).
         audio_noise: the noise source; needed when clips drew noise or the condition mixes it.
         channels_last: keep the video channels-last (default) or make it contiguous.
         condition: a test-time :class:`Condition` applied to every batch (None: the drawn augmentation only).
@@ -148,7 +149,7 @@ class BatchFeaturizer:
         return cls(
             dataset.audio_kind,
             sample_rate=c.sample_rate,
-            n_mels=c.n_mels,
+            n_mels=dataset.n_mels,
             audio_noise=audio_noise if audio_noise is not None else getattr(dataset, "audio_noise", None),
             channels_last=channels_last,
             condition=condition,

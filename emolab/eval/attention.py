@@ -77,7 +77,7 @@ def collect_attention(model: nn.Module, dataset: RavdessMelDataset, indices: Seq
         raise ValueError(f"clip indices {bad} are outside the test split ({len(dataset)} clips: 0-{len(dataset) - 1})")
     model.eval()
     device = next(model.parameters()).device
-    names = list(class_names(dataset.config.num_classes))
+    names = list(class_names(dataset.num_classes))
     items = [dataset[int(i)] for i in indices]
     batch = collate_skip_failed([it for it in items if it is not None])
     if batch is None:

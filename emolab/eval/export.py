@@ -283,7 +283,8 @@ def _sidecar(model: nn.Module, cfg: TrainConfig, example: dict[str, Any], int8: 
         "fusion": cfg.model.fusion, "input_modality": model.input_modality, "audio_kind": audio_kind,
         "class_names": list(class_names(C)),
         "inputs": inputs, "outputs": outputs,
-        "preprocessing": dataclasses.asdict(cfg.data),
+        # the Mel bins and label set are the model's fields; the sidecar keeps them beside the data settings
+        "preprocessing": {**dataclasses.asdict(cfg.data), "num_classes": C, "n_mels": cfg.model.n_mels},
         "config": cfg.to_dict(),
     }
 
@@ -360,7 +361,7 @@ def export_onnx(
     diff = float(np.abs(L["onnx"] - L["torch"]).max())
     acc, f1 = {}, {}
     for k, lg in L.items():
-        m = epoch_metrics(Predictions(np.arange(len(y)), y, lg.argmax(1), np.zeros(len(y))), cfg.data.num_classes)
+        m = epoch_metrics(Predictions(np.arange(len(y)), y, lg.argmax(1), np.zeros(len(y))), cfg.num_classes)
         acc[k], f1[k] = float(m["acc"]), float(m["f1"])
     result = ExportResult(out, files, len(y), diff, float(np.abs(P["onnx"] - P["torch"]).max()), acc, f1)
     if int8:

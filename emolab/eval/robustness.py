@@ -338,8 +338,8 @@ def evaluate(
         for c in corruptions:
             cond = condition_for(c, cfg.data.frame_size, fill=fill, seed=seed)
             r = _predict(model, base, featurize.with_condition(cond), batch_size, dev)
-            m = epoch_metrics(Predictions(r["index"], r["label"], r["pred"], r["nll"]), cfg.data.num_classes)
-            s = summary_metrics(r["label"], r["pred"], cfg.data.num_classes)
+            m = epoch_metrics(Predictions(r["index"], r["label"], r["pred"], r["nll"]), cfg.num_classes)
+            s = summary_metrics(r["label"], r["pred"], cfg.num_classes)
             gate = float(np.mean(r["gate"])) if len(r["gate"]) and not np.isnan(r["gate"]).any() else math.nan
             rows.append({"model": name, "fusion": cfg.model.fusion, "corruption": c.family, "level": c.level,
                          "modality": c.modality or "-", "severity": c.severity,
