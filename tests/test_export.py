@@ -179,11 +179,12 @@ def test_wavlm_export_round_trip(tmp_path):
     for gated; left out here for time, the ResNet18 export takes most of a minute.)"""
     import onnxruntime as ort
 
-    from emolab.models import build_model
+    from emolab.models import ModelConfig, build_model_from_config
     from tests.configs import tiny_wavlm_config
 
     torch.manual_seed(0)
-    model = build_model("audio", use_wavlm=True, wavlm_config=tiny_wavlm_config(), pretrained_video=False).eval()
+    cfg = ModelConfig(fusion="audio", use_wavlm=True, wavlm_config=tiny_wavlm_config(), pretrained_video=False)
+    model = build_model_from_config(cfg).eval()
     n = 4000
 
     def batch(b: int) -> dict:
@@ -192,10 +193,10 @@ def test_wavlm_export_round_trip(tmp_path):
                 "video": torch.randn(b, 2, 3, 32, 32, generator=g),
                 "video_valid": torch.tensor([[1, 1], [1, 0], [1, 1]][:b], dtype=torch.bool)}
 
-    path = E.write_onnx(model, batch(2), tmp_path / "m.onnx")
+    path = E.write_onnx(model, batch(2), tmp_path / "m.onnx", model_cfg=cfg)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
-    assert tuple(names) == E.input_names(model) and [o.name for o in sess.get_outputs()] == list(E.output_names(model))
+    assert tuple(names) == E.input_names(model) and [o.name for o in sess.get_outputs()] == list(E.output_names(cfg))
     b = batch(3)
     assert names == ["audio", "audio_length"]
     with torch.no_grad():

@@ -75,9 +75,9 @@ def convert_seed_checkpoint(
         load_state_dict_any_layout,
         seed_build_kwargs,
     )
-    from emolab.train.checkpoint import WarmStartError, atomic_save, atomic_write_json, load_checkpoint
-    from emolab.train.checkpoint import state_dict_from_checkpoint
     from emolab.train.config import TrainConfig
+    from emolab.utils.checkpoints import WarmStartError, atomic_save, load_checkpoint, state_dict_from_checkpoint
+    from emolab.utils.fileio import atomic_write_json
 
     src, run_dir = Path(source), Path(out)
     if not src.is_file():

@@ -51,7 +51,7 @@ from emolab.data.ravdess import class_names
 from emolab.data.splits import SplitConfig, make_split
 from emolab.models.fusion import forward_batch
 from emolab.models.registry import ModelConfig
-from emolab.train.checkpoint import load_checkpoint
+from emolab.utils.checkpoints import load_checkpoint
 from emolab.train.config import OptimConfig, TrainConfig
 from emolab.train.run import RunResult, build_run_model, run_training
 from emolab.eval.attention import AttentionClip, collect_attention  # re-exported: notebook 04 calls them here
@@ -423,7 +423,6 @@ def collect_gates(
             if batch is None:
                 continue
             batch = level(batch, device)
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             o = forward_batch(model, batch, return_gate=True)
             if o.gate is None:
                 raise ValueError(f"{type(model).__name__} returns no gate: use fusion 'gated' or 'xattn_gated'")

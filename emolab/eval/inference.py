@@ -174,7 +174,6 @@ def infer(model: Any, dataset: RavdessAVDataset, *, device: str | torch.device =
         if batch is None:
             continue
         batch = featurize(batch, dev)
-        batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
         o = own(batch) if own is not None else forward_batch(model, batch, return_gate=True)
         n = len(batch["label"])
         parts["index"].append(batch["meta"]["index"].cpu().numpy())

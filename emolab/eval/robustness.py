@@ -269,7 +269,6 @@ def _predict(model: nn.Module, dataset: Any, featurize: Any, batch_size: int, de
             if batch is None:
                 continue
             batch = featurize(batch, device)
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             o = forward_batch(model, batch, return_gate=True)
             y = batch["label"]
             parts["index"].append(batch["meta"]["index"].cpu().numpy())

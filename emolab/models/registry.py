@@ -49,6 +49,7 @@ __all__ = [
 
 Builder = Callable[["ModelConfig"], nn.Module]
 INPUTS: tuple[tuple[str, ...], ...] = (("audio",), ("video",), ("audio", "video"))
+GATES: tuple[str, ...] = ("never", "always", "gated_head")
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,24 @@ class ModelSpec:
             ``("video",)`` or ``("audio", "video")`` (datasets load only these).
         fusion_head: it has trainable fusion parameters of its own besides the
             two branches (two-stage training freezes the branches under them).
+        gate: whether it computes a modality gate (an extra output of the
+            ONNX export, the gate histograms): ``"never"``, ``"always"``
+            (``gated``), or ``"gated_head"``: with ``xattn_head="gated"`` (``xattn``).
     """
 
     inputs: tuple[str, ...] = ("audio", "video")
     fusion_head: bool = False
+    gate: str = "never"
 
     def __post_init__(self) -> None:
         if tuple(self.inputs) not in INPUTS:
             raise ValueError(f"ModelSpec: inputs must be one of {INPUTS}, got {self.inputs!r}")
+        if self.gate not in GATES:
+            raise ValueError(f"ModelSpec: gate must be one of {GATES}, got {self.gate!r}")
+
+    def has_gate(self, xattn_head: str) -> bool:
+        """Whether the model computes a modality gate with this ``xattn_head`` (ignored unless ``"gated_head"``)."""
+        return self.gate == "always" or (self.gate == "gated_head" and xattn_head == "gated")
 
     def audio_kind(self, use_wavlm: bool) -> str | None:
         """The audio input the model takes: ``"wave"`` (WavLM), ``"mel"``, or ``None`` when it reads no audio."""
@@ -129,16 +140,17 @@ MODEL_REGISTRY = ModelRegistry()
 
 
 def register_model(
-    name: str, *, inputs: tuple[str, ...] = ("audio", "video"), fusion_head: bool = False
+    name: str, *, inputs: tuple[str, ...] = ("audio", "video"), fusion_head: bool = False, gate: str = "never"
 ) -> Callable[[Builder], Builder]:
     """Decorator registering a ``builder(cfg: ModelConfig) -> nn.Module`` under ``name``.
 
-    ``inputs`` and ``fusion_head`` are its :class:`ModelSpec` (they must
-    agree with the built model's ``inputs`` and ``has_fusion_head``).
+    ``inputs``, ``fusion_head`` and ``gate`` are its :class:`ModelSpec` (they
+    must agree with the built model's ``inputs``, ``has_fusion_head`` and the
+    gate its ``forward`` returns).
     """
 
     def deco(builder: Builder) -> Builder:
-        MODEL_REGISTRY.register(name, builder, ModelSpec(tuple(inputs), fusion_head))
+        MODEL_REGISTRY.register(name, builder, ModelSpec(tuple(inputs), fusion_head, gate))
         return builder
 
     return deco
@@ -288,6 +300,12 @@ class ModelConfig:
         return MODEL_REGISTRY.spec(self.fusion)
 
     @property
+    def has_gate(self) -> bool:
+        """Whether the model computes a modality gate (the registry's ``gate``; an alias's ``xattn_head`` counts)."""
+        canonical, overrides = MODEL_REGISTRY.resolve(self.fusion)
+        return MODEL_REGISTRY.spec(canonical).has_gate(overrides.get("xattn_head", self.xattn_head))
+
+    @property
     def audio_kind(self) -> str | None:
         """``"wave"`` (WavLM), ``"mel"``, or ``None`` for a model that reads no audio."""
         return self.spec.audio_kind(self.use_wavlm)
@@ -356,11 +374,14 @@ def _fusion_builder(mode: str) -> Builder:
     return build
 
 
+#: The fusion families that compute a modality gate (ModelSpec.gate).
+_GATES = {"gated": "always", "xattn": "gated_head"}
 register_model("audio", inputs=AudioNet.inputs)(_build_audio_model)  # WavLMAudioEncoder.inputs too
 register_model("video", inputs=VideoNet.inputs)(_build_video_model)
 for _mode in ("late", "concat", "gated", "xattn"):
     _family = fusion_class(_mode)
-    register_model(_mode, inputs=_family.inputs, fusion_head=_family.has_fusion_head)(_fusion_builder(_mode))
+    register_model(_mode, inputs=_family.inputs, fusion_head=_family.has_fusion_head,
+                   gate=_GATES.get(_mode, "never"))(_fusion_builder(_mode))
 MODEL_REGISTRY.register_alias("xattn_concat", "xattn", xattn_head="concat")
 MODEL_REGISTRY.register_alias("xattn_gated", "xattn", xattn_head="gated")
 

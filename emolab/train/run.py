@@ -38,10 +38,11 @@ from emolab.data.loaders import loads_in_process, make_loader, warm_cache
 from emolab.data.pairing import pair_corpus
 from emolab.data.ravdess import PairRecord
 from emolab.data.splits import Split, make_split
-from emolab.utils.fileio import remove_stale_tmp
+from emolab.utils.checkpoints import load_checkpoint
+from emolab.utils.fileio import atomic_write_json, remove_stale_tmp
 from emolab.models.registry import build_model_from_config, count_parameters
 from emolab.train.callbacks import Callback, default_callbacks
-from emolab.train.checkpoint import atomic_write_json, load_checkpoint, load_warm_start, seed_everything
+from emolab.train.checkpoint import load_warm_start, seed_everything
 from emolab.train.config import RESUMABLE_FIELDS, TrainConfig, upgrade_config_dict
 from emolab.train.distributed import DistContext, init_distributed
 from emolab.train.feature_cache import WavLMFeatureCache
