@@ -76,7 +76,8 @@ def test_sidecar(runs, gated_export):
     side = json.loads((out / E.SIDECAR).read_text())
     cfg = json.loads((runs["gated"] / "config.json").read_text())
     assert side["format"] == "emolab-onnx" and side["fusion"] == "gated" and side["audio_kind"] == "mel"
-    assert side["preprocessing"] == cfg["data"] and side["config"]["model"] == cfg["model"]
+    mel_and_classes = {"num_classes": cfg["model"]["num_classes"], "n_mels": cfg["model"]["n_mels"]}  # the model's
+    assert side["preprocessing"] == {**cfg["data"], **mel_and_classes} and side["config"]["model"] == cfg["model"]
     assert side["class_names"] == json.loads((runs["gated"] / "test_metrics.json").read_text())["class_names"]
     shapes = {i["name"]: (i["shape"], i["dtype"]) for i in side["inputs"]}
     assert shapes == {"video": (["batch", 2, 3, 48, 48], "float32"), "audio": (["batch", 1, 64, 301], "float32"),
