@@ -150,7 +150,7 @@ def test_collect_attention(trained):
     assert heads == c.heads == cfg.model.xattn_heads and T == cfg.data.num_frames
     assert c.attn_a2v.shape == (heads, Ta, T)
     assert c.frames.shape == (T, 48, 48, 3) and c.frames.dtype == np.uint8
-    assert c.mel.shape[:2] == (1, cfg.data.n_mels)
+    assert c.mel.shape[:2] == (1, cfg.model.n_mels)
     assert c.video_times.shape == (T,) and c.video_times[0] == 0.0 and c.video_times[-1] <= 1.0
     assert c.audio_times.shape == (Ta,) and np.allclose(np.diff(c.audio_times), 4 * 160 / 16000)
     assert c.audio_mask.shape == (Ta,) and 0 < c.audio_mask.sum() < Ta  # 1 s clips padded to 3 s

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import subprocess
 import sys
@@ -84,6 +86,27 @@ def test_quick_config_is_small() -> None:
 def test_help_does_not_import_torch() -> None:
     code = "import sys; from emolab.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_convert_checkpoint_flags_come_from_the_model_fields_without_torch() -> None:
+    """``emolab convert-checkpoint --help`` reads the ModelConfig fields' declarations, and imports no torch."""
+    code = ("import contextlib, io, sys; from emolab.cli.main import build_parser\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+            "    build_parser().parse_args(['convert-checkpoint', '--help'])\n"
+            "print('torch' in sys.modules); print(out.getvalue())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert r.splitlines()[0] == "False"
+    from emolab.cli.convert import CONVERT_FIELDS
+    from emolab.models.registry import ModelConfig
+    from emolab.utils.settings import setting_of
+
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    for name in CONVERT_FIELDS:
+        assert f"--{name}" in r
+        meta = setting_of(fields[name])
+        if meta.choices is not None and not callable(meta.choices):
+            assert "{" + ",".join(map(str, meta.choices)) + "}" in r, name  # e.g. --num_classes {8,4}
 
 
 @pytest.mark.parametrize("script", ["bench_data.py", "bench_train.py"])

@@ -46,7 +46,7 @@ def test_mel_item_shapes_and_meta(pairs, cache_dir):
 
 
 def test_wave_dataset_and_four_classes(pairs, cache_dir):
-    d = RavdessWavLMDataset(pairs[:2], config=DataConfig(num_classes=4, num_frames=4, frame_size=64))
+    d = RavdessWavLMDataset(pairs[:2], config=DataConfig(num_frames=4, frame_size=64), num_classes=4)
     item = BatchFeaturizer.for_dataset(d).item(d[0])
     assert item["audio"].shape == (1, 48000)
     assert item["video"].shape == (4, 3, 64, 64)
@@ -151,7 +151,9 @@ def test_face_crop_modes(pairs, cache_dir):
     with pytest.raises(ValueError, match="face_crop"):
         DataConfig(face_crop="sometimes")
     with pytest.raises(ValueError, match="num_classes"):
-        DataConfig(num_classes=6)
+        RavdessMelDataset(pairs[:1], num_classes=6)
+    with pytest.raises(ValueError, match="n_mels"):
+        RavdessMelDataset(pairs[:1], n_mels=0)
 
 
 def test_noise_file_resolution(demo_root, tmp_path, monkeypatch):

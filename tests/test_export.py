@@ -76,7 +76,8 @@ def test_sidecar(runs, gated_export):
     side = json.loads((out / E.SIDECAR).read_text())
     cfg = json.loads((runs["gated"] / "config.json").read_text())
     assert side["format"] == "emolab-onnx" and side["fusion"] == "gated" and side["audio_kind"] == "mel"
-    assert side["preprocessing"] == cfg["data"] and side["config"]["model"] == cfg["model"]
+    mel_and_classes = {"num_classes": cfg["model"]["num_classes"], "n_mels": cfg["model"]["n_mels"]}  # the model's
+    assert side["preprocessing"] == {**cfg["data"], **mel_and_classes} and side["config"]["model"] == cfg["model"]
     assert side["class_names"] == json.loads((runs["gated"] / "test_metrics.json").read_text())["class_names"]
     shapes = {i["name"]: (i["shape"], i["dtype"]) for i in side["inputs"]}
     assert shapes == {"video": (["batch", 2, 3, 48, 48], "float32"), "audio": (["batch", 1, 64, 301], "float32"),
@@ -202,11 +203,12 @@ def test_wavlm_export_round_trip(tmp_path):
     for gated; left out here for time, the ResNet18 export takes most of a minute.)"""
     import onnxruntime as ort
 
-    from emolab.models import build_model
+    from emolab.models import ModelConfig, build_model_from_config
     from tests.configs import tiny_wavlm_config
 
     torch.manual_seed(0)
-    model = build_model("audio", use_wavlm=True, wavlm_config=tiny_wavlm_config(), pretrained_video=False).eval()
+    cfg = ModelConfig(fusion="audio", use_wavlm=True, wavlm_config=tiny_wavlm_config(), pretrained_video=False)
+    model = build_model_from_config(cfg).eval()
     n = 4000
 
     def batch(b: int) -> dict:
@@ -215,10 +217,10 @@ def test_wavlm_export_round_trip(tmp_path):
                 "video": torch.randn(b, 2, 3, 32, 32, generator=g),
                 "video_valid": torch.tensor([[1, 1], [1, 0], [1, 1]][:b], dtype=torch.bool)}
 
-    path = E.write_onnx(model, batch(2), tmp_path / "m.onnx")
+    path = E.write_onnx(model, batch(2), tmp_path / "m.onnx", model_cfg=cfg)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
-    assert tuple(names) == E.input_names(model) and [o.name for o in sess.get_outputs()] == list(E.output_names(model))
+    assert tuple(names) == E.input_names(model) and [o.name for o in sess.get_outputs()] == list(E.output_names(cfg))
     b = batch(3)
     assert names == ["audio", "audio_length"]
     with torch.no_grad():

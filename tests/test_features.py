@@ -248,6 +248,8 @@ def test_featurizer_on_cuda_matches_cpu(pairs, cache_dir):
     feat = BatchFeaturizer.for_dataset(ds)
     cpu, gpu = feat(b), feat(b, "cuda")
     assert gpu["video"].is_cuda and gpu["audio"].is_cuda
+    assert all(v.is_cuda for k, v in gpu.items() if torch.is_tensor(v)), {k: v.device for k, v in gpu.items()
+                                                                          if torch.is_tensor(v)}
     assert gpu["video"].is_contiguous(memory_format=torch.channels_last) or gpu["video"].stride()[2] == 1
     torch.testing.assert_close(gpu["video"].cpu(), cpu["video"], rtol=0, atol=1e-5)
     torch.testing.assert_close(gpu["audio"].cpu(), cpu["audio"], rtol=1e-4, atol=1e-2)
@@ -257,3 +259,15 @@ def test_featurizer_on_cuda_matches_cpu(pairs, cache_dir):
     b = _batch(noisy, range(4))
     feat = BatchFeaturizer.for_dataset(noisy)
     torch.testing.assert_close(feat(b, "cuda")["audio"].cpu(), feat(b)["audio"], rtol=1e-4, atol=1e-2)
+
+
+def test_featurizer_moves_every_tensor_but_meta() -> None:
+    """Consumers (trainer, evaluation, robustness, analysis) rely on it and keep no copy loop of their own: the
+    labels, validity masks and lengths land on the device with the features; ``meta`` is read on the host."""
+    batch = {"label": torch.tensor([1, 2]), "video_valid": torch.ones(2, 3, dtype=torch.bool),
+             "audio_length": torch.tensor([5, 6]), "audio": torch.zeros(2, 1, 4, 5),
+             "meta": {"index": torch.tensor([0, 1])}}
+    out = BatchFeaturizer()(batch, "meta")  # the meta device: a move shows, no computation needed
+    assert {k: v.device.type for k, v in out.items() if torch.is_tensor(v)} == dict.fromkeys(
+        ("label", "video_valid", "audio_length", "audio"), "meta")
+    assert out["meta"]["index"].device.type == "cpu"

@@ -122,6 +122,23 @@ def test_every_model_returns_the_same_output_dataclass(name: str, models: dict[s
     assert torch.allclose(out.probs.sum(-1), torch.ones(B), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", available_models())
+def test_gate_metadata_matches_the_output(name: str, models: dict[str, nn.Module]) -> None:
+    """``ModelConfig.has_gate`` (the registry's ``gate``, what the ONNX export and gate plots ask) is whether the
+    forward returns a gate; for xattn it follows ``xattn_head`` (an alias sets it)."""
+    heads = ("concat", "gated") if model_spec(name).gate == "gated_head" else ("concat",)
+    for head in heads:
+        cfg = ModelConfig(fusion=name, xattn_head=head)
+        model = models[name] if head == "concat" else build_model(name, xattn_head=head).eval()
+        with torch.no_grad():
+            out = forward_batch(model, _batch(), return_gate=True)
+        assert cfg.has_gate == (out.gate is not None), (name, head)
+    assert ModelConfig(fusion="xattn_gated", xattn_head="concat").has_gate  # the alias's head wins
+    assert not ModelConfig(fusion="xattn_concat", xattn_head="gated").has_gate
+    with pytest.raises(ValueError, match="gate must be one of"):
+        ModelSpec(gate="sometimes")
+
+
 def _stage_plans(name: str) -> list[tuple[OptimConfig, list[int]]]:
     plans = [(OptimConfig(), [1])]
     if model_spec(name).fusion_head:

@@ -335,3 +335,19 @@ def test_fusion_holds_the_same_wavlm_encoder() -> None:
         fusion = build_model(name, use_wavlm=True, wavlm_config=cfg)
         assert isinstance(fusion, FusionModel)
         fusion.audio_model.load_state_dict(audio.state_dict(), strict=True)
+
+
+def test_ddp_find_unused_follows_the_registry_and_the_backbone() -> None:
+    """DDP's ``find_unused_parameters``: needed for a waveform model (the registry's ``audio_kind``, WavLM, whose
+    LayerDrop skips layers) once its backbone trains, not while it is frozen, never for a log-Mel audio model."""
+    from emolab.models import build_model_from_config
+    from emolab.train import trainer as trainer_mod
+    from tests.configs import tiny_model
+
+    cfg = tiny_model("audio", use_wavlm=True, wavlm_config=tiny_config())
+    model = build_model_from_config(cfg)
+    assert not trainer_mod._needs_find_unused(model, cfg)  # backbone frozen (stage 1)
+    model.backbone.requires_grad_(True)
+    assert trainer_mod._needs_find_unused(model, cfg)
+    mel = tiny_model("audio")
+    assert not trainer_mod._needs_find_unused(build_model_from_config(mel), mel)

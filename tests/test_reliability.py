@@ -341,7 +341,7 @@ def test_bad_resume_folders_are_one_line(stopped_run, tmp_path, capsys):
     assert "damaged or truncated" in err and len(err.strip().splitlines()) == 1
     # another model's last.pt
     cfg = json.loads((stopped_run / "config.json").read_text())
-    cfg["model"]["num_classes"] = cfg["data"]["num_classes"] = 4
+    cfg["model"]["num_classes"] = 4
     other = tmp_path / "other" / "runs" / "x"
     shutil.copytree(stopped_run, other)
     (other / "config.json").write_text(json.dumps(cfg))
@@ -367,7 +367,7 @@ def _dead_pid() -> int:
 @pytest.mark.slow  # a whole training run
 def test_disk_full_while_writing_last_pt(corpus4, tmp_path, monkeypatch, capsys, one_torch_thread):
     import emolab.train.callbacks as callbacks
-    from emolab.train import load_checkpoint
+    from emolab.utils.checkpoints import load_checkpoint
     from emolab.train.cli import main as train_main
 
     real, calls = callbacks.atomic_save, []
@@ -392,7 +392,7 @@ def test_disk_full_while_writing_last_pt(corpus4, tmp_path, monkeypatch, capsys,
 def test_atomic_save_on_a_full_filesystem(tmp_path):
     import torch
 
-    from emolab.train.checkpoint import atomic_save, load_checkpoint
+    from emolab.utils.checkpoints import atomic_save, load_checkpoint
 
     with tmpfs(tmp_path / "tiny", size="1m") as tiny:
         atomic_save({"w": torch.zeros(1000)}, tiny / "last.pt")

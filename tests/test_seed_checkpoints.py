@@ -21,7 +21,8 @@ from emolab.models import (
     load_seed_checkpoint,
     seed_build_kwargs,
 )
-from emolab.train.checkpoint import WarmStartError, load_warm_start
+from emolab.train.checkpoint import load_warm_start
+from emolab.utils.checkpoints import WarmStartError
 from tests.seed_reference import (
     MISSING_REASON,
     MODELS_JSON,

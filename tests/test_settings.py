@@ -25,6 +25,7 @@ from emolab.train.config import NEUTRAL_FIELDS, RESUMABLE_FIELDS
 from emolab.utils.settings import (
     Alias,
     Change,
+    config_argv,
     config_diff,
     config_flags,
     get_path,
@@ -64,14 +65,17 @@ def test_every_field_has_a_flag_or_says_why_not() -> None:
         assert flag in options and path in flagged, path
 
 
-def test_shared_settings_are_one_flag() -> None:
+def test_each_setting_is_stored_once_and_set_by_one_flag() -> None:
     flags = {f.name: f.paths for f in train_flags()[0]}
-    assert flags["num_classes"] == ("model.num_classes", "data.num_classes")
-    assert flags["audio_n_mels"] == ("model.n_mels", "data.n_mels")
-    assert flags["seed"] == ("seed", "split.seed")
+    assert all(len(paths) == 1 for paths in flags.values()), {k: v for k, v in flags.items() if len(v) > 1}
+    assert flags["num_classes"] == ("model.num_classes",)
+    assert flags["audio_n_mels"] == ("model.n_mels",)
+    assert flags["seed"] == ("seed",)
     cfg = _parse(["--num_classes", "4", "--audio_n_mels", "40", "--seed", "3"])
-    assert (cfg.model.num_classes, cfg.data.num_classes, cfg.model.n_mels, cfg.data.n_mels) == (4, 4, 40, 40)
-    assert cfg.seed == cfg.split.seed == 3
+    assert (cfg.model.num_classes, cfg.model.n_mels, cfg.seed) == (4, 40, 3)
+    names = [p.rpartition(".")[2] for p, _, _ in walk_settings(TrainConfig())]
+    assert {"num_classes", "n_mels", "seed"}.isdisjoint(
+        n for n in names if names.count(n) > 1)  # no second copy anywhere in the config
 
 
 ROUND_TRIP = [
@@ -88,8 +92,8 @@ ROUND_TRIP = [
     TrainConfig(
         model=ModelConfig(fusion="xattn_gated", num_classes=4, n_mels=40, use_wavlm=True, wavlm_freeze_backbone=False,
                           wavlm_backbone_attention_mask=True, xattn_heads=2, xattn_d_model=32, mel_sequence="clip"),
-        data=DataConfig(num_classes=4, n_mels=40, num_frames=2, frame_size=48, clip_seconds=1.5),
-        split=SplitConfig(train_actors=(1, 2, 3), val_actors=(4,), test_actors=(5, 7), seed=9),
+        data=DataConfig(num_frames=2, frame_size=48, clip_seconds=1.5),
+        split=SplitConfig(train_actors=(1, 2, 3), val_actors=(4,), test_actors=(5, 7)),
         optim=OptimConfig(two_stage_training=True, stage1_epochs=2, use_cosine_annealing=True, lr=3e-4),
         epochs=4, seed=9, shuffle_labels_seed=0, video_ckpt="v.pt", run_name="r", device="cpu", tensorboard=True,
     ),
@@ -102,15 +106,25 @@ ROUND_TRIP = [
 def test_flags_of_a_config_parse_back_to_it(cfg: TrainConfig) -> None:
     argv = config_argv_of(cfg)
     assert _parse(argv) == cfg, argv
-    assert len(argv) == len(config_diff(TrainConfig(), cfg)) - sum(  # one flag per difference, shared ones once
-        c.path in ("data.num_classes", "data.n_mels", "split.seed") for c in config_diff(TrainConfig(), cfg))
+    assert len(argv) == len(config_diff(TrainConfig(), cfg))  # one flag per difference
 
 
 def test_a_config_no_flag_can_give_is_refused() -> None:
     with pytest.raises(ValueError, match="model.hop_length"):
         config_argv_of(TrainConfig(model=ModelConfig(pretrained_video=True, hop_length=80)))
-    with pytest.raises(ValueError, match="split.seed differs"):
-        config_argv_of(TrainConfig(split=SplitConfig(seed=1)))
+
+    @dataclasses.dataclass
+    class Inner:  # TrainConfig stores each setting once; the mechanism still allows a flag for two fields
+        k: int = setting(2, help="k", flag="k")
+
+    @dataclasses.dataclass
+    class Outer:
+        k: int = setting(2, help="k")
+        inner: Inner = dataclasses.field(default_factory=Inner)
+
+    assert config_argv(Outer(k=3, inner=Inner(3)), Outer()) == ["--k=3"]
+    with pytest.raises(ValueError, match="inner.k differs"):
+        config_argv(Outer(inner=Inner(1)), Outer())
 
 
 def test_seed_aliases_and_custom_parsers() -> None:

@@ -12,7 +12,7 @@ from torch import nn
 from emolab.models import build_model
 from emolab.train import OptimConfig, TrainConfig, configure_stage, cosine_lr, make_loss, make_optimizer, plan_stages
 from emolab.train.optim import make_scheduler
-from tests.configs import WAVLM_640X, tiny_model, tiny_wavlm_config
+from tests.configs import WAVLM_640X, registered_models, tiny_model, tiny_wavlm_config
 
 TINY_WAVLM = tiny_wavlm_config(**WAVLM_640X, mask_time_prob=0.05)  # wavlm-base's default: it has masked_spec_embed
 
@@ -41,14 +41,14 @@ def _summary(groups) -> list[tuple[str, float]]:
 
 
 # ------------------------------------------------------------------ unimodal paths
-def test_mel_audio_and_video_train_everything_at_lr() -> None:
-    for fusion in ("audio", "video"):
-        cfg = _cfg(fusion, lr=3e-4)
-        model = _build(cfg)
-        (stage,) = plan_stages(cfg)
-        groups = configure_stage(model, cfg, stage)
-        assert _summary(groups) == [("all", 3e-4)]
-        assert _ids(groups[0]["params"]) == _ids(model.parameters())
+@pytest.mark.parametrize("fusion", registered_models(fusion=False))
+def test_mel_audio_and_video_train_everything_at_lr(fusion) -> None:
+    cfg = _cfg(fusion, lr=3e-4)
+    model = _build(cfg)
+    (stage,) = plan_stages(cfg)
+    groups = configure_stage(model, cfg, stage)
+    assert _summary(groups) == [("all", 3e-4)]
+    assert _ids(groups[0]["params"]) == _ids(model.parameters())
 
 
 def test_wavlm_stage1_trains_the_head_only() -> None:
@@ -87,7 +87,7 @@ def test_wavlm_stage2_default_unfreezes_two_layers() -> None:
 
 
 # ------------------------------------------------------------------ fusion paths
-@pytest.mark.parametrize("fusion", ["late", "concat", "gated", "xattn"])
+@pytest.mark.parametrize("fusion", registered_models(fusion=True))
 def test_fusion_default_is_adam_over_all_trainable(fusion) -> None:
     cfg = _cfg(fusion, lr=2e-4, weight_decay=1e-4)
     model = _build(cfg)

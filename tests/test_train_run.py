@@ -22,12 +22,12 @@ from emolab.train import (
     SetupError,
     TrainConfig,
     build_run_model,
-    load_checkpoint,
     prepare_data,
     resume_training,
     run_training,
 )
 from emolab.train.cli import main as train_main
+from emolab.utils.checkpoints import load_checkpoint
 from tests.configs import save_tiny_wavlm, tiny_train
 from tests.helpers import InterruptAfter
 

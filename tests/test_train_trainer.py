@@ -22,10 +22,10 @@ from emolab.train import (
     Predictions,
     RunPaths,
     TrainConfig,
-    WarmStartError,
     default_callbacks,
     load_warm_start,
 )
+from emolab.utils.checkpoints import WarmStartError
 from emolab.train.callbacks import WandbLogger, format_epoch
 from emolab.train.optim import plan_stages
 from tests.configs import tiny_model

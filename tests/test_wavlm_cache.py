@@ -36,7 +36,7 @@ from emolab.data.noise import AudioNoise, AudioNoiseParams
 from emolab.models import WavLMAudioEncoder, build_model, forward_batch
 from emolab.models.fusion import FusionModel
 from emolab.train import EmotionTrainer, OptimConfig, RunPaths, TrainConfig, resume_training, run_training
-from emolab.train.checkpoint import load_checkpoint
+from emolab.utils.checkpoints import load_checkpoint
 from emolab.train.cli import build_parser, config_from_args
 from emolab.train.cli import main as train_main
 from emolab.train.feature_cache import (

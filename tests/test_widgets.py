@@ -286,3 +286,30 @@ def test_video_gallery_rows_show_what_their_labels_say(clip):
     assert dark.mean() == pytest.approx(0.5 * original.mean(), abs=0.5)  # not washed out towards grey
     assert sum(map(_high_frequency_energy, blur)) < 0.5 * sum(map(_high_frequency_energy, original))
     assert np.abs(noise - original).mean() == pytest.approx(0.05 * 255 * np.sqrt(2 / np.pi), rel=0.15)
+
+
+@pytest.mark.parametrize("settings", [
+    AugmentSettings(blur_kernel=5, brightness=0.3, noise_scale=0.03, snr_db=5.0, noise_source="file", seed=4),
+    AugmentSettings(face_crop=False, snr_db=0.0, noise_source="gaussian", seed=1),
+    AugmentSettings(),
+], ids=["everything", "whole-frames-gaussian", "off"])
+def test_preview_is_what_training_featurises_for_the_same_draw(clip, noise_path, demo_root, tmp_path, settings):
+    """The preview's model inputs equal the trainer's featurisation of a training dataset's item (its own cache
+    on disk, its face detector) given the same draw; the shown frames and log-Mel are those inputs."""
+    from emolab.data import DataConfig, RavdessMelDataset
+    from emolab.data.features import BatchFeaturizer
+    from emolab.data.noise import AudioNoise
+    from emolab.data.video import normalize
+
+    out = augment_clip(clip, settings, noise_path=noise_path, num_frames=4)
+    noise = AudioNoise(noise_path if settings.noise_source == "file" else None)
+    train = RavdessMelDataset([clip], augment=True, data_root=demo_root, audio_noise=noise, config=DataConfig(
+        num_frames=4, face_crop="all" if settings.face_crop else "none", cache_dir=str(tmp_path)))
+    item = train[0]
+    item.update(settings.draws(item["audio_i16"].shape[-1], noise))  # the draw the preview shows
+    expected = BatchFeaturizer.for_dataset(train).item(item)  # channels-last, as the trainer makes it
+    assert torch.equal(out.inputs["video"], expected["video"])
+    assert torch.equal(out.inputs["audio"], expected["audio"])
+    assert torch.equal(out.noisy_mel, expected["audio"])
+    torch.testing.assert_close(normalize(out.frames), expected["video"], rtol=0, atol=1e-5)
+    assert (out.snr is None) == (settings.snr_db is None)

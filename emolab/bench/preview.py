@@ -1,7 +1,7 @@
 """Notebook 02's augmentation preview: seconds per re-render of a cached clip.
 
-One render is what a released slider costs: augment the cached frames and audio
-(blur, darkening, pixel noise, noise mixing, two log-Mels), draw the before/after
+One render is what a released slider costs: featurise the cached raw item with the
+settings' draw (blur, darkening, pixel noise, noise mixing, two log-Mels), draw the before/after
 figure and encode it as PNG, encode the two WAV players. The clip is decoded once
 before timing (the panel caches it), as after the first render in the notebook.
 

@@ -23,7 +23,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConvertError", "add_arguments", "convert_seed_checkpoint", "run_from_args"]
+from emolab.models.fields import model_setting
+
+__all__ = ["CONVERT_FIELDS", "ConvertError", "add_arguments", "convert_seed_checkpoint", "run_from_args"]
+
+#: ModelConfig fields offered as flags (each overrides what the checkpoint's keys say); their type, choices and
+#: help are the fields' own (:mod:`emolab.models.fields`, torch-free so that ``emolab --help`` stays light).
+CONVERT_FIELDS = ("fusion", "num_classes", "use_resnet_audio", "use_wavlm", "wavlm_name_or_path", "xattn_heads",
+                  "xattn_head", "xattn_d_model")
+#: What the flag means here, where that differs from the field's help.
+CONVERT_NOTES = {
+    "fusion": "model name; needed only for a checkpoint in emolab's layout",
+    "wavlm_name_or_path": "build the WavLM backbone from this folder/name (default: its shape from the keys)",
+    "xattn_heads": "attention heads (the keys cannot tell; default 4)",
+}
 
 
 class ConvertError(ValueError):
@@ -62,9 +75,9 @@ def convert_seed_checkpoint(
         load_state_dict_any_layout,
         seed_build_kwargs,
     )
-    from emolab.train.checkpoint import WarmStartError, atomic_save, atomic_write_json, load_checkpoint
-    from emolab.train.checkpoint import state_dict_from_checkpoint
     from emolab.train.config import TrainConfig
+    from emolab.utils.checkpoints import WarmStartError, atomic_save, load_checkpoint, state_dict_from_checkpoint
+    from emolab.utils.fileio import atomic_write_json
 
     src, run_dir = Path(source), Path(out)
     if not src.is_file():
@@ -92,7 +105,7 @@ def convert_seed_checkpoint(
     except (SeedLayoutError, ValueError, TypeError) as err:
         raise ConvertError(str(err)) from None
     base = TrainConfig()
-    data = dataclasses.replace(base.data, num_classes=model_cfg.num_classes, n_mels=model_cfg.n_mels)
+    data = base.data
     if "face_crop" in {f.name for f in dataclasses.fields(data)}:
         data = dataclasses.replace(data, face_crop="all")  # the seed crops faces in every split
     cfg = dataclasses.replace(
@@ -122,22 +135,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data_root", default=None, help="corpus recorded in config.json (what robustness evaluates on)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in RUN_DIR")
     g = p.add_argument_group("model flags (default: read from the checkpoint's keys)")
-    g.add_argument("--fusion", default=None, help="model name; needed only for a checkpoint in emolab's layout")
-    g.add_argument("--num_classes", type=int, choices=(8, 4), default=None)
-    g.add_argument("--use_resnet_audio", action="store_true", default=None)
-    g.add_argument("--use_wavlm", action="store_true", default=None)
-    g.add_argument("--wavlm_name_or_path", default=None,
-                   help="build the WavLM backbone from this folder/name (default: its shape from the keys)")
-    g.add_argument("--xattn_heads", type=int, default=None, help="attention heads (the keys cannot tell; default 4)")
-    g.add_argument("--xattn_head", choices=("concat", "gated"), default=None)
-    g.add_argument("--xattn_d_model", type=int, default=None)
+    for name in CONVERT_FIELDS:  # type, choices and help from the field's declaration (emolab.models.fields)
+        default, meta = model_setting(name)
+        help_text = CONVERT_NOTES.get(name, meta.help)
+        if isinstance(default, bool):
+            g.add_argument(f"--{name}", action="store_true", default=None, help=help_text)
+        else:
+            g.add_argument(f"--{name}", type=type(default), default=None, help=help_text,
+                           choices=None if callable(meta.choices) else meta.choices)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Convert, print where the run folder is and how to use it."""
-    names = ("fusion", "num_classes", "use_resnet_audio", "use_wavlm", "wavlm_name_or_path", "xattn_heads",
-             "xattn_head", "xattn_d_model")
-    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    overrides = {n: getattr(args, n) for n in CONVERT_FIELDS if getattr(args, n) is not None}
     best = convert_seed_checkpoint(
         args.checkpoint, args.out, data_root=args.data_root, overwrite=args.overwrite, **overrides
     )

@@ -51,8 +51,12 @@ MODALITIES = ("audio", "video")
 class DataConfig:
     """How pairs become tensors.
 
+    The label set (8 or 4 classes) and the Mel bins are the model's
+    (:class:`~emolab.models.registry.ModelConfig` ``num_classes``/``n_mels``):
+    a dataset is given them (``num_classes=``, ``n_mels=``), so that a run stores
+    each once.
+
     Attributes:
-        num_classes: 8 emotions or the 4-class map of SPEC §1.2.
         num_frames: video frames sampled uniformly per clip.
         frame_size: frame side in pixels.
         face_crop: ``"all"`` crops to the face in every split, as preprocessing
@@ -72,7 +76,6 @@ class DataConfig:
             or ``"soxr"`` (the seed project's: librosa's ``soxr_hq``; needs the
             ``soxr`` package); part of the audio cache key.
         clip_seconds: audio length after padding/truncation.
-        n_mels: Mel bands of the log-Mel features.
         noise_path: noise file for audio augmentation; ``None`` looks for
             ``<data_root>/Noise/noise.wav`` then ``data/Noise/noise.wav``, and
             falls back to Gaussian noise.
@@ -81,7 +84,6 @@ class DataConfig:
         memory_cache_bytes: per-process in-memory cache bound.
     """
 
-    num_classes: int = setting(8, flag="num_classes", choices=(8, 4), group="data", help="8 emotions or 4 groups")
     num_frames: int = setting(8, flag="frames", help="video frames sampled per clip")
     frame_size: int = setting(112, help="frame side in pixels")
     face_crop: FaceCropMode = setting(
@@ -100,7 +102,6 @@ class DataConfig:
         "torchaudio", choices=RESAMPLERS,
         help="48 -> 16 kHz resampling: torchaudio, or soxr (the seed's, librosa's soxr_hq)")
     clip_seconds: float = setting(3.0, help="audio length after pad/truncate")
-    n_mels: int = setting(64, flag="audio_n_mels", group="data", help="Mel bins of the log-Mel features")
     noise_path: str | None = setting(
         None, help="noise file for audio augmentation (default: <data_root>/Noise/noise.wav, else Gaussian noise)")
     cache_dir: str | None = setting(
@@ -108,8 +109,6 @@ class DataConfig:
     memory_cache_bytes: int = setting(1 << 30, metavar="BYTES", help="per-process in-memory frame cache bound")
 
     def __post_init__(self) -> None:
-        if self.num_classes not in (4, 8):
-            raise ValueError(f"num_classes must be 8 or 4, got {self.num_classes}")
         if self.face_crop not in ("all", "train", "none"):
             raise ValueError(f"face_crop must be 'all', 'train' or 'none', got {self.face_crop!r}")
         if self.resize not in ("area", "linear"):
@@ -122,8 +121,8 @@ class DataConfig:
             raise ValueError("resampler 'soxr' needs the soxr package (pip install soxr==1.1.0, pinned by emolab)")
         if self.num_frames < 1 or self.frame_size < 8:
             raise ValueError("num_frames must be >= 1 and frame_size >= 8")
-        if self.sample_rate <= 0 or self.clip_seconds <= 0 or self.n_mels <= 0:
-            raise ValueError("sample_rate, clip_seconds and n_mels must be positive")
+        if self.sample_rate <= 0 or self.clip_seconds <= 0:
+            raise ValueError("sample_rate and clip_seconds must be positive")
 
     def make_cache(self) -> FrameCache:
         if self.cache_dir == "":
@@ -192,6 +191,10 @@ class RavdessAVDataset(Dataset):
         seed: base seed of the augmentation randomness.
         video_augment, audio_noise: override the default augmentations.
         modalities: ``("audio", "video")`` (default) or one of them.
+        num_classes: the label set, 8 emotions or the 4-class map of SPEC §1.2
+            (the model's ``num_classes``).
+        n_mels: Mel bands of the log-Mel features the featuriser makes for this
+            dataset (the model's ``n_mels``).
     """
 
     def __init__(
@@ -208,9 +211,17 @@ class RavdessAVDataset(Dataset):
         audio_noise: AudioNoise | None = None,
         detector: FaceDetector | None = None,
         modalities: Sequence[str] = MODALITIES,
+        num_classes: int = 8,
+        n_mels: int = 64,
     ):
         if audio not in ("mel", "wave"):
             raise ValueError(f"audio must be 'mel' or 'wave', got {audio!r}")
+        if num_classes not in (4, 8):
+            raise ValueError(f"num_classes must be 8 or 4, got {num_classes!r}")
+        if not isinstance(n_mels, int) or n_mels <= 0:
+            raise ValueError(f"n_mels must be a positive int, got {n_mels!r}")
+        self.num_classes = num_classes
+        self.n_mels = n_mels
         modalities = tuple(modalities)
         if not modalities or any(m not in MODALITIES for m in modalities):
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities!r}")
@@ -335,7 +346,7 @@ class RavdessAVDataset(Dataset):
         item.update(flat_draws(video_params, audio_params))
         return {
             **item,
-            "label": rec.label(self.config.num_classes),
+            "label": rec.label(self.num_classes),
             "meta": {
                 "actor": rec.actor,
                 "emotion": rec.emotion,

@@ -115,7 +115,8 @@ class BatchFeaturizer:
 
     Args:
         audio_kind: ``"mel"`` (log-Mel ``(B, 1, n_mels, F)``) or ``"wave"`` (``(B, 1, N)``).
-        sample_rate, n_mels: as in :class:`~emolab.data.datasets.DataConfig`.
+        sample_rate: as in :class:`~emolab.data.datasets.DataConfig`.
+        n_mels: Mel bands (a dataset's ``n_mels``, the model's).
         audio_noise: the noise source; needed when clips drew noise or the condition mixes it.
         channels_last: keep the video channels-last (default) or make it contiguous.
         condition: a test-time :class:`Condition` applied to every batch (None: the drawn augmentation only).
@@ -148,7 +149,7 @@ class BatchFeaturizer:
         return cls(
             dataset.audio_kind,
             sample_rate=c.sample_rate,
-            n_mels=c.n_mels,
+            n_mels=dataset.n_mels,
             audio_noise=audio_noise if audio_noise is not None else getattr(dataset, "audio_noise", None),
             channels_last=channels_last,
             condition=condition,
@@ -212,20 +213,25 @@ class BatchFeaturizer:
                 "seed": torch.tensor([d[1] for d in draws], dtype=torch.int64)}
 
     def __call__(self, batch: Mapping[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
-        """A copy of ``batch`` with ``video``/``audio`` built from its raw keys (on ``device``).
+        """A copy of ``batch`` with ``video``/``audio`` built from its raw keys, every tensor on ``device``.
 
-        Batches without raw keys (e.g. of a toy dataset of float tensors) pass
-        through unchanged, so callers need not know what fed them.
+        The other tensors (``label``, ``video_valid``, ``audio_length``, cached
+        features) are moved too, so that a consumer needs no copy loop of its
+        own (``meta`` stays where it is: it is read on the host). Batches
+        without raw keys (e.g. of a toy dataset of float tensors) are only
+        moved, so callers need not know what fed them.
         """
-        out = {k: v for k, v in batch.items() if k not in RAW_KEYS}
+        target = torch.device(device or "cpu")
+        out = {k: v.to(target, non_blocking=True) if torch.is_tensor(v) else v
+               for k, v in batch.items() if k not in RAW_KEYS}
         video_aug = audio_aug = None
         if "aug_f" in batch:
             video_aug, audio_aug = split_draws(batch["aug_f"], batch["aug_i"])
         if "video_u8" in batch:
-            frames = batch["video_u8"].to(device or "cpu", non_blocking=True)
+            frames = batch["video_u8"].to(target, non_blocking=True)
             out["video"] = self.video(frames, video_aug)
         if "audio_i16" in batch:
-            samples = batch["audio_i16"].to(device or "cpu", non_blocking=True)
+            samples = batch["audio_i16"].to(target, non_blocking=True)
             params = self._audio_params(batch, audio_aug)
             if self.audio_kind == "mel":
                 out["audio"] = self.log_mel(samples, batch["audio_scale"], params)

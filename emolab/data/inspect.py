@@ -30,18 +30,19 @@ def _split_entry(split: Split) -> dict[str, Any]:
     return {"description": split.description, "notes": split.notes, **split.composition()}
 
 
-def split_summaries(pairs: list[PairRecord], split_config: SplitConfig | None = None) -> dict[str, Any]:
-    """Composition of the actor split (or ``split_config``), a stratified split and every fold protocol."""
+def split_summaries(pairs: list[PairRecord], split_config: SplitConfig | None = None, *,
+                    seed: int = 42) -> dict[str, Any]:
+    """Composition of the actor split (or ``split_config``), a stratified split (``seed``) and every fold protocol."""
     out: dict[str, Any] = {}
     try:
-        out["actor"] = _split_entry(make_split(pairs, split_config or SplitConfig()))
+        out["actor"] = _split_entry(make_split(pairs, split_config or SplitConfig(), seed=seed))
     except ValueError as e:
         out["actor"] = {"error": str(e)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SpeakerLeakageWarning)
         cfg = split_config if split_config and split_config.mode == "stratified" else SplitConfig()
         try:
-            out["stratified"] = _split_entry(stratified_split(pairs, cfg.train_ratio, cfg.val_ratio, cfg.seed))
+            out["stratified"] = _split_entry(stratified_split(pairs, cfg.train_ratio, cfg.val_ratio, seed))
         except ValueError as e:  # a corpus too small for the ratios
             out["stratified"] = {"error": str(e)}
     for protocol, folds in PROTOCOLS.items():

@@ -81,7 +81,9 @@ class SplitConfig:
             the rest, which must be positive.
         protocol, fold: for ``mode="kfold"``, a key of :data:`PROTOCOLS` and a
             0-based fold index.
-        seed: for ``mode="stratified"``.
+
+    The stratified split's seed is the run's (``TrainConfig.seed``, passed to
+    :func:`make_split`), so that a run stores it once.
     """
 
     mode: SplitMode = setting("actor", flag="split_mode", choices=("actor", "stratified", "kfold"),
@@ -96,7 +98,6 @@ class SplitConfig:
     val_ratio: float = setting(0.15, help="stratified split (test = the rest)")
     protocol: str = setting("six_fold", choices=tuple(PROTOCOLS), help="kfold protocol")
     fold: int = setting(0, help="kfold fold index (0-based)")
-    seed: int = setting(42, flag="seed", help="stratified split seed (set by the run's --seed)")
 
     def __post_init__(self) -> None:
         if self.mode not in ("actor", "stratified", "kfold"):
@@ -345,8 +346,8 @@ def kfold_split(pairs: Sequence[PairRecord], protocol: str = "six_fold", fold: i
     return split
 
 
-def make_split(pairs: Sequence[PairRecord], config: SplitConfig | None = None) -> Split:
-    """Split ``pairs`` as ``config`` says (default: the actor split).
+def make_split(pairs: Sequence[PairRecord], config: SplitConfig | None = None, *, seed: int = 42) -> Split:
+    """Split ``pairs`` as ``config`` says (default: the actor split); ``seed`` seeds a stratified split.
 
     Raises:
         ValueError: the split is impossible, or leaves train, val or test
@@ -356,7 +357,7 @@ def make_split(pairs: Sequence[PairRecord], config: SplitConfig | None = None) -
     if config.mode == "actor":
         split = actor_split(pairs, config.train_actors, config.val_actors, config.test_actors)
     elif config.mode == "stratified":
-        split = stratified_split(pairs, config.train_ratio, config.val_ratio, config.seed)
+        split = stratified_split(pairs, config.train_ratio, config.val_ratio, seed)
     else:
         split = kfold_split(pairs, config.protocol, config.fold)
     _refuse_empty(dict(split.items()), split.description)  # each mode checks already; a guard for new ones

@@ -51,7 +51,7 @@ from emolab.data.ravdess import class_names
 from emolab.data.splits import SplitConfig, make_split
 from emolab.models.fusion import forward_batch
 from emolab.models.registry import ModelConfig
-from emolab.train.checkpoint import load_checkpoint
+from emolab.utils.checkpoints import load_checkpoint
 from emolab.train.config import OptimConfig, TrainConfig
 from emolab.train.run import RunResult, build_run_model, run_training
 from emolab.eval.attention import AttentionClip, collect_attention  # re-exported: notebook 04 calls them here
@@ -340,13 +340,14 @@ def test_dataset(cfg: TrainConfig, *, max_items: int | None = None) -> RavdessAV
         ValueError: an empty test split.
     """
     pairs = pair_corpus(cfg.data_root, vocal_channel=cfg.vocal_channel, check="size").pairs
-    recs = list(dict(make_split(pairs, cfg.split).items())["test"])
+    recs = list(dict(make_split(pairs, cfg.split, seed=cfg.seed).items())["test"])
     if max_items is not None:
         recs = stratified_subset(recs, max_items)
     if not recs:
         raise ValueError(f"the test split of {cfg.data_root} is empty")
     dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
-    return dataset_cls(recs, augment=False, config=cfg.data, data_root=cfg.data_root, seed=cfg.seed)
+    return dataset_cls(recs, augment=False, config=cfg.data, data_root=cfg.data_root, seed=cfg.seed,
+                       num_classes=cfg.num_classes, n_mels=cfg.model.n_mels)
 
 
 @dataclass
@@ -423,7 +424,6 @@ def collect_gates(
             if batch is None:
                 continue
             batch = level(batch, device)
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             o = forward_batch(model, batch, return_gate=True)
             if o.gate is None:
                 raise ValueError(f"{type(model).__name__} returns no gate: use fusion 'gated' or 'xattn_gated'")
@@ -434,4 +434,4 @@ def collect_gates(
         out["gates"][key] = np.concatenate(gates)
         out["labels"][key] = np.concatenate(labels)
         out["preds"][key] = np.concatenate(preds)
-    return GateCollection(**out, class_names=list(class_names(cfg.data.num_classes)), noise_source=noise.source)
+    return GateCollection(**out, class_names=list(class_names(cfg.num_classes)), noise_source=noise.source)

@@ -77,14 +77,13 @@ def collect_attention(model: nn.Module, dataset: RavdessMelDataset, indices: Seq
         raise ValueError(f"clip indices {bad} are outside the test split ({len(dataset)} clips: 0-{len(dataset) - 1})")
     model.eval()
     device = next(model.parameters()).device
-    names = list(class_names(dataset.config.num_classes))
+    names = list(class_names(dataset.num_classes))
     items = [dataset[int(i)] for i in indices]
     batch = collate_skip_failed([it for it in items if it is not None])
     if batch is None:
         raise ValueError("none of the chosen clips could be decoded")
     batch = BatchFeaturizer.for_dataset(dataset, channels_last=False)(batch, device)
-    tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-    o = forward_batch(model, tensors, return_attn=True)
+    o = forward_batch(model, batch, return_attn=True)
     if o.attn_v2a is None or o.attn_a2v is None:
         raise ValueError(f"{type(model).__name__} returns no attention: use fusion 'xattn'")
     clips = []

@@ -85,7 +85,7 @@ def _pairs(cfg: Any, split: str, protocol: str | None, fold: int | None) -> tupl
         if lists is not None:  # only the asked split's actors must be present (another corpus may lack the rest)
             actors = set(lists[("train", "val", "test").index(split)])
             return [p for p in pairing.pairs if p.actor in actors], f"{split} actors {sorted(actors)}"
-        s = make_split(pairing.pairs, c)
+        s = make_split(pairing.pairs, c, seed=cfg.seed)
     except ValueError as e:
         raise EvaluateError(f"split: {e} (--split all evaluates every pair of a corpus)") from None
     return getattr(s, split), s.description
@@ -142,9 +142,9 @@ def evaluate_run(
         raise EvaluateError(f"the {split} split of {cfg.data_root} is empty ({description})")
     dataset_cls = RavdessWavLMDataset if cfg.model.use_wavlm else RavdessMelDataset
     ds = dataset_cls(pairs, augment=False, config=cfg.data, data_root=cfg.data_root,
-                     modalities=cfg.model.spec.inputs)
+                     modalities=cfg.model.spec.inputs, num_classes=cfg.num_classes, n_mels=cfg.model.n_mels)
     res = infer(model, ds, device=device, batch_size=batch_size)
-    names = list(class_names(cfg.data.num_classes))
+    names = list(class_names(cfg.num_classes))
     metrics = classification_metrics(Predictions(res.index, res.label, res.pred, res.nll), names)
     metrics.update(run=name, fusion=cfg.model.fusion, checkpoint=str(ckpt), data_root=str(cfg.data_root),
                    split=split if protocol is None and fold is None else f"{protocol or 'six_fold'} fold {fold or 0} {split}",

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import Tensor, nn
 
+    from emolab.models.registry import ModelConfig
     from emolab.train.config import TrainConfig
 
 __all__ = [
@@ -81,25 +82,24 @@ def input_names(model: nn.Module) -> tuple[str, ...]:
     return INPUTS[modality]
 
 
-def has_gate(model: nn.Module) -> bool:
-    """Whether ``model`` computes a modality gate (``gated``, or xattn with the gated head)."""
-    mode = getattr(model, "mode", None)
-    return mode == "gated" or (mode == "xattn" and getattr(model, "xattn_head", None) == "gated")
+def has_gate(model_cfg: ModelConfig) -> bool:
+    """Whether the model of ``model_cfg`` computes a modality gate: the registry's metadata
+    (:attr:`~emolab.models.registry.ModelConfig.has_gate`: ``gated``, or xattn with the gated head)."""
+    return model_cfg.has_gate
 
 
-def output_names(model: nn.Module) -> tuple[str, ...]:
-    """``("logits", "probs")``, plus ``"gate"`` for gated models."""
-    return ("logits", "probs", "gate") if has_gate(model) else ("logits", "probs")
+def output_names(model_cfg: ModelConfig) -> tuple[str, ...]:
+    """``("logits", "probs")``, plus ``"gate"`` for the models of gated configs."""
+    return ("logits", "probs", "gate") if has_gate(model_cfg) else ("logits", "probs")
 
 
-def export_module(model: nn.Module) -> nn.Module:
+def export_module(model: nn.Module, *, gate: bool) -> nn.Module:
     """The module that is exported: the model's input tensors (named as in :data:`INPUTS`) in, ``(logits, probs)``
-    or ``(logits, probs, gate)`` out, in eval mode. Explicit signatures, so ``torch.export`` names its inputs."""
+    or, with ``gate`` (:func:`has_gate`), ``(logits, probs, gate)`` out, in eval mode. Explicit signatures, so
+    ``torch.export`` names its inputs."""
     from torch import nn
 
     from emolab.models.fusion import forward_batch
-
-    gate = has_gate(model)
 
     class _Base(nn.Module):
         def __init__(self) -> None:
@@ -157,11 +157,12 @@ def _feeds(batch: dict[str, Any], names: tuple[str, ...]) -> dict[str, np.ndarra
 # --------------------------------------------------------------------------- export, quantize, verify
 
 
-def write_onnx(model: nn.Module, example: dict[str, Any], path: str | Path) -> Path:
+def write_onnx(model: nn.Module, example: dict[str, Any], path: str | Path, *, model_cfg: ModelConfig) -> Path:
     """Export ``model`` to ``path`` (no verification: :func:`export_onnx` does that) and check the file.
 
     Args:
         model: a model of :func:`emolab.models.build_model` in eval mode.
+        model_cfg: the config it was built from (whether it outputs a gate: the registry's metadata).
         example: example inputs by name (:data:`INPUTS`), batch size 2 or more (the batch axis is dynamic; a batch
             of 1 would be specialised), e.g. ``video (2, T, 3, S, S)``, ``audio (2, 1, n_mels, F)``,
             ``audio_length (2,)`` int64, ``video_valid (2, T)`` bool.
@@ -180,7 +181,7 @@ def write_onnx(model: nn.Module, example: dict[str, Any], path: str | Path) -> P
 
     from emolab.utils.fileio import atomic_write
 
-    names, outs = input_names(model), output_names(model)
+    names, outs = input_names(model), output_names(model_cfg)
     batch = torch.export.Dim("batch", min=1)
     quiet = logging.getLogger("onnxscript")  # "Skipping constant folding ..." notes
     level = quiet.level
@@ -189,7 +190,7 @@ def write_onnx(model: nn.Module, example: dict[str, Any], path: str | Path) -> P
         with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                export_module(model), tuple(example[n] for n in names), input_names=list(names),
+                export_module(model, gate="gate" in outs), tuple(example[n] for n in names), input_names=list(names),
                 output_names=list(outs), dynamic_shapes=tuple({0: batch} for _ in names), opset_version=OPSET,
                 dynamo=True, external_data=False, verbose=False,
             )
@@ -274,7 +275,7 @@ def _sidecar(model: nn.Module, cfg: TrainConfig, example: dict[str, Any], int8: 
               for n in names]
     C = cfg.model.num_classes
     outputs = [{"name": n, "shape": ["batch", 1 if n == "gate" else C], "dtype": "float32"}
-               for n in output_names(model)]
+               for n in output_names(cfg.model)]
     audio_kind = cfg.model.audio_kind  # the registry's metadata: None when the model reads no audio
     return {
         "format": "emolab-onnx", "format_version": FORMAT_VERSION,
@@ -283,7 +284,8 @@ def _sidecar(model: nn.Module, cfg: TrainConfig, example: dict[str, Any], int8: 
         "fusion": cfg.model.fusion, "input_modality": model.input_modality, "audio_kind": audio_kind,
         "class_names": list(class_names(C)),
         "inputs": inputs, "outputs": outputs,
-        "preprocessing": dataclasses.asdict(cfg.data),
+        # the Mel bins and label set are the model's fields; the sidecar keeps them beside the data settings
+        "preprocessing": {**dataclasses.asdict(cfg.data), "num_classes": C, "n_mels": cfg.model.n_mels},
         "config": cfg.to_dict(),
     }
 
@@ -330,7 +332,7 @@ def export_onnx(
         raise ExportError(f"no test clip of {cfg.data_root} could be read to verify the export")
     example = {n: batches[0][n][:2] for n in names}  # two clips: a batch axis that is not 1
     files = [out / MODEL_FILE]
-    write_onnx(model, example, files[0])
+    write_onnx(model, example, files[0], model_cfg=cfg.model)
     if int8:
         files.append(quantize_int8(files[0], out / INT8_FILE))
     else:
@@ -360,7 +362,7 @@ def export_onnx(
     diff = float(np.abs(L["onnx"] - L["torch"]).max())
     acc, f1 = {}, {}
     for k, lg in L.items():
-        m = epoch_metrics(Predictions(np.arange(len(y)), y, lg.argmax(1), np.zeros(len(y))), cfg.data.num_classes)
+        m = epoch_metrics(Predictions(np.arange(len(y)), y, lg.argmax(1), np.zeros(len(y))), cfg.num_classes)
         acc[k], f1[k] = float(m["acc"]), float(m["f1"])
     result = ExportResult(out, files, len(y), diff, float(np.abs(P["onnx"] - P["torch"]).max()), acc, f1)
     if int8:

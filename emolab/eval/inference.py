@@ -9,7 +9,7 @@
   by :class:`~emolab.data.features.BatchFeaturizer` as the trainer does it.
 
 The preprocessing is the run's: its ``DataConfig`` (frames, frame size, face crop, resize, sample rate,
-resampler, clip length, Mel bands) read from the checkpoint's saved config.
+resampler, clip length) and the model's Mel bands and label set, read from the checkpoint's saved config.
 """
 
 from __future__ import annotations
@@ -174,7 +174,6 @@ def infer(model: Any, dataset: RavdessAVDataset, *, device: str | torch.device =
         if batch is None:
             continue
         batch = featurize(batch, dev)
-        batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
         o = own(batch) if own is not None else forward_batch(model, batch, return_gate=True)
         n = len(batch["label"])
         parts["index"].append(batch["meta"]["index"].cpu().numpy())
@@ -183,7 +182,7 @@ def infer(model: Any, dataset: RavdessAVDataset, *, device: str | torch.device =
         gate = o.gate.reshape(-1).float().cpu().numpy() if o.gate is not None else np.full(n, np.nan)
         parts["gate"].append(gate.astype(np.float64))
     if not parts["index"]:
-        c = dataset.config.num_classes
+        c = dataset.num_classes
         return Inference(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, c)), np.zeros(0))
     return Inference(*(np.concatenate(parts[k]) for k in ("index", "label", "probs", "gate")))
 

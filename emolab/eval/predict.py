@@ -251,7 +251,7 @@ def predict(
     if is_onnx and attention_dir is not None:
         raise PredictError("--attention needs a PyTorch run (run folder or checkpoint), not an ONNX export")
     modalities = cfg.model.spec.inputs
-    names = list(class_names(cfg.data.num_classes))
+    names = list(class_names(cfg.num_classes))
     for c in clips:
         c.error = check_clip(c, modalities)
     good = [c for c in clips if c.error is None]
@@ -259,7 +259,8 @@ def predict(
     records = [_record(c.video or c.audio, c.audio if "audio" in modalities and c.audio else c.video) for c in good]
     kind = "wave" if cfg.model.use_wavlm else "mel"
     ds = ClipDataset(records, audio=kind, config=eval_config(cfg, memory_cache=True),
-                     modalities=modalities, data_root=cfg.data_root)
+                     modalities=modalities, data_root=cfg.data_root, num_classes=cfg.num_classes,
+                     n_mels=cfg.model.n_mels)
     min_samples = math.ceil(MIN_AUDIO_SECONDS * cfg.data.sample_rate)
     min_frames = min(MIN_VIDEO_FRAMES, cfg.data.num_frames)  # a 1-frame model samples one frame of any clip
     loadable = []

@@ -269,7 +269,6 @@ def _predict(model: nn.Module, dataset: Any, featurize: Any, batch_size: int, de
             if batch is None:
                 continue
             batch = featurize(batch, device)
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             o = forward_batch(model, batch, return_gate=True)
             y = batch["label"]
             parts["index"].append(batch["meta"]["index"].cpu().numpy())
@@ -338,8 +337,8 @@ def evaluate(
         for c in corruptions:
             cond = condition_for(c, cfg.data.frame_size, fill=fill, seed=seed)
             r = _predict(model, base, featurize.with_condition(cond), batch_size, dev)
-            m = epoch_metrics(Predictions(r["index"], r["label"], r["pred"], r["nll"]), cfg.data.num_classes)
-            s = summary_metrics(r["label"], r["pred"], cfg.data.num_classes)
+            m = epoch_metrics(Predictions(r["index"], r["label"], r["pred"], r["nll"]), cfg.num_classes)
+            s = summary_metrics(r["label"], r["pred"], cfg.num_classes)
             gate = float(np.mean(r["gate"])) if len(r["gate"]) and not np.isnan(r["gate"]).any() else math.nan
             rows.append({"model": name, "fusion": cfg.model.fusion, "corruption": c.family, "level": c.level,
                          "modality": c.modality or "-", "severity": c.severity,

@@ -45,6 +45,10 @@ __all__ = ["COLUMNS", "METRICS", "NOT_SETTINGS", "RunsError", "add_arguments", "
 #: the fields' metadata.
 NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
                 "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
+#: Fields that old run folders' config.json held twice (``emolab.train.config.LEGACY_COPIES``, spelled out for
+#: the same reason; split.seed is in ``split`` above): left out, so that a run of the old layout and one of today's
+#: with the same settings hash alike (the kept copies, ``model.num_classes``/``model.n_mels``, are hashed).
+LEGACY_COPIES = ("data.num_classes", "data.n_mels")
 #: Test metrics (columns ``test_<metric>``) in display order.
 METRICS: tuple[str, ...] = ("accuracy", "uar", "macro_f1", "weighted_f1")
 COLUMNS: tuple[str, ...] = (
@@ -91,6 +95,10 @@ def _history(path: Path) -> list[dict[str, Any]]:
 def _settings_hash(cfg: dict[str, Any]) -> str:
     """A short hash of the settings that change results (not seed, fold, paths, device)."""
     kept = {k: v for k, v in cfg.items() if k not in NOT_SETTINGS}
+    for path in LEGACY_COPIES:
+        section, _, name = path.partition(".")
+        if isinstance(kept.get(section), dict) and name in kept[section]:
+            kept[section] = {k: v for k, v in kept[section].items() if k != name}
     split = dict(cfg.get("split") or {})
     split.pop("fold", None)
     split.pop("seed", None)

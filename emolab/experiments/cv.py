@@ -198,6 +198,20 @@ def sweep_settings(base: TrainConfig, protocol: str, folds: Sequence[int], seeds
 _PLAN_KEYS = ("folds", "seeds")  # may differ between runs of one sweep folder
 
 
+def upgrade_sweep_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """:func:`sweep_settings` recorded before each setting was stored once, in today's layout (its ``train``
+    upgraded by :func:`emolab.train.config.upgrade_config_dict`; a copy that differed is left for the diff to show)."""
+    from emolab.train.config import upgrade_config_dict
+
+    train = settings.get("train")
+    if not isinstance(train, dict):
+        return settings
+    try:
+        return {**settings, "train": upgrade_config_dict(train)}
+    except ValueError:
+        return settings
+
+
 def _claim_folder(out: Path, settings: dict[str, Any]) -> None:
     """Record ``settings`` in ``out/sweep.json``, or check them against the recorded ones.
 
@@ -208,7 +222,7 @@ def _claim_folder(out: Path, settings: dict[str, Any]) -> None:
     saved = json.loads(path.read_text()) if path.is_file() else None
 
     def fixed(st: dict[str, Any] | None) -> dict[str, Any]:
-        return {k: v for k, v in (st or {}).items() if k not in _PLAN_KEYS}
+        return upgrade_sweep_settings({k: v for k, v in (st or {}).items() if k not in _PLAN_KEYS})
 
     diffs = [str(c) for c in config_diff(fixed(saved.get("settings")), fixed(settings))] if saved is not None else []
     if diffs:
@@ -266,7 +280,7 @@ def plan(base: TrainConfig, protocol: str, folds: Sequence[int], seeds: Sequence
     from emolab.data.splits import SplitConfig, fold_actors
 
     return [(CVRun(f, s, out / "runs" / f"fold{f}-seed{s}", fold_actors(protocol, f)[2]),
-             dataclasses.replace(base, split=SplitConfig(mode="kfold", protocol=protocol, fold=f, seed=s), seed=s,
+             dataclasses.replace(base, split=SplitConfig(mode="kfold", protocol=protocol, fold=f), seed=s,
                                  output_dir=str(out), run_name=f"fold{f}-seed{s}", publish_best=False))
             for f in folds for s in seeds]
 

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from emolab.utils.fileio import atomic_write, atomic_write_json
 from emolab.experiments.cv import CVRun, SweepError, base_config_from_flags, parse_int_list, sweep_settings
+from emolab.experiments.cv import upgrade_sweep_settings  # a study made before each setting was stored once
 from emolab.utils.settings import config_diff, config_flags, config_from_values, walk_settings
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ def run_search(
     old = study.user_attrs.get("emolab_settings")
     if old is None:
         study.set_user_attr("emolab_settings", settings)
-    elif diffs := [str(c) for c in config_diff(old, settings)]:
+    elif diffs := [str(c) for c in config_diff(upgrade_sweep_settings(old), settings)]:
         raise SweepError(f"study {study_name!r} in {storage} was made with other settings ({'; '.join(diffs[:6])}); "
                          "use another --study name or --out")
     _requeue_interrupted(study)

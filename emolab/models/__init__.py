@@ -3,86 +3,61 @@
 Build models by their ``--fusion`` name with :func:`build_model`; run any of
 them on a DataLoader batch with :func:`forward_batch`; load a seed-project
 checkpoint with :func:`load_seed_checkpoint`.
+
+Names are imported lazily (PEP 562), as in :mod:`emolab.data`: ``import emolab.models`` is cheap, so
+that torch-free code can use :mod:`emolab.models.fields` (``emolab --help``).
 """
 
-from emolab.models.audio import AudioCNN, AudioNet, AudioResNet18, SpecAugment, mel_frames_from_samples
-from emolab.models.core import EmotionModel, FusionOutput, forward_batch
-from emolab.models.fusion import (
-    FUSION_MODES,
-    XATTN_ATTENTION,
-    XATTN_FUSE_ORDERS,
-    XATTN_HEADS,
-    ConcatFusion,
-    CrossAttentionFusion,
-    FusionModel,
-    GatedFusion,
-    LateFusion,
-)
-from emolab.models.layers import CrossAttentionBlock, ModalityDropout, ReLUDropout, lengths_to_mask, masked_mean
-from emolab.models.registry import (
-    ModelConfig,
-    ModelSpec,
-    available_models,
-    build_model,
-    build_model_from_config,
-    count_parameters,
-    model_spec,
-    register_model,
-    resolve_model_name,
-)
-from emolab.models.seed import (
-    SEED_MODEL_OPTIONS,
-    SeedLayoutError,
-    convert_seed_state_dict,
-    is_seed_state_dict,
-    load_seed_checkpoint,
-    seed_build_kwargs,
-)
-from emolab.models.video import VIDEO_BACKBONES, VideoNet, load_resnet18, load_video_backbone
-from emolab.models.wavlm import WavLMAudioEncoder, load_wavlm_backbone
+from __future__ import annotations
 
-__all__ = [
-    "FUSION_MODES",
-    "SEED_MODEL_OPTIONS",
-    "VIDEO_BACKBONES",
-    "XATTN_ATTENTION",
-    "XATTN_FUSE_ORDERS",
-    "XATTN_HEADS",
-    "AudioCNN",
-    "AudioNet",
-    "AudioResNet18",
-    "ConcatFusion",
-    "CrossAttentionBlock",
-    "CrossAttentionFusion",
-    "EmotionModel",
-    "FusionModel",
-    "FusionOutput",
-    "GatedFusion",
-    "LateFusion",
-    "ModalityDropout",
-    "ModelConfig",
-    "ModelSpec",
-    "ReLUDropout",
-    "SeedLayoutError",
-    "SpecAugment",
-    "VideoNet",
-    "WavLMAudioEncoder",
-    "available_models",
-    "build_model",
-    "build_model_from_config",
-    "convert_seed_state_dict",
-    "count_parameters",
-    "forward_batch",
-    "is_seed_state_dict",
-    "lengths_to_mask",
-    "load_resnet18",
-    "load_seed_checkpoint",
-    "load_video_backbone",
-    "load_wavlm_backbone",
-    "masked_mean",
-    "mel_frames_from_samples",
-    "model_spec",
-    "register_model",
-    "resolve_model_name",
-    "seed_build_kwargs",
-]
+from emolab.utils.lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "AudioCNN": "audio",
+    "AudioNet": "audio",
+    "AudioResNet18": "audio",
+    "SpecAugment": "audio",
+    "mel_frames_from_samples": "audio",
+    "EmotionModel": "core",
+    "FusionOutput": "core",
+    "forward_batch": "core",
+    "FUSION_MODES": "fusion",
+    "XATTN_ATTENTION": "fields",
+    "XATTN_FUSE_ORDERS": "fields",
+    "XATTN_HEADS": "fields",
+    "ConcatFusion": "fusion",
+    "CrossAttentionFusion": "fusion",
+    "FusionModel": "fusion",
+    "GatedFusion": "fusion",
+    "LateFusion": "fusion",
+    "CrossAttentionBlock": "layers",
+    "ModalityDropout": "layers",
+    "ReLUDropout": "layers",
+    "lengths_to_mask": "layers",
+    "masked_mean": "layers",
+    "ModelConfig": "registry",
+    "ModelSpec": "registry",
+    "available_models": "registry",
+    "build_model": "registry",
+    "build_model_from_config": "registry",
+    "count_parameters": "registry",
+    "model_spec": "registry",
+    "register_model": "registry",
+    "resolve_model_name": "registry",
+    "SEED_MODEL_OPTIONS": "seed",
+    "SeedLayoutError": "seed",
+    "convert_seed_state_dict": "seed",
+    "is_seed_state_dict": "seed",
+    "load_seed_checkpoint": "seed",
+    "seed_build_kwargs": "seed",
+    "VIDEO_BACKBONES": "video",
+    "VideoNet": "video",
+    "load_resnet18": "video",
+    "load_video_backbone": "video",
+    "WavLMAudioEncoder": "wavlm",
+    "load_wavlm_backbone": "wavlm",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -27,7 +27,8 @@ from torch import nn
 from transformers import WavLMConfig
 
 from emolab.models.audio import AudioNet
-from emolab.models.fusion import XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, FusionModel, fusion_class
+from emolab.models.fields import SEED_FIDELITY_GROUP, XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, model_field
+from emolab.models.fusion import FusionModel, fusion_class
 from emolab.models.video import VIDEO_BACKBONES, VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
 from emolab.utils.settings import optional_bool, optional_float, setting
@@ -48,6 +49,7 @@ __all__ = [
 
 Builder = Callable[["ModelConfig"], nn.Module]
 INPUTS: tuple[tuple[str, ...], ...] = (("audio",), ("video",), ("audio", "video"))
+GATES: tuple[str, ...] = ("never", "always", "gated_head")
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,24 @@ class ModelSpec:
             ``("video",)`` or ``("audio", "video")`` (datasets load only these).
         fusion_head: it has trainable fusion parameters of its own besides the
             two branches (two-stage training freezes the branches under them).
+        gate: whether it computes a modality gate (an extra output of the
+            ONNX export, the gate histograms): ``"never"``, ``"always"``
+            (``gated``), or ``"gated_head"``: with ``xattn_head="gated"`` (``xattn``).
     """
 
     inputs: tuple[str, ...] = ("audio", "video")
     fusion_head: bool = False
+    gate: str = "never"
 
     def __post_init__(self) -> None:
         if tuple(self.inputs) not in INPUTS:
             raise ValueError(f"ModelSpec: inputs must be one of {INPUTS}, got {self.inputs!r}")
+        if self.gate not in GATES:
+            raise ValueError(f"ModelSpec: gate must be one of {GATES}, got {self.gate!r}")
+
+    def has_gate(self, xattn_head: str) -> bool:
+        """Whether the model computes a modality gate with this ``xattn_head`` (ignored unless ``"gated_head"``)."""
+        return self.gate == "always" or (self.gate == "gated_head" and xattn_head == "gated")
 
     def audio_kind(self, use_wavlm: bool) -> str | None:
         """The audio input the model takes: ``"wave"`` (WavLM), ``"mel"``, or ``None`` when it reads no audio."""
@@ -128,16 +140,17 @@ MODEL_REGISTRY = ModelRegistry()
 
 
 def register_model(
-    name: str, *, inputs: tuple[str, ...] = ("audio", "video"), fusion_head: bool = False
+    name: str, *, inputs: tuple[str, ...] = ("audio", "video"), fusion_head: bool = False, gate: str = "never"
 ) -> Callable[[Builder], Builder]:
     """Decorator registering a ``builder(cfg: ModelConfig) -> nn.Module`` under ``name``.
 
-    ``inputs`` and ``fusion_head`` are its :class:`ModelSpec` (they must
-    agree with the built model's ``inputs`` and ``has_fusion_head``).
+    ``inputs``, ``fusion_head`` and ``gate`` are its :class:`ModelSpec` (they
+    must agree with the built model's ``inputs``, ``has_fusion_head`` and the
+    gate its ``forward`` returns).
     """
 
     def deco(builder: Builder) -> Builder:
-        MODEL_REGISTRY.register(name, builder, ModelSpec(tuple(inputs), fusion_head))
+        MODEL_REGISTRY.register(name, builder, ModelSpec(tuple(inputs), fusion_head, gate))
         return builder
 
     return deco
@@ -158,25 +171,24 @@ def resolve_model_name(name: str) -> tuple[str, dict[str, Any]]:
     return MODEL_REGISTRY.resolve(name)
 
 
-#: ``--help`` section of the ModelConfig flags that select the seed's xattn and gate behaviour (issue #12).
-SEED_FIDELITY_GROUP = "model: the seed's xattn and gate (README 'Seed checkpoints')"
 
 
 @dataclass
 class ModelConfig:
     """Everything ``build_model`` needs; the CLI maps its flags onto these fields."""
 
-    fusion: str = setting("audio", choices=available_models, help="model (a registered name or alias)")
-    num_classes: int = setting(8, choices=(8, 4), group="data", help="8 emotions or 4 groups")
+    # fields read by torch-free code (the convert-checkpoint flags) are declared in emolab.models.fields
+    fusion: str = model_field("fusion", choices=available_models)
+    num_classes: int = model_field("num_classes")
     # audio branch
-    use_wavlm: bool = setting(False, help="WavLM on waveforms as the audio model")
-    use_resnet_audio: bool = setting(False, help="AudioResNet18 instead of AudioCNN")
+    use_wavlm: bool = model_field("use_wavlm")
+    use_resnet_audio: bool = model_field("use_resnet_audio")
     audio_residual: bool = setting(False, help="AudioResNet18 with identity shortcuts (same parameter count)")
     spec_augment: bool = setting(True, help="no SpecAugment in training mode (Mel branch)")
-    n_mels: int = setting(64, flag="audio_n_mels", group="data", help="Mel bins of the log-Mel features")
+    n_mels: int = model_field("n_mels")
     hop_length: int = setting(160, flag=None, help="STFT hop, to convert audio_length (samples) to frames",
                               no_flag="derived: must equal the featuriser's fixed hop (emolab.data.audio.HOP_LENGTH)")
-    wavlm_name_or_path: str = setting("microsoft/wavlm-base", help="Hub name or local WavLM folder")
+    wavlm_name_or_path: str = model_field("wavlm_name_or_path")
     wavlm_config: WavLMConfig | dict[str, Any] | None = setting(
         None, flag=None, help="random-init WavLM backbone of this config, no download",
         no_flag="an object (transformers.WavLMConfig or its dict): set in Python, e.g. for tests")
@@ -199,9 +211,9 @@ class ModelConfig:
     common_dim: int = setting(256, help="concat/gated projection size; xattn concat head width")
     fusion_dropout: float = setting(0.2, help="dropout in the concat/gated MLPs")
     modality_dropout: float = setting(0.2, help="gated: drop each modality per sample")
-    xattn_head: str = setting("concat", choices=XATTN_HEADS, help="xattn head: concat or gated")
-    xattn_d_model: int = setting(128, help="xattn model width")
-    xattn_heads: int = setting(4, help="xattn attention heads")
+    xattn_head: str = model_field("xattn_head")
+    xattn_d_model: int = model_field("xattn_d_model")
+    xattn_heads: int = model_field("xattn_heads")
     xattn_attn_dropout: float = setting(0.1, help="xattn attention dropout")
     xattn_stochastic_depth: float = setting(0.1, help="xattn stochastic depth")
     # seed fidelity (issue #12); `load_seed_checkpoint` sets the seed's values, the defaults are for new training
@@ -288,6 +300,12 @@ class ModelConfig:
         return MODEL_REGISTRY.spec(self.fusion)
 
     @property
+    def has_gate(self) -> bool:
+        """Whether the model computes a modality gate (the registry's ``gate``; an alias's ``xattn_head`` counts)."""
+        canonical, overrides = MODEL_REGISTRY.resolve(self.fusion)
+        return MODEL_REGISTRY.spec(canonical).has_gate(overrides.get("xattn_head", self.xattn_head))
+
+    @property
     def audio_kind(self) -> str | None:
         """``"wave"`` (WavLM), ``"mel"``, or ``None`` for a model that reads no audio."""
         return self.spec.audio_kind(self.use_wavlm)
@@ -356,11 +374,14 @@ def _fusion_builder(mode: str) -> Builder:
     return build
 
 
+#: The fusion families that compute a modality gate (ModelSpec.gate).
+_GATES = {"gated": "always", "xattn": "gated_head"}
 register_model("audio", inputs=AudioNet.inputs)(_build_audio_model)  # WavLMAudioEncoder.inputs too
 register_model("video", inputs=VideoNet.inputs)(_build_video_model)
 for _mode in ("late", "concat", "gated", "xattn"):
     _family = fusion_class(_mode)
-    register_model(_mode, inputs=_family.inputs, fusion_head=_family.has_fusion_head)(_fusion_builder(_mode))
+    register_model(_mode, inputs=_family.inputs, fusion_head=_family.has_fusion_head,
+                   gate=_GATES.get(_mode, "never"))(_fusion_builder(_mode))
 MODEL_REGISTRY.register_alias("xattn_concat", "xattn", xattn_head="concat")
 MODEL_REGISTRY.register_alias("xattn_gated", "xattn", xattn_head="gated")
 

@@ -20,16 +20,7 @@ from emolab.train.callbacks import (
     default_callbacks,
     format_epoch,
 )
-from emolab.train.checkpoint import (
-    WarmStartError,
-    atomic_save,
-    atomic_write_json,
-    capture_rng_state,
-    load_checkpoint,
-    load_warm_start,
-    restore_rng_state,
-    seed_everything,
-)
+from emolab.train.checkpoint import capture_rng_state, load_warm_start, restore_rng_state, seed_everything
 from emolab.train.config import OptimConfig, TrainConfig
 from emolab.train.demo import demo_config, demo_run
 from emolab.train.distributed import DistContext, init_distributed, resolve_device
@@ -65,9 +56,6 @@ __all__ = [
     "Stage",
     "TrainConfig",
     "WandbLogger",
-    "WarmStartError",
-    "atomic_save",
-    "atomic_write_json",
     "build_run_model",
     "capture_rng_state",
     "classification_metrics",
@@ -79,7 +67,6 @@ __all__ = [
     "epoch_metrics",
     "format_epoch",
     "init_distributed",
-    "load_checkpoint",
     "load_warm_start",
     "make_loss",
     "make_optimizer",

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from emolab.train.checkpoint import atomic_copy, atomic_save, atomic_write_json
+from emolab.utils.checkpoints import atomic_copy, atomic_save
+from emolab.utils.fileio import atomic_write_json
 from emolab.train.trainer import Callback, EmotionTrainer
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
-"""Checkpoints of a run: warm starts, seeding and RNG state; file I/O from :mod:`emolab.utils.checkpoints`
-(re-exported here, where the trainer's callers have always found it).
+"""Checkpoints of a run: the run folder's files, warm starts, seeding and RNG state. The file I/O
+(``atomic_save``, ``load_checkpoint``...) is :mod:`emolab.utils.checkpoints`'s; import it from there.
 
 Every file is written to a temporary name in the same folder and renamed
 over the target (``os.replace``), so a crash never leaves a half-written
@@ -20,29 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from emolab.utils.checkpoints import (
-    CheckpointError,
-    WarmStartError,
-    atomic_copy,
-    atomic_save,
-    load_checkpoint,
-    state_dict_from_checkpoint,
-)
-from emolab.utils.fileio import atomic_write_json
+from emolab.utils.checkpoints import WarmStartError, load_checkpoint, state_dict_from_checkpoint
 
 __all__ = [
-    "CheckpointError",
     "RunPaths",
-    "WarmStartError",
-    "atomic_copy",
-    "atomic_save",
-    "atomic_write_json",
     "capture_rng_state",
-    "load_checkpoint",
     "load_warm_start",
     "restore_rng_state",
     "seed_everything",
-    "state_dict_from_checkpoint",
 ]
 
 PathLike = str | os.PathLike[str]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from emolab.utils.fileio import error_line, take_debug_flag, tolerant_stdio
-from emolab.models.registry import SEED_FIDELITY_GROUP
+from emolab.models.fields import SEED_FIDELITY_GROUP
 from emolab.train.config import TrainConfig
 from emolab.train.run import SetupError, resume_training, run_training
 from emolab.utils.settings import ConfigFlag, config_argv, config_flags, config_from_values, format_value, get_path

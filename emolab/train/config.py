@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ from emolab.models.registry import LEGACY_MODEL_DEFAULTS, ModelConfig
 from emolab.models.video import video_blocks
 from emolab.utils.settings import Alias, neutral_fields, resumable_fields, setting
 
-__all__ = ["NEUTRAL_FIELDS", "OptimConfig", "RESUMABLE_FIELDS", "TrainConfig"]
+__all__ = ["LEGACY_COPIES", "NEUTRAL_FIELDS", "OptimConfig", "RESUMABLE_FIELDS", "TrainConfig", "upgrade_config_dict"]
 
 
 def _positive(name: str, value: float) -> None:
@@ -179,7 +180,8 @@ class TrainConfig:
         early_stopping_patience: stop a stage after this many epochs without a
             better validation macro-F1 (0 disables early stopping).
         seed: seeds model init, dropout and SpecAugment (``seed + rank``), the
-            data order and the augmentations; part of the run folder's name.
+            data order, the augmentations and the stratified split; part of the
+            run folder's name.
         num_workers: DataLoader workers; -1 is automatic (SPEC §4).
         vocal_channel: 1 speech, 2 song.
         augment: training-split augmentations (video and audio noise).
@@ -272,12 +274,6 @@ class TrainConfig:
             raise ValueError(f"feature_cache_variants must be at most 64, got {self.feature_cache_variants}")
         if self.vocal_channel not in (1, 2):
             raise ValueError(f"vocal_channel must be 1 (speech) or 2 (song), got {self.vocal_channel!r}")
-        if self.model.num_classes != self.data.num_classes:
-            raise ValueError(
-                f"model.num_classes ({self.model.num_classes}) and data.num_classes ({self.data.num_classes}) differ"
-            )
-        if self.model.n_mels != self.data.n_mels:
-            raise ValueError(f"model.n_mels ({self.model.n_mels}) and data.n_mels ({self.data.n_mels}) differ")
         if self.device != "auto":
             try:
                 torch.device(self.device)
@@ -326,6 +322,7 @@ class TrainConfig:
 
     @property
     def num_classes(self) -> int:
+        """The label set, ``model.num_classes`` (its one place: the datasets are given it)."""
         return self.model.num_classes
 
     def to_dict(self) -> dict[str, Any]:
@@ -338,12 +335,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``.
+
+        A dict of the old layout, which held some settings twice (:data:`LEGACY_COPIES`),
+        loads too (:func:`upgrade_config_dict`).
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"TrainConfig: unknown keys {sorted(unknown)}")
-        kwargs = dict(d)
+        kwargs = upgrade_config_dict(d)
         for name, sub in (("model", ModelConfig), ("data", DataConfig), ("split", SplitConfig), ("optim", OptimConfig)):
             if name in kwargs and isinstance(kwargs[name], dict):
                 sub_known = {f.name for f in dataclasses.fields(sub)}
@@ -354,6 +355,41 @@ class TrainConfig:
                     kwargs[name] = {**LEGACY_MODEL_DEFAULTS, **kwargs[name]}
                 kwargs[name] = sub(**kwargs[name])
         return cls(**kwargs)
+
+
+#: The second copies that ``config.json`` held before each setting was stored once, and the field that kept each.
+LEGACY_COPIES: dict[str, str] = {"data.num_classes": "model.num_classes", "data.n_mels": "model.n_mels",
+                                 "split.seed": "seed"}
+
+
+def upgrade_config_dict(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``TrainConfig`` dict (``config.json``, a checkpoint's ``"config"``, a provenance record) in today's layout.
+
+    Run folders written before each setting was stored once hold the fields of
+    :data:`LEGACY_COPIES` twice: the second copy is dropped once it is checked
+    against the kept one (``split.seed`` is only compared for a stratified split,
+    the one split it seeded). A dict already in today's layout is returned as a copy.
+
+    Raises:
+        ValueError: the two copies differ (the run cannot be described by one value).
+    """
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+    for old, new in LEGACY_COPIES.items():
+        section_name, _, name = old.partition(".")
+        section = out.get(section_name)
+        if not isinstance(section, dict) or name not in section:
+            continue
+        value = section.pop(name)
+        head, _, rest = new.rpartition(".")
+        holder = out.setdefault(head, {}) if head else out
+        if not isinstance(holder, dict):
+            continue
+        if rest not in holder:
+            holder[rest] = value
+        elif holder[rest] != value and not (old == "split.seed" and section.get("mode", "actor") != "stratified"):
+            raise ValueError(f"{old} ({value!r}) and {new} ({holder[rest]!r}) differ; a config of the old layout "
+                             f"loads only where they agree ({new} now holds the one value)")
+    return out
 
 
 #: What ``--resume`` may change (from the fields' metadata): paths, device, workers, logging, none of the results.

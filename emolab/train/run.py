@@ -38,11 +38,12 @@ from emolab.data.loaders import loads_in_process, make_loader, warm_cache
 from emolab.data.pairing import pair_corpus
 from emolab.data.ravdess import PairRecord
 from emolab.data.splits import Split, make_split
-from emolab.utils.fileio import remove_stale_tmp
+from emolab.utils.checkpoints import load_checkpoint
+from emolab.utils.fileio import atomic_write_json, remove_stale_tmp
 from emolab.models.registry import build_model_from_config, count_parameters
 from emolab.train.callbacks import Callback, default_callbacks
-from emolab.train.checkpoint import atomic_write_json, load_checkpoint, load_warm_start, seed_everything
-from emolab.train.config import RESUMABLE_FIELDS, TrainConfig
+from emolab.train.checkpoint import load_warm_start, seed_everything
+from emolab.train.config import RESUMABLE_FIELDS, TrainConfig, upgrade_config_dict
 from emolab.train.distributed import DistContext, init_distributed
 from emolab.train.feature_cache import WavLMFeatureCache
 from emolab.train.provenance import FILE as PROVENANCE_FILE, compare, provenance, read_provenance, write_provenance
@@ -142,7 +143,7 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
         pairs = shuffle_labels(pairs, cfg.shuffle_labels_seed)
         lines.append(f"labels SHUFFLED across pairs (seed {cfg.shuffle_labels_seed}): a sanity check, expect chance")
     try:
-        split = make_split(pairs, cfg.split)
+        split = make_split(pairs, cfg.split, seed=cfg.seed)
     except ValueError as err:
         raise SetupError(f"split: {err}") from None
     lines.append(split.description)
@@ -161,6 +162,8 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
             data_root=cfg.data_root,
             seed=cfg.seed,
             modalities=modalities,
+            num_classes=cfg.num_classes,
+            n_mels=cfg.model.n_mels,
         )
 
     datasets: dict[str, Any] = {}
@@ -426,7 +429,7 @@ def resume_training(
     except ValueError as err:
         raise SetupError(f"--resume {run_dir}: {PROVENANCE_FILE} cannot be read ({err})") from None
     if recorded is not None:
-        record, now = recorded.get("config", {}), cfg.to_dict()
+        record, now = upgrade_config_dict(recorded.get("config", {})), cfg.to_dict()
         may_move = (*RESUMABLE_FIELDS, "output_dir")  # output_dir: the folder a resumed run is in
         changed = [c for c in config_diff(record, {k: now.get(k) for k in record})
                    if not any(c.path == f or c.path.startswith(f + ".") for f in may_move)]

@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 from emolab.data.features import BatchFeaturizer
 from emolab.data.ravdess import class_names
 from emolab.models.core import CACHED_AUDIO_KEY, INPUT_KEYS, forward_batch
-from emolab.models.wavlm import WavLMAudioEncoder
-from emolab.train.checkpoint import RunPaths, capture_rng_state, load_checkpoint, restore_rng_state
+from emolab.models.registry import ModelConfig
+from emolab.train.checkpoint import RunPaths, capture_rng_state, restore_rng_state
 from emolab.train.config import TrainConfig
 from emolab.train.distributed import DistContext, resolve_device
 from emolab.train.metrics import Predictions, classification_metrics, epoch_metrics
@@ -51,6 +51,7 @@ from emolab.train.optim import (
     make_scheduler,
     plan_stages,
 )
+from emolab.utils.checkpoints import load_checkpoint
 
 __all__ = ["Callback", "EmotionTrainer"]
 
@@ -105,14 +106,20 @@ class _BatchForward(nn.Module):
         return out.logits, out.log_probs
 
 
-def _needs_find_unused(model: nn.Module) -> bool:
-    """Whether some trainable parameter may get no gradient in a step (DDP ``find_unused_parameters``)."""
+def _needs_find_unused(model: nn.Module, model_cfg: ModelConfig) -> bool:
+    """Whether some trainable parameter may get no gradient in a step (DDP ``find_unused_parameters``).
+
+    Besides the parameters a model names (``unused_parameter_names``): a model
+    that reads waveforms (the registry's ``audio_kind``, WavLM) with a trainable
+    backbone, whose LayerDrop skips whole layers at random in training.
+    """
     unused = getattr(model, "unused_parameter_names", None)
     if callable(unused) and {n for n, p in model.named_parameters() if p.requires_grad} & unused():
         return True
-    model = getattr(model, "audio_model", model)
-    # WavLM's layerdrop skips whole layers at random in training
-    return isinstance(model, WavLMAudioEncoder) and not model.backbone_frozen
+    if model_cfg.audio_kind != "wave":
+        return False
+    backbone = getattr(getattr(model, "audio_model", model), "backbone", None)
+    return backbone is not None and any(p.requires_grad for p in backbone.parameters())
 
 
 def _set_epoch(loader: DataLoader, epoch: int) -> None:
@@ -260,7 +267,7 @@ class EmotionTrainer:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self._train_module = DDP(self._core, device_ids=ids, find_unused_parameters=_needs_find_unused(self.model))
+        self._train_module = DDP(self._core, device_ids=ids, find_unused_parameters=_needs_find_unused(self.model, self.cfg.model))
 
     def _begin_stage(self, stage: Stage, state: Mapping[str, Any] | None = None) -> None:
         self.stage, self.stop_stage = stage, False

@@ -1,8 +1,11 @@
 """What notebook 02 shows of the training augmentations: the clip chooser, the augmentation of one clip with
 fixed settings, its before/after figure, the media encoders (PNG, WAV) and the static galleries.
 
-Everything here composes :mod:`emolab.data` (the same functions the datasets apply in training) and
-:mod:`emolab.viz` (the figures). The interactive panel over it is :mod:`emolab.viz.widgets`.
+Everything here composes :mod:`emolab.data` and :mod:`emolab.viz` (the figures). A preview is what training
+featurises: the clip is a dataset's raw item (:class:`~emolab.data.datasets.RavdessMelDataset`: the cached
+uint8 frames and int16 audio), the settings become augmentation draws (:meth:`AugmentSettings.draws`), and
+:class:`~emolab.data.features.BatchFeaturizer` turns both into the model's inputs, as the trainer does for a
+batch with that draw. The interactive panel over it is :mod:`emolab.viz.widgets`.
 
 * :func:`augment_clip`: frames, log-Mel and audio of a clip before and after one :class:`AugmentSettings`;
 * :func:`preview_figure`: the before/after figure of the panel;
@@ -24,11 +27,13 @@ import soundfile as sf
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from emolab.data.audio import SAMPLE_RATE, load_audio, log_mel
-from emolab.data.augment import add_gaussian_noise, attenuate_brightness, gaussian_blur
-from emolab.data.noise import AudioNoise, measure_snr
+from emolab.data.audio import SAMPLE_RATE
+from emolab.data.augment import VideoAugmentParams, draw_seed, flat_draws
+from emolab.data.datasets import DataConfig, RavdessMelDataset
+from emolab.data.features import BatchFeaturizer
+from emolab.data.noise import AudioNoise, AudioNoiseParams, measure_snr
 from emolab.data.ravdess import PairRecord
-from emolab.data.video import ClipFrames, frames_to_float, preprocess_clip
+from emolab.data.video import ClipFrames, denormalize
 from emolab.viz import as_display_frames, as_mel_image, augmentation_panel, frame_strip, log_mel_image
 from emolab.viz._common import new_figure
 
@@ -116,7 +121,7 @@ class AugmentSettings:
         noise_scale: std of additive Gaussian pixel noise in [0, 1] units (0 = off).
         snr_db: audio SNR in dB, or None for clean audio.
         noise_source: ``"file"`` (an excerpt of the noise file) or ``"gaussian"``.
-        seed: seed of the noise draws (pixel noise, noise excerpt position).
+        seed: seed of the noise draws (pixel noise, noise excerpt position), see :meth:`draws`.
     """
 
     face_crop: bool = True
@@ -150,6 +155,28 @@ class AugmentSettings:
             parts.append(f"audio {self.snr_db:g} dB ({self.noise_source})")
         return ", ".join(parts) or "no augmentation"
 
+    def draws(self, length: int, noise: AudioNoise | None = None) -> dict[str, Tensor]:
+        """These settings as one item's augmentation draws (``aug_f``/``aug_i``, :func:`~emolab.data.augment.flat_draws`),
+        what a training dataset hands the featuriser.
+
+        The random parts come from ``numpy.random.default_rng(seed)``: the pixel noise seed (drawn only when
+        ``noise_scale > 0``), then the noise excerpt of ``length`` samples of ``noise`` (needed when ``snr_db``
+        is set).
+        """
+        rng = np.random.default_rng(self.seed)
+        video = VideoAugmentParams(
+            blur_kernel=self.blur_kernel if self.blur_kernel > 1 else None,
+            brightness=self.brightness or None,
+            noise_scale=self.noise_scale or None,
+            noise_seed=draw_seed(rng) if self.noise_scale > 0 else 0,
+        )
+        audio = None
+        if self.snr_db is not None:
+            if noise is None:
+                raise ValueError("AugmentSettings.draws: snr_db needs the noise source")
+            audio = AudioNoiseParams(self.snr_db, *noise.sample_excerpt(length, rng))
+        return flat_draws(video, audio)
+
 
 @dataclass
 class AugmentedClip:
@@ -157,11 +184,14 @@ class AugmentedClip:
 
     Attributes:
         clip: the preprocessed frames (:class:`~emolab.data.ClipFrames`, uint8 `(T, S, S, 3)`).
-        frames: augmented frames, float `(T, 3, S, S)` in [0, 1].
-        wave, noisy: clean and noisy audio, `(1, N)` at 16 kHz.
-        mel, noisy_mel: their log-Mel images, `(1, 64, F)`.
+        frames: augmented frames, float `(T, 3, S, S)` in [0, 1]: ``inputs["video"]`` with the ImageNet
+            normalisation undone, for display.
+        wave, noisy: clean and noisy audio, `(1, N)` at 16 kHz, as the featuriser mixes it.
+        mel, noisy_mel: their log-Mel images, `(1, 64, F)` (``noisy_mel`` is ``inputs["audio"]``).
         valid_samples: samples of ``wave`` before zero padding.
         snr: measured SNR of ``noisy`` against ``wave`` in dB (None when clean).
+        inputs: the model inputs the featuriser makes of the clip with these settings' draws
+            (:meth:`BatchFeaturizer.item <emolab.data.features.BatchFeaturizer.item>`): what training sees.
     """
 
     clip: ClipFrames
@@ -172,29 +202,43 @@ class AugmentedClip:
     noisy_mel: Tensor
     valid_samples: int
     snr: float | None
+    inputs: dict[str, Any]
 
 
 class ClipMedia:
-    """Caches decoded clips, waves and noise sources (decoding is the slow part)."""
+    """Caches the clips' raw items and the noise sources (decoding is the slow part).
+
+    A clip is served by a one-pair :class:`~emolab.data.datasets.RavdessMelDataset` (frames cached in memory),
+    so that the preview decodes, crops and quantises it as training does.
+    """
 
     def __init__(self, noise_path: str | Path | None, num_frames: int, size: int) -> None:
         self.noise_path = Path(noise_path) if noise_path is not None else None
         self.num_frames, self.size = num_frames, size
-        self._clips: dict[tuple[str, bool], ClipFrames] = {}
-        self._waves: dict[str, tuple[Tensor, int]] = {}
+        self._data: dict[tuple[str, bool], tuple[RavdessMelDataset, dict[str, Any]]] = {}
         self._noise: dict[str, AudioNoise] = {}
 
-    def clip(self, pair: PairRecord, face_crop: bool) -> ClipFrames:
-        key = (str(pair.video_path), face_crop)
-        if key not in self._clips:
-            self._clips[key] = preprocess_clip(pair.video_path, self.num_frames, self.size, face_crop=face_crop)
-        return self._clips[key]
+    def dataset_item(self, pair: PairRecord, face_crop: bool) -> tuple[RavdessMelDataset, dict[str, Any]]:
+        """The one-pair dataset of ``pair`` and its raw item (no augmentation drawn).
 
-    def wave(self, pair: PairRecord) -> tuple[Tensor, int]:
-        key = str(pair.audio_path)
-        if key not in self._waves:
-            self._waves[key] = load_audio(pair.audio_path, return_length=True)  # type: ignore[assignment]
-        return self._waves[key]
+        Raises:
+            ValueError: the clip cannot be decoded (the message names the file and the problem).
+        """
+        key = (str(pair.video_path), face_crop)
+        if key not in self._data:
+            config = DataConfig(num_frames=self.num_frames, frame_size=self.size,
+                                face_crop="all" if face_crop else "none", cache_dir="")
+            ds = RavdessMelDataset([pair], config=config)
+            item = ds[0]
+            if item is None:
+                raise ValueError(f"{pair.stem}: cannot be decoded ({ds.failures[-1] if ds.failures else 'unknown'})")
+            self._data[key] = (ds, item)
+        return self._data[key]
+
+    def clip(self, pair: PairRecord, face_crop: bool) -> ClipFrames:
+        """The preprocessed frames of ``pair`` (uint8, what the cache holds)."""
+        ds, _ = self.dataset_item(pair, face_crop)
+        return ds.frames(0)
 
     def noise(self, source: str) -> AudioNoise:
         if source == "file" and self.noise_path is None:
@@ -202,16 +246,6 @@ class ClipMedia:
         if source not in self._noise:
             self._noise[source] = AudioNoise(self.noise_path if source == "file" else None)
         return self._noise[source]
-
-
-def _augment_frames(frames: Tensor, s: AugmentSettings, rng: np.random.Generator) -> Tensor:
-    if s.blur_kernel > 1:
-        frames = gaussian_blur(frames, s.blur_kernel)
-    if s.brightness > 0:
-        frames = attenuate_brightness(frames, s.brightness)
-    if s.noise_scale > 0:
-        frames = add_gaussian_noise(frames, s.noise_scale, rng)
-    return frames
 
 
 def augment_clip(
@@ -223,12 +257,15 @@ def augment_clip(
     size: int = 112,
     media: ClipMedia | None = None,
 ) -> AugmentedClip:
-    """Load a pair and apply the given augmentations, in the training order.
+    """Load a pair and featurise it with the given augmentations, as training does.
 
-    Video: blur, then brightness attenuation, then pixel noise (as
-    :class:`emolab.data.VideoAugment` applies them). Audio: a noise excerpt
-    mixed at ``settings.snr_db`` (:class:`emolab.data.AudioNoise`). Noise draws
-    come from ``numpy.random.default_rng(settings.seed)``.
+    The pair's raw item (a one-pair dataset's) gets ``settings`` as its
+    augmentation draws (:meth:`AugmentSettings.draws`), and
+    :class:`~emolab.data.features.BatchFeaturizer` makes the model inputs of it:
+    video blur, brightness attenuation, pixel noise (in the training order),
+    ImageNet normalisation; audio noise mixed at ``settings.snr_db``, log-Mel.
+    The shown frames are those inputs with the normalisation undone; the waves
+    are the featuriser's for the same draw.
 
     Args:
         pair: the clip.
@@ -241,15 +278,21 @@ def augment_clip(
         An :class:`AugmentedClip` holding both versions.
     """
     media = media or ClipMedia(noise_path, num_frames, size)
-    rng = np.random.default_rng(settings.seed)
-    clip = media.clip(pair, settings.face_crop)
-    frames = _augment_frames(frames_to_float(clip.frames), settings, rng)
-    wave, valid = media.wave(pair)
-    noisy = wave
-    if settings.snr_db is not None:
-        noisy = media.noise(settings.noise_source).mix(wave, settings.snr_db, rng)
+    ds, raw = media.dataset_item(pair, settings.face_crop)
+    noise = media.noise(settings.noise_source) if settings.snr_db is not None else None
+    drawn = {**raw, **settings.draws(raw["audio_i16"].shape[-1], noise)}
+    mel = BatchFeaturizer.for_dataset(ds, channels_last=False, audio_noise=noise)  # the trainer's, for this clip
+    waves = BatchFeaturizer("wave", sample_rate=ds.config.sample_rate, audio_noise=noise, channels_last=False)
+    inputs = mel.item(drawn)
+    audio_raw = {k: v for k, v in raw.items() if k != "video_u8"}  # the players and the clean log-Mel: no video
+    audio_drawn = {**audio_raw, "aug_f": drawn["aug_f"], "aug_i": drawn["aug_i"]}
+    clean = mel.item(audio_raw)["audio"] if settings.snr_db is not None else inputs["audio"]
+    wave = waves.item(audio_raw)["audio"]
+    noisy = waves.item(audio_drawn)["audio"] if settings.snr_db is not None else wave
     snr = measure_snr(wave, noisy) if settings.snr_db is not None else None
-    return AugmentedClip(clip, frames, wave, noisy, log_mel(wave), log_mel(noisy), valid, snr)
+    frames = denormalize(inputs["video"])
+    return AugmentedClip(ds.frames(0), frames, wave, noisy, clean, inputs["audio"], int(raw["audio_length"]), snr,
+                         inputs)
 
 
 def preview_figure(pair: PairRecord, out: AugmentedClip, settings: AugmentSettings) -> Figure:

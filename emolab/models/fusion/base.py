@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from emolab.models.core import EmotionModel, FusionOutput, optim_group
+from emolab.models.fields import XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS
 from emolab.models.layers import ensure_nonempty
 
 __all__ = [
@@ -35,11 +36,7 @@ __all__ = [
 ]
 
 FUSION_MODES: tuple[str, ...] = ("late", "concat", "gated", "xattn")
-XATTN_HEADS: tuple[str, ...] = ("concat", "gated")
-#: ``sequential``: a2v attends to the video after its v2a update (the seed); ``parallel``: both to the inputs.
-XATTN_ATTENTION: tuple[str, ...] = ("sequential", "parallel")
-#: ``av``: heads see ``[a, v]`` and the gate weights audio; ``va``: ``[v, a]``, the gate weights video (the seed).
-XATTN_FUSE_ORDERS: tuple[str, ...] = ("av", "va")
+# XATTN_HEADS, XATTN_ATTENTION, XATTN_FUSE_ORDERS: declared in emolab.models.fields (torch-free)
 
 #: Keyword arguments ``FusionModel(...)`` accepts for every mode; a family ignores the ones it has no use for
 #: (``concat`` has no attention heads), as the single class did, so one argument list builds any mode.
