@@ -55,7 +55,7 @@ def _wave(b: int = B, n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
 
 # --------------------------------------------------------------------------- full-size counts
 def test_full_size_parameter_counts() -> None:
-    """Pinned counts of the backbones the published configs build (README "Speech encoders")."""
+    """Pinned counts of the backbones the published configs build (README "Models", speech encoders)."""
     counts = {name: backbone_parameter_count(cfg) for name, cfg in FULL_SIZE_CONFIGS.items()}
     assert counts == {
         "facebook/wav2vec2-base": 94_371_712,
@@ -187,7 +187,7 @@ def test_stages_unfreeze_the_last_layers(family: str) -> None:
 def test_every_fusion_family(family: str, fusion: str) -> None:
     model = _encoder(family, fusion).eval()
     wave, length = _wave()
-    batch = {"audio": wave, "audio_length": length, "video": torch.randn(B, 2, 3, 112, 112),
+    batch = {"audio": wave, "audio_length": length, "video": torch.randn(B, 2, 3, 32, 32),
              "video_valid": torch.ones(B, 2, dtype=torch.bool)}
     out = forward_batch(model, batch)
     assert out.logits.shape == (B, C) and torch.isfinite(out.logits).all()
@@ -232,9 +232,14 @@ RUN_FUSION = {"wav2vec2": "late", "hubert": "concat", "wavlm": "gated", "data2ve
               "whisper": "xattn_gated"}
 
 
+@pytest.fixture(scope="module")
+def cv_corpus(tmp_path_factory) -> Path:
+    return make_cv_corpus(tmp_path_factory.mktemp("cv-corpus"))
+
+
 @pytest.mark.slow  # whole training runs
 @pytest.mark.parametrize("family", FAMILIES)
-def test_train_and_cv_runs(family: str, folders, demo_root, tmp_path, capsys) -> None:
+def test_train_and_cv_runs(family: str, folders, demo_root, cv_corpus, tmp_path, capsys) -> None:
     """One epoch through `emolab train` (a fusion family per backbone), then a one-fold `emolab cv` run."""
     cache = tmp_path / "cache"
     common = [*tiny_train_flags(demo_root, cache), "--use_wavlm", "--audio_backbone", folders[family]]
@@ -248,9 +253,8 @@ def test_train_and_cv_runs(family: str, folders, demo_root, tmp_path, capsys) ->
     described = json.loads(next((cache / "wavlm").glob("*/backbone.json")).read_text())
     assert described["family"] == family and described["layers"] == 2
 
-    corpus = make_cv_corpus(tmp_path / "cv")
     sweep = tmp_path / "sweep"
     argv = ["cv", "--protocol", "luna5", "--fusion", "audio", "--folds", "3", "--out", str(sweep),
-            *tiny_train_flags(corpus, cache), "--use_wavlm", "--audio_backbone", folders[family]]
+            *tiny_train_flags(cv_corpus, cache), "--use_wavlm", "--audio_backbone", folders[family]]
     assert emolab_main(argv) == 0
     assert (sweep / "runs" / "fold3-seed0" / "test_metrics.json").is_file()

@@ -183,7 +183,7 @@ class ModelConfig:
     audio_backbone: str = setting(
         DEFAULT_AUDIO_BACKBONE, metavar="NAME_OR_DIR",
         help="the --use_wavlm speech encoder: Hub name or local folder of a wav2vec2, HuBERT, WavLM, data2vec-audio "
-             "or Whisper model (README 'Speech encoders')")
+             "or Whisper model (README 'Models')")
     wavlm_config: PretrainedConfig | dict[str, Any] | None = setting(
         None, flag=None, help="random-init speech encoder backbone of this config, no download",
         no_flag="an object (a transformers config of a speech family, or its dict): set in Python, e.g. for tests")

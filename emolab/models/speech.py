@@ -303,7 +303,7 @@ def load_speech_backbone(name_or_path: str | os.PathLike[str] = DEFAULT_AUDIO_BA
 
 #: The shape-defining fields of the published ``config.json`` of full-size checkpoints (the rest are the
 #: transformers defaults of the family, which these checkpoints use), for counting parameters without a download
-#: (:func:`backbone_parameter_count`; README "Speech encoders").
+#: (:func:`backbone_parameter_count`; README "Models", speech encoders).
 FULL_SIZE_CONFIGS: dict[str, dict[str, Any]] = {
     "facebook/wav2vec2-base": {"model_type": "wav2vec2", "hidden_size": 768, "num_hidden_layers": 12,
                                "num_attention_heads": 12, "intermediate_size": 3072, "feat_extract_norm": "group",
