@@ -183,8 +183,11 @@ def test_stages_unfreeze_the_last_layers(family: str) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("fusion", ["late", "concat", "gated", "xattn"])
-def test_every_fusion_family(family: str, fusion: str) -> None:
+@pytest.mark.parametrize("fusion", ["gated", "xattn"])
+def test_fusion_families(family: str, fusion: str) -> None:
+    """The clip embedding (gated; concat takes the same ``encode``) and the frame sequence (xattn) of every
+    backbone, from waveforms and from cached features; late fusion is the encoder's own ``forward`` (tested
+    above), and every fusion family trains in the whole runs below."""
     model = _encoder(family, fusion).eval()
     wave, length = _wave()
     batch = {"audio": wave, "audio_length": length, "video": torch.randn(B, 2, 3, 32, 32),

@@ -39,11 +39,13 @@ from emolab.models.seed import (
     seed_build_kwargs,
 )
 from emolab.models.video import VIDEO_BACKBONES, VideoNet, load_resnet18, load_video_backbone
-from emolab.models.wavlm import WavLMAudioEncoder, load_wavlm_backbone
+from emolab.models.speech import SPEECH_FAMILIES, load_speech_backbone
+from emolab.models.wavlm import SpeechAudioEncoder, WavLMAudioEncoder, load_wavlm_backbone
 
 __all__ = [
     "FUSION_MODES",
     "SEED_MODEL_OPTIONS",
+    "SPEECH_FAMILIES",
     "VIDEO_BACKBONES",
     "XATTN_ATTENTION",
     "XATTN_FUSE_ORDERS",
@@ -65,6 +67,7 @@ __all__ = [
     "ReLUDropout",
     "SeedLayoutError",
     "SpecAugment",
+    "SpeechAudioEncoder",
     "VideoNet",
     "WavLMAudioEncoder",
     "available_models",
@@ -77,6 +80,7 @@ __all__ = [
     "lengths_to_mask",
     "load_resnet18",
     "load_seed_checkpoint",
+    "load_speech_backbone",
     "load_video_backbone",
     "load_wavlm_backbone",
     "masked_mean",
