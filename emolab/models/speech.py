@@ -16,12 +16,12 @@ feature extractor does: it zero-pads the clip to the window, computes the
 log-Mel over the whole window (so the clamp at ``max - 8`` sees the same
 values), runs the encoder and keeps only the output frames that cover the
 clip (150 of 1500 for 3 s). The alternative, cutting the position embeddings
-to the clip, is 10x cheaper but feeds the encoder inputs it never saw in
-training; with the feature cache the padded forward runs once per clip anyway.
+to the clip, runs a tenth of the frames but feeds the encoder inputs it never
+saw in training; with the feature cache the padded forward runs once per clip.
 
 Input normalisation. wav2vec2-style checkpoints say in their feature-extractor
-config whether they expect zero-mean unit-variance input (``do_normalize``:
-true for wavlm-large and wav2vec2-base, false for wavlm-base).
+config (``preprocessor_config.json``) whether they expect zero-mean
+unit-variance input (``do_normalize``).
 :func:`load_speech_backbone` reads it (False when the folder has no such
 config, and for random-init configs) and the encoder normalises each clip
 over its valid samples, as the feature extractor would.
