@@ -177,7 +177,8 @@ def test_stages_unfreeze_the_last_layers(family: str) -> None:
     assert all(p.grad is not None for p in model.layers[-1].parameters())
     assert all(p.grad is None for p in model.layers[0].parameters())
     model.unfreeze_backbone(None)
-    assert count_parameters(model, trainable=True) == count_parameters(model)
+    fixed = count_parameters(model.backbone.encoder.embed_positions) if family == "whisper" else 0
+    assert count_parameters(model, trainable=True) == count_parameters(model) - fixed > 0
     model.freeze_backbone()
     assert model.backbone_frozen and count_parameters(model, trainable=True) == head
 

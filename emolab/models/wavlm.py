@@ -177,13 +177,15 @@ class SpeechAudioEncoder(EmotionModel):
 
         Everything else in the backbone (CNN feature encoder, projection,
         positional conv, earlier layers) is frozen; the head stays trainable.
-        ``None`` unfreezes the whole backbone; ``0`` is the same as
+        ``None`` unfreezes the whole backbone (but Whisper's fixed position table); ``0`` is the same as
         :meth:`freeze_backbone`.
         """
         if num_last_layers is None:
             self.requires_grad_(True)
             if hasattr(self.backbone, "feature_extractor"):
                 self.backbone.feature_extractor._requires_grad = True
+            if self.family == "whisper":  # its sinusoidal position table stays fixed, as transformers keeps it
+                self.backbone.encoder.embed_positions.requires_grad_(False)
             return
         if not 0 <= num_last_layers <= self.num_layers:
             raise ValueError(
