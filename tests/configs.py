@@ -89,9 +89,44 @@ def tiny_wavlm_config(**overrides: Any) -> WavLMConfig:
 
 
 def save_tiny_wavlm(path: str | Path, seed: int = 0) -> str:
-    """Saves a randomly initialised 640x tiny WavLM in ``path`` like a Hub checkpoint (for ``--wavlm_name_or_path``)."""
+    """Saves a randomly initialised 640x tiny WavLM in ``path`` like a Hub checkpoint (for ``--audio_backbone``)."""
     torch.manual_seed(seed)
     WavLMModel(tiny_wavlm_config(**WAVLM_640X)).save_pretrained(path)
+    return str(path)
+
+
+#: Tiny configs (hidden 32, 2 layers) of every speech encoder family, as dicts with ``model_type``; the wav2vec2
+#: one has wavlm-large's layout (layer-normed conv, stable layer norm: the attention-mask path), the WavLM one
+#: wavlm-base's (group norm). Whisper's window is 3 s (``max_source_positions`` 150), longer than a tiny clip.
+_TINY_W2V: dict[str, Any] = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 conv_dim=(16, 16, 16), conv_kernel=(10, 8, 8), conv_stride=(10, 8, 8),
+                                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, layerdrop=0.0,
+                                 mask_time_prob=0.0, vocab_size=8)
+TINY_SPEECH_CONFIGS: dict[str, dict[str, Any]] = {
+    "wav2vec2": {"model_type": "wav2vec2", **_TINY_W2V, "feat_extract_norm": "layer", "do_stable_layer_norm": True},
+    "hubert": {"model_type": "hubert", **_TINY_W2V},
+    "wavlm": {"model_type": "wavlm", **_TINY_W2V, "num_buckets": 32, "max_bucket_distance": 64},
+    "data2vec-audio": {"model_type": "data2vec-audio", **_TINY_W2V, "conv_pos_kernel_size": 5,
+                       "num_conv_pos_embedding_layers": 1},
+    "whisper": {"model_type": "whisper", "d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2,
+                "encoder_ffn_dim": 64, "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64,
+                "num_mel_bins": 80, "max_source_positions": 150, "max_target_positions": 16, "encoder_layerdrop": 0.0},
+}
+
+
+def save_tiny_speech(family: str, path: str | Path, seed: int = 0, *, normalize: bool | None = None) -> str:
+    """Saves a randomly initialised tiny model of ``family`` in ``path`` like a Hub checkpoint (for
+    ``--audio_backbone``): the whole model (Whisper: encoder and decoder) and, for Whisper or with ``normalize``
+    given, its feature extractor's ``preprocessor_config.json``."""
+    from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
+
+    kw = dict(TINY_SPEECH_CONFIGS[family])
+    torch.manual_seed(seed)
+    AutoModel.from_config(AutoConfig.for_model(kw.pop("model_type"), **kw)).save_pretrained(path)
+    if family == "whisper":
+        WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
+    elif normalize is not None:
+        Wav2Vec2FeatureExtractor(do_normalize=normalize).save_pretrained(path)
     return str(path)
 
 

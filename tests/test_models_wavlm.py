@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from transformers import WavLMConfig, WavLMModel
 
 import emolab.models.layers as layers_mod
-import emolab.models.wavlm as wavlm_mod
+import emolab.models.speech as speech_mod
 from emolab.models import FusionModel, WavLMAudioEncoder, build_model, count_parameters, forward_batch
 from tests.configs import registered_models
 from tests.configs import tiny_wavlm_config as tiny_config
@@ -280,7 +280,7 @@ def test_broken_local_folder_names_the_folder(tmp_path) -> None:
 
 
 def _alternatives_named(message: str) -> None:
-    assert "--wavlm_name_or_path" in message
+    assert "--audio_backbone" in message
     assert "wavlm_config" in message
 
 
@@ -298,7 +298,7 @@ def test_offline_hub_name_fails_fast_with_alternatives(monkeypatch) -> None:
 def test_unreachable_hub_fails_without_download_attempt(monkeypatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(wavlm_mod, "_offline_env", lambda: False)
+    monkeypatch.setattr(speech_mod, "_offline_env", lambda: False)
     monkeypatch.setattr(layers_mod, "host_reachable", lambda url, timeout=3.0: False)
     calls = []
 
@@ -308,7 +308,7 @@ def test_unreachable_hub_fails_without_download_attempt(monkeypatch) -> None:
             pytest.fail("must not download when the hub is unreachable")
         raise OSError("not in cache")
 
-    monkeypatch.setattr(wavlm_mod.WavLMModel, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(speech_mod.AutoConfig, "from_pretrained", fake_from_pretrained)
     with pytest.raises(RuntimeError, match="unreachable") as err:
         build_model("gated", use_wavlm=True)
     _alternatives_named(str(err.value))
@@ -316,13 +316,13 @@ def test_unreachable_hub_fails_without_download_attempt(monkeypatch) -> None:
 
 
 def test_download_error_is_reported_with_alternatives(monkeypatch) -> None:
-    monkeypatch.setattr(wavlm_mod, "_offline_env", lambda: False)
+    monkeypatch.setattr(speech_mod, "_offline_env", lambda: False)
     monkeypatch.setattr(layers_mod, "host_reachable", lambda url, timeout=3.0: True)
 
     def fake_from_pretrained(name, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
-    monkeypatch.setattr(wavlm_mod.WavLMModel, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(speech_mod.AutoConfig, "from_pretrained", fake_from_pretrained)
     with pytest.raises(RuntimeError, match="download failed") as err:
         WavLMAudioEncoder(name_or_path="microsoft/wavlm-base")
     _alternatives_named(str(err.value))

@@ -106,14 +106,14 @@ def test_every_seed_flag_maps_onto_the_config() -> None:
         "--early_stopping_patience 8 --audio_ckpt a.pt --video_ckpt v.pt --two_stage_training --stage1_epochs 2 "
         "--audio_backbone_lr 8e-6 --video_backbone_lr 9e-6 --fusion_unfreeze_wavlm_layers 1 "
         "--fusion_unfreeze_video_blocks 2 --no_fusion_unfreeze_audio --seed 5 --frames 3 --no_pretrained_video "
-        "--cosine_stage2_only --audio_n_mels 40 --wandb --wavlm_name_or_path w --output_dir o --device cpu "
+        "--cosine_stage2_only --audio_n_mels 40 --wandb --audio_backbone w --output_dir o --device cpu "
         "--compile --frame_size 48 --face_crop train --clip_seconds 2"
     ).split()
     cfg = config_from_args(build_parser().parse_args(argv))
     m, d, s, o = cfg.model, cfg.data, cfg.split, cfg.optim
     assert (cfg.data_root, m.num_classes, m.fusion, cfg.epochs, cfg.batch_size) == ("d", 4, "xattn_gated", 7, 3)
     assert (s.mode, s.train_ratio, s.val_ratio) == ("stratified", 0.75, 0.1)
-    assert m.use_wavlm and not m.use_resnet_audio and m.wavlm_name_or_path == "w" and not m.pretrained_video
+    assert m.use_wavlm and not m.use_resnet_audio and m.audio_backbone == "w" and not m.pretrained_video
     assert (o.wavlm_stage, o.backbone_lr, o.lr, o.weight_decay, o.label_smoothing) == (1, 2e-5, 3e-4, 1e-4, 0.05)
     assert (m.xattn_head, m.xattn_d_model, m.xattn_heads, m.xattn_attn_dropout, m.xattn_stochastic_depth) == (
         "gated", 96, 4, 0.2, 0.3)

@@ -84,7 +84,7 @@ def test_seed_commands_run(demo_root, frame_cache, tiny_wavlm, tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)  # warm starts read outputs/best_audio.pt, outputs/best_video.pt
     fast = f"--frame_size 32 --frames 1 --clip_seconds 1 --num_workers 0 --no_progress --cache_dir {frame_cache}"
-    offline = f"--no_pretrained_video --wavlm_name_or_path {tiny_wavlm}"
+    offline = f"--no_pretrained_video --audio_backbone {tiny_wavlm}"
 
     def run(cmd: str, entry=train_main) -> dict:
         argv = [*cmd.split(), *fast.split(), *offline.split()]

@@ -445,7 +445,7 @@ def tiny_wavlm_dir(tmp_path_factory) -> str:
 
 @pytest.mark.slow  # whole training runs
 def test_short_runs_with_and_without_the_cache(demo_root, tiny_wavlm_dir, tmp_path, capsys) -> None:
-    common = (f"--data_root {demo_root} --fusion audio --use_wavlm --wavlm_name_or_path {tiny_wavlm_dir} "
+    common = (f"--data_root {demo_root} --fusion audio --use_wavlm --audio_backbone {tiny_wavlm_dir} "
               "--epochs 2 --batch_size 16 --lr 1e-3 --frames 1 --frame_size 32 --clip_seconds 1 --num_workers 0 "
               f"--no_progress --device cpu --output_dir {tmp_path / 'out'}").split()
     histories = {}

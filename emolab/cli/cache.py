@@ -187,7 +187,7 @@ def format_groups(groups: Sequence[CacheGroup], directory: Path) -> str:
              f"{'kind':<26}{'entries':>9}{'MiB':>10}  {'last used':<17} {'least recently used':<17}  backbone"]
     for g in groups:
         b = g.backbone or {}
-        what = ", ".join(f"{k} {b[k]}" for k in ("name_or_path", "hidden_size", "layers", "precision") if k in b)
+        what = ", ".join(f"{k} {b[k]}" for k in ("name_or_path", "family", "hidden_size", "layers", "precision") if k in b)
         lines.append(f"{g.name:<26}{g.entries:>9}{g.bytes / 2**20:>10.1f}  {_when(g.newest):<17} "
                      f"{_when(g.oldest):<17}  {what}")
     total = sum(g.bytes for g in groups)

@@ -29,12 +29,12 @@ __all__ = ["CONVERT_FIELDS", "ConvertError", "add_arguments", "convert_seed_chec
 
 #: ModelConfig fields offered as flags (each overrides what the checkpoint's keys say); their type, choices and
 #: help are the fields' own (:mod:`emolab.models.fields`, torch-free so that ``emolab --help`` stays light).
-CONVERT_FIELDS = ("fusion", "num_classes", "use_resnet_audio", "use_wavlm", "wavlm_name_or_path", "xattn_heads",
+CONVERT_FIELDS = ("fusion", "num_classes", "use_resnet_audio", "use_wavlm", "audio_backbone", "xattn_heads",
                   "xattn_head", "xattn_d_model")
 #: What the flag means here, where that differs from the field's help.
 CONVERT_NOTES = {
     "fusion": "model name; needed only for a checkpoint in emolab's layout",
-    "wavlm_name_or_path": "build the WavLM backbone from this folder/name (default: its shape from the keys)",
+    "audio_backbone": "build the speech backbone from this folder/name (default: a WavLM of the keys' shape)",
     "xattn_heads": "attention heads (the keys cannot tell; default 4)",
 }
 
@@ -94,7 +94,7 @@ def convert_seed_checkpoint(
         raise ConvertError(f"{src}: cannot read a state dict: {err}") from None
     kwargs: dict[str, Any] = seed_build_kwargs(sd) if is_seed_state_dict(sd) else {"pretrained_video": False}
     kwargs.update(build_model_kwargs)
-    if "wavlm_name_or_path" in build_model_kwargs and "wavlm_config" not in build_model_kwargs:
+    if "audio_backbone" in build_model_kwargs and "wavlm_config" not in build_model_kwargs:
         kwargs.pop("wavlm_config", None)
     if "fusion" not in kwargs:
         raise ConvertError(f"{src}: not a seed-project checkpoint; for one in emolab's layout pass --fusion")
@@ -141,7 +141,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if isinstance(default, bool):
             g.add_argument(f"--{name}", action="store_true", default=None, help=help_text)
         else:
-            g.add_argument(f"--{name}", type=type(default), default=None, help=help_text,
+            g.add_argument(f"--{name}", *(f"--{n}" for n in meta.former), dest=name, type=type(default),
+                           default=None, help=help_text,
                            choices=None if callable(meta.choices) else meta.choices)
 
 

@@ -6,7 +6,8 @@ folders of ``emolab train`` (``outputs/runs/<fusion>-seed<S>-<time>/``), of ``em
 (:data:`COLUMNS`), read from its files:
 
 * ``config.json``: fusion (as given, e.g. ``xattn_gated``), the audio encoder (``cnn``, ``resnet18``,
-  ``wavlm:<name>``; ``-`` for a video-only model), the video encoder (``--video_backbone``, e.g. ``resnet18``;
+  ``wavlm:<name>`` with the last part of ``--audio_backbone``, ``<family>:random`` for a config-built speech
+  encoder; ``-`` for a video-only model), the video encoder (``--video_backbone``, e.g. ``resnet18``;
   ``-`` for audio only), the split (``actor``, ``stratified``, ``six_fold``/``luna5``), the fold (k-fold splits
   only), the seed, the epochs asked for.
 * ``history.jsonl``: epochs run, the best validation macro-F1 and its epoch, the training time (sum of the epochs'
@@ -109,8 +110,12 @@ def _settings_hash(cfg: dict[str, Any]) -> str:
 def _encoders(model: dict[str, Any]) -> tuple[str, str]:
     fusion = str(model.get("fusion", "?"))
     if model.get("use_wavlm"):
-        name = str(model.get("wavlm_name_or_path") or "")
-        audio = f"wavlm:{Path(name).name or name}" if name and model.get("wavlm_config") is None else "wavlm:random"
+        name = str(model.get("audio_backbone") or model.get("wavlm_name_or_path") or "")  # the latter: older configs
+        config = model.get("wavlm_config")
+        if config is not None:
+            audio = f"{config.get('model_type', 'wavlm') if isinstance(config, dict) else 'wavlm'}:random"
+        else:
+            audio = f"wavlm:{Path(name).name or name}" if name else "wavlm:random"
     else:
         audio = "resnet18" if model.get("use_resnet_audio") else "cnn"
     video = str(model.get("video_backbone") or "resnet18")

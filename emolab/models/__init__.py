@@ -54,6 +54,9 @@ _EXPORTS: dict[str, str] = {
     "VideoNet": "video",
     "load_resnet18": "video",
     "load_video_backbone": "video",
+    "SPEECH_FAMILIES": "speech",
+    "load_speech_backbone": "speech",
+    "SpeechAudioEncoder": "wavlm",
     "WavLMAudioEncoder": "wavlm",
     "load_wavlm_backbone": "wavlm",
 }

@@ -19,6 +19,7 @@ from typing import Any
 from emolab.utils.settings import Setting, setting, setting_of
 
 __all__ = [
+    "DEFAULT_AUDIO_BACKBONE",
     "MODEL_FIELDS",
     "SEED_FIDELITY_GROUP",
     "XATTN_ATTENTION",
@@ -27,6 +28,9 @@ __all__ = [
     "model_field",
     "model_setting",
 ]
+
+#: The speech encoder of ``--use_wavlm`` unless ``--audio_backbone`` names another (the seed's WavLM-base).
+DEFAULT_AUDIO_BACKBONE = "microsoft/wavlm-base"
 
 XATTN_HEADS: tuple[str, ...] = ("concat", "gated")
 #: ``sequential``: a2v attends to the video after its v2a update (the seed); ``parallel``: both to the inputs.
@@ -45,9 +49,13 @@ MODEL_FIELDS: dict[str, tuple[Any, dict[str, Any]]] = {
     # and the datasets and the featuriser are given them (TrainConfig stores each once, here)
     "num_classes": (8, dict(choices=(8, 4), group="data", help="8 emotions or 4 groups")),
     "n_mels": (64, dict(flag="audio_n_mels", group="data", help="Mel bins of the log-Mel features")),
-    "use_wavlm": (False, dict(help="WavLM on waveforms as the audio model")),
+    "use_wavlm": (False, dict(
+        help="a speech encoder on waveforms as the audio model: --audio_backbone (default WavLM-base)")),
     "use_resnet_audio": (False, dict(help="AudioResNet18 instead of AudioCNN")),
-    "wavlm_name_or_path": ("microsoft/wavlm-base", dict(help="Hub name or local WavLM folder")),
+    "audio_backbone": (DEFAULT_AUDIO_BACKBONE, dict(
+        metavar="NAME_OR_DIR", former=("wavlm_name_or_path",),
+        help="the --use_wavlm speech encoder: Hub name or local folder of a wav2vec2, HuBERT, WavLM, data2vec-audio "
+             "or Whisper model (README 'Models')")),
     "xattn_head": ("concat", dict(choices=XATTN_HEADS, help="xattn head: concat or gated")),
     "xattn_d_model": (128, dict(help="xattn model width")),
     "xattn_heads": (4, dict(help="xattn attention heads")),

@@ -13,7 +13,8 @@ Example::
 
     from emolab.models import build_model
     model = build_model("gated", use_resnet_audio=True)        # 24,263,833 params
-    model = build_model("xattn_gated", use_wavlm=True, wavlm_name_or_path="models/wavlm-base")
+    model = build_model("xattn_gated", use_wavlm=True, audio_backbone="models/wavlm-base")
+    model = build_model("gated", use_wavlm=True, audio_backbone="facebook/hubert-base-ls960")
 """
 
 from __future__ import annotations
@@ -24,10 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
-from transformers import WavLMConfig
+from transformers import PretrainedConfig
 
 from emolab.models.audio import AudioNet
-from emolab.models.fields import SEED_FIDELITY_GROUP, XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, model_field
+from emolab.models.fields import (
+    DEFAULT_AUDIO_BACKBONE,
+    SEED_FIDELITY_GROUP,
+    XATTN_ATTENTION,
+    XATTN_FUSE_ORDERS,
+    XATTN_HEADS,
+    model_field,
+)
 from emolab.models.fusion import FusionModel, fusion_class
 from emolab.models.video import VIDEO_BACKBONES, VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
@@ -35,6 +43,7 @@ from emolab.utils.settings import optional_bool, optional_float, setting
 
 __all__ = [
     "LEGACY_MODEL_DEFAULTS",
+    "LEGACY_MODEL_RENAMES",
     "ModelConfig",
     "ModelRegistry",
     "ModelSpec",
@@ -188,10 +197,10 @@ class ModelConfig:
     n_mels: int = model_field("n_mels")
     hop_length: int = setting(160, flag=None, help="STFT hop, to convert audio_length (samples) to frames",
                               no_flag="derived: must equal the featuriser's fixed hop (emolab.data.audio.HOP_LENGTH)")
-    wavlm_name_or_path: str = model_field("wavlm_name_or_path")
-    wavlm_config: WavLMConfig | dict[str, Any] | None = setting(
-        None, flag=None, help="random-init WavLM backbone of this config, no download",
-        no_flag="an object (transformers.WavLMConfig or its dict): set in Python, e.g. for tests")
+    audio_backbone: str = model_field("audio_backbone")
+    wavlm_config: PretrainedConfig | dict[str, Any] | None = setting(
+        None, flag=None, help="random-init speech encoder backbone of this config, no download",
+        no_flag="an object (a transformers config of a speech family, or its dict): set in Python, e.g. for tests")
     wavlm_freeze_backbone: bool = setting(
         True, help="train the WavLM backbone from the start (default: frozen, head trainable)")
     wavlm_backbone_attention_mask: bool | None = setting(
@@ -283,11 +292,13 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig: video_backbone must be one of {VIDEO_BACKBONES}, got {self.video_backbone!r}"
             )
-        if self.wavlm_config is not None and not isinstance(self.wavlm_config, WavLMConfig | dict):
+        if self.wavlm_config is not None and not isinstance(self.wavlm_config, PretrainedConfig | dict):
             raise ValueError(
-                "ModelConfig: wavlm_config must be a transformers.WavLMConfig or dict, "
-                f"got {type(self.wavlm_config).__name__}"
+                "ModelConfig: wavlm_config must be a transformers config (WavLMConfig, HubertConfig, WhisperConfig, "
+                f"...) or dict, got {type(self.wavlm_config).__name__}"
             )
+        if not isinstance(self.audio_backbone, str) or not self.audio_backbone:
+            raise ValueError(f"ModelConfig: audio_backbone must be a Hub name or folder, got {self.audio_backbone!r}")
 
     @property
     def canonical_fusion(self) -> str:
@@ -307,7 +318,7 @@ class ModelConfig:
 
     @property
     def audio_kind(self) -> str | None:
-        """``"wave"`` (WavLM), ``"mel"``, or ``None`` for a model that reads no audio."""
+        """``"wave"`` (a speech encoder), ``"mel"``, or ``None`` for a model that reads no audio."""
         return self.spec.audio_kind(self.use_wavlm)
 
 
@@ -315,6 +326,8 @@ class ModelConfig:
 #: config without the field gets this value, not today's default (xattn attended in parallel before
 #: ``xattn_attention`` existed and defaulted to the seed's sequential order).
 LEGACY_MODEL_DEFAULTS: dict[str, Any] = {"xattn_attention": "parallel"}
+#: ModelConfig fields saved under an earlier name: ``{old: new}`` (a saved config's old key is read as the new one).
+LEGACY_MODEL_RENAMES: dict[str, str] = {"wavlm_name_or_path": "audio_backbone"}
 
 
 def count_parameters(module: nn.Module, *, trainable: bool = False) -> int:
@@ -326,7 +339,7 @@ def _build_audio_model(cfg: ModelConfig) -> nn.Module:
     if cfg.use_wavlm:
         return WavLMAudioEncoder(
             cfg.num_classes,
-            name_or_path=cfg.wavlm_name_or_path,
+            name_or_path=cfg.audio_backbone,
             config=cfg.wavlm_config,
             freeze_backbone=cfg.wavlm_freeze_backbone,
             backbone_attention_mask=cfg.wavlm_backbone_attention_mask,
@@ -400,8 +413,8 @@ def build_model(
     num_classes: int = 8,
     use_wavlm: bool = False,
     use_resnet_audio: bool = False,
-    wavlm_name_or_path: str = "microsoft/wavlm-base",
-    wavlm_config: WavLMConfig | dict[str, Any] | None = None,
+    audio_backbone: str = DEFAULT_AUDIO_BACKBONE,
+    wavlm_config: PretrainedConfig | dict[str, Any] | None = None,
     xattn_head: str = "concat",
     xattn_d_model: int = 128,
     xattn_heads: int = 4,
@@ -417,11 +430,13 @@ def build_model(
         fusion: ``audio``, ``video``, ``late``, ``concat``, ``gated``, ``xattn``,
             ``xattn_concat`` or ``xattn_gated``.
         num_classes: output classes.
-        use_wavlm: WavLM on waveforms as the audio model (else a log-Mel AudioNet).
+        use_wavlm: a speech encoder on waveforms as the audio model (else a log-Mel AudioNet).
         use_resnet_audio: AudioResNet18 instead of AudioCNN.
-        wavlm_name_or_path: Hub name or local folder of the WavLM weights.
-        wavlm_config: a ``WavLMConfig`` for a randomly initialised backbone
-            (no download; ``WavLMConfig()`` has wavlm-base's shape).
+        audio_backbone: Hub name or local folder of the speech encoder
+            (``wavlm_name_or_path=``, its earlier name, is accepted too).
+        wavlm_config: a transformers config (or dict) of a speech family for a
+            randomly initialised backbone (no download; ``WavLMConfig()`` has
+            wavlm-base's shape).
         xattn_head: ``concat`` or ``gated`` (aliases override it).
         xattn_d_model, xattn_heads, xattn_attn_dropout, xattn_stochastic_depth:
             cross-attention settings.
@@ -440,6 +455,11 @@ def build_model(
             inconsistent settings.
         RuntimeError: pretrained weights requested but not obtainable offline.
     """
+    for old, new in LEGACY_MODEL_RENAMES.items():
+        if old in kwargs:
+            if new in kwargs or (new == "audio_backbone" and audio_backbone != DEFAULT_AUDIO_BACKBONE):
+                raise TypeError(f"build_model: {old} is the earlier name of {new}; pass one of them")
+            audio_backbone = kwargs.pop(old)
     unknown = set(kwargs) - {f.name for f in dataclasses.fields(ModelConfig)}
     if unknown:
         raise TypeError(f"build_model: unexpected keyword arguments {sorted(unknown)}")
@@ -448,7 +468,7 @@ def build_model(
         num_classes=num_classes,
         use_wavlm=use_wavlm,
         use_resnet_audio=use_resnet_audio,
-        wavlm_name_or_path=wavlm_name_or_path,
+        audio_backbone=audio_backbone,
         wavlm_config=wavlm_config,
         xattn_head=xattn_head,
         xattn_d_model=xattn_d_model,

@@ -409,7 +409,8 @@ def load_seed_checkpoint(
     sd, source = _read(path_or_state_dict)
     kwargs = seed_build_kwargs(sd) if is_seed_state_dict(sd) else {"pretrained_video": False}
     kwargs.update(build_model_kwargs)
-    if "wavlm_name_or_path" in build_model_kwargs and "wavlm_config" not in build_model_kwargs:
+    named = "audio_backbone" in build_model_kwargs or "wavlm_name_or_path" in build_model_kwargs
+    if named and "wavlm_config" not in build_model_kwargs:
         kwargs.pop("wavlm_config", None)
     fusion = kwargs.pop("fusion", None)
     if fusion is None:

@@ -1,8 +1,17 @@
-"""``WavLMAudioEncoder``: a transformers ``WavLMModel`` backbone with a classifier head.
+"""``SpeechAudioEncoder`` (``WavLMAudioEncoder``): a Hugging Face speech encoder backbone with a classifier head.
+
+The backbone is any family of :data:`emolab.models.speech.SPEECH_FAMILIES`
+(wav2vec2, HuBERT, WavLM, data2vec-audio, Whisper's encoder), named by
+``--audio_backbone`` (a Hub name or a local folder; default
+``microsoft/wavlm-base``, the model of the seed's ``--use_wavlm``) or built
+from a config. ``WavLMAudioEncoder`` is the same class under its first name.
 
 Input is the WavLM branch of the data layer: 16 kHz waveforms of shape
 ``(B, 1, N)`` or ``(B, N)`` (``N = 48000`` for 3 s), zero padded at the end,
 plus optionally ``audio_length`` (valid samples, shape ``(B,)``).
+
+Whisper's encoder reads a 30 s log-Mel window: see :mod:`emolab.models.speech`
+for how 3 s clips are fed to it (padded, frames of the clip kept).
 
 Padding and the backbone attention mask. transformers documents that WavLM
 and wav2vec2 checkpoints with ``config.feat_extract_norm == "group"`` (such
@@ -12,7 +21,8 @@ should get zero-padded input and no ``attention_mask``; checkpoints with
 first conv layer normalises each channel over the whole (padded) clip, so
 such models cannot be made padding-invariant by a mask anyway. This module
 therefore passes ``attention_mask`` to the backbone only when
-``feat_extract_norm == "layer"`` (override with ``backbone_attention_mask``).
+``feat_extract_norm == "layer"`` (data2vec-audio, which always normalises by
+layer, gets it too; Whisper takes none; override with ``backbone_attention_mask``).
 Either way, ``audio_length`` is turned into a frame mask with the backbone's
 ``_get_feat_extract_output_lengths`` and used for the masked time mean of
 ``encode`` (and by fusion for the cross-attention key-padding mask).
@@ -36,106 +46,38 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import WavLMConfig, WavLMModel
+from transformers import PretrainedConfig
 
-from emolab.models import layers
 from emolab.models.core import EmotionModel, FusionOutput, optim_group
 from emolab.models.layers import ensure_nonempty, lengths_to_mask, masked_mean
+from emolab.models.speech import (
+    DEFAULT_AUDIO_BACKBONE,
+    build_speech_backbone,
+    load_speech_backbone,
+    normalize_waveform,
+)
 
-__all__ = ["WavLMAudioEncoder", "load_wavlm_backbone"]
+__all__ = ["SpeechAudioEncoder", "SpeechAudioEncoder", "load_wavlm_backbone"]
 
-_HF_ENDPOINT_DEFAULT = "https://huggingface.co"
-
-
-def _offline_env() -> bool:
-    truthy = {"1", "true", "yes", "on"}
-    if any(os.environ.get(k, "").strip().lower() in truthy for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    try:
-        import huggingface_hub
-
-        return bool(huggingface_hub.is_offline_mode())
-    except (ImportError, AttributeError):  # pragma: no cover - very old huggingface_hub
-        return False
+def load_wavlm_backbone(name_or_path: str | os.PathLike[str] = DEFAULT_AUDIO_BACKBONE) -> nn.Module:
+    """The backbone module of :func:`emolab.models.speech.load_speech_backbone` (kept for callers of the WavLM era)."""
+    return load_speech_backbone(name_or_path).module
 
 
-def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except (ImportError, AttributeError):  # pragma: no cover
-        return "~/.cache/huggingface/hub"
-
-
-def _offline_message(name: str, why: str) -> str:
-    return (
-        f"Cannot load WavLM weights {name!r}: {why}. Alternatives: "
-        "(1) point to a local folder holding the model (config.json + weights), "
-        "e.g. `--wavlm_name_or_path DIR` / `build_model(..., wavlm_name_or_path=DIR)`; "
-        "make one on a machine with network via "
-        "`WavLMModel.from_pretrained('microsoft/wavlm-base').save_pretrained(DIR)`; "
-        "(2) build a randomly initialised backbone with no download: "
-        "`build_model(..., wavlm_config=WavLMConfig())` (shapes and counts only, no pretrained features)."
-    )
-
-
-def load_wavlm_backbone(name_or_path: str | os.PathLike[str] = "microsoft/wavlm-base") -> WavLMModel:
-    """Load a pretrained ``WavLMModel`` from a local folder or the Hugging Face Hub.
-
-    A path to an existing folder is loaded with ``local_files_only=True``. A
-    hub name is first looked up in the local cache; only if it is missing is
-    the Hub contacted, after a quick reachability check, so that an offline
-    machine fails in seconds instead of going through the hub client's retries.
-
-    Raises:
-        RuntimeError: the weights are neither local nor downloadable; the
-            message names the local-folder and random-init alternatives.
-        ValueError: ``name_or_path`` looks like a path but is not a folder.
-    """
-    name = os.fspath(name_or_path)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        try:
-            return WavLMModel.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise RuntimeError(f"Cannot load a WavLM model from folder {str(path)!r}: {err}") from err
-    looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
-    if path.exists() or looks_like_path:
-        raise ValueError(
-            f"wavlm_name_or_path {name!r}: no such folder (a local model must be a folder holding "
-            "config.json and the weights; a Hub model is named 'org/name')"
-        )
-    try:
-        return WavLMModel.from_pretrained(name, local_files_only=True)
-    except OSError:
-        pass  # not in the local cache
-    missing = f"no local folder of that name and not in the Hugging Face cache ({_hf_cache_dir()})"
-    if _offline_env():
-        raise RuntimeError(_offline_message(name, f"{missing}, and offline mode is on (HF_HUB_OFFLINE)"))
-    endpoint = os.environ.get("HF_ENDPOINT", _HF_ENDPOINT_DEFAULT)
-    if not layers.host_reachable(endpoint):
-        raise RuntimeError(_offline_message(name, f"{missing}, and {endpoint} is unreachable (offline?)"))
-    try:
-        return WavLMModel.from_pretrained(name)
-    except OSError as err:  # transformers re-raises hub/connection errors as OSError
-        raise RuntimeError(_offline_message(name, f"download failed ({err})")) from err
-
-
-class WavLMAudioEncoder(EmotionModel):
-    """WavLM backbone → (masked) mean over time → ``Linear(hidden→768)→ReLU→Dropout→Linear(768→C)``.
+class SpeechAudioEncoder(EmotionModel):
+    """Speech encoder backbone → (masked) mean over time → ``Linear(hidden→768)→ReLU→Dropout→Linear(768→C)``.
 
     Args:
         num_classes: output classes.
-        name_or_path: Hub name or local folder of a pretrained WavLM; ignored
-            when ``config`` is given.
-        config: a ``WavLMConfig`` (or a dict of its fields) to build a randomly
-            initialised backbone without any download (tests, counting).
+        name_or_path: Hub name or local folder of a pretrained speech encoder
+            (``--audio_backbone``); ignored when ``config`` is given.
+        config: a transformers config of a supported family, or its dict (a
+            dict without ``model_type`` is a ``WavLMConfig``'s), to build a
+            randomly initialised backbone without any download (tests, counting).
         freeze_backbone: freeze the backbone after init (stage 1; default).
         head_hidden: hidden size of the head (768 in the seed).
         head_dropout: dropout of the head.
@@ -147,9 +89,13 @@ class WavLMAudioEncoder(EmotionModel):
             the backbone's hidden states, ``(B, hidden)``) or ``"head"`` (the
             seed's: the head's first Linear applied to that mean, no
             activation, ``(B, head_hidden)``).
+        normalize_input: zero-mean unit-variance clips before the backbone.
+            ``None`` (default): what the checkpoint's feature-extractor config
+            says (``do_normalize``), False for a config-built backbone.
 
     Attributes:
-        backbone: the ``WavLMModel``. head: the classifier.
+        backbone: the transformers model (``WhisperSpeechBackbone`` for
+            Whisper). head: the classifier.
         embedding_dim: ``config.hidden_size`` (``head_hidden`` with
             ``embedding="head"``). sequence_dim: ``config.hidden_size``.
     """
@@ -160,26 +106,24 @@ class WavLMAudioEncoder(EmotionModel):
         self,
         num_classes: int = 8,
         *,
-        name_or_path: str | os.PathLike[str] = "microsoft/wavlm-base",
-        config: WavLMConfig | dict[str, Any] | None = None,
+        name_or_path: str | os.PathLike[str] = DEFAULT_AUDIO_BACKBONE,
+        config: PretrainedConfig | dict[str, Any] | None = None,
         freeze_backbone: bool = True,
         head_hidden: int = 768,
         head_dropout: float = 0.2,
         backbone_attention_mask: bool | None = None,
         embedding: str = "hidden",
+        normalize_input: bool | None = None,
     ) -> None:
         super().__init__()
         if embedding not in ("hidden", "head"):
-            raise ValueError(f"WavLMAudioEncoder: embedding must be 'hidden' or 'head', got {embedding!r}")
+            raise ValueError(f"SpeechAudioEncoder: embedding must be 'hidden' or 'head', got {embedding!r}")
         self.embedding = embedding
-        if config is not None:
-            if isinstance(config, dict):
-                config = WavLMConfig(**config)
-            if not isinstance(config, WavLMConfig):
-                raise TypeError(f"WavLMAudioEncoder: config must be a WavLMConfig or dict, got {type(config).__name__}")
-            self.backbone = WavLMModel(config)
-        else:
-            self.backbone = load_wavlm_backbone(name_or_path)
+        loaded = build_speech_backbone(config) if config is not None else load_speech_backbone(name_or_path)
+        self.backbone = loaded.module
+        self.normalize_input = loaded.normalize if normalize_input is None else bool(normalize_input)
+        #: the backbone's family (``config.model_type``): wavlm, wav2vec2, hubert, data2vec-audio, whisper
+        self.family: str = self.backbone.config.model_type
         hidden = self.backbone.config.hidden_size
         self.head = nn.Sequential(
             nn.Linear(hidden, head_hidden),
@@ -187,8 +131,9 @@ class WavLMAudioEncoder(EmotionModel):
             nn.Dropout(head_dropout),
             nn.Linear(head_hidden, num_classes),
         )
-        if backbone_attention_mask is None:
-            backbone_attention_mask = self.backbone.config.feat_extract_norm == "layer"
+        if backbone_attention_mask is None:  # data2vec-audio has no feat_extract_norm: its conv layers use layer norm
+            backbone_attention_mask = (self.family != "whisper"
+                                       and getattr(self.backbone.config, "feat_extract_norm", "layer") == "layer")
         self.backbone_attention_mask = backbone_attention_mask
         self.embedding_dim = head_hidden if embedding == "head" else hidden
         self.sequence_dim = hidden
@@ -199,9 +144,20 @@ class WavLMAudioEncoder(EmotionModel):
 
     # ----------------------------------------------------------------- freezing
     @property
+    def layers(self) -> nn.ModuleList:
+        """The backbone's transformer layers (what ``unfreeze_backbone`` counts from the end)."""
+        encoder = getattr(self.backbone, "encoder", None)
+        return encoder.layers if isinstance(encoder, nn.Module) and hasattr(encoder, "layers") else self.backbone.layers
+
+    @property
     def num_layers(self) -> int:
         """Number of transformer layers in the backbone."""
-        return len(self.backbone.encoder.layers)
+        return len(self.layers)
+
+    @property
+    def input_signature(self) -> str:
+        """How waveforms are prepared before the backbone, beyond its weights ("" for raw; the cache tag has it)."""
+        return "normalize" if self.normalize_input else ""
 
     @property
     def backbone_frozen(self) -> bool:
@@ -211,8 +167,9 @@ class WavLMAudioEncoder(EmotionModel):
     def freeze_backbone(self) -> None:
         """Freeze the whole backbone; the head stays trainable (stage 1)."""
         self.backbone.requires_grad_(False)
-        # also stops transformers from making the waveform require grad in training mode
-        self.backbone.freeze_feature_encoder()
+        if hasattr(self.backbone, "freeze_feature_encoder"):
+            # also stops transformers from making the waveform require grad in training mode
+            self.backbone.freeze_feature_encoder()
         self.head.requires_grad_(True)
 
     def unfreeze_backbone(self, num_last_layers: int | None = None) -> None:
@@ -220,21 +177,24 @@ class WavLMAudioEncoder(EmotionModel):
 
         Everything else in the backbone (CNN feature encoder, projection,
         positional conv, earlier layers) is frozen; the head stays trainable.
-        ``None`` unfreezes the whole backbone; ``0`` is the same as
+        ``None`` unfreezes the whole backbone (but Whisper's fixed position table); ``0`` is the same as
         :meth:`freeze_backbone`.
         """
         if num_last_layers is None:
             self.requires_grad_(True)
-            self.backbone.feature_extractor._requires_grad = True
+            if hasattr(self.backbone, "feature_extractor"):
+                self.backbone.feature_extractor._requires_grad = True
+            if self.family == "whisper":  # its sinusoidal position table stays fixed, as transformers keeps it
+                self.backbone.encoder.embed_positions.requires_grad_(False)
             return
         if not 0 <= num_last_layers <= self.num_layers:
             raise ValueError(
-                f"WavLMAudioEncoder.unfreeze_backbone: num_last_layers must be in [0, {self.num_layers}], "
+                f"SpeechAudioEncoder.unfreeze_backbone: num_last_layers must be in [0, {self.num_layers}], "
                 f"got {num_last_layers}"
             )
         self.freeze_backbone()
         if num_last_layers > 0:
-            for layer in self.backbone.encoder.layers[-num_last_layers:]:
+            for layer in self.layers[-num_last_layers:]:
                 layer.requires_grad_(True)
 
     def get_stage1_params(self) -> list[nn.Parameter]:
@@ -294,7 +254,7 @@ class WavLMAudioEncoder(EmotionModel):
             wave = wave.squeeze(1)
         if wave.dim() != 2:
             raise ValueError(
-                f"WavLMAudioEncoder expects a waveform of shape (B, 1, N) or (B, N), got {tuple(wave.shape)}"
+                f"SpeechAudioEncoder expects a waveform of shape (B, 1, N) or (B, N), got {tuple(wave.shape)}"
             )
         return wave
 
@@ -308,11 +268,11 @@ class WavLMAudioEncoder(EmotionModel):
         """
         if hidden.dim() != 3 or hidden.shape[-1] != self.sequence_dim or not hidden.is_floating_point():
             raise ValueError(
-                f"WavLMAudioEncoder: cached backbone outputs must have shape "
+                f"SpeechAudioEncoder: cached backbone outputs must have shape "
                 f"(B, Ta, {self.sequence_dim}), got {hidden.dtype} {tuple(hidden.shape)}"
             )
         if not self.backbone_frozen:
-            raise ValueError("WavLMAudioEncoder: cached features need an entirely frozen backbone")
+            raise ValueError("SpeechAudioEncoder: cached features need an entirely frozen backbone")
         return hidden.to(self.head[0].weight.dtype)
 
     def encode_sequence(self, wave: Tensor, *, audio_length: Tensor | None = None) -> Tensor:
@@ -336,6 +296,8 @@ class WavLMAudioEncoder(EmotionModel):
         What ``encode_sequence`` computes (the feature cache fills its entries with it).
         """
         wave = self._waveform(wave)
+        if self.normalize_input:
+            wave = normalize_waveform(wave, None if audio_length is None else audio_length.to(wave.device))
         attention_mask = None
         if audio_length is not None and self.backbone_attention_mask:
             attention_mask = lengths_to_mask(audio_length.to(wave.device), wave.shape[1]).to(torch.long)
@@ -377,3 +339,7 @@ class WavLMAudioEncoder(EmotionModel):
         from (up to their float16 storage); ``audio_length`` is in samples.
         """
         return FusionOutput.from_logits(self.head(self._pool(self.sequence_features(hidden), audio_length)))
+
+
+#: The class under its first name (the seed's ``--use_wavlm``; isinstance checks and imports keep working).
+WavLMAudioEncoder = SpeechAudioEncoder

@@ -75,7 +75,8 @@ def _add_flag(group: Any, flag: ConfigFlag) -> None:
                            default=flag.default, help=s.help)
     else:
         choices = s.choices() if callable(s.choices) else s.choices
-        group.add_argument(f"--{flag.name}", dest=flag.dest, type=_argparse_type(flag.parse), choices=choices,
+        group.add_argument(f"--{flag.name}", *(f"--{n}" for n in s.former), dest=flag.dest,
+                           type=_argparse_type(flag.parse), choices=choices,
                            default=flag.default, metavar=s.metavar, help=s.help)
     for alias in s.aliases:  # SUPPRESS: an alias left out does not reset the value another flag set
         group.add_argument(f"--{alias.flag}", dest=flag.dest, action="store_const", const=alias.value,

@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import WavLMConfig
+from transformers import PretrainedConfig
 
 from emolab.data.datasets import DataConfig
 from emolab.data.splits import SplitConfig
-from emolab.models.registry import LEGACY_MODEL_DEFAULTS, ModelConfig
+from emolab.models.registry import LEGACY_MODEL_DEFAULTS, LEGACY_MODEL_RENAMES, ModelConfig
 from emolab.models.video import video_blocks
 from emolab.utils.settings import Alias, neutral_fields, resumable_fields, setting
 
@@ -145,7 +145,7 @@ class OptimConfig:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, WavLMConfig):
+    if isinstance(value, PretrainedConfig):
         return value.to_dict()
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
@@ -155,7 +155,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _shallow_dict(config: Any) -> dict[str, Any]:
-    """Fields of a config dataclass as JSON-ready values (a ``WavLMConfig`` becomes its dict)."""
+    """Fields of a config dataclass as JSON-ready values (a transformers config becomes its dict)."""
     return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
@@ -347,6 +347,8 @@ class TrainConfig:
         kwargs = upgrade_config_dict(d)
         for name, sub in (("model", ModelConfig), ("data", DataConfig), ("split", SplitConfig), ("optim", OptimConfig)):
             if name in kwargs and isinstance(kwargs[name], dict):
+                if sub is ModelConfig:  # fields saved under an earlier name
+                    kwargs[name] = {LEGACY_MODEL_RENAMES.get(k, k): v for k, v in kwargs[name].items()}
                 sub_known = {f.name for f in dataclasses.fields(sub)}
                 bad = set(kwargs[name]) - sub_known
                 if bad:

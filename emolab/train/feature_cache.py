@@ -117,9 +117,13 @@ def backbone_fingerprint(backbone: nn.Module) -> str:
     return h.hexdigest()
 
 
-def backbone_tag(fingerprint: str, *, precision: str = "float32", attention_mask: bool = False) -> str:
-    """The 40-digit tag entries are filed under: backbone fingerprint, compute precision, attention-mask use."""
-    return hashlib.sha1(f"{fingerprint}|{precision}|mask{int(attention_mask)}".encode()).hexdigest()
+def backbone_tag(fingerprint: str, *, precision: str = "float32", attention_mask: bool = False,
+                 input_signature: str = "") -> str:
+    """The 40-digit tag entries are filed under: backbone fingerprint (its config, so its family, and weights),
+    compute precision, attention-mask use and input preparation (``SpeechAudioEncoder.input_signature``,
+    e.g. normalised clips; ``""`` leaves the tags of raw-waveform backbones as they were)."""
+    extra = f"|{input_signature}" if input_signature else ""
+    return hashlib.sha1(f"{fingerprint}|{precision}|mask{int(attention_mask)}{extra}".encode()).hexdigest()
 
 
 def wavlm_encoder(model: nn.Module) -> WavLMAudioEncoder | None:
@@ -373,7 +377,8 @@ class WavLMFeatureCache(Callback):
         assert datasets is not None
         precision = str(trainer.amp_dtype or torch.float32).replace("torch.", "")
         tag = backbone_tag(
-            self.fingerprint(encoder.backbone), precision=precision, attention_mask=encoder.backbone_attention_mask
+            self.fingerprint(encoder.backbone), precision=precision, attention_mask=encoder.backbone_attention_mask,
+            input_signature=encoder.input_signature,
         )
         dist = trainer.dist
         if len(set(dist.all_gather_object(tag))) > 1:  # DDP ranks must hold one backbone (DDP broadcasts rank 0's)
@@ -405,8 +410,8 @@ class WavLMFeatureCache(Callback):
         if dist.is_main:
             c = encoder.backbone.config
             FeatureStore(datasets[0].cache.directory).describe(tag, {
-                "name_or_path": getattr(c, "_name_or_path", "") or "(random init)",
-                "hidden_size": c.hidden_size, "layers": c.num_hidden_layers, "precision": precision})
+                "name_or_path": getattr(c, "_name_or_path", "") or "(random init)", "family": encoder.family,
+                "hidden_size": c.hidden_size, "layers": encoder.num_layers, "precision": precision})
         self.last_fill = report
         self._serve(trainer, datasets, tag)
         augmenting = any(_variant_count(ds, 1) for ds in datasets)

@@ -68,6 +68,7 @@ class Setting:
     flag: str | None = ""
     no_flag: str = ""
     aliases: tuple[Alias, ...] = ()
+    former: tuple[str, ...] = ()
     choices: tuple[Any, ...] | Callable[[], Sequence[Any]] | None = None
     parse: Callable[[str], Any] | None = None
     metavar: str | None = None
@@ -84,6 +85,7 @@ def setting(
     flag: str | None = "",
     no_flag: str = "",
     aliases: Sequence[Alias] = (),
+    former: Sequence[str] = (),
     choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
     parse: Callable[[str], Any] | None = None,
     metavar: str | None = None,
@@ -103,6 +105,7 @@ def setting(
             classes in both the model and the data config) are set by one flag.
         no_flag: why the field has no flag (``flag=None``): required then.
         aliases: further flags setting a fixed value (the seed project's names).
+        former: earlier names of the flag, still accepted (scripts written before a rename keep working).
         choices: the allowed values (after ``parse``), or a function returning
             them when the parser is built (registered model names).
         parse: text → value for the flag (default: the type of the default);
@@ -116,7 +119,7 @@ def setting(
     if flag is None and not no_flag:
         raise ValueError("setting(flag=None) needs no_flag: the reason the field has no command-line flag")
     meta = Setting(
-        help=help, flag=flag, no_flag=no_flag, aliases=tuple(aliases),
+        help=help, flag=flag, no_flag=no_flag, aliases=tuple(aliases), former=tuple(former),
         choices=choices if choices is None or callable(choices) else tuple(choices), parse=parse, metavar=metavar,
         group=group, resumable=resumable, neutral=neutral or resumable,
     )
