@@ -28,6 +28,7 @@ from transformers import WavLMConfig
 
 from emolab.models.audio import AudioNet
 from emolab.models.fusion import XATTN_ATTENTION, XATTN_FUSE_ORDERS, XATTN_HEADS, FusionModel, fusion_class
+from emolab.models.pooling import POOLINGS, RESEARCH_OPTIONS, check_research_options
 from emolab.models.video import VIDEO_BACKBONES, VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
 from emolab.utils.settings import optional_bool, optional_float, setting
@@ -160,6 +161,8 @@ def resolve_model_name(name: str) -> tuple[str, dict[str, Any]]:
 
 #: ``--help`` section of the ModelConfig flags that select the seed's xattn and gate behaviour (issue #12).
 SEED_FIDELITY_GROUP = "model: the seed's xattn and gate (README 'Seed checkpoints')"
+#: ``--help`` section of the seed project's later model options (issue #16), each off by default.
+RESEARCH_GROUP = "model: pooling, prior bias, CLIP loss (README 'Fusion research options')"
 
 
 @dataclass
@@ -221,6 +224,18 @@ class ModelConfig:
         -1.0, parse=optional_float, metavar="B", group=SEED_FIDELITY_GROUP,
         help="initial bias of the gate's last Linear, gated and xattn gated (the seed's -1; 'none': PyTorch's "
              "default init)")
+    # the seed's later options (issue #16, emolab.models.pooling); the defaults are the computation of before
+    video_pooling: str = setting("mean", choices=POOLINGS, group=RESEARCH_GROUP,
+                                 help="pooling of the video frames (video, late, concat, gated)")
+    audio_pooling: str = setting("mean", choices=POOLINGS, group=RESEARCH_GROUP,
+                                 help="concat/gated: pooling of the audio model's steps (mean: its own encode)")
+    xattn_pooling: str = setting("mean", choices=POOLINGS, group=RESEARCH_GROUP,
+                                 help="xattn: pooling of both streams after cross-attention")
+    xattn_prior_bias: bool = setting(False, group=RESEARCH_GROUP,
+                                     help="xattn: emotion-prior attention bias softmax(QK^T + b)")
+    clip_weight: float = setting(0.0, group=RESEARCH_GROUP,
+                                 help="concat/gated: weight of the CLIP-style audio-video alignment loss (0 = off)")
+    clip_temperature: float = setting(0.07, group=RESEARCH_GROUP, help="temperature of the CLIP-style loss")
     extra: dict[str, Any] = setting(default_factory=dict, flag=None, help="free-form, for custom registered builders",
                                     no_flag="free-form dict read by custom registered builders: set in Python")
 
@@ -271,6 +286,9 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig: video_backbone must be one of {VIDEO_BACKBONES}, got {self.video_backbone!r}"
             )
+        check_research_options(self.canonical_fusion, {f: getattr(self, f) for f in RESEARCH_OPTIONS})
+        if self.audio_pooling != "mean" and self.use_wavlm and self.wavlm_embedding == "head":
+            raise ValueError("ModelConfig: audio_pooling pools the WavLM steps itself; use wavlm_embedding='hidden'")
         if self.wavlm_config is not None and not isinstance(self.wavlm_config, WavLMConfig | dict):
             raise ValueError(
                 "ModelConfig: wavlm_config must be a transformers.WavLMConfig or dict, "
@@ -326,7 +344,8 @@ def _build_audio_model(cfg: ModelConfig) -> nn.Module:
 
 
 def _build_video_model(cfg: ModelConfig) -> nn.Module:
-    return VideoNet(cfg.num_classes, pretrained=cfg.pretrained_video, backbone=cfg.video_backbone)
+    return VideoNet(cfg.num_classes, pretrained=cfg.pretrained_video, backbone=cfg.video_backbone,
+                    pooling=cfg.video_pooling)
 
 
 def _fusion_builder(mode: str) -> Builder:
@@ -350,6 +369,11 @@ def _fusion_builder(mode: str) -> Builder:
             xattn_fuse_order=cfg.xattn_fuse_order,  # type: ignore[arg-type]
             xattn_head_dropout=cfg.xattn_head_dropout,
             gate_bias_init=cfg.gate_bias_init,
+            audio_pooling=cfg.audio_pooling,
+            xattn_pooling=cfg.xattn_pooling,
+            xattn_prior_bias=cfg.xattn_prior_bias,
+            clip_weight=cfg.clip_weight,
+            clip_temperature=cfg.clip_temperature,
         )
 
     build.__name__ = f"build_{mode}"
