@@ -161,8 +161,6 @@ def resolve_model_name(name: str) -> tuple[str, dict[str, Any]]:
 
 #: ``--help`` section of the ModelConfig flags that select the seed's xattn and gate behaviour (issue #12).
 SEED_FIDELITY_GROUP = "model: the seed's xattn and gate (README 'Seed checkpoints')"
-#: ``--help`` section of the seed project's later model options (issue #16), each off by default.
-RESEARCH_GROUP = "model: pooling, prior bias, CLIP loss (README 'Fusion research options')"
 
 
 @dataclass
@@ -225,17 +223,16 @@ class ModelConfig:
         help="initial bias of the gate's last Linear, gated and xattn gated (the seed's -1; 'none': PyTorch's "
              "default init)")
     # the seed's later options (issue #16, emolab.models.pooling); the defaults are the computation of before
-    video_pooling: str = setting("mean", choices=POOLINGS, group=RESEARCH_GROUP,
+    video_pooling: str = setting("mean", choices=POOLINGS,
                                  help="pooling of the video frames (video, late, concat, gated)")
-    audio_pooling: str = setting("mean", choices=POOLINGS, group=RESEARCH_GROUP,
+    audio_pooling: str = setting("mean", choices=POOLINGS,
                                  help="concat/gated: pooling of the audio model's steps (mean: its own encode)")
-    xattn_pooling: str = setting("mean", choices=POOLINGS, group=RESEARCH_GROUP,
+    xattn_pooling: str = setting("mean", choices=POOLINGS,
                                  help="xattn: pooling of both streams after cross-attention")
-    xattn_prior_bias: bool = setting(False, group=RESEARCH_GROUP,
-                                     help="xattn: emotion-prior attention bias softmax(QK^T + b)")
-    clip_weight: float = setting(0.0, group=RESEARCH_GROUP,
-                                 help="concat/gated: weight of the CLIP-style audio-video alignment loss (0 = off)")
-    clip_temperature: float = setting(0.07, group=RESEARCH_GROUP, help="temperature of the CLIP-style loss")
+    xattn_prior_bias: bool = setting(False, help="xattn: emotion-prior attention bias softmax(QK^T + b)")
+    clip_weight: float = setting(
+        0.0, help="concat/gated: weight of the CLIP-style audio-video alignment loss (0 = off)")
+    clip_temperature: float = setting(0.07, help="temperature of the CLIP-style loss")
     extra: dict[str, Any] = setting(default_factory=dict, flag=None, help="free-form, for custom registered builders",
                                     no_flag="free-form dict read by custom registered builders: set in Python")
 

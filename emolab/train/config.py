@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from transformers import WavLMConfig
 
-from emolab.data.datasets import DataConfig
+from emolab.data.datasets import LEGACY_DATA_DEFAULTS, DataConfig
 from emolab.data.splits import SplitConfig
 from emolab.models.registry import LEGACY_MODEL_DEFAULTS, ModelConfig
 from emolab.models.video import video_blocks
@@ -352,6 +352,8 @@ class TrainConfig:
                     raise ValueError(f"TrainConfig.{name}: unknown keys {sorted(bad)}")
                 if sub is ModelConfig:  # a config saved before a field existed keeps the behaviour it had
                     kwargs[name] = {**LEGACY_MODEL_DEFAULTS, **kwargs[name]}
+                if sub is DataConfig:  # likewise: saved before MTCNN became the default, it cropped with Haar
+                    kwargs[name] = {**LEGACY_DATA_DEFAULTS, **kwargs[name]}
                 kwargs[name] = sub(**kwargs[name])
         return cls(**kwargs)
 
