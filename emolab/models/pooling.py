@@ -79,14 +79,14 @@ class TemporalPooling(nn.Module):
 
     Args:
         kind: ``"mean"`` (masked mean, no parameters), ``"attention"``
-            (``Linear(D, D/2) → tanh → Linear(·, 1)`` scores, softmax over the
+            (``Linear(D, D/2) → tanh → Linear(·, 1, bias=False)`` scores, softmax over the
             valid steps) or ``"transformer"`` (a post-norm
             ``nn.TransformerEncoderLayer(D, heads, 2·D)`` with the padding
             mask, then the masked mean).
         dim: feature size ``D``.
         dropout: dropout inside the transformer layer.
 
-    Parameters (``D = 512``, ResNet18 frames): mean 0, attention 131,585,
+    Parameters (``D = 512``, ResNet18 frames): mean 0, attention 131,584,
     transformer 2,102,784.
     """
 
@@ -100,7 +100,8 @@ class TemporalPooling(nn.Module):
         self.dim = dim
         if kind == "attention":
             hidden = max(dim // 2, 1)
-            self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+            # no bias on the last Linear: softmax over time ignores a constant added to every score
+            self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1, bias=False))
         elif kind == "transformer":
             self.encoder = nn.TransformerEncoderLayer(
                 dim, pooling_heads(dim), dim_feedforward=2 * dim, dropout=dropout, batch_first=True
