@@ -117,7 +117,7 @@ class SearchSpace:
         the train flags when sampling)."""
         known = {f.name for f in dataclasses.fields(cls)}
         choices = {**{k: v for k, v in d.items() if k not in known}, **(d.get("choices") or {})}
-        return dataclasses.replace(cls(), **{k: v for k, v in d.items() if k in known}, choices=choices)
+        return dataclasses.replace(cls(), **{k: v for k, v in d.items() if k in known - {"choices"}}, choices=choices)
 
     def active(self, base: TrainConfig) -> list[str]:
         """The fields sampled for ``base`` (see the class docstring)."""
