@@ -272,3 +272,17 @@ def test_options_train_through_emolab_cv(tmp_path, one_torch_thread, capsys) -> 
     (cfg_file,) = out.rglob("config.json")
     saved = json.loads(cfg_file.read_text())["model"]
     assert (saved["video_pooling"], saved["audio_pooling"], saved["clip_weight"]) == ("attention", "transformer", 0.5)
+
+
+def test_readme_counts_of_the_options() -> None:
+    """The 'parameters added' column of README 'Models' (AudioCNN, ResNet18, xattn d=128, 8 classes)."""
+    def added(fusion: str, **options) -> int:
+        return count_parameters(build_model(fusion, **options)) - count_parameters(build_model(fusion))
+
+    assert added("video", video_pooling="attention") == 131_584
+    assert added("concat", video_pooling="transformer") == 2_102_784
+    assert (added("gated", audio_pooling="attention"), added("gated", audio_pooling="transformer")) == (8_320, 132_480)
+    assert (added("xattn", xattn_pooling="attention"), added("xattn", xattn_pooling="transformer")) == (16_640, 264_960)
+    assert added("xattn_gated", xattn_prior_bias=True) == 3_081 and added("concat", clip_weight=0.5) == 0
+    assert count_parameters(TemporalPooling("attention", 768)) == 295_680  # WavLM-base hidden size
+    assert count_parameters(TemporalPooling("transformer", 768)) == 4_727_040

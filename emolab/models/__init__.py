@@ -19,6 +19,7 @@ from emolab.models.fusion import (
     LateFusion,
 )
 from emolab.models.layers import CrossAttentionBlock, ModalityDropout, ReLUDropout, lengths_to_mask, masked_mean
+from emolab.models.pooling import POOLINGS, EmotionPriorBias, TemporalPooling, clip_alignment_loss
 from emolab.models.registry import (
     ModelConfig,
     ModelSpec,
@@ -43,6 +44,7 @@ from emolab.models.wavlm import WavLMAudioEncoder, load_wavlm_backbone
 
 __all__ = [
     "FUSION_MODES",
+    "POOLINGS",
     "SEED_MODEL_OPTIONS",
     "VIDEO_BACKBONES",
     "XATTN_ATTENTION",
@@ -55,6 +57,7 @@ __all__ = [
     "CrossAttentionBlock",
     "CrossAttentionFusion",
     "EmotionModel",
+    "EmotionPriorBias",
     "FusionModel",
     "FusionOutput",
     "GatedFusion",
@@ -65,11 +68,13 @@ __all__ = [
     "ReLUDropout",
     "SeedLayoutError",
     "SpecAugment",
+    "TemporalPooling",
     "VideoNet",
     "WavLMAudioEncoder",
     "available_models",
     "build_model",
     "build_model_from_config",
+    "clip_alignment_loss",
     "convert_seed_state_dict",
     "count_parameters",
     "forward_batch",
