@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from emolab.models.pooling import RESEARCH_OPTIONS
 from emolab.utils.settings import config_flags, config_from_values, walk_settings
 
 if TYPE_CHECKING:
@@ -51,6 +50,8 @@ def train_flag_dests(base: TrainConfig) -> dict[str, tuple[str, ...]]:
 def choice_applies(name: str, base: TrainConfig) -> bool:
     """Whether the model of ``base`` has the part option ``name`` changes (pooling, prior bias and CLIP
     options only where :data:`~emolab.models.pooling.RESEARCH_OPTIONS` says; any other flag: always)."""
+    from emolab.models.pooling import RESEARCH_OPTIONS  # here: `emolab --help` imports this module, not torch
+
     models = RESEARCH_OPTIONS.get(name)
     return models is None or base.canonical_fusion in models
 
