@@ -70,26 +70,39 @@ def test_detector_is_part_of_the_frame_cache_key() -> None:
 
 
 def test_config_and_cli() -> None:
-    assert DataConfig().face_detector == "haar" and FACE_DETECTORS[0] == "haar"
+    assert DataConfig().face_detector == "mtcnn" and FACE_DETECTORS[0] == "mtcnn"  # the default since issue #16
     with pytest.raises(ValueError, match="face_detector must be one of"):
         DataConfig(face_detector="dlib")
-    args = build_parser().parse_args(["--data_root", "d", "--face_detector", "mtcnn"])
-    assert config_from_args(args).data.face_detector == "mtcnn"
+    assert config_from_args(build_parser().parse_args(["--data_root", "d"])).data.face_detector == "mtcnn"
+    args = build_parser().parse_args(["--data_root", "d", "--face_detector", "haar"])
+    assert config_from_args(args).data.face_detector == "haar"
     assert isinstance(make_face_detector("haar"), FaceDetector)
+    assert isinstance(make_face_detector("mtcnn"), MTCNNFaceDetector)
     with pytest.raises(ValueError, match="face_detector"):
         make_face_detector("dlib")
 
 
 def test_dataset_with_mtcnn(demo_root, cache_dir) -> None:
     pairs = pair_corpus(demo_root).pairs[:2]
-    cfg = DataConfig(num_frames=2, frame_size=32, face_detector="mtcnn")
+    cfg = DataConfig(num_frames=2, frame_size=32)  # MTCNN by default
     d = RavdessMelDataset(pairs, config=cfg)
     assert isinstance(d.detector, MTCNNFaceDetector) and d.frame_settings.detector == "mtcnn"
     item = d[0]
     assert item["video_u8"].shape == (2, 32, 32, 3)
-    plain = RavdessMelDataset(pairs, config=DataConfig(num_frames=2, frame_size=32))
+    plain = RavdessMelDataset(pairs, config=DataConfig(num_frames=2, frame_size=32, face_detector="haar"))
     assert isinstance(plain.detector, FaceDetector)
     keys = {d.cache.key(pairs[0].video_path, s) for s in (d.frame_settings, plain.frame_settings)}
     assert len(keys) == 2  # a Haar entry is never served to an MTCNN run
     assert d.cache.get(pairs[0].video_path, d.frame_settings) is not None  # stored under the MTCNN key
     assert d.cache.get(pairs[0].video_path, plain.frame_settings) is None
+    assert plain[0]["video_u8"].shape == (2, 32, 32, 3)  # haar still works, under its unchanged key
+    assert plain.cache.get(pairs[0].video_path, plain.frame_settings).face in ("found", "not_found")
+
+
+def test_a_config_saved_before_mtcnn_was_the_default_keeps_haar() -> None:
+    from emolab.train import TrainConfig
+
+    saved = TrainConfig().to_dict()
+    del saved["data"]["face_detector"]  # what config.json held before the field existed
+    assert TrainConfig.from_dict(saved).data.face_detector == "haar"
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).data.face_detector == "mtcnn"

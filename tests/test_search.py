@@ -16,6 +16,7 @@ import pytest
 import emolab.experiments.cv
 from emolab.cli.main import main as emolab_main
 from emolab.models.registry import ModelConfig
+from emolab.experiments.choices import check_choice_values, flag_text
 from emolab.experiments.search import PruningReporter, SearchSpace, run_search
 from emolab.experiments.cv import CVRun, SweepError
 from emolab.train import TrainConfig
@@ -163,8 +164,9 @@ def test_pruning_reporter_with_the_median_pruner() -> None:
 def test_search_space() -> None:
     with pytest.raises(ValueError, match="must divide every xattn_d_model"):
         SearchSpace(xattn_d_model=(64, 96), xattn_heads=(4, 6))
-    with pytest.raises(ValueError, match="unknown fields"):
-        SearchSpace.from_dict({"learning_rate": [1e-4, 1e-3]})
+    assert SearchSpace.from_dict({"learning_rate": [1e-4, 1e-3]}).choices == {"learning_rate": (1e-4, 1e-3)}
+    with pytest.raises(ValueError, match="learning_rate: no such train flag"):
+        check_choice_values(_cfg("gated"), {"learning_rate": (1e-4, 1e-3)})
     with pytest.raises(ValueError, match="lr: expected"):
         SearchSpace(lr=(0.0, 1e-3))
     space = SearchSpace.from_dict({"lr": [1e-4, 1e-4], "label_smoothing": None})
@@ -177,6 +179,49 @@ def test_search_space() -> None:
     assert (cfg.model.xattn_d_model, cfg.model.xattn_heads, cfg.model.xattn_head) == (256, 8, "gated")
     assert (cfg.optim.lr, cfg.optim.label_smoothing, cfg.model.xattn_attn_dropout) == (1e-4, 0.0, 0.2)
     assert xbase.model.xattn_d_model == 128 and len(params) == 5
+
+
+def test_search_space_choices_over_any_flag() -> None:
+    """Issue #16: pooling, prior bias, CLIP weight, backbone and detector as categorical choices of train flags."""
+    space = SearchSpace.from_dict({
+        "lr": None, "label_smoothing": None, "xattn_d_model": None, "xattn_heads": None, "xattn_attn_dropout": None,
+        "xattn_stochastic_depth": None, "video_pooling": ["mean", "attention"], "face_detector": ["haar", "mtcnn"],
+        "choices": {"xattn_prior_bias": [False, True], "clip_weight": [0.0, 0.5], "xattn_pooling": ["transformer"],
+                    "pretrained_video": [False]}})
+    gated = _cfg("gated")
+    assert space.active(gated) == ["video_pooling", "face_detector", "clip_weight", "pretrained_video"]
+    trial = optuna.trial.FixedTrial({"video_pooling": "attention", "face_detector": "haar", "clip_weight": 0.5,
+                                     "pretrained_video": False})
+    cfg, params = space.sample(trial, gated)
+    assert (cfg.model.video_pooling, cfg.data.face_detector, cfg.model.clip_weight) == ("attention", "haar", 0.5)
+    assert cfg.model.pretrained_video is False and len(params) == 4
+    xattn = _cfg("xattn")  # xattn has no video pooling of its own and no CLIP loss: those are not sampled
+    assert space.active(xattn) == ["face_detector", "xattn_prior_bias", "xattn_pooling", "pretrained_video"]
+    cfg, _ = space.sample(optuna.trial.FixedTrial({"face_detector": "mtcnn", "xattn_prior_bias": True,
+                                                   "xattn_pooling": "transformer", "pretrained_video": False}), xattn)
+    assert cfg.model.xattn_prior_bias and cfg.model.xattn_pooling == "transformer"
+    assert flag_text("xattn_prior_bias", True) == "--xattn_prior_bias" and flag_text("xattn_prior_bias", False) == ""
+    assert flag_text("pretrained_video", False) == "--no_pretrained_video"
+    assert flag_text("face_detector", "haar") == "--face_detector haar"
+    check_choice_values(gated, space.choices)
+    with pytest.raises(ValueError, match=r"video_pooling='max': ModelConfig: video_pooling must be one of"):
+        check_choice_values(gated, {"video_pooling": ("mean", "max")})
+    for bad in ({"face_detector": []}, {"face_detector": "haar"}, {"face_detector": [["haar"]]}):
+        with pytest.raises(ValueError, match="search space face_detector"):
+            SearchSpace(choices=bad)
+
+
+@pytest.mark.slow  # a search run
+def test_a_search_over_model_options(cv_corpus, cache, tmp_path) -> None:
+    space = SearchSpace(xattn_d_model=(16,), xattn_heads=(2,), lr=(1e-3, 1e-3),
+                        choices={"xattn_pooling": ("attention", "transformer"), "xattn_prior_bias": (True,)})
+    res = run_search(_xattn(cv_corpus, cache), out=tmp_path / "s", protocol="six_fold", folds=(0,), trials=1,
+                     space=space, verbose=False)
+    (trial,) = res.study.get_trials()
+    assert trial.state.name == "COMPLETE" and trial.params["xattn_prior_bias"] is True
+    saved = json.loads(next((tmp_path / "s" / "trial_0000").rglob("config.json")).read_text())["model"]
+    assert saved["xattn_prior_bias"] is True and saved["xattn_pooling"] == trial.params["xattn_pooling"]
+    assert "--xattn_prior_bias" in res.summary["best_flags"]
 
 
 def _cfg(fusion: str) -> TrainConfig:
@@ -194,6 +239,8 @@ def _cfg(fusion: str) -> TrainConfig:
         (["--summary"], "--summary needs --storage URL or --out DIR"),
         (["--summary", "--storage", "sqlite:///{tmp}/none.db"], "no study database"),
         (["--protocol", "six_fold", "--max_trials", "0"], "--max_trials must be a positive integer"),
+        (["--protocol", "six_fold", "--space", '{"face_detector": ["dlib"]}'], "face_detector='dlib': face_detector must"),
+        (["--protocol", "six_fold", "--space", '{"nope": [1]}'], "nope: no such train flag"),
     ],
 )
 def test_cli_errors(args, message, cv_corpus, cache, tmp_path, capsys) -> None:

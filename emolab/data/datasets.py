@@ -45,6 +45,9 @@ ResizeMode = Literal["area", "linear"]
 ResamplerName = Literal["torchaudio", "soxr"]
 AudioKind = Literal["mel", "wave"]
 MODALITIES = ("audio", "video")
+#: Values of DataConfig fields whose default changed, as configs saved before the change behaved: a saved
+#: config without ``face_detector`` cropped with the Haar cascade (MTCNN is the default since issue #16).
+LEGACY_DATA_DEFAULTS: dict[str, Any] = {"face_detector": "haar"}
 
 
 @dataclass
@@ -68,9 +71,10 @@ class DataConfig:
         resize: frame interpolation to ``frame_size``: ``"area"`` (default,
             ``cv2.INTER_AREA``) or ``"linear"`` (``cv2.INTER_LINEAR``, the seed
             project's, to reproduce its tensors); part of the frame cache key.
-        face_detector: ``"haar"`` (default, OpenCV's Haar cascade) or
-            ``"mtcnn"`` (facenet-pytorch's MTCNN, see :mod:`emolab.data.faces`);
-            part of the frame cache key when faces are cropped.
+        face_detector: ``"mtcnn"`` (default, facenet-pytorch's MTCNN, see
+            :mod:`emolab.data.faces`: finds the face in every demo clip, where the
+            Haar cascade misses 29 %) or ``"haar"`` (OpenCV's Haar cascade, the
+            seed's); part of the frame cache key when faces are cropped.
         sample_rate: audio rate after resampling (Hz).
         resampler: ``"torchaudio"`` (default, :func:`torchaudio.functional.resample`)
             or ``"soxr"`` (the seed project's: librosa's ``soxr_hq``; needs the
@@ -95,8 +99,9 @@ class DataConfig:
         "area", choices=("area", "linear"),
         help="frame interpolation: area (cv2.INTER_AREA) or linear (cv2.INTER_LINEAR, the seed's)")
     face_detector: str = setting(
-        "haar", choices=FACE_DETECTORS,
-        help="face crop detector: haar (OpenCV's cascade) or mtcnn (facenet-pytorch; README 'Tensors')")
+        "mtcnn", choices=FACE_DETECTORS,
+        help="face crop detector: mtcnn (facenet-pytorch, the default) or haar (OpenCV's cascade, the seed's; "
+             "README 'Tensors')")
     sample_rate: int = setting(16000, help="audio rate after resampling, Hz (WavLM expects 16000)")
     resampler: ResamplerName = setting(
         "torchaudio", choices=RESAMPLERS,
@@ -375,6 +380,7 @@ class RavdessWavLMDataset(RavdessAVDataset):
 
 __all__ = [
     "DataConfig",
+    "LEGACY_DATA_DEFAULTS",
     "MODALITIES",
     "RavdessAVDataset",
     "RavdessMelDataset",

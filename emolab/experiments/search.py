@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from emolab.utils.fileio import atomic_write, atomic_write_json
+from emolab.experiments.choices import check_choice_values, check_choices, choice_applies, flag_text
 from emolab.experiments.cv import CVRun, SweepError, base_config_from_flags, parse_int_list, sweep_settings
 from emolab.experiments.cv import upgrade_sweep_settings  # a study made before each setting was stored once
 from emolab.utils.settings import config_diff, config_flags, config_from_values, walk_settings
@@ -69,6 +70,12 @@ class SearchSpace:
     ``xattn_d_model`` choice, so any sampled pair is valid. ``xattn_*`` are sampled
     for xattn models only, ``audio_backbone_lr``/``video_backbone_lr`` with
     two-stage training only. Override from the CLI with ``--space '{"lr": [1e-4, 1e-3]}'``.
+
+    ``choices``: categorical values of any other train flag, by its name (dest), e.g.
+    ``{"video_pooling": ["mean", "attention"], "xattn_prior_bias": [false, true], "clip_weight": [0, 0.1],
+    "face_detector": ["haar", "mtcnn"], "video_backbone": ["resnet18", "efficientnet_b0"]}``
+    (:mod:`emolab.experiments.choices`); in ``--space`` JSON such names may stand at the top level. The
+    pooling/prior/CLIP options are sampled only for the models they apply to.
     """
 
     xattn_d_model: tuple[int, ...] | None = (64, 128, 256)  # cross-attention width
@@ -79,11 +86,13 @@ class SearchSpace:
     lr: tuple[float, float] | None = (1e-5, 1e-3)  # head / whole-model LR, log scale
     audio_backbone_lr: tuple[float, float] | None = (1e-6, 1e-4)  # stage 2 of two-stage training, log scale
     video_backbone_lr: tuple[float, float] | None = (1e-6, 1e-4)
+    choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # any other train flag: values to try
 
     def __post_init__(self) -> None:
+        self.choices = check_choices(self.choices)
         for f in dataclasses.fields(self):
             spec = getattr(self, f.name)
-            if spec is None:
+            if spec is None or f.name == "choices":
                 continue
             if isinstance(spec, (str, bytes)) or not isinstance(spec, Sequence) or not spec:
                 raise ValueError(f"search space {f.name}: expected a list, got {spec!r}")
@@ -105,31 +114,33 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchSpace:
-        """The default space with the fields of ``d`` replaced (unknown names raise ``ValueError``)."""
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"search space: unknown fields {unknown}; known: {[f.name for f in dataclasses.fields(cls)]}")
-        return dataclasses.replace(cls(), **d)
+        """The default space with the fields of ``d`` replaced; other names are ``choices`` (checked against
+        the train flags when sampling)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        choices = {**{k: v for k, v in d.items() if k not in known}, **(d.get("choices") or {})}
+        return dataclasses.replace(cls(), **{k: v for k, v in d.items() if k in known - {"choices"}}, choices=choices)
 
     def active(self, base: TrainConfig) -> list[str]:
         """The fields sampled for ``base`` (see the class docstring)."""
         out = []
         for f in dataclasses.fields(self):
-            if getattr(self, f.name) is None:
+            if getattr(self, f.name) is None or f.name == "choices":
                 continue
             if f.name in _XATTN_ONLY and base.canonical_fusion != "xattn":
                 continue
             if f.name.endswith("_backbone_lr") and not base.optim.two_stage_training:
                 continue
             out.append(f.name)
-        return out
+        return out + [name for name in self.choices if choice_applies(name, base)]
 
     def sample(self, trial: optuna.Trial, base: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
         """A TrainConfig with the trial's sampled values, and those values by field name."""
         params: dict[str, Any] = {}
         for name in self.active(base):
-            spec = getattr(self, name)
-            if name in _CATEGORICAL:
+            spec = getattr(self, name, None)
+            if name in self.choices:
+                params[name] = trial.suggest_categorical(name, list(self.choices[name]))
+            elif name in _CATEGORICAL:
                 params[name] = trial.suggest_categorical(name, list(spec))
             else:
                 params[name] = trial.suggest_float(name, float(spec[0]), float(spec[1]), log=name in _LOG)
@@ -245,6 +256,10 @@ def run_search(
     from emolab.experiments.cv import check_corpus, resolve_plan, run_cv
 
     space = space or SearchSpace()
+    try:
+        check_choice_values(base, space.choices)
+    except ValueError as err:
+        raise SweepError(str(err)) from None
     folds, seeds = resolve_plan(protocol, folds, seeds)
     check_corpus(base, protocol, folds)
     out = Path(out).resolve()
@@ -253,6 +268,8 @@ def run_search(
     study_name = study_name or f"{base.model.fusion}-{protocol}"
     settings = sweep_settings(base, protocol, folds, seeds)
     settings["space"] = json.loads(json.dumps(dataclasses.asdict(space)))
+    if not space.choices:  # a study made before `choices` existed continues
+        del settings["space"]["choices"]
     study = optuna.create_study(storage=make_storage(storage), study_name=study_name, direction="maximize",
                                 load_if_exists=True, pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=4),
                                 sampler=sampler)
@@ -327,7 +344,7 @@ def summarise_study(study: optuna.Study) -> dict[str, Any]:
         "best_value": best and best["value"],
         "best_trial": best and best["number"],
         "best_params": best and best["params"],
-        "best_flags": best and " ".join(f"--{k} {_flag(v)}" for k, v in best["params"].items()),
+        "best_flags": best and " ".join(filter(None, (flag_text(k, v) for k, v in best["params"].items()))),
         "best_trial_folder": best and best["trial_folder"],
         "states": dict(Counter(t["state"] for t in trials)),
         "settings": study.user_attrs.get("emolab_settings"),
@@ -443,7 +460,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             raise SweepError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     trials = args.trials if args.trials is not None else (None if args.max_trials is not None else 20)
     space = _space_from_arg(args.space)
-    sampled = [f.name for f in dataclasses.fields(space) if getattr(space, f.name) is not None]
+    sampled = [f.name for f in dataclasses.fields(space) if getattr(space, f.name) is not None] + [*space.choices]
     from emolab.train.cli import build_parser, explicit_dests
 
     train_args = getattr(args, "train_args", [])

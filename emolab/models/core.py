@@ -62,6 +62,9 @@ class FusionOutput:
         video_mask: ``(B, T)`` bool, valid video frames (likewise).
         audio_logits: ``(B, C)`` audio model logits (``late`` only).
         video_logits: ``(B, C)`` video model logits (``late`` only).
+        align_loss: scalar CLIP-style audio-video alignment loss of the batch
+            (concat/gated with ``clip_weight > 0``, training mode only; the
+            trainer adds ``clip_weight`` times it to the classification loss).
     """
 
     logits: Tensor
@@ -74,6 +77,7 @@ class FusionOutput:
     video_mask: Tensor | None = None
     audio_logits: Tensor | None = None
     video_logits: Tensor | None = None
+    align_loss: Tensor | None = None
 
     @classmethod
     def from_logits(cls, logits: Tensor, **extra: Any) -> FusionOutput:

@@ -20,6 +20,8 @@ from emolab.utils.settings import Setting, setting, setting_of
 
 __all__ = [
     "DEFAULT_AUDIO_BACKBONE",
+    "LEGACY_MODEL_DEFAULTS",
+    "LEGACY_MODEL_RENAMES",
     "MODEL_FIELDS",
     "SEED_FIDELITY_GROUP",
     "XATTN_ATTENTION",
@@ -40,6 +42,13 @@ XATTN_FUSE_ORDERS: tuple[str, ...] = ("av", "va")
 
 #: ``--help`` section of the ModelConfig flags that select the seed's xattn and gate behaviour (issue #12).
 SEED_FIDELITY_GROUP = "model: the seed's xattn and gate (README 'Seed checkpoints')"
+
+#: Values of ModelConfig fields added after configs were first saved, as those models behaved: a saved
+#: config without the field gets this value, not today's default (xattn attended in parallel before
+#: ``xattn_attention`` existed and defaulted to the seed's sequential order).
+LEGACY_MODEL_DEFAULTS: dict[str, Any] = {"xattn_attention": "parallel"}
+#: ModelConfig fields saved under an earlier name: ``{old: new}`` (a saved config's old key is read as the new one).
+LEGACY_MODEL_RENAMES: dict[str, str] = {"wavlm_name_or_path": "audio_backbone"}
 
 #: ``{field: (default, setting() keywords)}``. ``fusion``'s choices (the registered names) are added by
 #: ``ModelConfig``: the registry imports torch.

@@ -173,6 +173,7 @@ class CrossAttentionBlock(nn.Module):
         *,
         key_valid: Tensor | None = None,
         need_weights: bool = False,
+        key_bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key_value``.
 
@@ -182,6 +183,10 @@ class CrossAttentionBlock(nn.Module):
             key_valid: bool tensor of shape ``(B, Tk)``, ``True`` for keys that
                 may be attended; ``None`` attends to every key.
             need_weights: also return the attention weights.
+            key_bias: float tensor of shape ``(B, Tk)`` added to every query's
+                attention logits over the keys, ``softmax(QK^T/sqrt(d) + b)``
+                (the emotion-prior bias, :mod:`emolab.models.pooling`);
+                ``None``: no bias (the computation of before, unchanged).
 
         Returns:
             ``(out, weights)``: ``out`` of shape ``(B, Tq, D)``; ``weights`` of
@@ -189,12 +194,20 @@ class CrossAttentionBlock(nn.Module):
             training they carry attention dropout) or ``None``.
         """
         key_padding_mask = None if key_valid is None else ~ensure_nonempty(key_valid)
+        attn_mask = None
+        if key_bias is not None:  # one float mask: padding as -inf (PyTorch deprecates mixing bool and float masks)
+            bias = key_bias.to(query.dtype)
+            if key_padding_mask is not None:
+                bias = bias.masked_fill(key_padding_mask, float("-inf"))
+            B, Tq, Tk, H = query.shape[0], query.shape[1], key_value.shape[1], self.attn.num_heads
+            attn_mask, key_padding_mask = bias[:, None, None, :].expand(B, H, Tq, Tk).reshape(B * H, Tq, Tk), None
         attended, weights = self.attn(
             query,
             key_value,
             key_value,
             key_padding_mask=key_padding_mask,
             need_weights=need_weights,
+            attn_mask=attn_mask,
             average_attn_weights=False,
         )
         out = self.norm(query + self.drop_path(attended))

@@ -30,6 +30,8 @@ from transformers import PretrainedConfig
 from emolab.models.audio import AudioNet
 from emolab.models.fields import (
     DEFAULT_AUDIO_BACKBONE,
+    LEGACY_MODEL_DEFAULTS,
+    LEGACY_MODEL_RENAMES,
     SEED_FIDELITY_GROUP,
     XATTN_ATTENTION,
     XATTN_FUSE_ORDERS,
@@ -37,6 +39,7 @@ from emolab.models.fields import (
     model_field,
 )
 from emolab.models.fusion import FusionModel, fusion_class
+from emolab.models.pooling import POOLINGS, RESEARCH_OPTIONS, check_research_options
 from emolab.models.video import VIDEO_BACKBONES, VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
 from emolab.utils.settings import optional_bool, optional_float, setting
@@ -242,6 +245,17 @@ class ModelConfig:
         -1.0, parse=optional_float, metavar="B", group=SEED_FIDELITY_GROUP,
         help="initial bias of the gate's last Linear, gated and xattn gated (the seed's -1; 'none': PyTorch's "
              "default init)")
+    # the seed's later options (issue #16, emolab.models.pooling); the defaults are the computation of before
+    video_pooling: str = setting("mean", choices=POOLINGS,
+                                 help="pooling of the video frames (video, late, concat, gated)")
+    audio_pooling: str = setting("mean", choices=POOLINGS,
+                                 help="concat/gated: pooling of the audio model's steps (mean: its own encode)")
+    xattn_pooling: str = setting("mean", choices=POOLINGS,
+                                 help="xattn: pooling of both streams after cross-attention")
+    xattn_prior_bias: bool = setting(False, help="xattn: emotion-prior attention bias softmax(QK^T + b)")
+    clip_weight: float = setting(
+        0.0, help="concat/gated: weight of the CLIP-style audio-video alignment loss (0 = off)")
+    clip_temperature: float = setting(0.07, help="temperature of the CLIP-style loss")
     extra: dict[str, Any] = setting(default_factory=dict, flag=None, help="free-form, for custom registered builders",
                                     no_flag="free-form dict read by custom registered builders: set in Python")
 
@@ -292,6 +306,9 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig: video_backbone must be one of {VIDEO_BACKBONES}, got {self.video_backbone!r}"
             )
+        check_research_options(self.canonical_fusion, {f: getattr(self, f) for f in RESEARCH_OPTIONS})
+        if self.audio_pooling != "mean" and self.use_wavlm and self.wavlm_embedding == "head":
+            raise ValueError("ModelConfig: audio_pooling pools the WavLM steps itself; use wavlm_embedding='hidden'")
         if self.wavlm_config is not None and not isinstance(self.wavlm_config, PretrainedConfig | dict):
             raise ValueError(
                 "ModelConfig: wavlm_config must be a transformers config (WavLMConfig, HubertConfig, WhisperConfig, "
@@ -322,14 +339,6 @@ class ModelConfig:
         return self.spec.audio_kind(self.use_wavlm)
 
 
-#: Values of ModelConfig fields added after configs were first saved, as those models behaved: a saved
-#: config without the field gets this value, not today's default (xattn attended in parallel before
-#: ``xattn_attention`` existed and defaulted to the seed's sequential order).
-LEGACY_MODEL_DEFAULTS: dict[str, Any] = {"xattn_attention": "parallel"}
-#: ModelConfig fields saved under an earlier name: ``{old: new}`` (a saved config's old key is read as the new one).
-LEGACY_MODEL_RENAMES: dict[str, str] = {"wavlm_name_or_path": "audio_backbone"}
-
-
 def count_parameters(module: nn.Module, *, trainable: bool = False) -> int:
     """``sum(p.numel())`` over ``module``'s parameters (only ``requires_grad`` ones if ``trainable``)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
@@ -357,7 +366,8 @@ def _build_audio_model(cfg: ModelConfig) -> nn.Module:
 
 
 def _build_video_model(cfg: ModelConfig) -> nn.Module:
-    return VideoNet(cfg.num_classes, pretrained=cfg.pretrained_video, backbone=cfg.video_backbone)
+    return VideoNet(cfg.num_classes, pretrained=cfg.pretrained_video, backbone=cfg.video_backbone,
+                    pooling=cfg.video_pooling)
 
 
 def _fusion_builder(mode: str) -> Builder:
@@ -381,6 +391,11 @@ def _fusion_builder(mode: str) -> Builder:
             xattn_fuse_order=cfg.xattn_fuse_order,  # type: ignore[arg-type]
             xattn_head_dropout=cfg.xattn_head_dropout,
             gate_bias_init=cfg.gate_bias_init,
+            audio_pooling=cfg.audio_pooling,
+            xattn_pooling=cfg.xattn_pooling,
+            xattn_prior_bias=cfg.xattn_prior_bias,
+            clip_weight=cfg.clip_weight,
+            clip_temperature=cfg.clip_temperature,
         )
 
     build.__name__ = f"build_{mode}"

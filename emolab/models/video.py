@@ -51,7 +51,7 @@ from torchvision.models.vision_transformer import interpolate_embeddings
 
 from emolab.models import layers
 from emolab.models.core import EmotionModel, FusionOutput
-from emolab.models.layers import masked_mean
+from emolab.models.pooling import POOLINGS, TemporalPooling
 
 __all__ = ["VIDEO_BACKBONES", "VideoNet", "load_resnet18", "load_video_backbone", "video_blocks"]
 
@@ -156,6 +156,11 @@ class VideoNet(EmotionModel):
         num_classes: output classes.
         pretrained: load ImageNet weights (see :func:`load_video_backbone`).
         backbone: one of :data:`VIDEO_BACKBONES` (default ``resnet18``).
+        pooling: how :meth:`encode` pools the frames, one of
+            :data:`~emolab.models.pooling.POOLINGS`: ``mean`` (default, no
+            parameters, the ``state_dict`` of before), ``attention`` or
+            ``transformer`` (:class:`~emolab.models.pooling.TemporalPooling`,
+            its parameters under ``pool.``).
 
     Attributes:
         backbone: the torchvision model with its classifier replaced by
@@ -167,17 +172,21 @@ class VideoNet(EmotionModel):
 
     inputs = ("video",)
 
-    def __init__(self, num_classes: int = 8, *, pretrained: bool = False, backbone: str = "resnet18") -> None:
+    def __init__(self, num_classes: int = 8, *, pretrained: bool = False, backbone: str = "resnet18",
+                 pooling: str = "mean") -> None:
         super().__init__()
         spec = _BACKBONES.get(backbone)
         if spec is None:
             raise ValueError(f"unknown video backbone {backbone!r}; choose one of {VIDEO_BACKBONES}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"VideoNet: pooling must be one of {POOLINGS}, got {pooling!r}")
         self.backbone_name = backbone
         self.backbone = load_video_backbone(backbone, pretrained)
         setattr(self.backbone, spec.head, nn.Identity())
         self.head = nn.Linear(spec.feature_dim, num_classes)
         self.embedding_dim = spec.feature_dim
         self.sequence_dim = spec.feature_dim
+        self.pool = TemporalPooling(pooling, spec.feature_dim)
 
     @property
     def num_blocks(self) -> int:
@@ -203,23 +212,24 @@ class VideoNet(EmotionModel):
         return feats.view(B, T, -1)
 
     def encode(self, video: Tensor, *, video_valid: Tensor | None = None) -> Tensor:
-        """Clip embedding of shape ``(B, D)``: the mean of per-frame features.
+        """Clip embedding of shape ``(B, D)``: the per-frame features pooled over time (``pooling``; the mean).
 
         Args:
             video: frames of shape ``(B, T, 3, H, W)``.
             video_valid: bool of shape ``(B, T)``; repeated frames (``False``)
-                are left out of the mean. ``None``: plain mean.
+                are left out of the pooling. ``None``: every frame counts.
         """
-        return masked_mean(self.encode_sequence(video), video_valid)
+        return self.pool(self.encode_sequence(video), video_valid)
 
     def forward(self, video: Tensor, *, video_valid: Tensor | None = None) -> FusionOutput:
         """Scores for video of shape ``(B, T, 3, H, W)``; ``logits`` of shape ``(B, num_classes)``."""
         return FusionOutput.from_logits(self.head(self.encode(video, video_valid=video_valid)))
 
     def freeze_backbone(self) -> None:
-        """Freeze the backbone; the head stays trainable."""
+        """Freeze the backbone; the head (and a learned pooling) stay trainable."""
         self.backbone.requires_grad_(False)
         self.head.requires_grad_(True)
+        self.pool.requires_grad_(True)
 
     def unfreeze_backbone(self) -> None:
         """Make every parameter trainable."""
@@ -249,6 +259,7 @@ class VideoNet(EmotionModel):
                 f"VideoNet.unfreeze_last_blocks: n must be in [0, {len(blocks)}] for {self.backbone_name}, got {n!r}"
             )
         self.freeze_backbone()
+        self.pool.requires_grad_(True)  # a learned pooling is part of the head, not of the backbone
         for names in blocks[:n]:
             for name in names:
                 target = self.backbone.get_submodule(name) if _is_module(self.backbone, name) else None

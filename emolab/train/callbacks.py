@@ -156,9 +156,10 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
     lrs = " ".join(f"{k[3:]} {v:.1e}" for k, v in record.items() if k.startswith("lr_"))
     mark = " *" if record.get("improved") else ""
     stop = " (early stop)" if record.get("early_stop") else ""
+    clip = f" clip {record['train_clip_loss']:.4f}" if "train_clip_loss" in record else ""  # --clip_weight
     return (
         f"epoch {record['epoch']}/{epochs} [stage {record['stage']}] "
-        f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.3f} f1 {record['train_f1']:.3f} | "
+        f"train loss {record['train_loss']:.4f}{clip} acc {record['train_acc']:.3f} f1 {record['train_f1']:.3f} | "
         f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f} f1 {record['val_f1']:.3f}{mark} | "
         f"lr {lrs} | {record['seconds']:.1f} s{stop}"
     )

@@ -36,9 +36,10 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig
 
-from emolab.data.datasets import DataConfig
+from emolab.data.datasets import LEGACY_DATA_DEFAULTS, DataConfig
 from emolab.data.splits import SplitConfig
-from emolab.models.registry import LEGACY_MODEL_DEFAULTS, LEGACY_MODEL_RENAMES, ModelConfig
+from emolab.models.fields import LEGACY_MODEL_DEFAULTS, LEGACY_MODEL_RENAMES
+from emolab.models.registry import ModelConfig
 from emolab.models.video import video_blocks
 from emolab.utils.settings import Alias, neutral_fields, resumable_fields, setting
 
@@ -355,6 +356,8 @@ class TrainConfig:
                     raise ValueError(f"TrainConfig.{name}: unknown keys {sorted(bad)}")
                 if sub is ModelConfig:  # a config saved before a field existed keeps the behaviour it had
                     kwargs[name] = {**LEGACY_MODEL_DEFAULTS, **kwargs[name]}
+                if sub is DataConfig:  # likewise: saved before MTCNN became the default, it cropped with Haar
+                    kwargs[name] = {**LEGACY_DATA_DEFAULTS, **kwargs[name]}
                 kwargs[name] = sub(**kwargs[name])
         return cls(**kwargs)
 

@@ -95,15 +95,16 @@ class Callback:
 
 
 class _BatchForward(nn.Module):
-    """Tensors in, ``(logits, log_probs)`` out: a plain module for DDP and ``torch.compile``."""
+    """Tensors in, ``(logits, log_probs, align_loss)`` out: a plain module for DDP and ``torch.compile``
+    (``align_loss``: the CLIP-style loss of concat/gated with ``clip_weight > 0`` in training, else ``None``)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, **inputs: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, **inputs: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         out = forward_batch(self.model, inputs)
-        return out.logits, out.log_probs
+        return out.logits, out.log_probs, out.align_loss
 
 
 def _needs_find_unused(model: nn.Module, model_cfg: ModelConfig) -> bool:
@@ -192,6 +193,8 @@ class EmotionTrainer:
         self.best_epoch = 0
         self.history: list[dict[str, Any]] = []
         self._rng_states: list[dict[str, Any]] = []
+        #: this epoch's CLIP-style losses per training step (``--clip_weight``), for the record's ``train_clip_loss``
+        self.clip_losses: list[Tensor] = []
 
     # ------------------------------------------------------------------ utilities
     def log(self, message: str) -> None:
@@ -302,6 +305,8 @@ class EmotionTrainer:
         stage = self.stage.index if self.stage else 1
         bar = self._bar(loader, f"epoch {epoch + 1}/{self.cfg.epochs} [stage {stage}] train")
         show = not getattr(bar, "disable", True)
+        clip_weight = float(getattr(self.cfg.model, "clip_weight", 0.0))
+        self.clip_losses = []
         for step, batch in enumerate(bar):
             if batch is None:  # every sample of the batch failed to load
                 skipped += loader.batch_size or 0
@@ -309,9 +314,12 @@ class EmotionTrainer:
             skipped += int(batch.get("num_skipped", 0))
             inputs, y = self._inputs(batch)
             with self.autocast():
-                logits, log_probs = self._train_module(**inputs)
+                logits, log_probs, align = self._train_module(**inputs)
             losses = self.loss_fn(logits, log_probs, y)  # (B,)
             loss = losses.mean()
+            if align is not None:  # --clip_weight: the alignment term joins the loss that is minimised
+                loss = loss + clip_weight * align
+                self.clip_losses.append(align.detach())
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -340,7 +348,7 @@ class EmotionTrainer:
             skipped += int(batch.get("num_skipped", 0))
             inputs, y = self._inputs(batch)
             with self.autocast():
-                logits, log_probs = self._core(**inputs)
+                logits, log_probs, _ = self._core(**inputs)
             losses = self.loss_fn(logits, log_probs, y)
             parts.append((batch["meta"]["index"], y, logits.argmax(-1), losses))
         return self._gather(parts, skipped)
@@ -366,6 +374,7 @@ class EmotionTrainer:
             **{f"train_{k}": v for k, v in tm.items()},
             **{f"val_{k}": v for k, v in vm.items()},
             **lrs,
+            **({"train_clip_loss": float(torch.stack(self.clip_losses).mean())} if self.clip_losses else {}),
             "best_val_f1": self.best_val_f1,
             "improved": improved,
             "skipped": train_skipped + val_skipped,

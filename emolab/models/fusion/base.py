@@ -44,6 +44,8 @@ FUSION_OPTIONS: frozenset[str] = frozenset({
     "num_classes", "common_dim", "dropout", "modality_dropout", "xattn_head", "xattn_d_model", "xattn_heads",
     "xattn_attn_dropout", "xattn_stochastic_depth", "n_mels", "hop_length", "xattn_attention",
     "xattn_fuse_order", "xattn_head_dropout", "gate_bias_init",
+    # issue #16's research options (emolab.models.pooling), each off by default
+    "audio_pooling", "xattn_pooling", "xattn_prior_bias", "clip_weight", "clip_temperature",
 })
 
 _FAMILIES: dict[str, type[FusionModel]] = {}
@@ -140,14 +142,22 @@ class FusionModel(EmotionModel):
         for name, p in self.named_parameters():
             if not p.requires_grad or name in unused:
                 continue
-            owner = name.split(".", 1)[0]
+            owner = "fusion" if name.startswith(self.FUSION_PARTS_IN_BRANCHES) else name.split(".", 1)[0]
             groups[{"audio_model": "audio", "video_model": "video"}.get(owner, "fusion")].append(p)
         return groups
 
+    #: Branch submodules that belong with the fusion head: a learned video pooling (``VideoNet.pool``,
+    #: ``--video_pooling``) is new like the head, so it trains in stage 1 and at the head's LR.
+    FUSION_PARTS_IN_BRANCHES: ClassVar[tuple[str, ...]] = ("video_model.pool.",)
+
     def freeze_encoders(self) -> None:
-        """Freeze ``audio_model`` and ``video_model`` entirely (two-stage training, stage 1)."""
+        """Freeze ``audio_model`` and ``video_model`` (two-stage training, stage 1), all but
+        :attr:`FUSION_PARTS_IN_BRANCHES` (none has parameters with the default mean pooling)."""
         self.audio_model.requires_grad_(False)
         self.video_model.requires_grad_(False)
+        for name, p in self.named_parameters():
+            if name.startswith(self.FUSION_PARTS_IN_BRANCHES):
+                p.requires_grad_(True)
 
     def unfreeze_encoders(self, optim_cfg: Any) -> None:
         """Stage 2 of two-stage training: each branch unfreezes what ``optim_cfg`` asks of it.

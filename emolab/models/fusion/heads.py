@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from emolab.models.core import FusionOutput
 from emolab.models.fusion.base import FusionModel, branch_logits
 from emolab.models.layers import ModalityDropout
+from emolab.models.pooling import POOLINGS, TemporalPooling, clip_alignment_loss
 
 __all__ = ["ConcatFusion", "EmbeddingFusion", "GatedFusion", "LateFusion"]
 
@@ -55,12 +56,54 @@ class LateFusion(FusionModel, mode="late"):
 
 
 class EmbeddingFusion(FusionModel):
-    """Base of ``concat`` and ``gated``: each branch's clip embedding (``encode``) projected to ``common_dim``."""
+    """Base of ``concat`` and ``gated``: each branch's clip embedding (``encode``) projected to ``common_dim``.
 
-    def __init__(self, audio_model: nn.Module, video_model: nn.Module, *, common_dim: int = 256, **options: Any) -> None:
+    Args:
+        audio_pooling: ``mean`` (default): the audio model's own ``encode``;
+            ``attention``/``transformer``: a :class:`~emolab.models.pooling.TemporalPooling`
+            (``audio_pool``) over its ``encode_sequence`` steps and ``frame_mask``,
+            so ``audio_proj`` reads ``sequence_dim`` features.
+        clip_weight: ``> 0``: in training mode the output carries ``align_loss``,
+            :func:`~emolab.models.pooling.clip_alignment_loss` of the projected
+            embeddings (before modality dropout); the trainer adds
+            ``clip_weight`` times it to the loss. 0 (default): off.
+        clip_temperature: the InfoNCE temperature.
+    """
+
+    def __init__(self, audio_model: nn.Module, video_model: nn.Module, *, common_dim: int = 256,
+                 audio_pooling: str = "mean", clip_weight: float = 0.0, clip_temperature: float = 0.07,
+                 **options: Any) -> None:
         super().__init__(audio_model, video_model, **options)
-        self.audio_proj = nn.Linear(audio_model.embedding_dim, common_dim)
+        name = type(self).__name__
+        if audio_pooling not in POOLINGS:
+            raise ValueError(f"{name}: audio_pooling must be one of {POOLINGS}, got {audio_pooling!r}")
+        if not clip_weight >= 0 or not clip_temperature > 0:
+            raise ValueError(f"{name}: clip_weight must be >= 0 and clip_temperature > 0, got {clip_weight!r} "
+                             f"and {clip_temperature!r}")
+        self.clip_weight, self.clip_temperature = float(clip_weight), float(clip_temperature)
+        audio_dim = audio_model.embedding_dim
+        self.audio_pool: TemporalPooling | None = None
+        if audio_pooling != "mean":
+            if not callable(getattr(audio_model, "encode_sequence", None)):
+                raise ValueError(f"{name}: audio_pooling={audio_pooling!r} needs an audio model with encode_sequence, "
+                                 f"{type(audio_model).__name__} has none")
+            if getattr(audio_model, "embedding", "hidden") == "head":
+                raise ValueError(f"{name}: audio_pooling={audio_pooling!r} pools the backbone's steps itself; it "
+                                 "does not combine with wavlm_embedding='head'")
+            audio_dim = audio_model.sequence_dim
+            self.audio_pool = TemporalPooling(audio_pooling, audio_dim)
+        self.audio_proj = nn.Linear(audio_dim, common_dim)
         self.video_proj = nn.Linear(video_model.embedding_dim, common_dim)
+
+    def audio_embedding(self, x: Tensor, a_kw: dict[str, Tensor], cached: bool) -> Tensor:
+        """The audio clip embedding before ``audio_proj``: the model's ``encode``, or ``audio_pool`` of its steps."""
+        if self.audio_pool is None:
+            encode = self.audio_model.encode_features if cached else self.audio_model.encode
+            return encode(x, **a_kw)
+        seq = self.audio_model.sequence_features(x) if cached else self.audio_model.encode_sequence(x, **a_kw)
+        length = a_kw.get("audio_length")
+        mask = None if length is None else self.audio_model.frame_mask(length, seq.shape[1])
+        return self.audio_pool(seq, mask)
 
     def embeddings(
         self, video: Tensor, audio: Tensor | None, audio_length: Tensor | None, video_valid: Tensor | None,
@@ -69,9 +112,14 @@ class EmbeddingFusion(FusionModel):
         """Projected clip embeddings ``(a, v)``, each ``(B, common_dim)``."""
         x = self.audio_input(audio, audio_features)
         a_kw, v_kw = self.branch_kwargs(video, x, audio_length, video_valid)
-        encode = self.audio_model.encode_features if audio_features is not None else self.audio_model.encode
-        a = self.audio_proj(encode(x, **a_kw))
+        a = self.audio_proj(self.audio_embedding(x, a_kw, audio_features is not None))
         return a, self.video_proj(self.video_model.encode(video, **v_kw))
+
+    def align_loss(self, a: Tensor, v: Tensor) -> Tensor | None:
+        """The CLIP-style loss of the projected embeddings when it is on (``clip_weight > 0``, training)."""
+        if self.clip_weight <= 0 or not self.training:
+            return None
+        return clip_alignment_loss(a, v, self.clip_temperature)
 
 
 class ConcatFusion(EmbeddingFusion, mode="concat"):
@@ -82,6 +130,7 @@ class ConcatFusion(EmbeddingFusion, mode="concat"):
         num_classes: output classes.
         common_dim: projection size of each embedding (256).
         dropout: dropout inside the classifier MLP.
+        audio_pooling, clip_weight, clip_temperature: see :class:`EmbeddingFusion`.
         **options: other :data:`~emolab.models.fusion.base.FUSION_OPTIONS` (ignored).
     """
 
@@ -108,7 +157,7 @@ class ConcatFusion(EmbeddingFusion, mode="concat"):
                 return_gate: bool = False) -> FusionOutput:
         """See :meth:`FusionModel.forward`."""
         a, v = self.embeddings(video, audio, audio_length, video_valid, audio_features)
-        return FusionOutput.from_logits(self.classifier(torch.cat([a, v], dim=-1)))
+        return FusionOutput.from_logits(self.classifier(torch.cat([a, v], dim=-1)), align_loss=self.align_loss(a, v))
 
 
 class GatedFusion(EmbeddingFusion, mode="gated"):
@@ -154,7 +203,8 @@ class GatedFusion(EmbeddingFusion, mode="gated"):
                 return_gate: bool = False) -> FusionOutput:
         """See :meth:`FusionModel.forward`; ``gate`` is the audio weight ``g`` with ``return_gate``."""
         a, v = self.embeddings(video, audio, audio_length, video_valid, audio_features)
+        align = self.align_loss(a, v)  # before modality dropout: a dropped embedding has nothing to align
         a, v = self.modality_dropout(a, v)
         g = self.gate(torch.cat([a, v], dim=-1))  # (B, 1)
         logits = self.classifier(g * a + (1 - g) * v)
-        return FusionOutput.from_logits(logits, gate=g if return_gate else None)
+        return FusionOutput.from_logits(logits, gate=g if return_gate else None, align_loss=align)

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from emolab.models.audio import mel_frames_from_samples
 from emolab.models.core import FusionOutput
 from emolab.models.fusion.base import XATTN_HEADS, FusionModel, check_choice
-from emolab.models.layers import CrossAttentionBlock, ReLUDropout, lengths_to_mask, masked_mean
+from emolab.models.layers import CrossAttentionBlock, ReLUDropout, lengths_to_mask
+from emolab.models.pooling import POOLINGS, EmotionPriorBias, TemporalPooling
 
 __all__ = ["CrossAttentionFusion"]
 
@@ -49,6 +50,15 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
             0.2; no parameters, same ``state_dict`` keys for any value).
         gate_bias_init: initial bias of the gated head's last Linear (the
             seed's ``-1.0``); ``None``: PyTorch's default init.
+        xattn_pooling: how the attended video frames and audio steps are
+            pooled to clip embeddings: ``mean`` (default, the masked mean of
+            before), ``attention`` or ``transformer`` (one
+            :class:`~emolab.models.pooling.TemporalPooling` per stream,
+            ``video_pool`` and ``audio_pool``).
+        xattn_prior_bias: add the emotion-prior bias
+            (:class:`~emolab.models.pooling.EmotionPriorBias`, ``prior_bias``)
+            to both attentions' logits over their keys: the prior comes from
+            the projected inputs' masked means. Off by default.
         **options: other :data:`~emolab.models.fusion.base.FUSION_OPTIONS` (ignored).
     """
 
@@ -70,9 +80,12 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
         xattn_fuse_order: Literal["av", "va"] = "av",
         xattn_head_dropout: float = 0.2,
         gate_bias_init: float | None = -1.0,
+        xattn_pooling: str = "mean",
+        xattn_prior_bias: bool = False,
         **options: Any,
     ) -> None:
         check_choice("FusionModel", "xattn_head", xattn_head, XATTN_HEADS)
+        check_choice("FusionModel", "xattn_pooling", xattn_pooling, POOLINGS)
         super().__init__(
             audio_model, video_model, xattn_attention=xattn_attention, xattn_fuse_order=xattn_fuse_order, **options
         )
@@ -97,10 +110,17 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
             self.classifier = nn.Linear(d, num_classes)
             if gate_bias_init is not None:
                 nn.init.constant_(self.gate[-2].bias, gate_bias_init)
+        # issue #16 options, created last so that with their defaults the modules (and their init) are as before
+        self.xattn_pooling = xattn_pooling
+        self.video_pool = TemporalPooling(xattn_pooling, d)
+        self.audio_pool = TemporalPooling(xattn_pooling, d)
+        self.prior_bias = EmotionPriorBias(d, num_classes) if xattn_prior_bias else None
 
     def unused_prefixes(self) -> list[str]:
-        """Both unimodal heads, and the Conv1d fallback or (without ``encode_sequence``) the whole audio model."""
+        """Both unimodal heads, the video model's own pooling (xattn pools after attention), and the Conv1d
+        fallback or (without ``encode_sequence``) the whole audio model."""
         prefixes = self.branch_head_prefixes(keep_encode_parts=False)
+        prefixes.append("video_model.pool.")
         prefixes.append("audio_fallback_conv." if self.uses_audio_sequence else "audio_model.")
         return prefixes
 
@@ -134,11 +154,17 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
         audio_length, video_valid = a_kw.get("audio_length"), v_kw.get("video_valid")
         v = self.video_proj(self.video_model.encode_sequence(video))  # (B, T, d)
         a, a_valid = self.audio_sequence(x, audio_length, cached=audio_features is not None)  # (B, Ta, d)
-        v_out, w_v2a = self.v2a(v, a, key_valid=a_valid, need_weights=return_attn)  # (B, T, d)
+        a_bias: Tensor | None = None
+        prior: Tensor | None = None
+        if self.prior_bias is not None:  # softmax(QK^T + b): b from the clip's global audio-visual prior
+            _, prior = self.prior_bias.prior(a, v, a_valid, video_valid)
+            a_bias = self.prior_bias.bias(a, prior)
+        v_out, w_v2a = self.v2a(v, a, key_valid=a_valid, need_weights=return_attn, key_bias=a_bias)  # (B, T, d)
         v_keys = v_out if self.xattn_attention == "sequential" else v  # the seed: a2v sees the updated video
-        a_out, w_a2v = self.a2v(a, v_keys, key_valid=video_valid, need_weights=return_attn)  # (B, Ta, d)
-        v_emb = masked_mean(v_out, video_valid)  # (B, d)
-        a_emb = masked_mean(a_out, a_valid)  # (B, d)
+        v_bias = None if self.prior_bias is None or prior is None else self.prior_bias.bias(v_keys, prior)
+        a_out, w_a2v = self.a2v(a, v_keys, key_valid=video_valid, need_weights=return_attn, key_bias=v_bias)
+        v_emb = self.video_pool(v_out, video_valid)  # (B, d)
+        a_emb = self.audio_pool(a_out, a_valid)  # (B, d)
         first, second = (a_emb, v_emb) if self.xattn_fuse_order == "av" else (v_emb, a_emb)
         gate = None
         if self.xattn_head == "concat":
