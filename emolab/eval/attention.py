@@ -25,7 +25,15 @@ from emolab.data.video import VideoInfo, preprocess_clip, probe_video
 from emolab.models.fusion import forward_batch
 from emolab.viz.attention import audio_step_times, video_frame_times
 
-__all__ = ["AttentionClip", "DISPLAY_MAX_SIZE", "collect_attention", "display_frames", "model_hop", "native_size"]
+__all__ = [
+    "AttentionClip",
+    "DISPLAY_MAX_SIZE",
+    "attention_spread",
+    "collect_attention",
+    "display_frames",
+    "model_hop",
+    "native_size",
+]
 
 #: Upper bound (pixels) of the side of display frames chosen from the source (a 1080p face crop is ~600 px).
 DISPLAY_MAX_SIZE = 256
@@ -64,6 +72,45 @@ class AttentionClip:
     @property
     def heads(self) -> int:
         return int(self.attn_v2a.shape[0])
+
+    def spread(self, direction: str = "a2v") -> float:
+        """:func:`attention_spread` of ``"a2v"`` or ``"v2a"`` (1 = uniform, 0 = each query on one key)."""
+        if direction == "a2v":
+            return attention_spread(self.attn_a2v, self.audio_mask, self.video_mask)
+        if direction == "v2a":
+            return attention_spread(self.attn_v2a, self.video_mask, self.audio_mask)
+        raise ValueError(f"direction must be 'a2v' or 'v2a', got {direction!r}")
+
+
+def attention_spread(
+    weights: np.ndarray, query_mask: np.ndarray | None = None, key_mask: np.ndarray | None = None
+) -> float:
+    """How uniform attention is: the entropy of each valid query's weights over the valid keys (renormalised),
+    divided by ``log(valid keys)``, averaged over queries and heads.
+
+    1.0 is uniform attention (a head that has not learned where to look, or keys it cannot tell apart,
+    such as two near-identical frames), 0.0 one key per query. Per head, not of the head mean: heads that
+    attend to different keys average to a flat map although none of them is flat.
+
+    Args:
+        weights: `(heads, Tq, Tk)` or `(Tq, Tk)` attention weights.
+        query_mask, key_mask: `(Tq,)` / `(Tk,)` bool, True for valid positions (None: all valid).
+
+    Raises:
+        ValueError: fewer than 2 valid keys (nothing to spread over) or no valid query.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    w = w[None] if w.ndim == 2 else w
+    if w.ndim != 3:
+        raise ValueError(f"weights must have shape (heads, Tq, Tk) or (Tq, Tk), got {np.shape(weights)}")
+    q = np.ones(w.shape[1], bool) if query_mask is None else np.asarray(query_mask, bool)
+    k = np.ones(w.shape[2], bool) if key_mask is None else np.asarray(key_mask, bool)
+    w = w[:, q][:, :, k]
+    if w.shape[2] < 2 or w.shape[1] < 1:
+        raise ValueError(f"attention spread needs >= 2 valid keys and a valid query, got {w.shape[2]} and {w.shape[1]}")
+    p = w / np.maximum(w.sum(-1, keepdims=True), 1e-12)
+    entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1)
+    return float(entropy.mean() / np.log(w.shape[2]))
 
 
 def _frames_per_step(model: nn.Module, mel_frames: int, steps: int) -> int:

@@ -204,6 +204,9 @@ class ModelConfig:
     xattn_heads: int = setting(4, help="xattn attention heads")
     xattn_attn_dropout: float = setting(0.1, help="xattn attention dropout")
     xattn_stochastic_depth: float = setting(0.1, help="xattn stochastic depth")
+    xattn_time_encoding: float = setting(
+        0.0, metavar="A", help="xattn: add a sinusoidal code (amplitude A) of each frame's and audio step's place in "
+                               "the clip before attention; 0: none (the seed). No parameters")
     # seed fidelity (issue #12); `load_seed_checkpoint` sets the seed's values, the defaults are for new training
     mel_sequence: str = setting(
         "time", choices=("time", "clip"), group=SEED_FIDELITY_GROUP,
@@ -244,6 +247,12 @@ class ModelConfig:
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"ModelConfig: {name} must be one of {choices}, got {getattr(self, name)!r}")
+        if isinstance(self.xattn_time_encoding, bool) or not (
+            isinstance(self.xattn_time_encoding, int | float) and self.xattn_time_encoding >= 0
+        ):
+            raise ValueError(
+                f"ModelConfig: xattn_time_encoding must be a number >= 0 (0: none), got {self.xattn_time_encoding!r}"
+            )
         if self.gate_bias_init is not None and (
             isinstance(self.gate_bias_init, bool) or not isinstance(self.gate_bias_init, int | float)
         ):
@@ -350,6 +359,7 @@ def _fusion_builder(mode: str) -> Builder:
             xattn_fuse_order=cfg.xattn_fuse_order,  # type: ignore[arg-type]
             xattn_head_dropout=cfg.xattn_head_dropout,
             gate_bias_init=cfg.gate_bias_init,
+            xattn_time_encoding=cfg.xattn_time_encoding,
         )
 
     build.__name__ = f"build_{mode}"

@@ -46,7 +46,7 @@ XATTN_FUSE_ORDERS: tuple[str, ...] = ("av", "va")
 FUSION_OPTIONS: frozenset[str] = frozenset({
     "num_classes", "common_dim", "dropout", "modality_dropout", "xattn_head", "xattn_d_model", "xattn_heads",
     "xattn_attn_dropout", "xattn_stochastic_depth", "n_mels", "hop_length", "xattn_attention",
-    "xattn_fuse_order", "xattn_head_dropout", "gate_bias_init",
+    "xattn_fuse_order", "xattn_head_dropout", "gate_bias_init", "xattn_time_encoding",
 })
 
 _FAMILIES: dict[str, type[FusionModel]] = {}

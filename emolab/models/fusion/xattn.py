@@ -21,7 +21,14 @@ from torch import Tensor, nn
 from emolab.models.audio import mel_frames_from_samples
 from emolab.models.core import FusionOutput
 from emolab.models.fusion.base import XATTN_HEADS, FusionModel, check_choice
-from emolab.models.layers import CrossAttentionBlock, ReLUDropout, lengths_to_mask, masked_mean
+from emolab.models.layers import (
+    CrossAttentionBlock,
+    ReLUDropout,
+    clip_positions,
+    lengths_to_mask,
+    masked_mean,
+    time_encoding,
+)
 
 __all__ = ["CrossAttentionFusion"]
 
@@ -49,6 +56,13 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
             0.2; no parameters, same ``state_dict`` keys for any value).
         gate_bias_init: initial bias of the gated head's last Linear (the
             seed's ``-1.0``); ``None``: PyTorch's default init.
+        xattn_time_encoding: amplitude of a sinusoidal code of each token's place in the clip
+            (:func:`~emolab.models.layers.time_encoding`; frames ``j / (T - 1)``, valid audio
+            steps ``k / (n - 1)``) added to both sequences before attention; 0 (the seed): none.
+            Without it, frames the video encoder cannot tell apart (a face whose expression
+            holds) are identical keys and a2v attention stays uniform; the demo's xattn model
+            uses 4 (at 1 the code is small beside LayerNorm'd tokens and attention stays near
+            uniform after a short run). No parameters.
         **options: other :data:`~emolab.models.fusion.base.FUSION_OPTIONS` (ignored).
     """
 
@@ -70,6 +84,7 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
         xattn_fuse_order: Literal["av", "va"] = "av",
         xattn_head_dropout: float = 0.2,
         gate_bias_init: float | None = -1.0,
+        xattn_time_encoding: float = 0.0,
         **options: Any,
     ) -> None:
         check_choice("FusionModel", "xattn_head", xattn_head, XATTN_HEADS)
@@ -80,6 +95,7 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
         self.xattn_fuse_order = xattn_fuse_order
         self.xattn_head = xattn_head
         self.hop_length = hop_length
+        self.xattn_time_encoding = float(xattn_time_encoding)
         d = xattn_d_model
         self.uses_audio_sequence = callable(getattr(audio_model, "encode_sequence", None))
         audio_in = audio_model.sequence_dim if self.uses_audio_sequence else d
@@ -134,6 +150,11 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
         audio_length, video_valid = a_kw.get("audio_length"), v_kw.get("video_valid")
         v = self.video_proj(self.video_model.encode_sequence(video))  # (B, T, d)
         a, a_valid = self.audio_sequence(x, audio_length, cached=audio_features is not None)  # (B, Ta, d)
+        if self.xattn_time_encoding:
+            B, T, d = v.shape
+            amp = self.xattn_time_encoding
+            v = v + amp * time_encoding(clip_positions(T, None, B, v.device), d).to(v.dtype)
+            a = a + amp * time_encoding(clip_positions(a.shape[1], a_valid, B, a.device), d).to(a.dtype)
         v_out, w_v2a = self.v2a(v, a, key_valid=a_valid, need_weights=return_attn)  # (B, T, d)
         v_keys = v_out if self.xattn_attention == "sequential" else v  # the seed: a2v sees the updated video
         a_out, w_a2v = self.a2v(a, v_keys, key_valid=video_valid, need_weights=return_attn)  # (B, Ta, d)
