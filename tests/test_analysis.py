@@ -6,11 +6,13 @@ import contextlib
 import dataclasses
 import io
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from emolab.eval import analysis
+from emolab.eval.attention import DISPLAY_MAX_SIZE, display_frames
 from emolab.data import SplitConfig, class_names
 from emolab.train import build_run_model
 
@@ -150,6 +152,16 @@ def test_collect_attention(trained):
     assert heads == c.heads == cfg.model.xattn_heads and T == cfg.data.num_frames
     assert c.attn_a2v.shape == (heads, Ta, T)
     assert c.frames.shape == (T, 48, 48, 3) and c.frames.dtype == np.uint8
+    # display frames: the same frames and crop, at the crop's resolution in the source (never below the model's)
+    D = c.display.shape[1]
+    box = test.frames(0).box
+    assert c.display.shape == (T, D, D, 3) and c.display.dtype == np.uint8
+    assert D == int(np.clip(box[2] - box[0], 48, DISPLAY_MAX_SIZE))
+    big = display_frames(test, 0, 96)
+    assert big.shape == (T, 96, 96, 3)
+    small = np.stack([cv2.resize(f, (48, 48), interpolation=cv2.INTER_AREA) for f in big])
+    assert np.abs(small.astype(int) - c.frames.astype(int)).mean() < 4  # the same pixels, only finer
+    assert np.array_equal(display_frames(test, 0, 48), c.frames)  # the model's size: the cached frames
     assert c.mel.shape[:2] == (1, cfg.model.n_mels)
     assert c.video_times.shape == (T,) and c.video_times[0] == 0.0 and c.video_times[-1] <= 1.0
     assert c.audio_times.shape == (Ta,) and np.allclose(np.diff(c.audio_times), 4 * 160 / 16000)
@@ -160,6 +172,23 @@ def test_collect_attention(trained):
     concat = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fusion="concat"))
     with pytest.raises(ValueError, match="no attention"):
         analysis.collect_attention(build_run_model(concat).eval(), test, [0])
+
+
+def test_display_frames_are_the_model_frames_at_the_crop_resolution(demo_root):
+    from emolab.data import DataConfig, RavdessMelDataset, pair_corpus
+
+    pairs = pair_corpus(demo_root, check="none").pairs[:1]
+    ds = RavdessMelDataset(pairs, config=DataConfig(num_frames=3, frame_size=16, cache_dir=""))
+    clip = ds.frames(0)
+    native = clip.box[2] - clip.box[0] if clip.box is not None else 64  # 96x64 videos
+    shown = display_frames(ds, 0)
+    assert shown.shape == (3, native, native, 3) and 16 < native <= DISPLAY_MAX_SIZE
+    small = np.stack([cv2.resize(f, (16, 16), interpolation=cv2.INTER_AREA) for f in shown])
+    assert np.abs(small.astype(int) - clip.frames.astype(int)).mean() < 4  # same frames, same crop
+    assert display_frames(ds, 0) is shown  # from the frame cache: decoded once
+    assert display_frames(ds, 0, 16) is clip.frames
+    with pytest.raises(ValueError, match=">= 8"):
+        display_frames(ds, 0, 4)
 
 
 def test_stratified_subset_spreads_over_actors_and_emotions():

@@ -457,6 +457,33 @@ def test_xattn_attention_ignores_invalid_frames() -> None:
     assert torch.equal(out.video_mask, b["video_valid"])
 
 
+def test_xattn_time_encoding_makes_identical_frames_distinct_keys() -> None:
+    """Frames the encoder cannot tell apart (here: the same frame 4 times) are identical keys: a2v is exactly
+    uniform; with the time encoding (no parameters, same state_dict) each frame is its own key."""
+    torch.manual_seed(0)
+    plain = build_model("xattn").eval()
+    timed = build_model("xattn", xattn_time_encoding=4.0).eval()
+    timed.load_state_dict(plain.state_dict())  # the same weights: the option adds no parameter
+    b = _batch(2, 4)
+    b["video"] = b["video"][:, :1].expand(-1, 4, -1, -1, -1).contiguous()
+    with torch.no_grad():
+        flat = forward_batch(plain, b, return_attn=True)
+        coded = forward_batch(timed, b, return_attn=True)
+    assert torch.allclose(flat.attn_a2v, torch.full_like(flat.attn_a2v, 0.25), atol=1e-5)
+    valid = coded.attn_a2v[0]  # clip 0: every audio step valid
+    assert (valid.amax(-1) - valid.amin(-1)).mean().item() > 0.05
+    assert torch.allclose(coded.attn_a2v.sum(-1), torch.ones(()), atol=1e-5)
+    assert coded.attn_v2a[1, :, :, 13:].abs().max().item() == 0.0  # padded audio still masked
+
+    pos = layers_mod.clip_positions(5, torch.tensor([[True] * 5, [True, True, True, False, False]]), 2, "cpu")
+    assert pos[0].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0] and pos[1, :3].tolist() == [0.0, 0.5, 1.0]
+    code = layers_mod.time_encoding(pos, 16)
+    assert code.shape == (2, 5, 16) and code.abs().max().item() <= 1.0
+    assert torch.allclose(code[1, 2], code[0, 4])  # the end of each clip's valid span: the same code
+    with pytest.raises(ValueError, match="even"):
+        layers_mod.time_encoding(pos, 15)
+
+
 def test_masks_none_equals_full_masks() -> None:
     torch.manual_seed(0)
     b = _batch()

@@ -128,9 +128,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     if args.skip_notebooks:
         return 0
-    from emolab.train.demo import DEMO_XATTN_EPOCHS, demo_xattn_run
+    from emolab.train.demo import DEMO_XATTN_EPOCHS, DEMO_XATTN_FRAMES, demo_xattn_run
 
-    print(f"\n== training a small cross-attention model for notebook 04 (xattn, {DEMO_XATTN_EPOCHS} epochs, same split) ==")
+    print(f"\n== training a small cross-attention model for notebook 04 "
+          f"(xattn, {DEMO_XATTN_FRAMES} frames, {DEMO_XATTN_EPOCHS} epochs, same split) ==")
     xattn = demo_xattn_run(data_root, Path(args.output_dir))
     print(f"test accuracy {xattn['accuracy']:.3f}, macro-F1 {xattn['macro_f1']:.3f}; run folder {xattn['run_dir']}")
     checkpoints = {"gated": Path(metrics["run_dir"]) / "best_gated.pt", "xattn": Path(xattn["run_dir"]) / "best_xattn.pt"}

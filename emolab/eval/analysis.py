@@ -54,14 +54,21 @@ from emolab.models.registry import ModelConfig
 from emolab.utils.checkpoints import load_checkpoint
 from emolab.train.config import OptimConfig, TrainConfig
 from emolab.train.run import RunResult, build_run_model, run_training
-from emolab.eval.attention import AttentionClip, collect_attention  # re-exported: notebook 04 calls them here
+from emolab.eval.attention import (  # re-exported: notebook 04 calls them here
+    AttentionClip,
+    attention_spread,
+    collect_attention,
+    display_frames,
+)
 
 __all__ = [
     "SNR_LEVELS",
     "SMOKE_SPLIT",
     "AttentionClip",
     "GateCollection",
+    "attention_spread",
     "collect_attention",
+    "display_frames",
     "collect_gates",
     "corpus_actors",
     "cpu_determinism",

@@ -316,7 +316,7 @@ def _save_attention(model: Any, cfg: Any, raw_ds: Any, clips: list[Clip], out: P
     written = []
     for i, c in enumerate(clips):
         (a,) = collect_attention(model, raw_ds, [i])
-        fig = attention_over_media(a.frames, a.mel, a.attn_v2a, a.video_times, a.audio_times, attn_a2v=a.attn_a2v,
+        fig = attention_over_media(a.display, a.mel, a.attn_v2a, a.video_times, a.audio_times, attn_a2v=a.attn_a2v,
                                    audio_mask=a.audio_mask, video_mask=a.video_mask,
                                    title=f"{Path(c.name).name}: predicted {a.pred}")
         stem = Path(c.name).stem.replace(" ", "_")

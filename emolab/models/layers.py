@@ -21,8 +21,10 @@ __all__ = [
     "CrossAttentionBlock",
     "ModalityDropout",
     "ReLUDropout",
+    "clip_positions",
     "lengths_to_mask",
     "masked_mean",
+    "time_encoding",
 ]
 
 
@@ -51,6 +53,31 @@ def ensure_nonempty(mask: Tensor) -> Tensor:
     """
     mask = mask.to(torch.bool)
     return mask | ~mask.any(dim=1, keepdim=True)
+
+
+def clip_positions(length: int, valid: Tensor | None, batch: int, device: torch.device) -> Tensor:
+    """Where each step of a sequence lies in its clip, in [0, 1]: ``k / (n - 1)`` for the ``n`` valid steps
+    (``valid``: bool ``(B, length)``, valid steps first; None: all ``length``), shape ``(B, length)``; steps past
+    the valid ones get positions past 1 (they are masked anyway)."""
+    k = torch.arange(length, device=device, dtype=torch.float32).expand(batch, length)
+    if valid is None:
+        n = torch.full((batch, 1), float(length), device=device)
+    else:
+        n = valid.sum(dim=1, keepdim=True).float()
+    return k / (n - 1).clamp(min=1.0)
+
+
+def time_encoding(positions: Tensor, dim: int, max_frequency: float = 64.0) -> Tensor:
+    """Sinusoidal code ``(B, L, dim)`` of positions ``(B, L)`` in [0, 1]: ``sin``/``cos`` of ``pi * f * position``
+    for ``dim // 2`` frequencies ``f`` from 1 (the whole clip) to ``max_frequency`` (a 32nd of it), geometric.
+    No parameters: a model that adds it to its tokens can tell where in the clip each token lies."""
+    if dim % 2:
+        raise ValueError(f"time_encoding needs an even dim, got {dim}")
+    half = dim // 2
+    steps = torch.arange(half, device=positions.device, dtype=torch.float32) / max(1, half - 1)
+    freqs = torch.pi * max_frequency**steps
+    angles = positions.float().unsqueeze(-1) * freqs  # (B, L, half)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
 def masked_mean(x: Tensor, mask: Tensor | None, dim: int = 1) -> Tensor:

@@ -40,6 +40,7 @@ from emolab.models.fields import (
 )
 from emolab.models.fusion import FusionModel, fusion_class
 from emolab.models.pooling import POOLINGS, RESEARCH_OPTIONS, check_research_options
+from emolab.models.spec import ModelSpec
 from emolab.models.video import VIDEO_BACKBONES, VideoNet
 from emolab.models.wavlm import WavLMAudioEncoder
 from emolab.utils.settings import optional_bool, optional_float, setting
@@ -60,43 +61,6 @@ __all__ = [
 ]
 
 Builder = Callable[["ModelConfig"], nn.Module]
-INPUTS: tuple[tuple[str, ...], ...] = (("audio",), ("video",), ("audio", "video"))
-GATES: tuple[str, ...] = ("never", "always", "gated_head")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the rest of emolab needs to know about a registered model without building it.
-
-    Attributes:
-        inputs: the batch tensors its ``forward`` reads: ``("audio",)``,
-            ``("video",)`` or ``("audio", "video")`` (datasets load only these).
-        fusion_head: it has trainable fusion parameters of its own besides the
-            two branches (two-stage training freezes the branches under them).
-        gate: whether it computes a modality gate (an extra output of the
-            ONNX export, the gate histograms): ``"never"``, ``"always"``
-            (``gated``), or ``"gated_head"``: with ``xattn_head="gated"`` (``xattn``).
-    """
-
-    inputs: tuple[str, ...] = ("audio", "video")
-    fusion_head: bool = False
-    gate: str = "never"
-
-    def __post_init__(self) -> None:
-        if tuple(self.inputs) not in INPUTS:
-            raise ValueError(f"ModelSpec: inputs must be one of {INPUTS}, got {self.inputs!r}")
-        if self.gate not in GATES:
-            raise ValueError(f"ModelSpec: gate must be one of {GATES}, got {self.gate!r}")
-
-    def has_gate(self, xattn_head: str) -> bool:
-        """Whether the model computes a modality gate with this ``xattn_head`` (ignored unless ``"gated_head"``)."""
-        return self.gate == "always" or (self.gate == "gated_head" and xattn_head == "gated")
-
-    def audio_kind(self, use_wavlm: bool) -> str | None:
-        """The audio input the model takes: ``"wave"`` (WavLM), ``"mel"``, or ``None`` when it reads no audio."""
-        if "audio" not in self.inputs:
-            return None
-        return "wave" if use_wavlm else "mel"
 
 
 class ModelRegistry:
@@ -228,6 +192,9 @@ class ModelConfig:
     xattn_heads: int = model_field("xattn_heads")
     xattn_attn_dropout: float = setting(0.1, help="xattn attention dropout")
     xattn_stochastic_depth: float = setting(0.1, help="xattn stochastic depth")
+    xattn_time_encoding: float = setting(
+        0.0, metavar="A", help="xattn: add a sinusoidal code (amplitude A) of each frame's and audio step's place in "
+                               "the clip before attention; 0: none (the seed). No parameters")
     # seed fidelity (issue #12); `load_seed_checkpoint` sets the seed's values, the defaults are for new training
     mel_sequence: str = setting(
         "time", choices=("time", "clip"), group=SEED_FIDELITY_GROUP,
@@ -279,6 +246,12 @@ class ModelConfig:
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"ModelConfig: {name} must be one of {choices}, got {getattr(self, name)!r}")
+        if isinstance(self.xattn_time_encoding, bool) or not (
+            isinstance(self.xattn_time_encoding, int | float) and self.xattn_time_encoding >= 0
+        ):
+            raise ValueError(
+                f"ModelConfig: xattn_time_encoding must be a number >= 0 (0: none), got {self.xattn_time_encoding!r}"
+            )
         if self.gate_bias_init is not None and (
             isinstance(self.gate_bias_init, bool) or not isinstance(self.gate_bias_init, int | float)
         ):
@@ -396,6 +369,7 @@ def _fusion_builder(mode: str) -> Builder:
             xattn_prior_bias=cfg.xattn_prior_bias,
             clip_weight=cfg.clip_weight,
             clip_temperature=cfg.clip_temperature,
+            xattn_time_encoding=cfg.xattn_time_encoding,
         )
 
     build.__name__ = f"build_{mode}"

@@ -43,7 +43,7 @@ FUSION_MODES: tuple[str, ...] = ("late", "concat", "gated", "xattn")
 FUSION_OPTIONS: frozenset[str] = frozenset({
     "num_classes", "common_dim", "dropout", "modality_dropout", "xattn_head", "xattn_d_model", "xattn_heads",
     "xattn_attn_dropout", "xattn_stochastic_depth", "n_mels", "hop_length", "xattn_attention",
-    "xattn_fuse_order", "xattn_head_dropout", "gate_bias_init",
+    "xattn_fuse_order", "xattn_head_dropout", "gate_bias_init", "xattn_time_encoding",
     # issue #16's research options (emolab.models.pooling), each off by default
     "audio_pooling", "xattn_pooling", "xattn_prior_bias", "clip_weight", "clip_temperature",
 })

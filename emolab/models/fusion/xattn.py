@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from emolab.models.audio import mel_frames_from_samples
 from emolab.models.core import FusionOutput
 from emolab.models.fusion.base import XATTN_HEADS, FusionModel, check_choice
-from emolab.models.layers import CrossAttentionBlock, ReLUDropout, lengths_to_mask
+from emolab.models.layers import CrossAttentionBlock, ReLUDropout, clip_positions, lengths_to_mask, time_encoding
 from emolab.models.pooling import POOLINGS, EmotionPriorBias, TemporalPooling
 
 __all__ = ["CrossAttentionFusion"]
@@ -59,6 +59,13 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
             (:class:`~emolab.models.pooling.EmotionPriorBias`, ``prior_bias``)
             to both attentions' logits over their keys: the prior comes from
             the projected inputs' masked means. Off by default.
+        xattn_time_encoding: amplitude of a sinusoidal code of each token's place in the clip
+            (:func:`~emolab.models.layers.time_encoding`; frames ``j / (T - 1)``, valid audio
+            steps ``k / (n - 1)``) added to both sequences before attention; 0 (the seed): none.
+            Without it, frames the video encoder cannot tell apart (a face whose expression
+            holds) are identical keys and a2v attention stays uniform; the demo's xattn model
+            uses 4 (at 1 the code is small beside LayerNorm'd tokens and attention stays near
+            uniform after a short run). No parameters.
         **options: other :data:`~emolab.models.fusion.base.FUSION_OPTIONS` (ignored).
     """
 
@@ -82,6 +89,7 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
         gate_bias_init: float | None = -1.0,
         xattn_pooling: str = "mean",
         xattn_prior_bias: bool = False,
+        xattn_time_encoding: float = 0.0,
         **options: Any,
     ) -> None:
         check_choice("FusionModel", "xattn_head", xattn_head, XATTN_HEADS)
@@ -93,6 +101,7 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
         self.xattn_fuse_order = xattn_fuse_order
         self.xattn_head = xattn_head
         self.hop_length = hop_length
+        self.xattn_time_encoding = float(xattn_time_encoding)
         d = xattn_d_model
         self.uses_audio_sequence = callable(getattr(audio_model, "encode_sequence", None))
         audio_in = audio_model.sequence_dim if self.uses_audio_sequence else d
@@ -154,6 +163,11 @@ class CrossAttentionFusion(FusionModel, mode="xattn"):
         audio_length, video_valid = a_kw.get("audio_length"), v_kw.get("video_valid")
         v = self.video_proj(self.video_model.encode_sequence(video))  # (B, T, d)
         a, a_valid = self.audio_sequence(x, audio_length, cached=audio_features is not None)  # (B, Ta, d)
+        if self.xattn_time_encoding:
+            B, T, d = v.shape
+            amp = self.xattn_time_encoding
+            v = v + amp * time_encoding(clip_positions(T, None, B, v.device), d).to(v.dtype)
+            a = a + amp * time_encoding(clip_positions(a.shape[1], a_valid, B, a.device), d).to(a.dtype)
         a_bias: Tensor | None = None
         prior: Tensor | None = None
         if self.prior_bias is not None:  # softmax(QK^T + b): b from the clip's global audio-visual prior
