@@ -41,8 +41,8 @@ __all__ = ["COLUMNS", "METRICS", "NOT_SETTINGS", "RunsError", "add_arguments", "
 #: run) and those that change no result (declared ``neutral`` on the field, ``emolab.train.config.NEUTRAL_FIELDS``).
 #: Spelled out because this module reads runs without importing torch; tests/test_settings.py checks it against
 #: the fields' metadata.
-NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
-                "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
+NOT_SETTINGS = ("data_root", "device", "num_workers", "data_path", "progress", "wandb", "wandb_project", "compile",
+                "log_every", "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
 #: Test metrics (columns ``test_<metric>``) in display order.
 METRICS: tuple[str, ...] = ("accuracy", "uar", "macro_f1", "weighted_f1")
 COLUMNS: tuple[str, ...] = (
