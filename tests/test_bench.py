@@ -11,7 +11,7 @@ import pytest
 
 from emolab.cli.main import main
 
-TINY = ["--size", "96x64", "--seconds", "1", "--fps", "10", "--clips", "4", "--growth_base", "1",
+TINY = ["--size", "96x64", "--seconds", "1", "--fps", "10", "--clips", "4", "--growth_base", "1", "--split_clips", "8",
         "--batch_size", "2", "--warmup", "1", "--steps", "1", "--warm_epochs", "1", "--workers", "0",
         "--wavlm", "none", "--min_seconds", "0"]
 
@@ -29,7 +29,7 @@ def test_bench_json_structure(tmp_path: Path, capsys) -> None:
     printed = json.loads(captured.out)  # stdout holds only the JSON object
     written = json.loads(out.read_text())
     assert printed == written
-    assert "training (samples/s)" in captured.err  # the table goes to stderr
+    assert "training, samples/s" in captured.err  # the table goes to stderr
     assert not list(out.parent.glob("*.tmp"))  # atomic write left no temporary file
 
     for key in ("cpu", "cores", "gpu", "torch"):
@@ -42,8 +42,12 @@ def test_bench_json_structure(tmp_path: Path, capsys) -> None:
     assert data["cache_audio_bytes"] >= 4 * 2 * 16000  # 1 s of int16 audio per clip at least
     assert set(written["train"]) == {"audio", "gated"}
     for mode, r in written["train"].items():
-        for key in ("compute_samples_per_s", "end_to_end_samples_per_s", "ratio", "rss_peak_mb"):
+        for key in ("compute_samples_per_s", "end_to_end_samples_per_s", "ratio", "rss_peak_mb",
+                    "loader_samples_per_s", "loader_ratio", "epoch_s", "resident_mb"):
             assert _positive(r[key]), (mode, key)
+        # the end-to-end split is the served one, resident on the CPU, timed in whole blocks of the trainer's loop
+        assert r["split_clips"] == 8 and r["resident_device"] == "cpu" and r["amp_dtype"] == "float32"
+        assert r["epoch_s"] == pytest.approx(8 / r["end_to_end_samples_per_s"])
         assert r["rss_delta_mb"] >= 0 and r["steps"] >= 1
     assert [g["scale"] for g in written["growth"]] == [1, 2, 4]
     assert [g["clips"] for g in written["growth"]] == [1, 2, 4]
