@@ -3,8 +3,9 @@
 Measures clips/s from MP4 + WAV files to a ready batch of video
 ``(B, 8, 3, 112, 112)`` and log-Mel ``(B, 1, 64, 301)``, side by side:
 
-* naive: what the seed project does, every epoch: OpenCV reads every frame of
-  the clip, 8 are sampled and resized;
+* naive: what the seed project does, every epoch (:class:`NaiveDataset`):
+  OpenCV reads every frame of the clip, 8 are sampled, face-cropped (detected
+  on the first) and resized with ``INTER_LINEAR``;
 * emolab cold: the first epoch, which decodes each clip once (PyAV) and fills
   the cache (face crop included; the audio read and resampled once, int16);
 * emolab warm: later epochs, served from the cache: workers ship uint8 frames
@@ -37,14 +38,28 @@ if TYPE_CHECKING:  # torch is imported inside the functions so that ``emolab --h
 
 
 class NaiveDataset:
-    """The seed project's loader: OpenCV decodes the whole clip every time (a map-style dataset)."""
+    """The seed project's loader: OpenCV decodes the whole clip every time (a map-style dataset).
 
-    def __init__(self, pairs: Sequence[Any], num_frames: int = 8, size: int = 112):
+    Its work per clip is the seed's (``load_video_frames`` of its design note,
+    ``--use_face_crop`` being its default): ``cv2.VideoCapture`` reads every
+    frame, 8 are sampled uniformly, the face is detected on the first sampled
+    frame and its box crops all 8 (``face_crop``; emolab's Haar detector, the
+    one emolab's cold pass runs, so the two differ only in decoding and
+    resizing), each frame is resized with ``cv2.resize``'s default
+    ``INTER_LINEAR`` and ImageNet-normalised; the WAV is read, resampled and
+    turned into a log-Mel.
+    """
+
+    def __init__(self, pairs: Sequence[Any], num_frames: int = 8, size: int = 112, face_crop: bool = True):
         import torch
 
+        from emolab.data.faces import make_face_detector
         from emolab.data.video import IMAGENET_MEAN, IMAGENET_STD
 
         self.pairs, self.num_frames, self.size = pairs, num_frames, size
+        self.detector = make_face_detector("haar") if face_crop else None
+        if self.detector is not None and not self.detector.available:
+            self.detector = None
         self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -57,6 +72,7 @@ class NaiveDataset:
         import torch
 
         from emolab.data import load_audio, log_mel
+        from emolab.data.faces import center_square_box, face_box_to_square
         from emolab.data.video import sample_indices
 
         rec = self.pairs[i]
@@ -69,7 +85,13 @@ class NaiveDataset:
             frames.append(frame)
         cap.release()
         idx = sample_indices(len(frames), self.num_frames)
-        clip = np.stack([cv2.resize(cv2.cvtColor(frames[j], cv2.COLOR_BGR2RGB), (self.size, self.size)) for j in idx])
+        rgb = [cv2.cvtColor(frames[j], cv2.COLOR_BGR2RGB) for j in idx]
+        if self.detector is not None:  # the seed: detect on the first frame, reuse the box
+            found = self.detector.detect(rgb[0])
+            hw = rgb[0].shape[:2]
+            x0, y0, x1, y1 = face_box_to_square(found, hw) if found is not None else center_square_box(hw)
+            rgb = [f[y0:y1, x0:x1] for f in rgb]
+        clip = np.stack([cv2.resize(np.ascontiguousarray(f), (self.size, self.size)) for f in rgb])
         video = (torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
         wave = load_audio(rec.audio_path)
         return {"video": video, "audio": log_mel(wave), "label": rec.emotion - 1}
