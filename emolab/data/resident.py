@@ -168,10 +168,9 @@ class ResidentClips(Dataset):
         """Select the augmentation draws of an epoch (those of the loader path in that epoch)."""
         self.source.set_epoch(epoch)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """One clip as a batch of one (previews); training reads whole batches (:meth:`__getitems__`)."""
-        batch = self.__getitems__([index])
-        return {k: (v[0] if torch.is_tensor(v) and k != "num_skipped" else v) for k, v in batch.items()}
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        """One item, as the wrapped dataset gives it (previews); training reads whole batches (:meth:`__getitems__`)."""
+        return self.source[index]
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         """The batch of ``indices``: what ``collate_skip_failed`` makes of the loader path's items."""
