@@ -9,8 +9,8 @@ over an augmented RAVDESS-sized training split (1080 clips by default, the
 bench's clips repeated) served by each data path: ``resident`` (the split as
 tensors on the device, :mod:`emolab.data.resident`) and ``loader``
 (DataLoader workers reading the frame cache). The three measures alternate in
-blocks of equal steps, so that drift of a shared machine's speed affects them
-alike. An epoch of the split is timed from the end-to-end rate (it is not run
+blocks of equal steps, in an order reversed every other block, so that drift
+of a shared machine's speed affects them alike. An epoch of the split is timed from the end-to-end rate (it is not run
 whole: on two CPU cores a video epoch lasts minutes).
 """
 
@@ -122,17 +122,18 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
             trainer.set_loaders({"train": paths_[name]})
             trainer.train_epoch(0)
         spent = {"compute": 0.0, "resident": 0.0, "loader": 0.0}
+        order = ["compute", "resident", "loader"]
         for block in range(blocks):
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(size):
-                trainer.train_step(fixed)
-            _sync(device)
-            spent["compute"] += time.perf_counter() - t0
-            for name in ("resident", "loader"):
-                trainer.set_loaders({"train": paths_[name]})
+            for name in order if block % 2 == 0 else order[::-1]:  # ABC CBA ...: no measure always runs first
+                _sync(device)
                 t0 = time.perf_counter()
-                trainer.train_epoch(block + 1)  # ends with the epoch's one host sync
+                if name == "compute":
+                    for _ in range(size):
+                        trainer.train_step(fixed)
+                    _sync(device)
+                else:
+                    trainer.set_loaders({"train": paths_[name]})
+                    trainer.train_epoch(block + 1)  # ends with the epoch's one host sync
                 spent[name] += time.perf_counter() - t0
         rate = {k: steps * B / v for k, v in spent.items()}
         del paths_, probe
