@@ -90,7 +90,7 @@ def test_help_does_not_import_torch() -> None:
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("script", ["bench_data.py", "bench_train.py"])
+@pytest.mark.parametrize("script", ["bench_data.py", "bench_train.py", "bench_fetch.py"])
 def test_scripts_show_help(script: str) -> None:
     path = Path(__file__).resolve().parents[1] / "benchmarks" / script
     r = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True)
@@ -117,3 +117,14 @@ def test_naive_path_does_the_seeds_work(demo_root, cache_dir) -> None:
         assert ds.frames(i).face == "found"  # the demo faces are found: the crop is exercised
         # identical on the demo clips; INTER_AREA instead would differ by ~0.02, no face crop by ~0.24
         assert (got - ref).abs().mean() < 0.005, (got - ref).abs().mean()
+
+
+def test_fetch_costs_script(tmp_path: Path) -> None:
+    """benchmarks/bench_fetch.py times both warm paths (structure only, never timings)."""
+    out = tmp_path / "fetch.json"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fetch.py"
+    r = subprocess.run([sys.executable, str(path), "--quick", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    for key in ("resident_fetch_ms", "loader_fetch_ms", "resident_fetch_featurize_ms", "loader_fetch_featurize_ms"):
+        assert _positive(res[key]) and len(res["all_ms"][key]) == 2, key

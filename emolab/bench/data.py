@@ -248,3 +248,52 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def fetch_costs(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int = 8, batches: int = 40, repeats: int = 3,
+                modalities: Sequence[str] = ("audio",), split_clips: int = 1080) -> dict[str, Any]:
+    """Milliseconds per batch of the two warm data paths alone (no model), in-process, alternating ``repeats`` times.
+
+    ``resident``: :func:`~emolab.data.resident.make_resident_loader`; ``loader``:
+    :func:`~emolab.data.loaders.make_loader` without workers (the trainer's
+    choice for audio-only data). Each is timed fetching batches, then fetching
+    and featurising them; the split is ``pairs`` repeated to ``split_clips``,
+    augmented. What is left of a step after these is the model's.
+    """
+    import numpy as np
+    import torch
+    from torch.utils.data import RandomSampler
+
+    from emolab.data import AudioNoise, DataConfig, RavdessMelDataset, make_loader, warm_cache
+    from emolab.data.features import BatchFeaturizer
+    from emolab.data.resident import ResidentClips, make_resident_loader
+
+    served = [pairs[i % len(pairs)] for i in range(split_clips)]
+    ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True,
+                           modalities=tuple(modalities), audio_noise=AudioNoise(None))
+    warm_cache(ds, num_workers=0, progress=False)
+    res = ResidentClips(ds)
+    feat = BatchFeaturizer.for_dataset(res, channels_last=False)
+
+    def sampler(of: Any) -> RandomSampler:
+        return RandomSampler(of, num_samples=batches * batch_size, generator=torch.Generator().manual_seed(0))
+
+    def per_batch(loader: Any, featurize: bool) -> float:
+        t0, n = time.perf_counter(), 0
+        for b in loader:
+            if featurize:
+                feat(b)
+            n += 1
+        return (time.perf_counter() - t0) / n * 1000
+
+    times: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name, loader in (("resident", make_resident_loader(res, batch_size, sampler=sampler(res), drop_last=True)),
+                             ("loader", make_loader(ds, batch_size, sampler=sampler(ds), num_workers=0,
+                                                    drop_last=True))):
+            times.setdefault(f"{name}_fetch_ms", []).append(per_batch(loader, False))
+            times.setdefault(f"{name}_fetch_featurize_ms", []).append(per_batch(loader, True))
+    out: dict[str, Any] = {k: float(np.median(v)) for k, v in times.items()}
+    out.update(batch_size=batch_size, batches=batches, repeats=repeats, modalities=list(modalities),
+               all_ms={k: v for k, v in times.items()})
+    return out
