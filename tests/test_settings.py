@@ -169,10 +169,11 @@ def test_alias_metadata_is_what_the_parser_offers() -> None:
 
 # ------------------------------------------------------------------ one list of what --resume may change
 def test_the_resume_list_is_the_metadata() -> None:
-    assert set(RESUMABLE_FIELDS) == {"data_root", "num_workers", "device", "compile", "wandb", "wandb_project",
-                                     "tensorboard", "progress", "log_every"}
+    assert set(RESUMABLE_FIELDS) == {"data_root", "num_workers", "data_path", "device", "compile", "wandb",
+                                     "wandb_project", "tensorboard", "progress", "log_every"}
     assert set(RESUMABLE_FIELDS) <= set(NEUTRAL_FIELDS)
-    assert {f.name for f in train_flags()[0] if f.resumable} == {"data_root", "num_workers", "device", "compile",
+    assert {f.name for f in train_flags()[0] if f.resumable} == {"data_root", "num_workers", "data_path", "device",
+                                                                 "compile",
                                                                  "wandb", "wandb_project", "tensorboard",
                                                                  "no_progress", "log_every"}
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
+import re
+import resource
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["machine", "results_dir"]
+if TYPE_CHECKING:  # torch is imported inside the functions so that ``emolab --help`` stays instant
+    import torch
+
+__all__ = ["PeakMemory", "machine", "results_dir"]
 
 
 def results_dir() -> Path:
@@ -37,3 +43,53 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def _rss_kib() -> tuple[int, int]:
+    """(current RSS, peak RSS) of this process in KiB, from ``/proc/self/status``."""
+    text = Path("/proc/self/status").read_text()
+    return (int(re.search(r"VmRSS:\s+(\d+)", text).group(1)), int(re.search(r"VmHWM:\s+(\d+)", text).group(1)))
+
+
+class PeakMemory:
+    """Peak RSS (and CUDA memory) over a block; the RSS peak is reset at entry where Linux allows it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset = False
+        self.start_kib = self.peak_kib = 0
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
+            self.reset = True
+        except OSError:
+            self.reset = False
+        try:
+            self.start_kib = _rss_kib()[0]
+        except (OSError, AttributeError):
+            self.start_kib = 0
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.peak_kib = _rss_kib()[1] if self.reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        except (OSError, AttributeError):
+            self.peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rss_peak_mb": self.peak_kib / 1024,
+            "rss_delta_mb": max(0, self.peak_kib - self.start_kib) / 1024,
+            "rss_peak_reset": self.reset,  # False: the peak is the process maximum so far
+        }
+        if self.device.type == "cuda":
+            import torch
+
+            out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return out

@@ -3,8 +3,9 @@
 Measures clips/s from MP4 + WAV files to a ready batch of video
 ``(B, 8, 3, 112, 112)`` and log-Mel ``(B, 1, 64, 301)``, side by side:
 
-* naive: what the seed project does, every epoch: OpenCV reads every frame of
-  the clip, 8 are sampled and resized;
+* naive: what the seed project does, every epoch (:class:`NaiveDataset`):
+  OpenCV reads every frame of the clip, 8 are sampled, face-cropped (detected
+  on the first) and resized with ``INTER_LINEAR``;
 * emolab cold: the first epoch, which decodes each clip once (PyAV) and fills
   the cache (face crop included; the audio read and resampled once, int16);
 * emolab warm: later epochs, served from the cache: workers ship uint8 frames
@@ -37,14 +38,28 @@ if TYPE_CHECKING:  # torch is imported inside the functions so that ``emolab --h
 
 
 class NaiveDataset:
-    """The seed project's loader: OpenCV decodes the whole clip every time (a map-style dataset)."""
+    """The seed project's loader: OpenCV decodes the whole clip every time (a map-style dataset).
 
-    def __init__(self, pairs: Sequence[Any], num_frames: int = 8, size: int = 112):
+    Its work per clip is the seed's (``load_video_frames`` of its design note,
+    ``--use_face_crop`` being its default): ``cv2.VideoCapture`` reads every
+    frame, 8 are sampled uniformly, the face is detected on the first sampled
+    frame and its box crops all 8 (``face_crop``; emolab's Haar detector, the
+    one emolab's cold pass runs, so the two differ only in decoding and
+    resizing), each frame is resized with ``cv2.resize``'s default
+    ``INTER_LINEAR`` and ImageNet-normalised; the WAV is read, resampled and
+    turned into a log-Mel.
+    """
+
+    def __init__(self, pairs: Sequence[Any], num_frames: int = 8, size: int = 112, face_crop: bool = True):
         import torch
 
+        from emolab.data.faces import make_face_detector
         from emolab.data.video import IMAGENET_MEAN, IMAGENET_STD
 
         self.pairs, self.num_frames, self.size = pairs, num_frames, size
+        self.detector = make_face_detector("haar") if face_crop else None
+        if self.detector is not None and not self.detector.available:
+            self.detector = None
         self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -57,6 +72,7 @@ class NaiveDataset:
         import torch
 
         from emolab.data import load_audio, log_mel
+        from emolab.data.faces import center_square_box, face_box_to_square
         from emolab.data.video import sample_indices
 
         rec = self.pairs[i]
@@ -69,7 +85,13 @@ class NaiveDataset:
             frames.append(frame)
         cap.release()
         idx = sample_indices(len(frames), self.num_frames)
-        clip = np.stack([cv2.resize(cv2.cvtColor(frames[j], cv2.COLOR_BGR2RGB), (self.size, self.size)) for j in idx])
+        rgb = [cv2.cvtColor(frames[j], cv2.COLOR_BGR2RGB) for j in idx]
+        if self.detector is not None:  # the seed: detect on the first frame, reuse the box
+            found = self.detector.detect(rgb[0])
+            hw = rgb[0].shape[:2]
+            x0, y0, x1, y1 = face_box_to_square(found, hw) if found is not None else center_square_box(hw)
+            rgb = [f[y0:y1, x0:x1] for f in rgb]
+        clip = np.stack([cv2.resize(np.ascontiguousarray(f), (self.size, self.size)) for f in rgb])
         video = (torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
         wave = load_audio(rec.audio_path)
         return {"video": video, "audio": log_mel(wave), "label": rec.emotion - 1}
@@ -226,3 +248,52 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def fetch_costs(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int = 8, batches: int = 40, repeats: int = 3,
+                modalities: Sequence[str] = ("audio",), split_clips: int = 1080) -> dict[str, Any]:
+    """Milliseconds per batch of the two warm data paths alone (no model), in-process, alternating ``repeats`` times.
+
+    ``resident``: :func:`~emolab.data.resident.make_resident_loader`; ``loader``:
+    :func:`~emolab.data.loaders.make_loader` without workers (the trainer's
+    choice for audio-only data). Each is timed fetching batches, then fetching
+    and featurising them; the split is ``pairs`` repeated to ``split_clips``,
+    augmented. What is left of a step after these is the model's.
+    """
+    import numpy as np
+    import torch
+    from torch.utils.data import RandomSampler
+
+    from emolab.data import AudioNoise, DataConfig, RavdessMelDataset, make_loader, warm_cache
+    from emolab.data.features import BatchFeaturizer
+    from emolab.data.resident import ResidentClips, make_resident_loader
+
+    served = [pairs[i % len(pairs)] for i in range(split_clips)]
+    ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True,
+                           modalities=tuple(modalities), audio_noise=AudioNoise(None))
+    warm_cache(ds, num_workers=0, progress=False)
+    res = ResidentClips(ds)
+    feat = BatchFeaturizer.for_dataset(res, channels_last=False)
+
+    def sampler(of: Any) -> RandomSampler:
+        return RandomSampler(of, num_samples=batches * batch_size, generator=torch.Generator().manual_seed(0))
+
+    def per_batch(loader: Any, featurize: bool) -> float:
+        t0, n = time.perf_counter(), 0
+        for b in loader:
+            if featurize:
+                feat(b)
+            n += 1
+        return (time.perf_counter() - t0) / n * 1000
+
+    times: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name, loader in (("resident", make_resident_loader(res, batch_size, sampler=sampler(res), drop_last=True)),
+                             ("loader", make_loader(ds, batch_size, sampler=sampler(ds), num_workers=0,
+                                                    drop_last=True))):
+            times.setdefault(f"{name}_fetch_ms", []).append(per_batch(loader, False))
+            times.setdefault(f"{name}_fetch_featurize_ms", []).append(per_batch(loader, True))
+    out: dict[str, Any] = {k: float(np.median(v)) for k, v in times.items()}
+    out.update(batch_size=batch_size, batches=batches, repeats=repeats, modalities=list(modalities),
+               all_ms={k: v for k, v in times.items()})
+    return out

@@ -7,11 +7,13 @@ Figures, measured side by side on generated RAVDESS-like clips (1280x720,
   ``(B, 1, 64, 301)``: naive (OpenCV decodes every frame, every epoch, as the
   seed project does), emolab cold (first epoch, fills the frame cache) and
   emolab warm (cached, median over epochs);
-* train: samples/s of forward + backward + Adam step per fusion mode (AudioCNN,
-  ResNet18 on 8 frames of 112 px), on an in-memory random batch of the real
-  shapes (the compute bound) and fed by the trainer's data path over the warm
-  cache (end to end), the two alternating in blocks; their ratio says whether
-  the loader starves the model;
+* train (:mod:`emolab.bench.trainstep`): samples/s per fusion mode of the
+  trainer's own step on a batch already featurised on the device (the compute
+  bound: its autocast dtype, channels-last, ``--compile``) and of the trainer's
+  loop over an augmented RAVDESS-sized training split (1080 clips) served by
+  the resident path (the default) and by loader workers, alternating in
+  blocks; ratio = end to end / compute (< 1: the data path starves the model),
+  and the epoch time of the split;
 * memory: peak RSS of the training process per mode (the peak is reset per mode
   through ``/proc/self/clear_refs``; loader workers are not included) and
   ``torch.cuda.max_memory_allocated`` on CUDA;
@@ -25,195 +27,19 @@ Tests never assert timings; they check the structure on a tiny configuration.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import math
-import re
-import resource
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from emolab.bench.common import machine, results_dir
 from emolab.bench.data import make_clips, measure_data, measure_growth
+from emolab.bench.trainstep import DEFAULT_MODES, RAVDESS_TRAIN_CLIPS, TrainBench, measure_mode
 
-if TYPE_CHECKING:  # torch is imported inside the functions so that ``emolab --help`` stays instant
-    import torch
-
-DEFAULT_MODES: tuple[str, ...] = ("audio", "video", "late", "concat", "gated", "xattn")
 FRAME_BYTES = 8 * 3 * 112 * 112  # uint8 frames per cached clip
-
-
-def _rss_kib() -> tuple[int, int]:
-    """(current RSS, peak RSS) of this process in KiB, from ``/proc/self/status``."""
-    text = Path("/proc/self/status").read_text()
-    return (int(re.search(r"VmRSS:\s+(\d+)", text).group(1)), int(re.search(r"VmHWM:\s+(\d+)", text).group(1)))
-
-
-class PeakMemory:
-    """Peak RSS (and CUDA memory) over a block; the RSS peak is reset at entry where Linux allows it."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.reset = False
-        self.start_kib = self.peak_kib = 0
-
-    def __enter__(self) -> PeakMemory:
-        gc.collect()
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
-            self.reset = True
-        except OSError:
-            self.reset = False
-        try:
-            self.start_kib = _rss_kib()[0]
-        except (OSError, AttributeError):
-            self.start_kib = 0
-        if self.device.type == "cuda":
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.device)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.peak_kib = _rss_kib()[1] if self.reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        except (OSError, AttributeError):
-            self.peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "rss_peak_mb": self.peak_kib / 1024,
-            "rss_delta_mb": max(0, self.peak_kib - self.start_kib) / 1024,
-            "rss_peak_reset": self.reset,  # False: the peak is the process maximum so far
-        }
-        if self.device.type == "cuda":
-            import torch
-
-            out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-        return out
-
-
-def synthetic_batch(batch_size: int, device: torch.device, num_frames: int = 8, size: int = 112) -> dict[str, torch.Tensor]:
-    """Random tensors of a loader batch's shapes, on ``device``."""
-    import torch
-
-    return {
-        "video": torch.randn(batch_size, num_frames, 3, size, size, device=device),
-        "audio": torch.randn(batch_size, 1, 64, 301, device=device),
-        "audio_length": torch.full((batch_size,), 48000, device=device),
-        "video_valid": torch.ones(batch_size, num_frames, dtype=torch.bool, device=device),
-        "label": torch.randint(0, 8, (batch_size,), device=device),
-    }
-
-
-def _sync(device: torch.device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@dataclass
-class TrainBench:
-    """Settings of the training throughput measurement."""
-
-    batch_size: int = 8
-    warmup: int = 2
-    steps: int = 8  # at least; fast modes take more, to fill min_seconds per measure
-    min_seconds: float = 2.0
-    max_steps: int = 400
-    workers: int = -1  # loader workers of the end-to-end figure; -1: the trainer's auto policy
-    device: str = "cpu"
-    modes: tuple[str, ...] = DEFAULT_MODES
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBench) -> dict[str, Any]:
-    """Compute-bound and end-to-end training samples/s of one fusion mode, with its peak memory."""
-    import torch
-
-    from emolab.data import AudioNoise, DataConfig, RavdessMelDataset, make_loader
-    from emolab.data.features import BatchFeaturizer
-    from emolab.models import build_model, forward_batch, model_spec
-    from emolab.train.optim import make_loss
-
-    device = torch.device(cfg.device)
-    torch.manual_seed(0)
-    with PeakMemory(device) as mem:
-        model = build_model(mode).to(device).train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        loss_fn = make_loss(mode)
-
-        def step(batch: dict[str, Any]) -> None:
-            out = forward_batch(model, batch)
-            loss = loss_fn(out.logits, out.log_probs, batch["label"]).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        batch = synthetic_batch(cfg.batch_size, device)
-        for _ in range(cfg.warmup):
-            step(batch)
-        _sync(device)
-        t0 = time.perf_counter()
-        step(batch)
-        _sync(device)
-        per_step = time.perf_counter() - t0
-        # enough steps for min_seconds per measure (a fast model's 8 steps are too short to time)
-        steps = max(cfg.steps, min(cfg.max_steps, math.ceil(cfg.min_seconds / max(per_step, 1e-6))))
-
-        # End to end: the trainer's data path over the warm cache (augmented training set, raw
-        # uint8/int16 batches featurised on the device, only the modalities the model reads).
-        need = (steps + 2) * cfg.batch_size
-        served = [pairs[i % len(pairs)] for i in range(need)]
-        ds = RavdessMelDataset(served, config=DataConfig(cache_dir=str(cache_dir)), augment=True,
-                               modalities=model_spec(mode).inputs, audio_noise=AudioNoise(None))
-        featurize = BatchFeaturizer.for_dataset(ds, channels_last=device.type == "cuda")
-        loader = make_loader(ds, cfg.batch_size, num_workers=cfg.workers, shuffle=True, drop_last=True)
-        loader_workers = loader.num_workers
-        it = iter(loader)
-        t_first = time.perf_counter()
-        first = next(it)  # worker start-up and first fetch: not timed
-        first_s = time.perf_counter() - t_first
-        del first
-
-        def loader_step() -> None:
-            b = featurize(next(it), device)
-            step({k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()})
-
-        # Untimed again after the workers fork: the first writes to the model's pages after a fork
-        # copy them (copy-on-write), which would otherwise land in the first timed block.
-        for _ in range(max(1, cfg.warmup)):
-            step(batch)
-        loader_step()
-        # Compute-bound and end-to-end steps alternate in blocks, so that drift of the machine's
-        # speed (frequency, other processes) affects both figures alike.
-        spent = {"compute": 0.0, "end_to_end": 0.0}
-        blocks = min(4, steps)
-        sizes = [steps // blocks + (i < steps % blocks) for i in range(blocks)]
-        for size in sizes:
-            for name, fn in (("compute", lambda: step(batch)), ("end_to_end", loader_step)):
-                _sync(device)
-                t0 = time.perf_counter()
-                for _ in range(size):
-                    fn()
-                _sync(device)
-                spent[name] += time.perf_counter() - t0
-        compute = steps * cfg.batch_size / spent["compute"]
-        end_to_end = steps * cfg.batch_size / spent["end_to_end"]
-    return {
-        "compute_samples_per_s": compute,
-        "end_to_end_samples_per_s": end_to_end,
-        "ratio": end_to_end / compute,
-        "steps": steps,
-        "first_batch_s": first_s,
-        "loader_workers": loader_workers,
-        **mem.as_dict(),
-    }
 
 
 @dataclass
@@ -236,13 +62,15 @@ class BenchConfig:
     min_seconds: float = 2.0  # per training measure: fast modes take more than `steps`
     wavlm: str = "base"  # feature-cache figure: "base" (wavlm-base sized), "small", or "none"
     wavlm_clips: int = 16
+    split_clips: int = RAVDESS_TRAIN_CLIPS  # the training split served end to end (the clips repeated)
+    compile: bool = False  # torch.compile the trainer's model (its step and loop alike)
     quick: bool = False
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> BenchConfig:
         """The ``--quick`` sizes: 8 clips, 2 warm epochs, growth on 2/4/8 clips, 1 warm-up + 2 timed steps."""
         base = {"clips": 8, "growth_base": 2, "warm_epochs": 2, "warmup": 1, "steps": 2, "quick": True,
-                "min_seconds": 0.5, "wavlm": "small", "wavlm_clips": 8}
+                "min_seconds": 0.5, "wavlm": "small", "wavlm_clips": 8, "split_clips": 128}
         return cls(**{**base, **overrides})
 
 
@@ -277,7 +105,8 @@ def run_bench(cfg: BenchConfig, *, data: Path | None = None, log: Any = None) ->
         print("cost growth ...", file=log)
         growth = measure_growth(pairs, cfg.growth_base, root, batch_size=cfg.batch_size, workers=cfg.workers)
         tb = TrainBench(batch_size=cfg.batch_size, warmup=cfg.warmup, steps=cfg.steps, workers=cfg.train_workers,
-                        device=cfg.device, modes=cfg.modes, min_seconds=cfg.min_seconds)
+                        device=cfg.device, modes=cfg.modes, min_seconds=cfg.min_seconds, compile=cfg.compile,
+                        split_clips=cfg.split_clips)
         train: dict[str, Any] = {}
         for mode in cfg.modes:
             print(f"training: {mode} ...", file=log)
@@ -320,12 +149,17 @@ def format_table(res: dict[str, Any]) -> str:
     lines.append(f"cache: {d['cache_bytes_per_clip'] / 1024:.0f} KiB per clip "
                  f"(8x3x112x112 frames = {FRAME_BYTES / 1024:.0f} KiB, 3 s of int16 audio = 94 KiB)")
     cuda = any("cuda_max_allocated_mb" in r for r in res["train"].values())
-    lines += ["", f"{'training (samples/s)':<12}{'compute':>10}{'end-to-end':>12}{'ratio':>8}{'workers':>9}"
-                  f"{'RSS peak MB':>13}{'RSS +MB':>9}" + (f"{'CUDA MB':>9}" if cuda else "")]
+    first = next(iter(res["train"].values()), {})
+    lines += ["", f"training, samples/s: compute = the trainer's step on a featurised batch "
+                  f"({first.get('amp_dtype', 'float32')}{', compiled' if c.get('compile') else ''}); end to end = "
+                  f"its loop over a {first.get('split_clips', '?')}-clip augmented split, resident path "
+                  f"(loader path: workers reading the frame cache)",
+              f"{'mode':<10}{'compute':>9}{'resident':>10}{'ratio':>7}{'loader':>9}{'ratio':>7}{'workers':>8}"
+              f"{'epoch s':>9}{'RSS peak MB':>12}{'RSS +MB':>8}" + (f"{'CUDA MB':>9}" if cuda else "")]
     for mode, r in res["train"].items():
-        row = (f"{mode:<12}{r['compute_samples_per_s']:>10.2f}{r['end_to_end_samples_per_s']:>12.2f}"
-               f"{r['ratio']:>8.2f}{r.get('loader_workers', c['workers']):>9}"
-               f"{r['rss_peak_mb']:>13.0f}{r['rss_delta_mb']:>9.0f}")
+        row = (f"{mode:<10}{r['compute_samples_per_s']:>9.2f}{r['end_to_end_samples_per_s']:>10.2f}{r['ratio']:>7.2f}"
+               f"{r['loader_samples_per_s']:>9.2f}{r['loader_ratio']:>7.2f}{r['loader_workers']:>8}"
+               f"{r['epoch_s']:>9.1f}{r['rss_peak_mb']:>12.0f}{r['rss_delta_mb']:>8.0f}")
         if cuda:
             row += f"{r.get('cuda_max_allocated_mb', float('nan')):>9.0f}"
         lines.append(row)
@@ -371,6 +205,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min_seconds", type=float, default=None,
                    help="least time per training measure; fast modes run more steps (default 2, quick 0.5)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the trainer's model in the training figures")
+    p.add_argument("--split_clips", type=int, default=None,
+                   help=f"clips of the training split served end to end (default {RAVDESS_TRAIN_CLIPS}, RAVDESS's "
+                        "training split; quick 128)")
     p.add_argument("--data", default=None, help="use this corpus instead of generating clips")
     p.add_argument("--wavlm", choices=("base", "small", "none"), default=None,
                    help="WavLM feature-cache figure: a random wavlm-base-sized backbone (default), a small one "
@@ -382,16 +220,18 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """A :class:`BenchConfig` from the parsed flags (``ValueError`` on bad values)."""
     over: dict[str, Any] = {}
     for name in ("clips", "growth_base", "seconds", "fps", "batch_size", "workers", "train_workers", "warmup", "steps",
-                 "warm_epochs", "device", "wavlm", "wavlm_clips", "min_seconds"):
+                 "warm_epochs", "device", "wavlm", "wavlm_clips", "min_seconds", "split_clips"):
         if getattr(args, name) is not None:
             over[name] = getattr(args, name)
+    if args.compile:
+        over["compile"] = True
     if args.size:
         from emolab.data.synthetic import parse_size
 
         over["size"] = parse_size(args.size)
     if args.modes:
         over["modes"] = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    for name in ("clips", "growth_base", "batch_size", "steps", "wavlm_clips"):
+    for name in ("clips", "growth_base", "batch_size", "steps", "wavlm_clips", "split_clips"):
         if name in over and over[name] < 1:
             raise ValueError(f"--{name} must be >= 1")
     return BenchConfig.quick_config(**over) if args.quick else BenchConfig(**over)

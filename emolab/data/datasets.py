@@ -323,13 +323,24 @@ class RavdessAVDataset(Dataset):
         clip = self.audio_clip(index)
         return torch.from_numpy(clip.to_float()), clip.length
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        rec = self.pairs[index]
+    def draws(self, index: int) -> dict[str, torch.Tensor]:
+        """Item ``index``'s augmentation draws in the current epoch, ``aug_f``/``aug_i``
+        (:func:`~emolab.data.augment.flat_draws`; the no-op values when not augmenting).
+
+        Both draws, always in this order, so that the randomness does not depend
+        on ``modalities``; :class:`~emolab.data.resident.ResidentClips` draws
+        through this method too, which keeps its batches those of the loader path.
+        """
         video_params = audio_params = None
-        if self.augment:  # both draws, always in this order: the randomness does not depend on `modalities`
+        if self.augment:
             rng = self.rng(index)
             video_params = self.video_augment.sample(rng) if self.video_augment is not None else None
             audio_params = self.audio_noise.sample(self.num_samples, rng) if self.audio_noise is not None else None
+        return flat_draws(video_params, audio_params)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        rec = self.pairs[index]
+        draws = self.draws(index)
         try:
             clip = self.frames(index) if "video" in self.modalities else None
             sound = None
@@ -348,7 +359,7 @@ class RavdessAVDataset(Dataset):
             item["audio_i16"] = torch.from_numpy(sound.samples)
             item["audio_scale"] = torch.tensor(sound.scale, dtype=torch.float32)
             item["audio_length"] = sound.length
-        item.update(flat_draws(video_params, audio_params))
+        item.update(draws)
         return {
             **item,
             "label": rec.label(self.num_classes),

@@ -44,8 +44,8 @@ __all__ = ["COLUMNS", "METRICS", "NOT_SETTINGS", "RunsError", "add_arguments", "
 #: run) and those that change no result (declared ``neutral`` on the field, ``emolab.train.config.NEUTRAL_FIELDS``).
 #: Spelled out because this module reads runs without importing torch; tests/test_settings.py checks it against
 #: the fields' metadata.
-NOT_SETTINGS = ("data_root", "device", "num_workers", "progress", "wandb", "wandb_project", "compile", "log_every",
-                "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
+NOT_SETTINGS = ("data_root", "device", "num_workers", "data_path", "progress", "wandb", "wandb_project", "compile",
+                "log_every", "output_dir", "run_name", "seed", "split", "publish_best", "tensorboard")
 #: Fields that old run folders' config.json held twice (``emolab.train.config.LEGACY_COPIES``, spelled out for
 #: the same reason; split.seed is in ``split`` above): left out, so that a run of the old layout and one of today's
 #: with the same settings hash alike (the kept copies, ``model.num_classes``/``model.n_mels``, are hashed).

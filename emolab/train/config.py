@@ -164,6 +164,10 @@ def _default_model() -> ModelConfig:
     return ModelConfig(pretrained_video=True)  # ImageNet video weights by default, as in the seed
 
 
+#: ``TrainConfig.data_path`` values: the device-resident warm path or DataLoader workers.
+DATA_PATHS = ("resident", "loader")
+
+
 @dataclass
 class TrainConfig:
     """Everything one training run needs; saved as ``config.json`` in the run folder.
@@ -184,6 +188,13 @@ class TrainConfig:
             data order, the augmentations and the stratified split; part of the
             run folder's name.
         num_workers: DataLoader workers; -1 is automatic (SPEC §4).
+        data_path: ``"resident"`` (default): once decoded, each split lives as
+            uint8/int16 tensors on the training device (pinned host memory when
+            it does not fit, :func:`~emolab.data.resident.resident_device`) and
+            batches are drawn by index there, without workers; the same batches
+            as ``"loader"`` (DataLoader workers reading the frame cache), and
+            faster (``benchmarks/README.md``). WavLM models always use the
+            loader path (their frozen stages are served by the feature cache).
         vocal_channel: 1 speech, 2 song.
         augment: training-split augmentations (video and audio noise).
         feature_cache: in stages where the WavLM backbone is entirely frozen,
@@ -230,6 +241,10 @@ class TrainConfig:
     early_stopping_patience: int = setting(10, group="optimisation", help="0 disables")
     seed: int = setting(42, group="optimisation", help="model init, dropout, data order, augmentation, split")
     num_workers: int = setting(-1, group="data", resumable=True, help="DataLoader workers, -1 automatic")
+    data_path: str = setting(
+        "resident", group="data", resumable=True, choices=DATA_PATHS,
+        help="resident: decoded splits as tensors on the training device, batches by index, no workers "
+             "(emolab.data.resident); loader: DataLoader workers read the frame cache every step")
     vocal_channel: int = setting(1, group="data", choices=(1, 2), help="1 speech, 2 song")
     augment: bool = setting(True, group="data", help="no training augmentation")
     feature_cache: bool = setting(
@@ -266,6 +281,8 @@ class TrainConfig:
         _int_at_least("log_every", self.log_every, 1)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.data_path not in DATA_PATHS:
+            raise ValueError(f"data_path must be one of {', '.join(DATA_PATHS)}, got {self.data_path!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < -1:
             raise ValueError(f"num_workers must be >= 0, or -1 for automatic, got {self.num_workers!r}")
         if not isinstance(self.feature_cache, bool):

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from emolab.data.datasets import RavdessMelDataset, RavdessWavLMDataset
 from emolab.data.loaders import loads_in_process, make_loader, warm_cache
 from emolab.data.pairing import pair_corpus
+from emolab.data.resident import make_resident_loader
 from emolab.data.ravdess import PairRecord
 from emolab.data.splits import Split, make_split
 from emolab.utils.checkpoints import load_checkpoint
@@ -194,10 +195,14 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
         datasets[name] = ds
 
     loaders = {}
+    resident = cfg.data_path == "resident" and not cfg.model.use_wavlm  # WavLM: the feature cache swaps loaders
     for name, ds in datasets.items():
         sampler = DistributedSampler(
             ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=name == "train", seed=cfg.seed, drop_last=False
         )
+        if resident:
+            loaders[name] = make_resident_loader(ds, cfg.batch_size, device=ctx.device, sampler=sampler, seed=cfg.seed)
+            continue
         loaders[name] = make_loader(
             ds,
             cfg.batch_size,
@@ -207,6 +212,12 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext | None = None) -> DataBundle
             pin_memory=ctx.device.type == "cuda",
             seed=cfg.seed,
         )
+    if resident:
+        held = [ld.dataset for ld in loaders.values()]
+        where = "pinned host memory" if any(r.pinned for r in held) else str(held[0].device)
+        lines.append(f"data path: resident on {where}, {sum(r.nbytes for r in held) / 2**20:.0f} MiB, "
+                     "batches drawn by index, no loader workers")
+        return DataBundle(split, datasets, loaders, lines)
     workers = sorted({loader.num_workers for loader in loaders.values()})
     lines.append(f"loader workers: {', '.join(map(str, workers))}"
                  + (" (in-process: audio-only log-Mel data reads the cache faster than a worker hands it over)"

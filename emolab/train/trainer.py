@@ -291,6 +291,13 @@ class EmotionTrainer:
                          "(--no_frozen_bn_eval to update their statistics)")
         self._call("on_stage_start", stage)  # after freezing and DDP's weight broadcast (WavLMFeatureCache needs both)
 
+    def prepare_stage(self, index: int = 0) -> Stage:
+        """Set up stage ``index`` of the plan (parameters, optimiser, schedule) without training, for callers
+        that step the trainer themselves (``emolab bench``: :meth:`train_step`, :meth:`train_epoch`)."""
+        stage = dataclasses.replace(self.stages[index], start=self.epoch)
+        self._begin_stage(stage)
+        return stage
+
     # ------------------------------------------------------------------ epochs
     def train_epoch(self, epoch: int) -> tuple[Predictions, int]:
         """One pass over the training split; returns its predictions (over all ranks) and skipped samples."""
@@ -305,33 +312,43 @@ class EmotionTrainer:
         stage = self.stage.index if self.stage else 1
         bar = self._bar(loader, f"epoch {epoch + 1}/{self.cfg.epochs} [stage {stage}] train")
         show = not getattr(bar, "disable", True)
-        clip_weight = float(getattr(self.cfg.model, "clip_weight", 0.0))
         self.clip_losses = []
         for step, batch in enumerate(bar):
             if batch is None:  # every sample of the batch failed to load
                 skipped += loader.batch_size or 0
                 continue
             skipped += int(batch.get("num_skipped", 0))
-            inputs, y = self._inputs(batch)
-            with self.autocast():
-                logits, log_probs, align = self._train_module(**inputs)
-            losses = self.loss_fn(logits, log_probs, y)  # (B,)
-            loss = losses.mean()
-            if align is not None:  # --clip_weight: the alignment term joins the loss that is minimised
-                loss = loss + clip_weight * align
-                self.clip_losses.append(align.detach())
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
-            parts.append((batch["meta"]["index"], y.detach(), logits.detach().argmax(-1), losses.detach()))
+            y, logits, losses, loss = self.train_step(batch)
+            parts.append((batch["meta"]["index"], y, logits.argmax(-1), losses))
             if show and step % self.cfg.log_every == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         return self._gather(parts, skipped)
+
+    def train_step(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One optimisation step on a batch (raw or featurised): featurise on the device, forward under the
+        trainer's autocast, loss, backward, optimiser step. Returns detached ``(labels, logits, losses, loss)``.
+
+        :meth:`train_epoch` runs it for every batch, and ``emolab bench`` times it on a synthetic batch as the
+        compute bound, so that both measure the same work (autocast dtype, channels-last, ``torch.compile``).
+        """
+        assert self.optimizer is not None
+        inputs, y = self._inputs(batch)
+        with self.autocast():
+            logits, log_probs, align = self._train_module(**inputs)
+        losses = self.loss_fn(logits, log_probs, y)  # (B,)
+        loss = losses.mean()
+        if align is not None:  # --clip_weight: the alignment term joins the loss that is minimised
+            loss = loss + float(self.cfg.model.clip_weight) * align
+            self.clip_losses.append(align.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return y.detach(), logits.detach(), losses.detach(), loss.detach()
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader, desc: str = "eval") -> tuple[Predictions, int]:
