@@ -121,17 +121,15 @@ def test_scripts_show_help(script: str) -> None:
 
 
 def test_naive_path_does_the_seeds_work(demo_root, cache_dir) -> None:
-    """The naive loader crops the face found on the first sampled frame and resizes with INTER_LINEAR, as the seed:
+    """The naive loader crops the face Haar finds on the first sampled frame and resizes with INTER_LINEAR, as the seed:
     its frames match emolab's with ``resize="linear"`` up to the two decoders' YUV->RGB rounding."""
-    import torch
-
     from emolab.bench.data import NaiveDataset
     from emolab.data import DataConfig, RavdessMelDataset, pair_corpus
     from emolab.data.features import BatchFeaturizer
 
     pairs = pair_corpus(demo_root).pairs[:2]
     naive = NaiveDataset(pairs)
-    ds = RavdessMelDataset(pairs, config=DataConfig(resize="linear", cache_dir=str(cache_dir)))
+    ds = RavdessMelDataset(pairs, config=DataConfig(resize="linear", face_detector="haar", cache_dir=str(cache_dir)))
     feat = BatchFeaturizer.for_dataset(ds, channels_last=False)
     for i in range(len(pairs)):
         ref = feat.item(ds[i])["video"]

@@ -443,8 +443,8 @@ def test_sweep_threads_do_not_depend_on_jobs(cv_corpus, tmp_path, capsys):
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # what a plain process on 2 cores has
     try:
-        one = run_cv(tiny_audio_run(cv_corpus, tmp_path / "cache"), out=tmp_path / "one", protocol="luna5",
-                     folds=(3,), seeds=(1,), jobs=1)
+        run_cv(tiny_audio_run(cv_corpus, tmp_path / "cache"), out=tmp_path / "one", protocol="luna5",
+               folds=(3,), seeds=(1,), jobs=1)
         assert torch.get_num_threads() == 2  # restored after the sweep
     finally:
         torch.set_num_threads(before)
