@@ -41,7 +41,12 @@ def test_notebook_config_smoke_and_full(demo_root, tmp_path):
     assert (smoke.epochs, smoke.num_workers, smoke.device, smoke.data.cache_dir) == (2, 0, "cpu", "")
     assert smoke.run_name == "audio-seed3" and not smoke.progress and not smoke.model.pretrained_video
     full = analysis.notebook_config(demo_root, tmp_path, fusion="xattn", smoke=False, epochs=7)
-    assert full.split.train_actors is None and full.epochs == 7 and full.data.num_frames == 2
+    assert full.split.train_actors is None and full.epochs == 7
+    # an xattn model gets the demo's xattn settings (6 frames, the time encoding): else its attention is uniform
+    assert (full.data.num_frames, full.model.xattn_time_encoding) == (6, 4.0)
+    gated = analysis.notebook_config(demo_root, tmp_path, fusion="xattn_gated", smoke=True)
+    assert (gated.data.num_frames, gated.model.xattn_time_encoding) == (6, 4.0)
+    assert (smoke.data.num_frames, smoke.model.xattn_time_encoding) == (2, 0.0)
     assert full.progress  # tqdm bars when a person runs the notebook
     assert analysis.notebook_config("d", tmp_path, batch_size=4).batch_size == 4
     with pytest.raises(ValueError, match="nope"):

@@ -122,11 +122,13 @@ def time_epoch(loader: DataLoader, featurize: Any = None) -> tuple[float, int]:
 
 def emolab_loader(pairs: Sequence[Any], cache_dir: Path, *, batch_size: int,
                   workers: int) -> tuple[Any, DataLoader, Any]:
-    """The dataset, loader and featuriser of emolab's data path (the trainer's)."""
+    """The dataset, loader and featuriser of emolab's data path (the trainer's), with the seed's Haar detector as
+    the naive path has: the comparison times the data path, not the detector (MTCNN, the default, costs more per
+    clip: ``benchmarks/face_detectors.py``)."""
     from emolab.data import DataConfig, RavdessMelDataset, make_loader
     from emolab.data.features import BatchFeaturizer
 
-    ds = RavdessMelDataset(pairs, config=DataConfig(cache_dir=str(cache_dir)))
+    ds = RavdessMelDataset(pairs, config=DataConfig(cache_dir=str(cache_dir), face_detector="haar"))
     loader = make_loader(ds, batch_size, num_workers=workers, shuffle=True)
     return ds, loader, BatchFeaturizer.for_dataset(ds, channels_last=False)
 

@@ -143,7 +143,9 @@ def notebook_config(
     epochs: int | None = None,
     **overrides: Any,
 ) -> TrainConfig:
-    """A small training config for a notebook: AudioCNN + random-init ResNet18 on 2 frames of 48 px.
+    """A small training config for a notebook: AudioCNN + random-init ResNet18 on 2 frames of 48 px (an xattn
+    model: the demo's xattn settings, 6 frames and the time encoding, so that its attention has something to show:
+    :func:`emolab.train.demo.demo_xattn_config`).
 
     Full setting (``smoke=False``): the default actor split (train 1-18, val
     19-21, test 22-24 on 24 actors, scaled to the actors present otherwise), 5 epochs
@@ -162,14 +164,19 @@ def notebook_config(
         epochs: overrides the setting's epochs.
         overrides: further top-level :class:`TrainConfig` fields.
     """
+    from emolab.models.registry import resolve_model_name
+    from emolab.train.demo import DEMO_XATTN_FRAMES, DEMO_XATTN_TIME_ENCODING
+
+    xattn = resolve_model_name(fusion)[0] == "xattn"
     split = SplitConfig()
     if smoke and "split" not in overrides:
         train, val, test = smoke_actor_lists(corpus_actors(data_root))
         split = SplitConfig(mode="actor", train_actors=train, val_actors=val, test_actors=test)
     cfg = TrainConfig(
         data_root=str(data_root),
-        model=ModelConfig(fusion=fusion, pretrained_video=False),
-        data=DataConfig(num_frames=2, frame_size=48, cache_dir="" if smoke else None),
+        model=ModelConfig(fusion=fusion, pretrained_video=False,
+                          xattn_time_encoding=DEMO_XATTN_TIME_ENCODING if xattn else 0.0),
+        data=DataConfig(num_frames=DEMO_XATTN_FRAMES if xattn else 2, frame_size=48, cache_dir="" if smoke else None),
         split=split,
         optim=OptimConfig(lr=1e-3, weight_decay=1e-4, use_cosine_annealing=True),
         epochs=epochs if epochs is not None else (2 if smoke else 5),
