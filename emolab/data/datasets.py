@@ -281,10 +281,11 @@ class RavdessAVDataset(Dataset):
         """The augmentation generator of one sample in the current epoch."""
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
-    def frames(self, index: int) -> ClipFrames:
-        """The cached (decoded once) frames of pair ``index``."""
+    def frames(self, index: int, settings: FrameSettings | None = None) -> ClipFrames:
+        """The cached (decoded once) frames of pair ``index``, with the dataset's :attr:`frame_settings` or
+        ``settings`` (e.g. the same frames at another size, for display)."""
         rec = self.pairs[index]
-        s = self.frame_settings
+        s = self.frame_settings if settings is None else settings
         return self.cache.get_or_compute(
             rec.video_path,
             s,

@@ -21,7 +21,7 @@ from emolab.data.datasets import RavdessMelDataset
 from emolab.data.features import BatchFeaturizer
 from emolab.data.loaders import collate_skip_failed
 from emolab.data.ravdess import class_names
-from emolab.data.video import VideoInfo, preprocess_clip, probe_video
+from emolab.data.video import VideoInfo, probe_video
 from emolab.models.fusion import forward_batch
 from emolab.viz.attention import audio_step_times, video_frame_times
 
@@ -155,15 +155,7 @@ def display_frames(
         raise ValueError(f"display size must be >= 8 pixels, got {size}")
     if size == s.size:
         return clip.frames
-    path = dataset.pairs[index].video_path
-    big = dataclasses.replace(s, size=int(size))
-    return dataset.cache.get_or_compute(
-        path,
-        big,
-        lambda: preprocess_clip(
-            path, big.num_frames, big.size, face_crop=big.face_crop, detector=dataset.detector, resize=big.resize
-        ),
-    ).frames
+    return dataset.frames(index, dataclasses.replace(s, size=int(size))).frames
 
 
 @torch.no_grad()
