@@ -92,10 +92,8 @@ def demo_xattn_config(
     ``fusion="xattn"`` and its time encoding, ``epochs`` epochs and ``num_frames`` frames of 48 px (see
     :data:`DEMO_XATTN_FRAMES`)."""
     base = demo_config(data_root, output_dir, progress=progress)
-    return demo_config(
-        data_root,
-        output_dir,
-        progress=progress,
+    return dataclasses.replace(
+        base,
         model=ModelConfig(fusion="xattn", pretrained_video=False, xattn_time_encoding=DEMO_XATTN_TIME_ENCODING),
         data=dataclasses.replace(base.data, num_frames=num_frames),
         epochs=epochs,
