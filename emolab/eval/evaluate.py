@@ -208,13 +208,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Evaluate, print the metrics, write the four files."""
     import torch
 
+    from emolab.eval.onnx_runtime import default_device
+
     if args.device == "cuda" and not torch.cuda.is_available():
         raise EvaluateError("--device cuda: CUDA is not available")
-    from emolab.eval.onnx_runtime import has_cuda_provider, is_export_dir
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.device is None and is_export_dir(args.run) and not has_cuda_provider():
-        device = "cpu"  # the default follows what can run the export, not what torch sees
+    device = args.device or default_device(args.run)
     result = evaluate_run(args.run, data_root=args.data_root, split=args.split, protocol=args.protocol,
                           fold=args.fold, device=device, batch_size=args.batch_size, int8=args.int8)
     run = Path(args.run)

@@ -24,6 +24,16 @@ def has_cuda_provider() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def default_device(run: str | Path) -> str:
+    """The device ``predict``/``evaluate`` run ``run`` on without ``--device``: CUDA when torch sees it, except an
+    export folder whose onnxruntime has no CUDA provider (onnxruntime, not torch, runs an export)."""
+    import torch
+
+    if not torch.cuda.is_available() or (is_export_dir(run) and not has_cuda_provider()):
+        return "cpu"
+    return "cuda"
+
+
 def is_export_dir(path: str | Path) -> bool:
     """Whether ``path`` is a folder written by ``emolab export`` (it holds ``emolab_export.json``)."""
     from emolab.eval.export import SIDECAR

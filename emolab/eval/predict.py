@@ -353,15 +353,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Predict, print the table and each failure, write the CSV. Exit code 1 when any clip failed."""
     import torch
 
+    from emolab.eval.onnx_runtime import default_device
     from emolab.utils.fileio import atomic_write
-
-    from emolab.eval.onnx_runtime import has_cuda_provider, is_export_dir
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise PredictError("--device cuda: CUDA is not available")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.device is None and is_export_dir(args.run) and not has_cuda_provider():
-        device = "cpu"  # the default follows what can run the export, not what torch sees
+    device = args.device or default_device(args.run)
     result = predict(args.run, args.inputs, audio=args.audio, device=device, batch_size=args.batch_size,
                      attention_dir=args.attention, int8=args.int8)
     print(f"run {result.run} ({result.fusion})")
