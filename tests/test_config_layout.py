@@ -128,6 +128,13 @@ def test_an_old_run_folder_resumes(demo_root, tmp_path, one_torch_thread) -> Non
         run_training(cfg, callbacks=[InterruptAfter(1)])
     (run_dir,) = (tmp_path / "out" / "runs").iterdir()
     _rewrite_old(run_dir)
+    # a record older still: a field renamed since (audio_backbone's earlier name) and one added since
+    prov = run_dir / "provenance.json"
+    record = json.loads(prov.read_text())
+    model = record["config"]["model"]
+    model["wavlm_name_or_path"] = model.pop("audio_backbone")
+    del model["video_pooling"]
+    prov.write_text(json.dumps(record))
     with contextlib.redirect_stdout(io.StringIO()):
         result = resume_training(run_dir)
     assert result.config == TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))

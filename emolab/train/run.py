@@ -44,7 +44,7 @@ from emolab.utils.fileio import atomic_write_json, remove_stale_tmp
 from emolab.models.registry import build_model_from_config, count_parameters
 from emolab.train.callbacks import Callback, default_callbacks
 from emolab.train.checkpoint import load_warm_start, seed_everything
-from emolab.train.config import RESUMABLE_FIELDS, TrainConfig, upgrade_config_dict
+from emolab.train.config import RESUMABLE_FIELDS, TrainConfig
 from emolab.train.distributed import DistContext, init_distributed
 from emolab.train.feature_cache import WavLMFeatureCache
 from emolab.train.provenance import FILE as PROVENANCE_FILE, compare, provenance, read_provenance, write_provenance
@@ -440,7 +440,13 @@ def resume_training(
     except ValueError as err:
         raise SetupError(f"--resume {run_dir}: {PROVENANCE_FILE} cannot be read ({err})") from None
     if recorded is not None:
-        record, now = upgrade_config_dict(recorded.get("config", {})), cfg.to_dict()
+        # the record read as config.json is (TrainConfig.from_dict: the old layout's copies, renamed fields and
+        # fields added since, at the values the run had), so that only a real edit differs
+        try:
+            record = TrainConfig.from_dict(recorded.get("config", {})).to_dict()
+        except (ValueError, TypeError) as err:
+            raise SetupError(f"--resume {run_dir}: {PROVENANCE_FILE}'s config cannot be read ({err})") from None
+        now = cfg.to_dict()
         may_move = (*RESUMABLE_FIELDS, "output_dir")  # output_dir: the folder a resumed run is in
         changed = [c for c in config_diff(record, {k: now.get(k) for k in record})
                    if not any(c.path == f or c.path.startswith(f + ".") for f in may_move)]
