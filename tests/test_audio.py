@@ -379,3 +379,21 @@ def test_log_mel_matches_torchaudio_across_shapes(n_mels, length):
     assert ours.shape == ref.shape == (3, 1, n_mels, length // 160 + 1)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-3)
     assert torch.all(ours[1] == -100.0)
+
+
+def test_mix_batch_equals_torchaudio_add_noise():
+    """mix_batch scales by a ratio of norms instead of add_noise's log10 and power: the same mix to float rounding;
+    a silent noise (add_noise would divide by zero) leaves its wave alone, a silent wave stays silent."""
+    from emolab.data.noise import mix_batch
+
+    gen = torch.Generator().manual_seed(5)
+    waves = torch.randn(6, 1, 4000, generator=gen) * torch.tensor([0.5, 0.1, 1e-3, 2.0, 0.3, 0.0]).view(6, 1, 1)
+    noise = torch.randn(6, 1, 4000, generator=gen) * torch.tensor([1.0, 0.01, 3.0, 0.2, 0.0, 1.0]).view(6, 1, 1)
+    snr = torch.tensor([20.0, 10.0, 0.0, 5.0, 15.0, 10.0])
+    mixed = mix_batch(waves, noise, snr)
+    want = torchaudio.functional.add_noise(waves[:4], noise[:4], snr[:4].view(4, 1))
+    peak = want.abs().amax(-1, keepdim=True)  # rows from 1e-3 to 2 in amplitude: compare each at its own scale
+    torch.testing.assert_close(mixed[:4] / peak, want / peak, rtol=0, atol=2e-6)
+    assert not torch.equal(mixed[:4], waves[:4])
+    assert torch.equal(mixed[4], waves[4])  # silent noise: unchanged
+    assert torch.count_nonzero(mixed[5]) == 0  # silent wave: silent

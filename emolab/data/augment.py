@@ -114,14 +114,16 @@ class VideoAugmentParams:
     noise_scale: float | None = None
     noise_seed: int = 0
 
+    def as_values(self) -> dict[str, int | float]:
+        """The parameters as plain numbers, 0 for a skipped op (:func:`flat_draws` packs them)."""
+        return {"blur_kernel": int(self.blur_kernel or 0), "brightness": float(self.brightness or 0.0),
+                "noise_scale": float(self.noise_scale or 0.0), "noise_seed": int(self.noise_seed)}
+
     def as_tensors(self) -> dict[str, Tensor]:
         """The parameters as scalar tensors (0 for a skipped op), as a DataLoader batch carries them."""
-        return {
-            "blur_kernel": torch.tensor(self.blur_kernel or 0, dtype=torch.int64),
-            "brightness": torch.tensor(self.brightness or 0.0, dtype=torch.float32),
-            "noise_scale": torch.tensor(self.noise_scale or 0.0, dtype=torch.float32),
-            "noise_seed": torch.tensor(self.noise_seed, dtype=torch.int64),
-        }
+        dtypes = {"blur_kernel": torch.int64, "brightness": torch.float32, "noise_scale": torch.float32,
+                  "noise_seed": torch.int64}
+        return {k: torch.tensor(v, dtype=dtypes[k]) for k, v in self.as_values().items()}
 
 
 def gaussian_blur(video: Tensor, kernel_size: int) -> Tensor:
@@ -251,7 +253,7 @@ def flat_draws(video: VideoAugmentParams | None, audio: object | None) -> dict[s
     ``start``, ``seed``) or None; a skipped op or a missing draw gets the
     no-op value of its column.
     """
-    values = {"video": {} if video is None else video.as_tensors(), "audio": {}}
+    values = {"video": {} if video is None else video.as_values(), "audio": {}}
     if audio is not None:
         snr = getattr(audio, "snr_db")
         values["audio"] = {"snr_db": float("nan") if snr is None else float(snr),
