@@ -87,7 +87,15 @@ def test_sample_indices_rule():
         sample_indices(10, 0)
 
 
-def test_read_sampled_frames_picks_uniform_indices(clip30, monkeypatch):
+@pytest.fixture(params=["h264_shortcut", "full_decode"])
+def decoder(request, monkeypatch):
+    """Read H.264 clips through the shortcut that skips unneeded frames (the default), or decode them whole."""
+    if request.param == "full_decode":
+        monkeypatch.setattr(V, "decode_sampled", lambda *args: None)
+    return request.param
+
+
+def test_read_sampled_frames_picks_uniform_indices(clip30, monkeypatch, decoder):
     passes = []
     real = V._decode_pass
     monkeypatch.setattr(V, "_decode_pass", lambda *a, **k: passes.append(1) or real(*a, **k))
@@ -95,19 +103,19 @@ def test_read_sampled_frames_picks_uniform_indices(clip30, monkeypatch):
     assert frames.shape == (8, 48, 64, 3) and frames.dtype == np.uint8
     assert decoded_indices(frames) == [0, 4, 8, 12, 17, 21, 25, 29]
     assert valid.dtype == bool and valid.all()
-    assert len(passes) == 1  # the usual case decodes the clip once
+    assert len(passes) == (1 if decoder == "full_decode" else 0)  # the usual case decodes the clip once
     frames16, _ = read_sampled_frames(clip30, 16)
     assert decoded_indices(frames16) == list(sample_indices(30, 16))
 
 
-def test_short_clip_repeats_frames_and_marks_them(tmp_path):
+def test_short_clip_repeats_frames_and_marks_them(tmp_path, decoder):
     path = write_mp4(tmp_path / "short.mp4", index_frames(5))
     frames, valid = read_sampled_frames(path, 8)
     assert decoded_indices(frames) == [0, 1, 1, 2, 2, 3, 3, 4]
     assert valid.tolist() == [True, True, False, True, False, True, False, True]
 
 
-def test_container_without_frame_count(tmp_path):
+def test_container_without_frame_count(tmp_path, decoder):
     path = write_mp4(tmp_path / "clip.mkv", index_frames(20))
     frames, valid = read_sampled_frames(path, 8)
     assert decoded_indices(frames) == list(sample_indices(20, 8))
@@ -115,7 +123,7 @@ def test_container_without_frame_count(tmp_path):
 
 
 @pytest.mark.parametrize("fraction", [0.4, 0.5, 0.6, 0.8, 0.95])
-def test_container_reporting_more_frames_than_decode(tmp_path, fraction):
+def test_container_reporting_more_frames_than_decode(tmp_path, fraction, decoder):
     """moov first, mdat cut short: the container still reports 30 frames."""
     full = write_mp4(tmp_path / "full.mp4", index_frames(30), faststart=True)
     cut = truncate(full, fraction, tmp_path / "cut.mp4")
@@ -136,7 +144,8 @@ def test_container_reporting_more_frames_than_decode(tmp_path, fraction):
 
 @pytest.mark.parametrize("reported", [300, 10])
 def test_reselection_when_held_frames_do_not_cover(tmp_path, monkeypatch, reported):
-    """Reported count far from the decoded one: a second pass fetches the frames."""
+    """Reported count far from the decoded one: a second pass fetches the frames (the full decode's planning)."""
+    monkeypatch.setattr(V, "decode_sampled", lambda *args: None)
     path = write_mp4(tmp_path / "c.mp4", index_frames(30))
     real_info = V._info
 

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from emolab.data.augment import VideoAugment
 from emolab.data.faces import FaceDetector, center_square_box, crop_frames, default_face_detector, face_box_to_square
+from emolab.data.decoding import DecodeStats, decode_sampled
 from emolab.utils.fileio import media_source
 
 __all__ = [
@@ -216,14 +217,16 @@ def read_sampled_frames(path: PathLike, num_frames: int = NUM_FRAMES) -> tuple[n
     """Decode a clip and return ``num_frames`` uniformly sampled full-resolution RGB frames.
 
     Sampling follows :func:`sample_indices` over the frames that actually decode,
-    not the container's reported count (some RAVDESS MP4s report more). Indices
-    are planned from the reported count while decoding; if the decoded count
-    differs, the selection is redone over what decoded, from frames held during
-    the pass (a few frames around each planned index and at the end) or, when
-    those do not cover it, from a second decoding pass. Only kept frames are
-    converted to RGB. A file whose decoding fails part-way is sampled from the
-    frames decoded before the failure (:func:`read_sampled_frames_stats` also
-    returns the counts, so such a clip can be reported).
+    not the container's reported count (some RAVDESS MP4s report more). H.264
+    clips (RAVDESS's) count their packets first and decode only the sampled
+    frames and the frames they are predicted from (:func:`~emolab.data.decoding.decode_sampled`).
+    Other clips, or any surprise there, are decoded whole, planning the indices
+    from the reported count and holding a few frames around each and at the
+    end, so that a count that differs is re-sampled from held frames or, failing
+    that, a second pass. Only kept frames are converted to RGB. A file whose
+    decoding fails part-way is sampled from the frames decoded before the failure
+    (:func:`read_sampled_frames_stats` also returns the counts, so such a clip
+    can be reported).
 
     Args:
         path: the video file.
@@ -242,35 +245,6 @@ def read_sampled_frames(path: PathLike, num_frames: int = NUM_FRAMES) -> tuple[n
     return frames, valid
 
 
-@dataclass(frozen=True)
-class DecodeStats:
-    """How much of a clip decoded.
-
-    Attributes:
-        declared: frames the container declares (or duration x fps; 0 if unknown).
-        decoded: frames that decoded.
-        error: the decoder error that ended decoding early, if any.
-    """
-
-    declared: int
-    decoded: int
-    error: str | None = None
-
-    #: a clip that decodes fewer than this share of its declared frames is incomplete
-    #: (real RAVDESS MP4s often declare a frame or two more than decode: not a fault)
-    MIN_SHARE = 0.9
-
-    @property
-    def incomplete(self) -> bool:
-        """Decoding failed mid-stream, or fewer than :attr:`MIN_SHARE` of the declared frames decoded."""
-        return self.error is not None or (self.declared > 0 and self.decoded < self.MIN_SHARE * self.declared)
-
-    def describe(self) -> str:
-        """``"decodes 16 of 45 declared frames (decoder error: ...)"``."""
-        of = f" of {self.declared} declared" if self.declared else ""
-        return f"decodes {self.decoded}{of} frames" + (f" (decoder error: {self.error})" if self.error else "")
-
-
 def read_sampled_frames_stats(
     path: PathLike, num_frames: int = NUM_FRAMES
 ) -> tuple[np.ndarray, np.ndarray, DecodeStats]:
@@ -280,8 +254,17 @@ def read_sampled_frames_stats(
     p, container, stream = _open(path)
     try:
         info = _info(p, container, stream)
-        stream.thread_type = "AUTO"
         expected = info.frames_reported or int(round(info.duration_s * info.fps))
+        quick = decode_sampled(container, stream, lambda n: sample_indices(n, num_frames))
+    finally:
+        container.close()
+    if quick is not None:  # H.264: only the sampled frames and their references were decoded
+        held, n = quick
+        indices = sample_indices(n, num_frames)
+        return _to_rgb(held, indices), _valid_mask(indices), DecodeStats(int(expected), int(n))
+    p, container, stream = _open(path)
+    try:
+        stream.thread_type = "AUTO"
         keep: set[int] = set()
         if expected > 0:
             for i in sample_indices(expected, num_frames):
@@ -304,9 +287,13 @@ def read_sampled_frames_stats(
         held.update(more)
         if missing - held.keys():
             raise VideoReadError(f"{p}: frames decode differently on a second pass (corrupt file?)")
+    return _to_rgb(held, indices), _valid_mask(indices), DecodeStats(int(expected), int(n), error)
+
+
+def _to_rgb(held: dict[int, av.VideoFrame], indices: np.ndarray) -> np.ndarray:
+    """The frames at ``indices`` (display order, repeats allowed) as one RGB array ``(T, H, W, 3)``."""
     rgb = {int(i): held[int(i)].to_ndarray(format="rgb24") for i in np.unique(indices)}
-    frames = np.stack([rgb[int(i)] for i in indices])
-    return frames, _valid_mask(indices), DecodeStats(int(expected), int(n), error)
+    return np.stack([rgb[int(i)] for i in indices])
 
 
 def decode_stats(path: PathLike) -> DecodeStats:
