@@ -64,13 +64,29 @@ def test_bench_json_structure(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow  # runs the benchmark
-def test_bench_table_to_stdout(tmp_path: Path, capsys) -> None:
+def test_bench_table_to_stdout_with_compile_figures(tmp_path: Path, capsys, monkeypatch) -> None:
+    """``--compile`` adds the eager twin's rate, the compile seconds and the graphs dynamo holds after every epoch
+    of the measure: one training graph, reused (dynamo only here: inductor would take a minute)."""
+    import functools
+
+    import torch
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
     out = tmp_path / "b.json"
-    assert main(["bench", *TINY, "--modes", "audio", "--out", str(out)]) == 0
+    assert main(["bench", *TINY, "--modes", "audio", "--compile", "--out", str(out)]) == 0
+    torch._dynamo.reset()
     text = capsys.readouterr().out
     assert "naive (OpenCV" in text and "emolab warm" in text and "growth" in text
-    assert f"wrote {out}" in text
-    assert json.loads(out.read_text())["train"]["audio"]["end_to_end_samples_per_s"] > 0
+    assert f"wrote {out}" in text and "compile s" in text and "speed-up" in text
+    r = json.loads(out.read_text())["train"]["audio"]
+    assert r["end_to_end_samples_per_s"] > 0 and r["compile"] is True
+    assert _positive(r["eager_compute_samples_per_s"]) and r["compile_s"] >= 0
+    assert r["compile_speedup"] == pytest.approx(r["compute_samples_per_s"] / r["eager_compute_samples_per_s"])
+    assert r["compiled_graphs"] == 1  # the step's graph, compiled once for all the epochs the measure ran
 
 
 def test_bench_rejects_unknown_mode(tmp_path: Path, capsys) -> None:

@@ -163,6 +163,11 @@ def format_table(res: dict[str, Any]) -> str:
         if cuda:
             row += f"{r.get('cuda_max_allocated_mb', float('nan')):>9.0f}"
         lines.append(row)
+    if any("compile_s" in r for r in res["train"].values()):
+        lines += ["", f"{'--compile':<10}{'compile s':>10}{'eager':>9}{'compiled':>10}{'speed-up':>10}{'graphs':>8}"]
+        for mode, r in res["train"].items():
+            lines.append(f"{mode:<10}{r['compile_s']:>10.1f}{r['eager_compute_samples_per_s']:>9.2f}"
+                         f"{r['compute_samples_per_s']:>10.2f}{r['compile_speedup']:>10.2f}{r['compiled_graphs']:>8}")
     lines += ["", f"{'growth':<8}{'clips':>6}{'cold s':>9}{'warm s':>9}{'cache MiB':>11}{'KiB/clip':>10}"]
     for g in res["growth"]:
         lines.append(f"{str(g['scale']) + 'x':<8}{g['clips']:>6}{g['cold_s']:>9.2f}{g['warm_s']:>9.2f}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -136,6 +136,7 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
                     trainer.train_epoch(block + 1)  # ends with the epoch's one host sync
                 spent[name] += time.perf_counter() - t0
         rate = {k: steps * B / v for k, v in spent.items()}
+        compiled = _compile_figures(tcfg, fixed, paths, probe, steps, rate["compute"], warmup_s, cfg) if cfg.compile else {}
         del paths_, probe
     return {
         "compute_samples_per_s": rate["compute"],
@@ -155,5 +156,36 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
         "compile": cfg.compile,
         "first_batch_s": first_s,
         "loader_workers": workers,
+        **compiled,
         **mem.as_dict(),
     }
+
+
+def _compile_figures(tcfg: Any, fixed: dict[str, Any], paths: Any, probe: Any, steps: int, compiled_rate: float,
+                     warmup_s: float, cfg: TrainBench) -> dict[str, Any]:
+    """What ``--compile`` bought: the same step in eager mode (a twin trainer, same initial weights), the seconds
+    the first steps spent compiling, and the graphs dynamo holds after every epoch above (reused: not one per epoch)."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from emolab.models.registry import build_model_from_config
+    from emolab.train.trainer import EmotionTrainer
+
+    graphs = int(counters["stats"]["unique_graphs"])
+    device = torch.device(cfg.device)
+    torch.manual_seed(0)
+    eager_cfg = replace(tcfg, compile=False)
+    twin = EmotionTrainer(build_model_from_config(eager_cfg.model), eager_cfg,
+                          {"train": probe, "val": probe, "test": probe}, paths)
+    twin.prepare_stage(0)
+    for _ in range(max(1, cfg.warmup)):
+        twin.train_step(fixed)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        twin.train_step(fixed)
+    _sync(device)
+    eager_rate = steps * cfg.batch_size / (time.perf_counter() - t0)
+    steady = cfg.batch_size / compiled_rate  # seconds per compiled step
+    return {"eager_compute_samples_per_s": eager_rate, "compile_speedup": compiled_rate / eager_rate,
+            "compile_s": max(0.0, warmup_s - max(1, cfg.warmup) * steady), "compiled_graphs": graphs}
