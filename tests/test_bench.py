@@ -77,16 +77,16 @@ def test_bench_table_to_stdout_with_compile_figures(tmp_path: Path, capsys, monk
     torch._dynamo.reset()
     counters.clear()
     out = tmp_path / "b.json"
-    assert main(["bench", *TINY, "--modes", "audio", "--compile", "--out", str(out)]) == 0
+    assert main(["bench", *TINY, "--modes", "audio,gated", "--compile", "--out", str(out)]) == 0
     torch._dynamo.reset()
     text = capsys.readouterr().out
     assert "naive (OpenCV" in text and "emolab warm" in text and "growth" in text
     assert f"wrote {out}" in text and "compile s" in text and "speed-up" in text
-    r = json.loads(out.read_text())["train"]["audio"]
-    assert r["end_to_end_samples_per_s"] > 0 and r["compile"] is True
-    assert _positive(r["eager_compute_samples_per_s"]) and r["compile_s"] >= 0
-    assert r["compile_speedup"] == pytest.approx(r["compute_samples_per_s"] / r["eager_compute_samples_per_s"])
-    assert r["compiled_graphs"] == 1  # the step's graph, compiled once for all the epochs the measure ran
+    for r in json.loads(out.read_text())["train"].values():
+        assert r["end_to_end_samples_per_s"] > 0 and r["compile"] is True
+        assert _positive(r["eager_compute_samples_per_s"]) and r["compile_s"] >= 0
+        assert r["compile_speedup"] == pytest.approx(r["compute_samples_per_s"] / r["eager_compute_samples_per_s"])
+        assert r["compiled_graphs"] == 1  # each mode's step graph, compiled once for all the epochs it ran
 
 
 def test_bench_rejects_unknown_mode(tmp_path: Path, capsys) -> None:
@@ -165,3 +165,29 @@ def test_fetch_costs_script(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     for key in ("resident_fetch_ms", "loader_fetch_ms", "resident_fetch_featurize_ms", "loader_fetch_featurize_ms"):
         assert _positive(res[key]) and len(res["all_ms"][key]) == 2, key
+
+
+@pytest.mark.slow  # three tiny cv sweeps
+def test_jobs_bench_times_the_same_sweep_per_jobs(tmp_path: Path, capsys) -> None:
+    """``benchmarks/bench_jobs.py``: one untimed warm-up run, then the same sweep per ``--jobs N``, each checked to
+    have trained every run; runs per hour from the wall time (never asserted beyond being consistent)."""
+    from emolab.bench.jobs import main as jobs_main
+    from tests.configs import tiny_train_flags
+    from tests.helpers import make_cv_corpus
+
+    corpus = make_cv_corpus(tmp_path / "corpus")
+    out = tmp_path / "jobs.json"
+    argv = ["--data", str(corpus), "--jobs", "1,2", "--fusion", "audio", "--folds", "0,2", "--device", "cpu",
+            "--out", str(out), *tiny_train_flags(corpus, tmp_path / "cache")]
+    assert jobs_main(argv) == 0
+    text = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert [r["jobs"] for r in res["rows"]] == [1, 2] and res["best_jobs"] in (1, 2)
+    for r in res["rows"]:
+        assert r["runs"] == 2 and _positive(r["wall_s"])
+        assert r["runs_per_hour"] == pytest.approx(2 / r["wall_s"] * 3600)
+    assert res["rows"][0]["speedup"] == 1.0 and _positive(res["warmup_run_s"])
+    assert res["config"]["folds"] == [0, 2] and res["config"]["fusion"] == "audio"
+    assert "--jobs" in text and f"best: --jobs {res['best_jobs']}" in text
+    with pytest.raises(SystemExit):
+        jobs_main(["--jobs", "0", "--out", str(out)])

@@ -73,6 +73,12 @@ def measure_mode(mode: str, pairs: Sequence[Any], cache_dir: Path, cfg: TrainBen
     from emolab.train.trainer import EmotionTrainer
 
     device = torch.device(cfg.device)
+    if cfg.compile:  # each mode compiles from scratch (compile seconds) and counts its own graphs
+        import torch._dynamo
+        from torch._dynamo.utils import counters
+
+        torch._dynamo.reset()
+        counters.clear()
     torch.manual_seed(0)
     tcfg = TrainConfig(model=ModelConfig(fusion=mode, pretrained_video=False), data=DataConfig(cache_dir=str(cache_dir)),
                        device=cfg.device, compile=cfg.compile, batch_size=cfg.batch_size, num_workers=cfg.workers,
