@@ -29,7 +29,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, say how it
   nproc; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())"; } >"$OUT/machine.txt" 2>&1
 
 if [ "${QUICK:-0}" = 1 ]; then
-    B="--quick --wavlm none"; J="--folds 0 --seeds 0,1 --jobs 1,2"; CLIPS=8; WCLIPS=8
+    B="--quick"; J="--fusion audio --folds 0 --seeds 0,1 --jobs 1,2"; CLIPS=8; WCLIPS=8
 else
     B=""; J="--jobs 1,2,4"; CLIPS=24; WCLIPS=1080
 fi
