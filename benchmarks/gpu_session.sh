@@ -6,7 +6,8 @@
 # It installs the wheels the machine lacks (av, soundfile, cffi, transformers: `pip download` them into .whl/,
 # listed in .git/info/exclude, see the project notes), then runs each measure under its own time limit, so that
 # whatever finished comes back in $OUT (results/*.json, logs/*.log) even if a later step runs out of time.
-# QUICK=1 shrinks every step (a dry run of the whole flow, e.g. on a CPU: `QUICK=1 OUT=/tmp/g bash ...`).
+# QUICK=1 shrinks every step and SCALE=k multiplies every time limit (a dry run of the whole flow on a CPU:
+# `QUICK=1 SCALE=8 OUT=/tmp/g PY=.venv/bin/python bash benchmarks/gpu_session.sh`).
 set -u
 OUT=${OUT:-/tmp/emolab-gpu}
 mkdir -p "$OUT/results" "$OUT/logs"
@@ -20,7 +21,7 @@ fi
 export EMOLAB_CACHE_DIR=${EMOLAB_CACHE_DIR:-/tmp/emolab-cache}
 R=$OUT/results
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, say how it ended
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit=$(( $2 * ${SCALE:-1} )); shift 2
     local t0=$SECONDS
     timeout "$limit" "$@" >"$OUT/logs/$name.log" 2>&1
     echo "$name: exit $? in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
