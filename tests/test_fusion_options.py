@@ -225,7 +225,8 @@ def test_trainer_adds_and_logs_the_clip_loss(demo_root, tmp_path, cache_dir, one
                      model=tiny_model("concat", clip_weight=0.5), data=tiny_data(cache_dir, face_crop="none"))
     result = run_training(cfg)
     (record,) = result.history
-    assert record["train_clip_loss"] > 0
+    # the whole record in the message: a failure (seen once in a full run, never reproduced) then says what ran
+    assert "train_clip_loss" in record and record["train_clip_loss"] > 0, record
     history = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
     assert history[0]["train_clip_loss"] == pytest.approx(record["train_clip_loss"])
 
