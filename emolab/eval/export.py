@@ -16,7 +16,7 @@ name               shape                           dtype     what
 =================  ==============================  ========  ==================================================
 ``video``          ``(B, T, 3, S, S)``             float32   ImageNet-normalised face-cropped frames
 ``video_valid``    ``(B, T)``                      bool      False for repeated frames of short clips
-``audio``          ``(B, 1, n_mels, F)``           float32   log-Mel (dB); ``(B, 1, N)`` waveform for WavLM
+``audio``          ``(B, 1, n_mels, F)``           float32   log-Mel (dB); ``(B, 1, N)`` wave, speech encoders
 ``audio_length``   ``(B,)``                        int64     valid 16 kHz samples before padding
 =================  ==============================  ========  ==================================================
 
@@ -27,8 +27,10 @@ audio weight) for gated models (``gated``, ``xattn_gated``).
 The export uses PyTorch's ``torch.export``-based exporter (``torch.onnx.export(..., dynamo=True)``, which needs
 ``onnxscript``; opset :data:`OPSET`). The TorchScript-based one (``dynamo=False``) cannot export the log-Mel CNN: its
 adaptive pooling takes the traced time length as output size, which that exporter refuses.
-Every export is verified: onnxruntime and PyTorch run the run's test split (or its first ``max_items`` clips) and
-the largest absolute logit difference must stay below :data:`FP32_TOLERANCE`. ``--int8`` quantizes the weights of
+Every ``--fusion`` model exports, with each research option (learned poolings, prior bias, time encoding; the
+CLIP loss is training-only) and each speech encoder family, Whisper's in-torch log-Mel front end included
+(tests/test_export_options.py). Every export is verified: onnxruntime and PyTorch run the run's test split (or its
+first ``max_items`` clips) and the largest absolute logit difference must stay below :data:`FP32_TOLERANCE`. ``--int8`` quantizes the weights of
 ``MatMul``/``Gemm``/``Conv`` (activations quantized per batch at run time) and reports the test accuracy and
 macro-F1 of both models and their change. :class:`~emolab.eval.onnx_runtime.OnnxModel` runs the folder.
 """
@@ -183,9 +185,12 @@ def write_onnx(model: nn.Module, example: dict[str, Any], path: str | Path, *, m
 
     names, outs = input_names(model), output_names(model_cfg)
     batch = torch.export.Dim("batch", min=1)
-    quiet = logging.getLogger("onnxscript")  # "Skipping constant folding ..." notes
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    # onnxscript's "Skipping constant folding ..." notes, onnx_ir's "Attribute type is ambiguous ..." (speech
+    # encoders' empty attributes, which default to the right type): notes about the exporter, not the model
+    quiet = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
     try:
         with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -199,7 +204,8 @@ def write_onnx(model: nn.Module, example: dict[str, Any], path: str | Path, *, m
         what = f"{type(model).__name__} ({getattr(model, 'mode', model.input_modality)})"
         raise ExportError(f"torch.onnx.export failed for {what}: {first}") from e
     finally:
-        quiet.setLevel(level)
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
     atomic_write(path, lambda tmp: onnx.save_model(program.model_proto, tmp))
     onnx.checker.check_model(str(path))
     return Path(path)

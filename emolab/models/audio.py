@@ -23,6 +23,7 @@ from torchaudio.transforms import FrequencyMasking, TimeMasking
 
 from emolab.models.core import EmotionModel, FusionOutput
 from emolab.models.layers import ensure_nonempty, lengths_to_mask, masked_mean
+from emolab.models.pooling import POOLINGS, TemporalPooling
 
 __all__ = [
     "AudioCNN",
@@ -294,6 +295,14 @@ class AudioNet(EmotionModel):
             one step per encoder time step, see the encoders) or ``"clip"``
             (the seed's ``encode_sequence``: one step, the clip embedding
             ``encode(x)``, so xattn attends over a single audio token).
+        pooling: how :meth:`encode` turns the encoder's time steps into the
+            clip embedding (``--audio_pooling`` of the audio-only model):
+            ``"mean"`` (default, the encoder's own pooling: AudioCNN's 4×4
+            adaptive grid, AudioResNet18's time mean), or ``"attention"`` /
+            ``"transformer"``: a :class:`~emolab.models.pooling.TemporalPooling`
+            (``pool``, +8,320 / +132,480 parameters) over the encoder's
+            per-step embeddings (``forward_sequence``) and their padding mask,
+            as concat/gated pool their audio branch.
 
     Attributes:
         embedding_dim: size of ``encode`` output (128).
@@ -313,10 +322,13 @@ class AudioNet(EmotionModel):
         spec_augment: bool = True,
         embedding_dim: int = 128,
         sequence: Literal["time", "clip"] = "time",
+        pooling: str = "mean",
     ) -> None:
         super().__init__()
         if sequence not in ("time", "clip"):
             raise ValueError(f"AudioNet: sequence must be 'time' or 'clip', got {sequence!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"AudioNet: pooling must be one of {POOLINGS}, got {pooling!r}")
         self.sequence = sequence
         if encoder == "cnn":
             if residual:
@@ -332,6 +344,8 @@ class AudioNet(EmotionModel):
         self.hop_length = hop_length
         self.embedding_dim = embedding_dim
         self.sequence_dim = embedding_dim
+        # None for "mean": the encoder's own pooling, and no new module (state_dict keys as before)
+        self.pool = TemporalPooling(pooling, embedding_dim) if pooling != "mean" else None
 
     def _prepare(self, x: Tensor) -> Tensor:
         if x.dim() == 3:
@@ -361,6 +375,11 @@ class AudioNet(EmotionModel):
         """
         if self.sequence == "clip":
             return torch.ones(audio_length.shape[0], num_frames, dtype=torch.bool, device=audio_length.device)
+        return self.step_mask(audio_length, num_frames)
+
+    def step_mask(self, audio_length: Tensor, num_frames: int) -> Tensor:
+        """Validity mask ``(B, num_frames)`` of the encoder's time steps (``forward_sequence``), whatever
+        ``sequence`` is: ``True`` for steps that cover at least one valid Mel frame."""
         lengths = self.encoder.output_lengths(self.mel_lengths(audio_length))
         return ensure_nonempty(lengths_to_mask(lengths, num_frames))
 
@@ -376,6 +395,10 @@ class AudioNet(EmotionModel):
             Tensor of shape ``(B, embedding_dim)``.
         """
         x = self._prepare(x)
+        if self.pool is not None:  # --audio_pooling attention|transformer over the encoder's steps
+            seq = self.encoder.forward_sequence(x)
+            mask = None if audio_length is None else self.step_mask(audio_length.to(x.device), seq.shape[1])
+            return self.pool(seq, mask)
         mel_lengths = None
         if audio_length is not None:
             mel_lengths = self.mel_lengths(audio_length.to(x.device)).clamp(max=x.shape[-1])
@@ -400,7 +423,7 @@ class AudioNet(EmotionModel):
         return FusionOutput.from_logits(self.head(self.encode(x, audio_length=audio_length)))
 
     def freeze_backbone(self) -> None:
-        """Freeze the encoder; the head stays trainable."""
+        """Freeze the encoder; the head (and a learned pooling, new like it) stay trainable."""
         self.encoder.requires_grad_(False)
         self.head.requires_grad_(True)
 

@@ -5,8 +5,8 @@
   far, no parameters), ``attention`` (a learned score per step, softmax over
   the valid steps, weighted sum) or ``transformer`` (one self-attention encoder
   layer over the valid steps, then the masked mean). Used for the video
-  frames (``--video_pooling``), the audio steps of concat/gated
-  (``--audio_pooling``) and both streams after cross-attention
+  frames (``--video_pooling``), the audio steps of the audio-only model and
+  of concat/gated (``--audio_pooling``) and both streams after cross-attention
   (``--xattn_pooling``).
 * :class:`EmotionPriorBias` gives xattn ``softmax(QK^T/sqrt(d) + b)``: a
   global audio-visual summary predicts an emotion distribution ``p``, which
@@ -41,7 +41,7 @@ POOLINGS: tuple[str, ...] = ("mean", "attention", "transformer")
 #: The ``ModelConfig`` fields of these options, with the models (registered names) each applies to.
 RESEARCH_OPTIONS: dict[str, tuple[str, ...]] = {
     "video_pooling": ("video", "late", "concat", "gated"),
-    "audio_pooling": ("concat", "gated"),
+    "audio_pooling": ("audio", "concat", "gated"),
     "xattn_pooling": ("xattn",),
     "xattn_prior_bias": ("xattn",),
     "clip_weight": ("concat", "gated"),

@@ -216,7 +216,7 @@ class ModelConfig:
     video_pooling: str = setting("mean", choices=POOLINGS,
                                  help="pooling of the video frames (video, late, concat, gated)")
     audio_pooling: str = setting("mean", choices=POOLINGS,
-                                 help="concat/gated: pooling of the audio model's steps (mean: its own encode)")
+                                 help="audio, concat, gated: pooling of the audio model's steps (mean: its own)")
     xattn_pooling: str = setting("mean", choices=POOLINGS,
                                  help="xattn: pooling of both streams after cross-attention")
     xattn_prior_bias: bool = setting(False, help="xattn: emotion-prior attention bias softmax(QK^T + b)")
@@ -317,7 +317,9 @@ def count_parameters(module: nn.Module, *, trainable: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
 
 
-def _build_audio_model(cfg: ModelConfig) -> nn.Module:
+def _build_audio_model(cfg: ModelConfig, pooling: str = "mean") -> nn.Module:
+    """The audio model of ``cfg``; ``pooling`` is its own (the audio-only model's ``audio_pooling``: a fused
+    model's audio branch keeps "mean", the fusion pools its steps itself)."""
     if cfg.use_wavlm:
         return WavLMAudioEncoder(
             cfg.num_classes,
@@ -326,6 +328,7 @@ def _build_audio_model(cfg: ModelConfig) -> nn.Module:
             freeze_backbone=cfg.wavlm_freeze_backbone,
             backbone_attention_mask=cfg.wavlm_backbone_attention_mask,
             embedding=cfg.wavlm_embedding,
+            pooling=pooling,
         )
     return AudioNet(
         cfg.num_classes,
@@ -335,7 +338,12 @@ def _build_audio_model(cfg: ModelConfig) -> nn.Module:
         hop_length=cfg.hop_length,
         spec_augment=cfg.spec_augment,
         sequence=cfg.mel_sequence,  # type: ignore[arg-type]
+        pooling=pooling,
     )
+
+
+def _build_audio_only(cfg: ModelConfig) -> nn.Module:
+    return _build_audio_model(cfg, cfg.audio_pooling)
 
 
 def _build_video_model(cfg: ModelConfig) -> nn.Module:
@@ -378,7 +386,7 @@ def _fusion_builder(mode: str) -> Builder:
 
 #: The fusion families that compute a modality gate (ModelSpec.gate).
 _GATES = {"gated": "always", "xattn": "gated_head"}
-register_model("audio", inputs=AudioNet.inputs)(_build_audio_model)  # WavLMAudioEncoder.inputs too
+register_model("audio", inputs=AudioNet.inputs)(_build_audio_only)  # WavLMAudioEncoder.inputs too
 register_model("video", inputs=VideoNet.inputs)(_build_video_model)
 for _mode in ("late", "concat", "gated", "xattn"):
     _family = fusion_class(_mode)

@@ -54,6 +54,7 @@ from transformers import PretrainedConfig
 
 from emolab.models.core import EmotionModel, FusionOutput, optim_group
 from emolab.models.layers import ensure_nonempty, lengths_to_mask, masked_mean
+from emolab.models.pooling import POOLINGS, TemporalPooling
 from emolab.models.speech import (
     DEFAULT_AUDIO_BACKBONE,
     build_speech_backbone,
@@ -92,6 +93,11 @@ class SpeechAudioEncoder(EmotionModel):
         normalize_input: zero-mean unit-variance clips before the backbone.
             ``None`` (default): what the checkpoint's feature-extractor config
             says (``do_normalize``), False for a config-built backbone.
+        pooling: how the backbone's hidden states become the clip vector the
+            head reads (``--audio_pooling`` of the audio-only model): ``"mean"``
+            (default, the masked mean), or ``"attention"``/``"transformer"``:
+            a :class:`~emolab.models.pooling.TemporalPooling` (``pool``, trained
+            with the head) over the valid frames. Needs ``embedding="hidden"``.
 
     Attributes:
         backbone: the transformers model (``WhisperSpeechBackbone`` for
@@ -114,10 +120,16 @@ class SpeechAudioEncoder(EmotionModel):
         backbone_attention_mask: bool | None = None,
         embedding: str = "hidden",
         normalize_input: bool | None = None,
+        pooling: str = "mean",
     ) -> None:
         super().__init__()
         if embedding not in ("hidden", "head"):
             raise ValueError(f"SpeechAudioEncoder: embedding must be 'hidden' or 'head', got {embedding!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"SpeechAudioEncoder: pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling != "mean" and embedding == "head":
+            raise ValueError(f"SpeechAudioEncoder: pooling={pooling!r} pools the backbone's steps itself; it does "
+                             "not combine with embedding='head'")
         self.embedding = embedding
         loaded = build_speech_backbone(config) if config is not None else load_speech_backbone(name_or_path)
         self.backbone = loaded.module
@@ -137,6 +149,8 @@ class SpeechAudioEncoder(EmotionModel):
         self.backbone_attention_mask = backbone_attention_mask
         self.embedding_dim = head_hidden if embedding == "head" else hidden
         self.sequence_dim = hidden
+        # None for "mean": the masked mean, and no new module (state_dict keys as before)
+        self.pool = TemporalPooling(pooling, hidden) if pooling != "mean" else None
         #: head parameters ``encode`` uses (fusion trains them; the rest of the head is unused there)
         self.encode_head_prefixes: tuple[str, ...] = ("0.",) if embedding == "head" else ()
         if freeze_backbone:
@@ -170,7 +184,8 @@ class SpeechAudioEncoder(EmotionModel):
         if hasattr(self.backbone, "freeze_feature_encoder"):
             # also stops transformers from making the waveform require grad in training mode
             self.backbone.freeze_feature_encoder()
-        self.head.requires_grad_(True)
+        for p in self.head_parameters():
+            p.requires_grad_(True)
 
     def unfreeze_backbone(self, num_last_layers: int | None = None) -> None:
         """Make the last ``num_last_layers`` transformer layers trainable (stage 2).
@@ -197,9 +212,13 @@ class SpeechAudioEncoder(EmotionModel):
             for layer in self.layers[-num_last_layers:]:
                 layer.requires_grad_(True)
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The head's parameters and a learned pooling's (``pool``, new like the head, trains with it)."""
+        return [*self.head.parameters(), *(self.pool.parameters() if self.pool is not None else ())]
+
     def get_stage1_params(self) -> list[nn.Parameter]:
-        """Head parameters (stage 1 trains the head only)."""
-        return list(self.head.parameters())
+        """Head parameters (stage 1 trains the head only; a learned pooling with it)."""
+        return self.head_parameters()
 
     def get_stage2_params(
         self, backbone_lr: float | None = None, head_lr: float | None = None
@@ -218,7 +237,7 @@ class SpeechAudioEncoder(EmotionModel):
             groups.append({"name": "backbone", "params": backbone})
             if backbone_lr is not None:
                 groups[-1]["lr"] = backbone_lr
-        groups.append({"name": "head", "params": list(self.head.parameters())})
+        groups.append({"name": "head", "params": self.head_parameters()})
         if head_lr is not None:
             groups[-1]["lr"] = head_lr
         return groups
@@ -307,7 +326,7 @@ class SpeechAudioEncoder(EmotionModel):
 
     def _pool(self, seq: Tensor, audio_length: Tensor | None) -> Tensor:
         mask = None if audio_length is None else self.frame_mask(audio_length.to(seq.device), seq.shape[1])
-        return masked_mean(seq, mask)
+        return masked_mean(seq, mask) if self.pool is None else self.pool(seq, mask)
 
     def _embed(self, pooled: Tensor) -> Tensor:
         return self.head[0](pooled) if self.embedding == "head" else pooled
