@@ -29,6 +29,23 @@ def demo_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def demo_frame_cache(tmp_path_factory) -> Path:
+    """A frame cache folder the session's runs on ``demo_root`` share (entries are keyed by clip and frame
+    settings, so runs of any settings may share it): a clip's frames are decoded and face-cropped once for
+    the session instead of once per run. Not for tests about the cache itself."""
+    return tmp_path_factory.mktemp("demo-frame-cache")
+
+
+@pytest.fixture(scope="session")
+def cv_corpus(tmp_path_factory) -> Path:
+    """The six-actor corpus of cross-validation and search (``tests/helpers.make_cv_corpus``), generated once for
+    the session: tests read it and write their runs, caches and copies elsewhere."""
+    from tests.helpers import make_cv_corpus
+
+    return make_cv_corpus(tmp_path_factory.mktemp("cv-corpus"))
+
+
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch) -> Path:
     """An isolated frame cache folder (also set as the default)."""
@@ -55,12 +72,13 @@ TINY_RUN_SPLIT_ACTORS = {"train_actors": (1,), "val_actors": (3,), "test_actors"
 class TinyRuns(dict):
     """Run folders of tiny models trained for one epoch on ``demo_root``, by fusion, each trained on first use."""
 
-    def __init__(self, data_root: Path, out: Path) -> None:
+    def __init__(self, data_root: Path, out: Path, cache_dir: Path) -> None:
         super().__init__()
-        self.data_root, self.out = data_root, out
+        self.data_root, self.out, self.cache_dir = data_root, out, cache_dir
 
     def __missing__(self, fusion: str) -> Path:
         import contextlib
+        import dataclasses
         import io
 
         import torch
@@ -73,6 +91,7 @@ class TinyRuns(dict):
         try:
             split = SplitConfig(mode="actor", **TINY_RUN_SPLIT_ACTORS)
             cfg = analysis.notebook_config(self.data_root, self.out, fusion=fusion, smoke=True, epochs=1, split=split)
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cache_dir=str(self.cache_dir)))
             with contextlib.redirect_stdout(io.StringIO()):
                 self[fusion] = analysis.train(cfg).run_dir
         finally:
@@ -81,7 +100,9 @@ class TinyRuns(dict):
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(demo_root, tmp_path_factory) -> TinyRuns:
+def tiny_runs(demo_root, demo_frame_cache, tmp_path_factory) -> TinyRuns:
     """Tiny trained run folders shared by the tests that evaluate, predict, export and corrupt them
-    (``tiny_runs["gated"]``); tests write their outputs outside the run folders."""
-    return TinyRuns(demo_root, tmp_path_factory.mktemp("tiny-runs"))
+    (``tiny_runs["gated"]``); tests write their outputs outside the run folders. Their frame cache is
+    ``demo_frame_cache`` (the notebooks' smoke runs keep theirs in memory), so evaluating a run reads the frames
+    its training decoded."""
+    return TinyRuns(demo_root, tmp_path_factory.mktemp("tiny-runs"), demo_frame_cache)

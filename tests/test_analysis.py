@@ -20,12 +20,14 @@ SPLIT = SplitConfig(mode="actor", train_actors=(1, 2), val_actors=(3,), test_act
 
 
 @pytest.fixture(scope="module")
-def trained(demo_root, tmp_path_factory):
-    """One tiny xattn model with the gated head (it has both attention and a gate), trained for one epoch."""
+def trained(demo_root, demo_frame_cache, tmp_path_factory):
+    """One tiny xattn model with the gated head (it has both attention and a gate), trained for one epoch (frames
+    cached on disk for the session, not in memory as in a notebook: test_demo_xattn reads the same frames)."""
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("analysis")
     cfg = analysis.notebook_config(demo_root, out, fusion="xattn_gated", seed=0, smoke=True, epochs=1, split=SPLIT)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cache_dir=str(demo_frame_cache)))
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):

@@ -63,7 +63,7 @@ def test_demo_xattn_config_is_the_demo_config_with_more_frames():
 
 
 @pytest.mark.slow  # trains the demo xattn model twice on a small corpus (~45 CPU s each)
-def test_demo_xattn_attention_is_not_uniform(demo_root, tmp_path):
+def test_demo_xattn_attention_is_not_uniform(demo_root, demo_frame_cache, tmp_path):
     """Trained as ``emolab demo`` trains it (frames, epochs, optimiser, time encoding), on 4 actors of the small
     test corpus, the a2v attention of every test clip is far from uniform; the same model without the time
     encoding (the seed's xattn: frames the encoder cannot tell apart are one key) stays uniform."""
@@ -75,7 +75,7 @@ def test_demo_xattn_attention_is_not_uniform(demo_root, tmp_path):
         for amplitude in (DEMO_XATTN_TIME_ENCODING, 0.0):
             cfg = demo_xattn_config(demo_root, tmp_path / f"a{amplitude}", progress=False, split=split,
                                     num_workers=0, device="cpu")
-            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cache_dir=""),
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cache_dir=str(demo_frame_cache)),
                                       model=dataclasses.replace(cfg.model, xattn_time_encoding=amplitude))
             with contextlib.redirect_stdout(io.StringIO()):
                 result = run_training(cfg)

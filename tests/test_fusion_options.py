@@ -263,10 +263,8 @@ def test_every_option_trains_through_emolab_train(fusion, flags, demo_root, tmp_
 
 
 @pytest.mark.slow  # cross-validation runs
-def test_options_train_through_emolab_cv(tmp_path, one_torch_thread, capsys) -> None:
-    from tests.helpers import make_cv_corpus
-
-    corpus = make_cv_corpus(tmp_path / "corpus")
+def test_options_train_through_emolab_cv(cv_corpus, tmp_path, one_torch_thread, capsys) -> None:
+    corpus = cv_corpus
     out = tmp_path / "cv"
     rc = emolab_main(["cv", "--protocol", "six_fold", "--folds", "0", "--fusion", "gated", "--out", str(out),
                       "--video_pooling", "attention", "--audio_pooling", "transformer", "--clip_weight", "0.5",

@@ -1,7 +1,8 @@
 """Faults of long runs on real data (issue 14): unwritable caches, damaged entries, odd paths, kills.
 
 Filesystem faults use tiny tmpfs mounts when running as root (skipped otherwise);
-kills and whole runs go through subprocesses.
+kills and whole runs go through subprocesses (``run_cli``); commands that do neither run in this
+process (``run_main``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,28 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     environ = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "emolab", *args], capture_output=True, text=True,
                           errors="backslashreplace", cwd=cwd, env=environ, timeout=timeout)
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    """``emolab ARGS`` in this process (:func:`emolab.cli.main.main`, what ``python -m emolab`` calls), its
+    output captured like :func:`run_cli`'s: for commands that neither train nor need a process of their own,
+    without the seconds a fresh interpreter spends importing torch. ``--debug`` sets ``EMOLAB_DEBUG`` for the
+    children of the process it is given to: restored here, so that it does not reach the tests that follow."""
+    import io
+
+    from emolab.cli.main import main
+
+    debug = os.environ.get("EMOLAB_DEBUG")
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        if debug is None:
+            os.environ.pop("EMOLAB_DEBUG", None)
+        else:
+            os.environ["EMOLAB_DEBUG"] = debug
+    return subprocess.CompletedProcess(["emolab", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -175,10 +198,9 @@ def small_root(demo_root, tmp_path):
     return root, cut
 
 
-@pytest.mark.slow  # runs the emolab command
 def test_inspect_check_decode_names_videos_that_decode_in_part(small_root):
     root, cut = small_root
-    res = run_cli("inspect", "--data_root", str(root), "--check", "decode", "--json")
+    res = run_main("inspect", "--data_root", str(root), "--check", "decode", "--json")
     assert res.returncode == 0, res.stderr[-2000:]
     info = json.loads(res.stdout)
     assert info["pairs"] == 8  # kept: sampled from the frames that decode
@@ -186,9 +208,9 @@ def test_inspect_check_decode_names_videos_that_decode_in_part(small_root):
     assert entry["path"] == str(cut)
     decoded = int(entry["reason"].split()[1])
     assert 0 < decoded < 27 and "of 30 declared frames" in entry["reason"]
-    text = run_cli("inspect", "--data_root", str(root), "--check", "header")
+    text = run_main("inspect", "--data_root", str(root), "--check", "header")
     assert "decode only in part" not in text.stdout  # the header check does not decode
-    text = run_cli("inspect", "--data_root", str(root), "--check", "decode")
+    text = run_main("inspect", "--data_root", str(root), "--check", "decode")
     assert "Videos that decode only in part" in text.stdout and str(cut) in text.stdout
 
 
@@ -212,7 +234,7 @@ def test_symlink_loop_is_walked_once_and_named(small_root):
     assert res.report.duplicates == []
     (loop,) = res.report.symlink_loops
     assert loop.path == str(root / "Actor_01" / "loop") and f"loop back to {root}" in loop.reason
-    text = run_cli("inspect", "--data_root", str(root), "--check", "size")
+    text = run_main("inspect", "--data_root", str(root), "--check", "size")
     assert "symbolic link" in text.stdout and str(root / "Actor_01" / "loop") in text.stdout
 
 
@@ -403,36 +425,27 @@ def test_atomic_save_on_a_full_filesystem(tmp_path):
         assert [f.name for f in tiny.iterdir()] == ["last.pt"]
 
 
-@pytest.mark.slow  # runs emolab train twice
 def test_output_folder_checked_before_decoding(corpus4, tmp_path):
     with tmpfs(tmp_path / "ro", ro=True) as ro:
-        res = run_cli("train", "--data_root", str(corpus4), "--fusion", "audio", "--output_dir", str(ro),
-                      "--cache_dir", str(tmp_path / "cache"), "--no_progress")
+        res = run_main("train", "--data_root", str(corpus4), "--fusion", "audio", "--output_dir", str(ro),
+                       "--cache_dir", str(tmp_path / "cache"), "--no_progress")
     assert res.returncode == 2 and "cannot be written: Read-only file system" in res.stderr
     assert "decoded" not in res.stdout and "Traceback" not in res.stderr
     with tmpfs(tmp_path / "small", size="3m") as small:
-        res = run_cli("train", "--data_root", str(corpus4), "--fusion", "gated", "--no_pretrained_video",
-                      "--output_dir", str(small), "--cache_dir", str(tmp_path / "cache"), "--no_progress")
+        res = run_main("train", "--data_root", str(corpus4), "--fusion", "gated", "--no_pretrained_video",
+                       "--output_dir", str(small), "--cache_dir", str(tmp_path / "cache"), "--no_progress")
     assert res.returncode == 2 and "MB free; this model's checkpoints need about" in res.stderr, res.stderr
     assert "decoded" not in res.stdout and "Traceback" not in res.stderr
 
 
-@pytest.mark.slow  # runs the emolab command twice
 def test_debug_shows_the_traceback(tmp_path):
-    res = run_cli("train", "--data_root", str(tmp_path / "nope"), "--fusion", "audio")
+    res = run_main("train", "--data_root", str(tmp_path / "nope"), "--fusion", "audio")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "does not exist" in res.stderr
-    res = run_cli("train", "--data_root", str(tmp_path / "nope"), "--fusion", "audio", "--debug")
+    res = run_main("train", "--data_root", str(tmp_path / "nope"), "--fusion", "audio", "--debug")
     assert res.returncode == 2 and "Traceback" in res.stderr
 
 
 # ------------------------------------------------------------------ 6./7. sweeps: threads, lock, children
-@pytest.fixture(scope="module")
-def cv_corpus(tmp_path_factory):
-    from tests.helpers import make_cv_corpus
-
-    return make_cv_corpus(tmp_path_factory.mktemp("cv-corpus"))
-
-
 @pytest.mark.slow  # cv runs
 def test_sweep_threads_do_not_depend_on_jobs(cv_corpus, tmp_path, capsys):
     import torch
@@ -513,7 +526,6 @@ def test_killing_cv_stops_its_jobs_and_the_folder_is_locked(cv_corpus, tmp_path)
 
 
 # ------------------------------------------------------------------ 9. cache info and prune: damaged entries, stale temporaries
-@pytest.mark.slow  # runs the emolab command twice
 def test_cache_info_counts_damaged_entries_and_prune_removes_stale_tmp(pairs, tmp_path):
     d = _dataset(pairs[:3], tmp_path / "cache")
     warm_cache(d, num_workers=0, progress=False)
@@ -522,13 +534,13 @@ def test_cache_info_counts_damaged_entries_and_prune_removes_stale_tmp(pairs, tm
     frames[1].write_bytes(frames[1].read_bytes()[:100])
     stale = frames[2].parent / f".{frames[2].name}.{_dead_pid()}.0123abcd.tmp"
     stale.write_bytes(b"x" * 1000)
-    res = run_cli("cache", "info", "--dir", str(tmp_path / "cache"), "--json")
+    res = run_main("cache", "info", "--dir", str(tmp_path / "cache"), "--json")
     groups = {g["kind"]: g for g in json.loads(res.stdout)["groups"]}
     assert groups["frames"]["entries"] == 1 and groups["frames"]["damaged"] == 2
     assert groups["frames"]["stale_tmp"] == 1 and groups["audio"]["entries"] == 3
-    text = run_cli("cache", "info", "--dir", str(tmp_path / "cache")).stdout
+    text = run_main("cache", "info", "--dir", str(tmp_path / "cache")).stdout
     assert "2 damaged entries" in text and "1 temporary files of killed writers" in text
-    res = run_cli("cache", "prune", "--damaged", "--dir", str(tmp_path / "cache"))
+    res = run_main("cache", "prune", "--damaged", "--dir", str(tmp_path / "cache"))
     assert res.returncode == 0 and "removed 3 entries" in res.stdout, res.stdout + res.stderr
     assert not stale.exists() and frames[2].exists() and not frames[0].exists()
 

@@ -21,16 +21,10 @@ from emolab.experiments.search import PruningReporter, SearchSpace, run_search
 from emolab.experiments.cv import CVRun, SweepError
 from emolab.train import TrainConfig
 from tests.configs import tiny_audio_run, tiny_train_flags
-from tests.helpers import make_cv_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = SearchSpace(xattn_d_model=(16,), xattn_heads=(2, 4), lr=(1e-4, 3e-3))
-
-
-@pytest.fixture(scope="module")
-def cv_corpus(tmp_path_factory) -> Path:
-    return make_cv_corpus(tmp_path_factory.mktemp("search-corpus"))
 
 
 @pytest.fixture(scope="module")

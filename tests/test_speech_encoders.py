@@ -30,7 +30,6 @@ from emolab.models.speech import (
 from emolab.train import TrainConfig
 from emolab.train.feature_cache import WavLMFeatureCache, backbone_tag
 from tests.configs import TINY_SPEECH_CONFIGS, save_tiny_speech, tiny_train_flags
-from tests.helpers import make_cv_corpus
 
 FAMILIES = list(TINY_SPEECH_CONFIGS)
 N = 16000  # one second: a tiny run's clip
@@ -250,11 +249,6 @@ def test_cache_tags_differ_between_backbones() -> None:
 #: the fusion family each backbone trains with in the whole-run test (every family gets one)
 RUN_FUSION = {"wav2vec2": "late", "hubert": "concat", "wavlm": "gated", "data2vec-audio": "xattn",
               "whisper": "xattn_gated"}
-
-
-@pytest.fixture(scope="module")
-def cv_corpus(tmp_path_factory) -> Path:
-    return make_cv_corpus(tmp_path_factory.mktemp("cv-corpus"))
 
 
 @pytest.mark.slow  # whole training runs

@@ -21,14 +21,8 @@ from emolab.cli.main import main as emolab_main
 from emolab.experiments.cv import SweepError, parse_int_list, run_cv
 from emolab.train import Callback
 from tests.configs import tiny_audio_run, tiny_train_flags
-from tests.helpers import make_cv_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-@pytest.fixture(scope="module")
-def cv_corpus(tmp_path_factory) -> Path:
-    return make_cv_corpus(tmp_path_factory.mktemp("cv-corpus"))
-
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:

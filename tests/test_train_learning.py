@@ -1,11 +1,12 @@
 """Do models learn the demo corpus, and only from content?
 
 On a 7-actor demo corpus with a speaker-independent split (train 1-4, val 5,
-test 6-7: 120 test clips), audio, video and gated models trained for 8 short
+test 6-7: 120 test clips), audio, video and gated models trained for 5 short
 epochs must reach test accuracy of at least twice chance (8 classes: 0.25).
 With emotions shuffled across pairs before splitting (labels no longer follow
-content), the same recipes must stay near chance: a guard against labels
-leaking through file names, order or the split.
+content), the same recipes trained longer (8 epochs: more time to pick up a
+leak) must stay near chance: a guard against labels leaking through file
+names, order or the split.
 
 Settings keep each run at 10-40 s on one CPU core: 1 frame of 48x48 pixels,
 1 s of audio, cosine-annealed Adam at 1e-3, a random-init video ResNet18.
@@ -42,14 +43,20 @@ def cache(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("learn-cache"))
 
 
-def _train(corpus: Path, cache: str, out: Path, fusion: str, shuffle: int | None = None) -> dict:
+#: Epochs of the learning runs: at 5 the models are well above the bar (measured 2026-11-30, test accuracy
+#: audio 0.58, video 0.40, gated 0.47; 0.55-0.61 at 8 epochs), 5/8 of the time of 8. The shuffled runs keep 8.
+LEARN_EPOCHS = 5
+SHUFFLED_EPOCHS = 8
+
+
+def _train(corpus: Path, cache: str, out: Path, fusion: str, shuffle: int | None = None, epochs: int = 8) -> dict:
     cfg = TrainConfig(
         data_root=str(corpus),
         model=tiny_model(fusion),
         data=DataConfig(num_frames=1, frame_size=48, face_crop="none", clip_seconds=1.0, cache_dir=cache),
         split=SplitConfig(train_actors=(1, 2, 3, 4), val_actors=(5,), test_actors=(6, 7)),
         optim=OptimConfig(lr=1e-3, use_cosine_annealing=True),
-        epochs=8,
+        epochs=epochs,
         batch_size=16,
         num_workers=0,
         seed=0,
@@ -64,7 +71,7 @@ def _train(corpus: Path, cache: str, out: Path, fusion: str, shuffle: int | None
 @pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["audio", "video", "gated"])
 def test_models_learn_the_demo_corpus(corpus, cache, tmp_path, fusion) -> None:
-    m = _train(corpus, cache, tmp_path, fusion)
+    m = _train(corpus, cache, tmp_path, fusion, epochs=LEARN_EPOCHS)
     assert m["num_samples"] == 120
     assert m["accuracy"] >= 2 * CHANCE, m
     assert m["macro_f1"] > CHANCE, m
@@ -73,6 +80,6 @@ def test_models_learn_the_demo_corpus(corpus, cache, tmp_path, fusion) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["audio", "video"])
 def test_shuffled_labels_stay_near_chance(corpus, cache, tmp_path, fusion) -> None:
-    m = _train(corpus, cache, tmp_path, fusion, shuffle=1)
+    m = _train(corpus, cache, tmp_path, fusion, shuffle=1, epochs=SHUFFLED_EPOCHS)
     assert m["num_samples"] == 120
     assert m["accuracy"] < 2 * CHANCE, m  # measured: 0.08 (audio), 0.13 (video); trained: 0.55-0.61

@@ -9,6 +9,11 @@ that the displayed image's bytes change. Skips with the reason when
 ``chromium`` or the ``playwright`` package is missing (``.ci/run`` installs
 chromium where it can). The server, its kernels and the browser are always
 shut down.
+
+Both tests (notebook 02's widgets, notebook 04's figures) share one server and
+one browser (the ``lab_browser`` fixture: starting them is most of a test's
+time on 2 cores); each test opens its notebook in a page of its own and shuts
+its kernels down when done, so neither sees the other's state.
 """
 
 from __future__ import annotations
@@ -219,168 +224,176 @@ def _wait(predicate, timeout: float, what: str, page=None, poll: float = 0.5):
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def test_augmentation_widgets_render_and_react_in_chromium(tmp_path, demo_root):
+class _LabBrowser:
+    """The shared JupyterLab server (``lab``, serving ``root``) and headless Chromium ``context``."""
+
+    def __init__(self, lab: _Lab, context, root: Path) -> None:
+        self.lab, self.context, self.root = lab, context, root
+
+    def open(self, name: str):
+        """A new page on notebook ``name`` (in ``root``), with a reset workspace: only that notebook open."""
+        page = self.context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{self.lab.base}/lab/tree/{name}?token={self.lab.token}&reset")
+        return page
+
+    def close(self, page) -> None:
+        """Closes ``page`` and shuts down the kernels it started: the next test starts from a quiet server."""
+        page.close()
+        for k in _api(self.lab.base, self.lab.token, "/api/kernels") or []:
+            _api(self.lab.base, self.lab.token, f"/api/kernels/{k['id']}", "DELETE", timeout=15)
+
+
+@pytest.fixture(scope="module")
+def lab_browser(tmp_path_factory):
+    """One JupyterLab server and one headless Chromium for the module's tests (skips without either); the
+    tests copy their notebooks into ``root``. Always shut down, whatever the tests did."""
     chromium = _chromium()
     if chromium is None:
         pytest.skip("no chromium browser installed (Debian: apt-get install chromium; .ci/run does this as root)")
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')"
     )
-
-    served = tmp_path / "served"
-    served.mkdir()
-    _notebook_copy(served, demo_root)
-    lab = _Lab(served, tmp_path)
+    work = tmp_path_factory.mktemp("lab")
+    root = work / "served"
+    root.mkdir()
+    lab = _Lab(root, work)
     try:
         lab.wait_ready()
         with sync_api.sync_playwright() as pw:
             context = pw.chromium.launch_persistent_context(
-                str(tmp_path / "profile"),
+                str(work / "profile"),
                 executable_path=chromium,
                 headless=True,
                 args=CHROMIUM_FLAGS,
                 viewport={"width": 1400, "height": 1000},
             )
             try:
-                page = context.new_page()
-                page.set_default_timeout(60_000)
-                page.goto(f"{lab.base}/lab/tree/{NOTEBOOK.name}?token={lab.token}&reset")
-                page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=90_000)
-                # The kernel must be up before "run all" (an idle status in the toolbar).
-                _wait(
-                    lambda: page.evaluate(
-                        """() => {
-                            const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                            const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-                            return !!k && k.status === 'idle';
-                        }"""
-                    ),
-                    90, "an idle kernel", page,
-                )
-                page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-
-                # The panel renders, the image gets its bytes, and the last cell ran.
-                page.wait_for_selector(".emolab-augmentation-preview", timeout=RUN_ALL_S * 1000)
-                before = _wait(lambda: _image_digest(page), CHANGE_S, "the preview image", page)
-                _wait(
-                    lambda: page.evaluate(
-                        """() => {
-                            const w = window.jupyterapp.shell.currentWidget;
-                            const cells = w.content.widgets;
-                            const last = cells[cells.length - 1];
-                            return last.model.executionCount !== null && w.sessionContext.session.kernel.status === 'idle';
-                        }"""
-                    ),
-                    RUN_ALL_S, "all cells to run", page,
-                )
-                # text_content, not inner_text: JupyterLab skips rendering cells off screen.
-                text = page.text_content(".jp-NotebookPanel") or ""
-                assert "Error displaying widget" not in text
-                assert "Traceback" not in text, text[-3000:]
-                assert page.locator(".emolab-augmentation-preview .widget-slider").count() >= 2
-                assert page.locator(".emolab-augmentation-preview audio").count() == 2
-
-                # What the reader sees, by screenshot pixels: with every augmentation off the "after" row
-                # shows the "before" row's frames (not washed out towards grey).
-                import io
-
-                import numpy as np
-                from PIL import Image
-
-                image = page.locator(".emolab-preview-image")
-                image.scroll_into_view_if_needed()
-                shot = np.asarray(Image.open(io.BytesIO(image.screenshot())).convert("RGB"))
-                if _screenshot_dir() is not None:
-                    page.screenshot(path=str(_screenshot_dir() / "02_preview_panel.png"), full_page=False)
-                    Image.fromarray(shot).save(_screenshot_dir() / "02_preview_image.png")
-                before_boxes, after_boxes = _frame_boxes(demo_root)
-                assert len(before_boxes) == len(after_boxes) == 8
-                for b_box, a_box in zip(before_boxes, after_boxes):
-                    b, a = _crop(shot, b_box), _crop(shot, a_box)
-                    assert b.shape == a.shape and b.size > 0
-                    assert b.std() > 10  # a frame, not the background
-                    assert np.abs(a - b).mean() < 4.0, np.abs(a - b).mean()
-                    assert a.std() == pytest.approx(b.std(), rel=0.1)
-
-                # Move the "darken by" slider: focus its handle, arrow keys (0.05 per step).
-                slider = page.locator(".emolab-augmentation-preview .widget-slider", has_text="darken by")
-                slider.scroll_into_view_if_needed()
-                readout = slider.locator(".widget-readout")
-                assert (readout.text_content() or "").strip() == "0.00"
-                handle = slider.locator(".noUi-handle").first
-                handle.focus()
-                for _ in range(8):
-                    page.keyboard.press("ArrowRight")
-                try:
-                    _wait(lambda: (readout.text_content() or "").strip() != "0.00", 10, "the slider to move", page)
-                except TimeoutError:  # pragma: no cover - no keyboard support: drag the handle
-                    pass
-                if (readout.text_content() or "").strip() == "0.00":  # pragma: no cover - keyboard unsupported: drag
-                    box = handle.bounding_box()
-                    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-                    page.mouse.down()
-                    page.mouse.move(box["x"] + 150, box["y"] + box["height"] / 2, steps=10)
-                    page.mouse.up()
-                moved = (readout.text_content() or "").strip()
-                assert float(moved) > 0, moved
-                after = _wait(
-                    lambda: (d := _image_digest(page)) and d != before and d, CHANGE_S, "the image to change", page
-                )
-                assert after != before
-                assert "Error displaying widget" not in (page.text_content(".jp-NotebookPanel") or "")
+                yield _LabBrowser(lab, context, root)
             finally:
                 context.close()
     finally:
         lab.stop()
 
 
-def test_attention_notebook_figures_display_in_chromium(tmp_path):
+def test_augmentation_widgets_render_and_react_in_chromium(lab_browser, demo_root):
+    _notebook_copy(lab_browser.root, demo_root)
+    page = lab_browser.open(NOTEBOOK.name)
+    try:
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=90_000)
+        # The kernel must be up before "run all" (an idle status in the toolbar).
+        _wait(
+            lambda: page.evaluate(
+                """() => {
+                    const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+                    return !!k && k.status === 'idle';
+                }"""
+            ),
+            90, "an idle kernel", page,
+        )
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+        # The panel renders, the image gets its bytes, and the last cell ran.
+        page.wait_for_selector(".emolab-augmentation-preview", timeout=RUN_ALL_S * 1000)
+        before = _wait(lambda: _image_digest(page), CHANGE_S, "the preview image", page)
+        _wait(
+            lambda: page.evaluate(
+                """() => {
+                    const w = window.jupyterapp.shell.currentWidget;
+                    const cells = w.content.widgets;
+                    const last = cells[cells.length - 1];
+                    return last.model.executionCount !== null && w.sessionContext.session.kernel.status === 'idle';
+                }"""
+            ),
+            RUN_ALL_S, "all cells to run", page,
+        )
+        # text_content, not inner_text: JupyterLab skips rendering cells off screen.
+        text = page.text_content(".jp-NotebookPanel") or ""
+        assert "Error displaying widget" not in text
+        assert "Traceback" not in text, text[-3000:]
+        assert page.locator(".emolab-augmentation-preview .widget-slider").count() >= 2
+        assert page.locator(".emolab-augmentation-preview audio").count() == 2
+
+        # What the reader sees, by screenshot pixels: with every augmentation off the "after" row
+        # shows the "before" row's frames (not washed out towards grey).
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        image = page.locator(".emolab-preview-image")
+        image.scroll_into_view_if_needed()
+        shot = np.asarray(Image.open(io.BytesIO(image.screenshot())).convert("RGB"))
+        if _screenshot_dir() is not None:
+            page.screenshot(path=str(_screenshot_dir() / "02_preview_panel.png"), full_page=False)
+            Image.fromarray(shot).save(_screenshot_dir() / "02_preview_image.png")
+        before_boxes, after_boxes = _frame_boxes(demo_root)
+        assert len(before_boxes) == len(after_boxes) == 8
+        for b_box, a_box in zip(before_boxes, after_boxes):
+            b, a = _crop(shot, b_box), _crop(shot, a_box)
+            assert b.shape == a.shape and b.size > 0
+            assert b.std() > 10  # a frame, not the background
+            assert np.abs(a - b).mean() < 4.0, np.abs(a - b).mean()
+            assert a.std() == pytest.approx(b.std(), rel=0.1)
+
+        # Move the "darken by" slider: focus its handle, arrow keys (0.05 per step).
+        slider = page.locator(".emolab-augmentation-preview .widget-slider", has_text="darken by")
+        slider.scroll_into_view_if_needed()
+        readout = slider.locator(".widget-readout")
+        assert (readout.text_content() or "").strip() == "0.00"
+        handle = slider.locator(".noUi-handle").first
+        handle.focus()
+        for _ in range(8):
+            page.keyboard.press("ArrowRight")
+        try:
+            _wait(lambda: (readout.text_content() or "").strip() != "0.00", 10, "the slider to move", page)
+        except TimeoutError:  # pragma: no cover - no keyboard support: drag the handle
+            pass
+        if (readout.text_content() or "").strip() == "0.00":  # pragma: no cover - keyboard unsupported: drag
+            box = handle.bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 150, box["y"] + box["height"] / 2, steps=10)
+            page.mouse.up()
+        moved = (readout.text_content() or "").strip()
+        assert float(moved) > 0, moved
+        after = _wait(
+            lambda: (d := _image_digest(page)) and d != before and d, CHANGE_S, "the image to change", page
+        )
+        assert after != before
+        assert "Error displaying widget" not in (page.text_content(".jp-NotebookPanel") or "")
+    finally:
+        lab_browser.close(page)
+
+
+def test_attention_notebook_figures_display_in_chromium(lab_browser):
     """The committed notebook 04 as a reader opens it: its figures show (screenshots kept with
     ``EMOLAB_SCREENSHOT_DIR``), the attention figure is drawn, and nothing failed to display."""
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip("no chromium browser installed (Debian: apt-get install chromium; .ci/run does this as root)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')"
-    )
     import io
 
     import numpy as np
     from PIL import Image
 
     name = "04_attention_maps.ipynb"
-    served = tmp_path / "served"
-    served.mkdir()
-    shutil.copy(ROOT / "notebooks" / name, served / name)
-    lab = _Lab(served, tmp_path)
+    shutil.copy(ROOT / "notebooks" / name, lab_browser.root / name)
+    page = lab_browser.open(name)
     try:
-        lab.wait_ready()
-        with sync_api.sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
-                viewport={"width": 1400, "height": 1000},
-            )
-            try:
-                page = context.new_page()
-                page.set_default_timeout(60_000)
-                page.goto(f"{lab.base}/lab/tree/{name}?token={lab.token}&reset")
-                page.wait_for_selector(".jp-NotebookPanel .jp-OutputArea-output img", timeout=90_000)
-                images = page.locator(".jp-NotebookPanel .jp-OutputArea-output img")
-                # JupyterLab renders outputs as they scroll into its window: wait for the third, then count
-                images.nth(2).wait_for(state="attached", timeout=90_000)
-                assert images.count() >= 3  # two clips' attention figures and the per-head maps
-                shots = []
-                for i in range(images.count()):
-                    img = images.nth(i)
-                    img.scroll_into_view_if_needed()
-                    page.wait_for_timeout(300)
-                    shot = np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("RGB"))
-                    shots.append(shot)
-                    if _screenshot_dir() is not None:
-                        Image.fromarray(shot).save(_screenshot_dir() / f"04_figure_{i}.png")
-                assert all(s.std() > 10 for s in shots)  # drawn figures, not blank boxes
-                assert "Error displaying" not in (page.text_content(".jp-NotebookPanel") or "")
-            finally:
-                context.close()
+        page.wait_for_selector(".jp-NotebookPanel .jp-OutputArea-output img", timeout=90_000)
+        images = page.locator(".jp-NotebookPanel .jp-OutputArea-output img")
+        # JupyterLab renders outputs as they scroll into its window: wait for the third, then count
+        images.nth(2).wait_for(state="attached", timeout=90_000)
+        assert images.count() >= 3  # two clips' attention figures and the per-head maps
+        shots = []
+        for i in range(images.count()):
+            img = images.nth(i)
+            img.scroll_into_view_if_needed()
+            page.wait_for_timeout(300)
+            shot = np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("RGB"))
+            shots.append(shot)
+            if _screenshot_dir() is not None:
+                Image.fromarray(shot).save(_screenshot_dir() / f"04_figure_{i}.png")
+        assert all(s.std() > 10 for s in shots)  # drawn figures, not blank boxes
+        assert "Error displaying" not in (page.text_content(".jp-NotebookPanel") or "")
     finally:
-        lab.stop()
+        lab_browser.close(page)
