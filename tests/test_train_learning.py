@@ -47,6 +47,9 @@ def cache(tmp_path_factory) -> str:
 #: audio 0.58, video 0.40, gated 0.47; 0.55-0.61 at 8 epochs), 5/8 of the time of 8. The shuffled runs keep 8.
 LEARN_EPOCHS = 5
 SHUFFLED_EPOCHS = 8
+#: The learning bar: 2.4x chance. 2x chance (0.25) let an audio model that never took an optimiser step pass
+#: (it predicts a class that is 1/4 of the test split).
+LEARNED_ACCURACY = 0.3
 
 
 def _train(corpus: Path, cache: str, out: Path, fusion: str, shuffle: int | None = None, epochs: int = 8) -> dict:
@@ -73,7 +76,8 @@ def _train(corpus: Path, cache: str, out: Path, fusion: str, shuffle: int | None
 def test_models_learn_the_demo_corpus(corpus, cache, tmp_path, fusion) -> None:
     m = _train(corpus, cache, tmp_path, fusion, epochs=LEARN_EPOCHS)
     assert m["num_samples"] == 120
-    assert m["accuracy"] >= 2 * CHANCE, m
+    # an untrained model (optimiser steps removed) scores 0.25 / macro-F1 0.13 on this split: the bar is above it
+    assert m["accuracy"] >= LEARNED_ACCURACY, m
     assert m["macro_f1"] > CHANCE, m
 
 
