@@ -8,8 +8,8 @@ not sampled need not be decoded at all. The packets are read first (no
 decoding), so that the frame count, and with it the sampled indices, is known
 before decoding starts; a packet is then sent to the decoder only if its frame
 is sampled or is a reference. On 1280x720 clips this halves the decoding (about
-70 -> 40 ms a clip on one core of the 2-core development machine), with the
-same frames bit for bit (``tests/test_video.py`` compares them with a full
+70 -> 41 ms a clip, decoding alone, on the 2-core development machine), with the
+same frames bit for bit (``tests/test_decoding.py`` compares them with a full
 decode).
 
 It applies to H.264 in MP4/MOV (length-prefixed NAL units, ``avcC`` extradata),
