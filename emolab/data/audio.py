@@ -228,7 +228,7 @@ _MEL_CACHE: dict[tuple[int, int, str], nn.Module] = {}
 
 #: Clips per STFT call on the CPU (:class:`LogMel`). A batch of 32 clips' complex spectra is 15 MB, which glibc
 #: hands back to the system after each batch, so that every batch page-faults them in again: 25 ms for 32 clips
-#: against 4 x 1.4 ms in chunks of 8 (2-core AMD EPYC, ``benchmarks/README.md``).
+#: against 7.5 ms in chunks of 8 (2-core AMD EPYC, ``benchmarks/README.md``).
 CPU_CHUNK = 8
 
 
