@@ -286,6 +286,28 @@ def test_refresh_committed_cleans_and_refuses_stderr(tmp_path):
 
 
 @pytest.mark.slow  # starts a kernel and executes a notebook
+def test_refresh_refuses_a_run_that_overlapped_a_code_edit(tmp_path):
+    """A refresh once committed notebook 04's outputs from a run that overlapped a 20-s mutation of the
+    trainer in the same checkout; every later nbval run then failed on them. The run here edits a watched
+    source file the way that mutation did."""
+    src = tmp_path / "pkg"
+    (src / "train").mkdir(parents=True)
+    (src / "train" / "trainer.py").write_text("STEP = True\n")
+    (src / "notes.txt").write_text("not a source file\n")
+    edit = tmp_path / "05_edit.ipynb"
+    _tiny_notebook(edit, body=f"import pathlib\npathlib.Path({str(src / 'train' / 'trainer.py')!r}).write_text('STEP = False\\n')")
+    before = edit.read_text()
+    with pytest.raises(ValueError, match=r"05_edit.ipynb: 1 source file\(s\) under .* changed while it ran \(train/trainer.py\)"):
+        nbs.refresh_committed([edit], timeout=120, watch=src)
+    assert edit.read_text() == before
+
+    touch = tmp_path / "06_other.ipynb"  # a file that is not Python source may change
+    _tiny_notebook(touch, body=f"import pathlib\npathlib.Path({str(src / 'notes.txt')!r}).write_text('changed')")
+    (done,) = nbs.refresh_committed([touch], timeout=120, watch=src)
+    assert nbformat.read(done, as_version=4).cells[-1].execution_count == 3
+
+
+@pytest.mark.slow  # starts a kernel and executes a notebook
 def test_pairing_notebook_on_a_small_corpus(tmp_path, demo_root):
     out = nbs.run_notebook("01", {"data_root": str(demo_root), "SMOKE": True}, tmp_path / "run01", timeout=300)
     metrics = nbh.read_metrics(out.parent)

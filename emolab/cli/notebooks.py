@@ -34,6 +34,7 @@ outputs are the smoke outputs that ``make test`` re-computes.
 from __future__ import annotations
 
 import ast
+import hashlib
 import itertools
 import os
 import re
@@ -414,20 +415,33 @@ def _check_outputs(nb: Any, path: Path) -> None:
         )
 
 
+def _source_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every ``*.py`` file under ``folder``, by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.py"))}
+
+
 def refresh_committed(
     names: Sequence[str | os.PathLike[str]] | None = None,
     *,
     timeout: float | None = 1800,
     check: bool = True,
+    watch: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
     """Re-execute committed notebooks in place (smoke mode, kernel cwd = ``notebooks/``, as nbval
     runs them) and :func:`clean_notebook` them: ``make notebooks-refresh``.
+
+    A notebook whose run overlapped an edit of the code it runs is not written: outputs made half by
+    the old code and half by the new (or by a temporary change, such as a mutation check in the same
+    checkout) would be committed and then fail nbval everywhere else.
 
     Args:
         names: notebooks to refresh; all numbered notebooks when None.
         timeout: per-cell time limit in seconds.
         check: refuse (ValueError) outputs holding stderr text or errors outside
             ``nbval-ignore-output`` cells; the committed file is left unchanged then.
+        watch: the source folder whose ``*.py`` files must not change while a notebook runs
+            (ValueError naming them otherwise; the committed file is left unchanged); default: the
+            emolab package.
 
     Returns:
         The refreshed notebook paths.
@@ -436,10 +450,12 @@ def refresh_committed(
 
     paths = [resolve_notebook(n) for n in names] if names else list_notebooks()
     done = []
+    watched = Path(watch) if watch is not None else Path(__file__).resolve().parents[1]
     saved = os.environ.get("EMOLAB_SMOKE")
     os.environ["EMOLAB_SMOKE"] = "1"
     try:
         for path in paths:
+            before = _source_digests(watched)
             with tempfile.TemporaryDirectory(prefix="emolab-refresh-") as tmp:
                 import papermill as pm
 
@@ -456,6 +472,11 @@ def refresh_committed(
                     kernel_manager_class=_current_env_kernel_manager(),
                 )
                 nb = clean_notebook(nbformat.read(executed, as_version=4))
+            after = _source_digests(watched)
+            if after != before:
+                changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+                raise ValueError(f"{path.name}: {len(changed)} source file(s) under {watched} changed while it ran "
+                                 f"({', '.join(changed[:5])}); its outputs were not written: run the refresh again")
             if check:
                 _check_outputs(nb, path)
             nbformat.write(nb, path)
