@@ -89,3 +89,39 @@ def test_placement_gpu_or_pinned(monkeypatch):
     assert resident.GPU_FRACTION == 0.25
     ravdess = resident_bytes(1440, 8, 112, 48000)
     assert 500 * 10**6 < ravdess < 600 * 10**6  # the issue's "about 560 MB"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("pinned", [False, True], ids=["on-gpu", "pinned-host"])
+def test_resident_on_cuda_gives_the_cpu_loader_paths_inputs(pairs, cache_dir, monkeypatch, pinned):
+    """The GPU path as training runs it: the split resident on the GPU (or in pinned host memory when it does not
+    fit), batches drawn there, augmentation and featurisation there. The raw batches are the CPU loader path's,
+    bit for bit; the model inputs equal the CPU's to float rounding, but for the video noise, which CUDA's generator
+    draws differently (``seeded_normal``): clips with video noise are compared on shape and range only."""
+    from emolab.data.augment import split_draws
+
+    if pinned:
+        monkeypatch.setattr(resident, "GPU_FRACTION", 0.0)
+    ds = RavdessMelDataset(pairs[:12], augment=True, seed=5, audio_noise=AudioNoise(None))
+    warm_cache(ds, num_workers=0, progress=False)
+    feat = BatchFeaturizer.for_dataset(ds)
+    loader = make_loader(ds, 4, shuffle=True, seed=3, num_workers=0, drop_last=True)
+    fast = make_resident_loader(ds, 4, device="cuda", shuffle=True, seed=3, drop_last=True)
+    assert fast.dataset.pinned == pinned and (fast.dataset.device.type == "cpu") == pinned
+    compared = blurred = 0
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        fast.dataset.set_epoch(epoch)
+        for a, b in zip(loader, fast, strict=True):
+            assert b["video_u8"].is_cuda != pinned and b["audio_i16"].is_cuda != pinned
+            _assert_same(a, {k: v.cpu() if torch.is_tensor(v) else v for k, v in b.items()})
+            fa, fb = feat(a), feat(b, "cuda")
+            assert fb["video"].is_cuda and fb["audio"].is_cuda and fb["label"].is_cuda
+            torch.testing.assert_close(fb["audio"].cpu(), fa["audio"], rtol=1e-4, atol=1e-2)
+            video_aug, _ = split_draws(a["aug_f"], a["aug_i"])
+            clean = video_aug["noise_scale"] == 0
+            torch.testing.assert_close(fb["video"].cpu()[clean], fa["video"][clean], rtol=0, atol=1e-4)
+            assert fb["video"].shape == fa["video"].shape and bool(torch.isfinite(fb["video"]).all())
+            compared += int(clean.sum())
+            blurred += int(((video_aug["blur_kernel"] > 1) & clean).sum())
+    assert compared > 0 and blurred > 0  # the blur ran on the GPU and was compared
