@@ -339,6 +339,13 @@ def test_frames_to_tensor_normalisation():
     batched = normalize(frames_to_float(frames)[None].repeat(3, 1, 1, 1, 1))
     assert batched.shape == (3, 2, 3, 4, 5)
     torch.testing.assert_close(batched[2], x)
+    # in place (the featuriser's): the same values bit for bit, written into the input, channels-last kept
+    u8 = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 6, 7, 3), dtype=np.uint8))
+    mine = u8.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    expected = normalize(mine)
+    out = normalize(mine, inplace=True)
+    assert out.data_ptr() == mine.data_ptr() and out.stride() == expected.stride()
+    assert torch.equal(out, expected)
 
 
 def test_load_video_frames_shapes_and_rng(clip30):

@@ -175,7 +175,7 @@ class BatchFeaturizer:
         cond = self.condition
         if cond is not None:
             video = cond.apply_video(video)
-        video = normalize(video)
+        video = normalize(video, inplace=True)  # every step above made `video` a tensor of ours
         if cond is not None and cond.drop == "video":
             video = torch.zeros_like(video)
         return video if self.channels_last else video.contiguous()
