@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, WhisperFeatureExtractor
+from transformers import AutoConfig, AutoModel, WhisperFeatureExtractor
 
 import emolab.models.layers as layers_mod
 from emolab.cli.main import main as emolab_main
@@ -65,6 +65,15 @@ def test_full_size_parameter_counts() -> None:
         "openai/whisper-base": 20_590_592,
         "openai/whisper-large-v3": 636_968_960,
     }
+
+
+@pytest.mark.parametrize("name", list(FULL_SIZE_CONFIGS))
+def test_full_size_config_fields_are_family_fields(name: str) -> None:
+    """A misspelt or renamed field is stored as a stray attribute and silently ignored, so the count would follow
+    the family default instead (data2vec-audio's positional conv depth once sat under such a key)."""
+    fields = dict(FULL_SIZE_CONFIGS[name])
+    family_fields = set(AutoConfig.for_model(fields.pop("model_type")).to_dict())
+    assert sorted(set(fields) - family_fields) == []
 
 
 def test_unsupported_family_is_refused() -> None:

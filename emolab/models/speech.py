@@ -303,29 +303,52 @@ def load_speech_backbone(name_or_path: str | os.PathLike[str] = DEFAULT_AUDIO_BA
 
 #: The shape-defining fields of the published ``config.json`` of full-size checkpoints (the rest are the
 #: transformers defaults of the family, which these checkpoints use), for counting parameters without a download
-#: (:func:`backbone_parameter_count`; README "Models", speech encoders).
+#: (:func:`backbone_parameter_count`; README "Models", speech encoders). Each entry names what it was checked
+#: against (the Hub is out of reach here; HF = huggingface.co pages as stored by the offline library). "Saved
+#: from X" means configs written by ``from_pretrained(X)`` fine-tunes, whose ``_name_or_path`` is X: they keep X's
+#: shape fields. Fields not listed (conv_dim/kernel/stride, num_conv_pos_embeddings/_groups, num_feat_extract_layers,
+#: feat_extract_activation, layer_norm_eps 1e-5, add_adapter false, whisper's scale_embedding false) equal the
+#: family default wherever those sources show them; tests check that every key is a field of the family's config.
 FULL_SIZE_CONFIGS: dict[str, dict[str, Any]] = {
+    # HF facebook/wav2vec2-base: own config page not stored; fields up to mask_time_prob as saved from it (e.g. HF
+    # asakawa/wav2vec2-base-demo-colab/blame/main/config.json), heads/layers as saved from its fine-tune
+    # facebook/wav2vec2-base-960h (HF binaya-s/xls-r-300m-en, anton-l/wav2vec2-base-superb-sv config.json).
     "facebook/wav2vec2-base": {"model_type": "wav2vec2", "hidden_size": 768, "num_hidden_layers": 12,
                                "num_attention_heads": 12, "intermediate_size": 3072, "feat_extract_norm": "group",
                                "do_stable_layer_norm": False, "conv_bias": False, "mask_time_prob": 0.05},
+    # HF facebook/hubert-base-ls960: own config page not stored; every field (and feat_proj_layer_norm true, the
+    # default) as saved from it, e.g. HF danieleV9H/hubert-base-timit-demo-google-colab-ft30ep_v5 config.json;
+    # conv/extractor match fairseq examples/hubert/config/pretrain/hubert_base_librispeech.yaml.
     "facebook/hubert-base-ls960": {"model_type": "hubert", "hidden_size": 768, "num_hidden_layers": 12,
                                    "num_attention_heads": 12, "intermediate_size": 3072, "feat_extract_norm": "group",
                                    "do_stable_layer_norm": False, "conv_bias": False, "mask_time_prob": 0.05},
+    # HF microsoft/wavlm-base: own config page not stored; as saved from it (HF
+    # patrickvonplaten/wavlm-libri-clean-100h-base config.json; heads/layers: HF Arphor/my_awesome_mind_model c4662aa).
+    # num_buckets/max_bucket_distance: not verified for base (WavLMConfig defaults, documented as wavlm-base).
     "microsoft/wavlm-base": {"model_type": "wavlm", "hidden_size": 768, "num_hidden_layers": 12,
                              "num_attention_heads": 12, "intermediate_size": 3072, "feat_extract_norm": "group",
                              "do_stable_layer_norm": False, "conv_bias": False, "mask_time_prob": 0.05,
                              "num_buckets": 320, "max_bucket_distance": 800},
+    # HF microsoft/wavlm-large/blame/0dbabc6a/config.json (first upload) and commit 38b04af ("correct", the last change
+    # to config.json: adds max_bucket_distance 800; mask_time_prob 0.075, num_attention_heads 16 unchanged).
     "microsoft/wavlm-large": {"model_type": "wavlm", "hidden_size": 1024, "num_hidden_layers": 24,
                               "num_attention_heads": 16, "intermediate_size": 4096, "feat_extract_norm": "layer",
-                              "do_stable_layer_norm": True, "conv_bias": False, "mask_time_prob": 0.05,
+                              "do_stable_layer_norm": True, "conv_bias": False, "mask_time_prob": 0.075,
                               "num_buckets": 320, "max_bucket_distance": 800},
+    # HF facebook/data2vec-audio-base/commit/4b2131d (its only config.json, lines 1-45: conv_*, conv_pos_kernel_size);
+    # the rest as saved from it (HF abdusah/aradia-ctc-data2vec-ft) and in data2vec-audio configs (HF
+    # m-a-p/music2vec-v1): num_conv_pos_embeddings 5 is the number of positional conv layers in this family.
     "facebook/data2vec-audio-base": {"model_type": "data2vec-audio", "hidden_size": 768, "num_hidden_layers": 12,
                                      "num_attention_heads": 12, "intermediate_size": 3072, "conv_bias": False,
-                                     "conv_pos_kernel_size": 19, "num_conv_pos_embedding_layers": 5,
+                                     "conv_pos_kernel_size": 19, "num_conv_pos_embeddings": 5,
                                      "mask_time_prob": 0.05},
+    # HF openai/whisper-base: own config page not stored; as saved from it (e.g. HF
+    # softcatala/whisper-base-ca/blame/b1c6013f/config.json); only the encoder is built, vocab_size does not count.
     "openai/whisper-base": {"model_type": "whisper", "d_model": 512, "encoder_layers": 6,
                             "encoder_attention_heads": 8, "encoder_ffn_dim": 2048, "num_mel_bins": 80,
                             "max_source_positions": 1500},
+    # HF openai/whisper-large-v3: own config page not stored; as saved from it (e.g. HF
+    # FL33TW00D-HF/whisper-large-v3/blame/main/config.json, zuazo/whisper-large-v3-ca, same fields).
     "openai/whisper-large-v3": {"model_type": "whisper", "d_model": 1280, "encoder_layers": 32,
                                 "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "num_mel_bins": 128,
                                 "max_source_positions": 1500},
