@@ -3,7 +3,7 @@
 #
 # Before the call, once, in the repository root of the session's own checkout (the device tool sends that one):
 #     bash benchmarks/gpu_wheels.sh            # the wheels the machine lacks (av, soundfile, cffi, pycparser,
-#                                              # transformers, facenet-pytorch; ~53 MB) into .whl/ (git-ignored)
+#                                              # transformers, facenet-pytorch, regex; ~54 MB) into .whl/ (git-ignored)
 # Then ONE call (a session has 15 min of device time, the machine's start included: no second full call fits):
 #     run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=590)
 # It runs the steps below in the order issue 18 needs them, each under its own time limit and all of them under
@@ -103,7 +103,7 @@ import importlib, sys
 print("python", sys.version.split()[0], sys.executable)
 need = ["torch", "torchaudio", "torchvision", "numpy", "cv2", "av", "soundfile", "transformers", "emolab"]
 missing = []
-for name in need + ["cffi", "huggingface_hub", "tokenizers", "facenet_pytorch", "pytest"]:
+for name in need + ["cffi", "regex", "huggingface_hub", "tokenizers", "facenet_pytorch", "pytest"]:
     try:
         mod = importlib.import_module(name)
         print(f"{name:16} {getattr(mod, '__version__', '?'):14} {mod.__file__}")
