@@ -187,7 +187,28 @@ def test_jobs_bench_times_the_same_sweep_per_jobs(tmp_path: Path, capsys) -> Non
         assert r["runs"] == 2 and _positive(r["wall_s"])
         assert r["runs_per_hour"] == pytest.approx(2 / r["wall_s"] * 3600)
     assert res["rows"][0]["speedup"] == 1.0 and _positive(res["warmup_run_s"])
-    assert res["config"]["folds"] == [0, 2] and res["config"]["fusion"] == "audio"
+    assert res["config"]["folds"] == [0, 2] and res["config"]["fusion"] == "audio" and "partial" not in res
     assert "--jobs" in text and f"best: --jobs {res['best_jobs']}" in text
     with pytest.raises(SystemExit):
         jobs_main(["--jobs", "0", "--out", str(out)])
+
+
+def test_jobs_bench_leaves_the_ns_it_finished(tmp_path: Path, monkeypatch) -> None:
+    """A sweep stopped after ``--jobs 1`` (a GPU session's time limit) leaves that row in the JSON, marked partial."""
+    import emolab.bench.jobs as jobs
+
+    walls = iter([5.0, 10.0])  # the warm-up run, then --jobs 1
+
+    def sweep(cmd: list[str], out: Path, env: dict, expected: int) -> float:
+        wall = next(walls, None)
+        if wall is None:
+            raise KeyboardInterrupt  # what the time limit's signal does to the run
+        return wall
+
+    monkeypatch.setattr(jobs, "_sweep", sweep)
+    out = tmp_path / "jobs.json"
+    with pytest.raises(KeyboardInterrupt):
+        jobs.main(["--data", str(tmp_path), "--jobs", "1,2,4", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["partial"] is True and res["warmup_run_s"] == 5.0
+    assert [(r["jobs"], r["wall_s"], r["speedup"]) for r in res["rows"]] == [(1, 10.0, 1.0)]

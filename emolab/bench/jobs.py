@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from emolab.bench.common import machine, results_dir
 from emolab.utils.fileio import atomic_write_json
@@ -75,8 +75,13 @@ def _sweep(cmd: list[str], out: Path, env: dict[str, str], expected: int) -> flo
     return wall
 
 
-def measure_jobs(data: Path, workdir: Path, cfg: JobsBench, log: Any = None) -> dict[str, Any]:
-    """Runs per hour of the same sweep for each N of ``cfg.jobs`` (each in a fresh folder, one shared warm cache)."""
+def measure_jobs(data: Path, workdir: Path, cfg: JobsBench, log: Any = None,
+                 on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Runs per hour of the same sweep for each N of ``cfg.jobs`` (each in a fresh folder, one shared warm cache).
+
+    ``on_row`` gets the result so far (``partial: True``) after each N but the last: ``main`` writes it, so
+    that a run stopped by a time limit (a GPU session's) still leaves the Ns it finished.
+    """
     log = log or sys.stderr
     env = {**os.environ, "EMOLAB_CACHE_DIR": str(workdir / "cache")}
     print(f"warm-up: one untimed run fills the frame cache ({data}) ...", file=log)
@@ -88,6 +93,12 @@ def measure_jobs(data: Path, workdir: Path, cfg: JobsBench, log: Any = None) -> 
         print(f"--jobs {n}: {cfg.runs} runs ...", file=log)
         wall = _sweep(_cv_command(cfg, data, out, n, cfg.folds, cfg.seeds), out, env, cfg.runs)
         rows.append({"jobs": n, "runs": cfg.runs, "wall_s": wall, "runs_per_hour": cfg.runs / wall * 3600})
+        if on_row is not None and len(rows) < len(cfg.jobs):
+            on_row({**_summary(warm_s, rows), "partial": True})
+    return _summary(warm_s, rows)
+
+
+def _summary(warm_s: float, rows: list[dict[str, Any]]) -> dict[str, Any]:
     base = rows[0]["runs_per_hour"]
     for r in rows:
         r["speedup"] = r["runs_per_hour"] / base
@@ -139,13 +150,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.data:
             from emolab.data.synthetic import generate_demo_corpus
 
-            generate_demo_corpus(data, progress=False)
+            t_gen = time.perf_counter()  # on every core (the default takes at most 4)
+            generate_demo_corpus(data, workers=os.cpu_count() or 1, progress=False)
+            print(f"generated the demo corpus in {time.perf_counter() - t_gen:.1f} s", file=sys.stderr)
         t0 = time.perf_counter()
-        res = {"machine": machine(), "config": asdict(cfg), "data": str(args.data or "generated demo corpus"),
-               **measure_jobs(data, Path(tmp), cfg)}
+        out = Path(args.out)
+        head = {"machine": machine(), "config": asdict(cfg), "data": str(args.data or "generated demo corpus")}
+
+        def write_partial(so_far: dict[str, Any]) -> None:
+            atomic_write_json({**head, **so_far, "elapsed_s": time.perf_counter() - t0}, out)
+
+        res = {**head, **measure_jobs(data, Path(tmp), cfg, on_row=write_partial)}
         res["elapsed_s"] = time.perf_counter() - t0
     print(format_table(res))
-    out = Path(args.out)
     atomic_write_json(res, out)
     print(f"wrote {out}")
     return 0
