@@ -20,7 +20,7 @@
 #   5. wavlm    bench_wavlm.py: WavLM feature cache at 1080 clips (break-even epochs)                      80 s
 #   6. decode2  bench_data.py under taskset on 2 cores, 2 workers: cold decode vs the seed's loader        45 s
 #   7. decodeN  the same on every core, one worker per core (16 on the H200 machine)                       45 s
-#   8. cuda     the CUDA tests (log-Mel and featuriser on the device equal the CPU's)                      45 s
+#   8. cuda     the CUDA tests (log-Mel, featuriser, resident GPU path equal the CPU's)                45 s
 # Before them (inside the budget): the wheels into /tmp/site (shadowing the machine's own copies: PYTHONPATH
 # puts /tmp/site first), an import check (machine.txt: each package's version and path; stops if one the steps
 # need is missing), and 48 RAVDESS-sized clips (1280x720, 3.5 s, H.264) made once on every core (step `clips`)
@@ -149,7 +149,7 @@ for s in $STEPS; do
     decodeN) step decodeN 45 "$PY" benchmarks/bench_data.py --data "$CLIPS" --size $SIZE --clips $DC --batch_size 2 \
                  --workers "$NCORES" --out "$R/data_gpu_${NCORES}cores.json" ;;
     cuda) step cuda 45 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_audio.py \
-              tests/test_features.py -k cuda ;;
+              tests/test_features.py tests/test_resident.py -k cuda ;;
     *) say "unknown step $s (b8 b32 jobs compile wavlm decode2 decodeN cuda)" ;;
     esac
 done
