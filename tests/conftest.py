@@ -20,12 +20,14 @@ def fake_corpus(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
-    """A small generated corpus (real MP4 and WAV files): actors 1-4, tiny clips."""
+    """A small generated corpus (real MP4 and WAV files): actors 1-4, tiny clips. Generated in
+    :data:`~tests.helpers.CORPUS_WORKERS` processes (the files are the same as in-process: test_demo checks it)."""
     from emolab.data.synthetic import DemoConfig, generate_demo_corpus
+    from tests.helpers import CORPUS_WORKERS
 
     root = tmp_path_factory.mktemp("demo")
     generate_demo_corpus(root, DemoConfig(actors=4, size=(96, 64), seconds=1.0, fps=10.0, seed=0),
-                         workers=0, progress=False)
+                         workers=CORPUS_WORKERS, progress=False)
     return root
 
 

@@ -168,14 +168,14 @@ def test_fetch_costs_script(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # three tiny cv sweeps
-def test_jobs_bench_times_the_same_sweep_per_jobs(tmp_path: Path, capsys) -> None:
+def test_jobs_bench_times_the_same_sweep_per_jobs(cv_corpus: Path, tmp_path: Path, capsys) -> None:
     """``benchmarks/bench_jobs.py``: one untimed warm-up run, then the same sweep per ``--jobs N``, each checked to
-    have trained every run; runs per hour from the wall time (never asserted beyond being consistent)."""
+    have trained every run; runs per hour from the wall time (never asserted beyond being consistent). On the
+    session's cv corpus (the sweeps read it; runs and cache go under ``tmp_path``)."""
     from emolab.bench.jobs import main as jobs_main
     from tests.configs import tiny_train_flags
-    from tests.helpers import make_cv_corpus
 
-    corpus = make_cv_corpus(tmp_path / "corpus")
+    corpus = cv_corpus
     out = tmp_path / "jobs.json"
     argv = ["--data", str(corpus), "--jobs", "1,2", "--fusion", "audio", "--folds", "0,2", "--device", "cpu",
             "--out", str(out), *tiny_train_flags(corpus, tmp_path / "cache")]

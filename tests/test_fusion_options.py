@@ -244,10 +244,11 @@ RUN_OPTIONS = [
 
 @pytest.mark.slow  # whole training runs
 @pytest.mark.parametrize("fusion, flags", RUN_OPTIONS, ids=[f for f, _ in RUN_OPTIONS])
-def test_every_option_trains_through_emolab_train(fusion, flags, demo_root, tmp_path, cache_dir, one_torch_thread,
-                                                   capsys) -> None:
+def test_every_option_trains_through_emolab_train(fusion, flags, demo_root, demo_frame_cache, tmp_path,
+                                                   one_torch_thread, capsys) -> None:
+    """Each run trains on the session's frame cache: the frames are decoded once, not once per option."""
     out = tmp_path / "out"
-    rc = emolab_main(["train", "--fusion", fusion, *flags, *tiny_train_flags(demo_root, cache_dir),
+    rc = emolab_main(["train", "--fusion", fusion, *flags, *tiny_train_flags(demo_root, demo_frame_cache),
                       "--output_dir", str(out)])
     assert rc in (0, None), capsys.readouterr().err[-3000:]
     (run,) = (out / "runs").glob("*")

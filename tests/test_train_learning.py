@@ -30,11 +30,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """7 actors, 96x64 frames, 1 s clips at 8 fps (420 recordings, about 15 s to generate)."""
+    """7 actors, 96x64 frames, 1 s clips at 8 fps (420 recordings, about 15 s to generate in-process)."""
     from emolab.data.synthetic import DemoConfig, generate_demo_corpus
 
+    from tests.helpers import CORPUS_WORKERS
+
     root = tmp_path_factory.mktemp("learn-corpus")
-    generate_demo_corpus(root, DemoConfig(actors=7, size=(96, 64), seconds=1.0, fps=8.0, seed=0), workers=0, progress=False)
+    generate_demo_corpus(root, DemoConfig(actors=7, size=(96, 64), seconds=1.0, fps=8.0, seed=0),
+                         workers=CORPUS_WORKERS, progress=False)
     return root
 
 

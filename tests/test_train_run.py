@@ -37,8 +37,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def frame_cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("train-frame-cache"))
+def frame_cache(demo_frame_cache) -> str:
+    """The session's frame cache (tests/conftest.py): the tiny runs' frames, decoded once for the session."""
+    return str(demo_frame_cache)
 
 
 @pytest.fixture(scope="module")
