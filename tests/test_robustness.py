@@ -263,9 +263,13 @@ def test_cli_writes_three_files(runs, tmp_path, capsys):
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*tmp"))  # atomic writes leave no temporary file
 
-    assert main(["robustness", "--run", str(runs["gated"] / "best_gated.pt"), "--max_items", "2",
+    import shutil
+
+    own = shutil.copytree(runs["gated"], tmp_path / "gated-run")  # the default output goes into the run folder:
+    assert main(["robustness", "--run", str(own / "best_gated.pt"), "--max_items", "2",  # not the shared one
                  "--noise", "gaussian", "--device", "cpu"]) == 0
-    assert (runs["gated"] / "robustness" / "robustness.csv").is_file()  # default: beside the first run
+    assert (own / "robustness" / "robustness.csv").is_file()  # default: beside the first run
+    assert not (runs["gated"] / "robustness").exists()
 
 
 @pytest.mark.slow  # trains tiny_runs
