@@ -120,8 +120,14 @@ def test_resident_on_cuda_gives_the_cpu_loader_paths_inputs(pairs, cache_dir, mo
             torch.testing.assert_close(fb["audio"].cpu(), fa["audio"], rtol=1e-4, atol=1e-2)
             video_aug, _ = split_draws(a["aug_f"], a["aug_i"])
             clean = video_aug["noise_scale"] == 0
-            torch.testing.assert_close(fb["video"].cpu()[clean], fa["video"][clean], rtol=0, atol=1e-4)
+            blur = (video_aug["blur_kernel"] > 1) & clean
+            gpu_video = fb["video"].cpu()
+            # uint8 -> [0, 1], darkening, normalisation: elementwise IEEE float32, the same on both devices
+            torch.testing.assert_close(gpu_video[clean & ~blur], fa["video"][clean & ~blur], rtol=0, atol=1e-4)
+            # the blur is a convolution, which cuDNN may run in TF32 (10-bit mantissa) on Ampere and later GPUs
+            err = (gpu_video[blur] - fa["video"][blur]).abs()
+            assert err.numel() == 0 or (float(err.max()) < 3e-2 and float(err.mean()) < 3e-3), (err.max(), err.mean())
             assert fb["video"].shape == fa["video"].shape and bool(torch.isfinite(fb["video"]).all())
             compared += int(clean.sum())
-            blurred += int(((video_aug["blur_kernel"] > 1) & clean).sum())
-    assert compared > 0 and blurred > 0  # the blur ran on the GPU and was compared
+            blurred += int(blur.sum())
+    assert compared > blurred > 0  # the blur ran on the GPU and was compared, and so were unblurred clips
