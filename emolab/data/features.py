@@ -171,7 +171,7 @@ class BatchFeaturizer:
             raise ValueError(f"expected uint8 frames of shape (B, T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         video = frames.permute(0, 1, 4, 2, 3).float().div_(255.0)  # strides stay channels-last
         if params is not None:
-            video = apply_video_batch(video, dict(params))
+            video = apply_video_batch(video, dict(params), inplace=True)  # `video` is ours
         cond = self.condition
         if cond is not None:
             video = cond.apply_video(video)
