@@ -8,12 +8,35 @@ import platform
 import re
 import resource
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # torch is imported inside the functions so that ``emolab --help`` stays instant
     import torch
 
-__all__ = ["PeakMemory", "machine", "results_dir"]
+__all__ = ["PeakMemory", "SPEECH_PER_ACTOR", "machine", "map_processes", "results_dir", "speech_key"]
+
+
+#: RAVDESS's 60 speech recordings of an actor as ``(emotion, intensity, statement, repetition)``, in name order
+#: (neutral has no strong intensity).
+SPEECH_PER_ACTOR = [(e, i, s, r) for e in range(1, 9) for i in ((1,) if e == 1 else (1, 2)) for s in (1, 2)
+                    for r in (1, 2)]
+
+
+def speech_key(j: int) -> tuple[int, int, int, int, int]:
+    """The ``j``-th speech recording of actors 1, 2, ... (60 each): ``(actor, emotion, intensity, statement,
+    repetition)``; the benchmarks name their generated clips by it."""
+    return (1 + j // len(SPEECH_PER_ACTOR), *SPEECH_PER_ACTOR[j % len(SPEECH_PER_ACTOR)])
+
+
+def map_processes(fn: Callable[[int], Any], n: int, processes: int, chunksize: int = 1) -> list[Any]:
+    """``[fn(0), ..., fn(n - 1)]``, from ``processes`` forked processes when more than one (the benchmarks'
+    clip writers: each result depends only on its index, so the files are the same either way)."""
+    if processes <= 1 or n <= 1:
+        return [fn(j) for j in range(n)]
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(min(processes, n)) as pool:
+        return pool.map(fn, range(n), chunksize=chunksize)
 
 
 def results_dir() -> Path:

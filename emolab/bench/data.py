@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from emolab.bench.common import machine, results_dir
+from emolab.bench.common import machine, map_processes, results_dir, speech_key
 from emolab.data import pair_corpus
 from emolab.utils.fileio import atomic_write_json
 
@@ -97,14 +97,11 @@ class NaiveDataset:
         return {"video": video, "audio": log_mel(wave), "label": rec.emotion - 1}
 
 
-_PER_ACTOR = [(e, i, s, r) for e in range(1, 9) for i in ((1,) if e == 1 else (1, 2)) for s in (1, 2) for r in (1, 2)]
-
-
 def _write_clip(out: Path, cfg: Any, j: int) -> None:
     from emolab.data.synthetic import write_recording
 
-    e, i, s, r = _PER_ACTOR[j % 60]
-    write_recording(out, cfg, actor=1 + j // 60, emotion=e, intensity=i, statement=s, repetition=r)
+    actor, e, i, s, r = speech_key(j)
+    write_recording(out, cfg, actor=actor, emotion=e, intensity=i, statement=s, repetition=r)
 
 
 def make_clips(out: Path, n: int, size: tuple[int, int], seconds: float, fps: float, processes: int = 1) -> None:
@@ -119,15 +116,7 @@ def make_clips(out: Path, n: int, size: tuple[int, int], seconds: float, fps: fl
     from emolab.data.synthetic import DemoConfig
 
     cfg = DemoConfig(actors=[1], size=size, seconds=seconds, fps=fps, noise=False)
-    write = partial(_write_clip, Path(out), cfg)
-    if processes <= 1 or n <= 1:
-        for j in range(n):
-            write(j)
-        return
-    import multiprocessing as mp
-
-    with mp.get_context("fork").Pool(min(processes, n)) as pool:
-        pool.map(write, range(n), chunksize=1)
+    map_processes(partial(_write_clip, Path(out), cfg), n, processes)
 
 
 def time_epoch(loader: DataLoader, featurize: Any = None) -> tuple[float, int]:

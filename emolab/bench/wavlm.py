@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import torch
 
+from emolab.bench.common import map_processes, speech_key
 from emolab.data.feature_cache import FeatureStore
 
 if TYPE_CHECKING:
@@ -36,9 +37,6 @@ def _small_config() -> WavLMConfig:
     return WavLMConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768)
 
 
-_KEYS = [(e, i, s, r) for e in range(1, 9) for i in ((1,) if e == 1 else (1, 2)) for s in (1, 2) for r in (1, 2)]
-
-
 def _write_wav(root: Path, cfg: Any, j: int) -> Any:
     """Clip ``j`` of :func:`_bench_clips` (synthetic speech named as RAVDESS's j-th recording) and its pair."""
     import soundfile as sf
@@ -46,8 +44,7 @@ def _write_wav(root: Path, cfg: Any, j: int) -> Any:
     from emolab.data.ravdess import PairRecord
     from emolab.data.synthetic import synthesize_recording
 
-    actor = 1 + j // len(_KEYS)
-    e, i, s, r = _KEYS[j % len(_KEYS)]
+    actor, e, i, s, r = speech_key(j)
     clip = synthesize_recording(cfg, actor=actor, emotion=e, intensity=i, statement=s, repetition=r, video=False)
     stem = f"01-{e:02d}-{i:02d}-{s:02d}-{r:02d}-{actor:02d}"
     wav = root / f"Actor_{actor:02d}" / f"03-{stem}.wav"
@@ -68,14 +65,7 @@ def _bench_clips(root: Path, n: int, seconds: float, processes: int = 1) -> list
     from emolab.data.synthetic import DemoConfig, synthesize_noise
 
     cfg = DemoConfig(actors=1, seconds=seconds, seed=0)
-    write = partial(_write_wav, root, cfg)
-    if processes > 1 and n > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("fork").Pool(min(processes, n)) as pool:
-            pairs = pool.map(write, range(n), chunksize=max(1, n // (4 * processes)))
-    else:
-        pairs = [write(j) for j in range(n)]
+    pairs = map_processes(partial(_write_wav, root, cfg), n, processes, chunksize=max(1, n // (4 * processes)))
     (root / "Noise").mkdir(parents=True, exist_ok=True)
     sf.write(root / "Noise" / "noise.wav", synthesize_noise(8.0, cfg.sample_rate, 0), cfg.sample_rate, subtype="PCM_16")
     return pairs
